@@ -1,0 +1,234 @@
+//! The client commands of the `switchyard` CLI: they talk to a running server over HTTP.
+
+use std::io::Read;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
+
+/// Talks to a switchyard server.
+pub struct Client {
+    server: String,
+    http: reqwest::Client,
+}
+
+/// What `send` sends.
+pub struct SendRequest {
+    /// `namespace/name`.
+    pub broker: String,
+    /// `type`.
+    pub ty: String,
+    /// `source`.
+    pub source: String,
+    /// `id` (a random UUID when absent).
+    pub id: Option<String>,
+    /// `subject`.
+    pub subject: Option<String>,
+    /// The data: inline, or `@file`.
+    pub data: Option<String>,
+    /// `datacontenttype`.
+    pub content_type: Option<String>,
+    /// Extensions `name=value`.
+    pub extensions: Vec<String>,
+    /// Structured mode instead of binary.
+    pub structured: bool,
+}
+
+impl Client {
+    /// A client for `server` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(server: &str) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(Client { server: server.trim_end_matches('/').to_owned(), http })
+    }
+
+    /// `switchyard send`.
+    pub async fn send(&self, request: SendRequest) -> anyhow::Result<String> {
+        let (namespace, broker) = split_qualified(&request.broker)?;
+        let id = request.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let data = match request.data.as_deref() {
+            Some(path) if path.starts_with('@') => Some(read_file_or_stdin(&path[1..])?),
+            Some(text) => Some(text.as_bytes().to_vec()),
+            None => None,
+        };
+        let mut attributes = vec![
+            ("specversion".to_owned(), "1.0".to_owned()),
+            ("id".to_owned(), id.clone()),
+            ("source".to_owned(), request.source),
+            ("type".to_owned(), request.ty),
+        ];
+        if let Some(subject) = request.subject {
+            attributes.push(("subject".to_owned(), subject));
+        }
+        for extension in &request.extensions {
+            let (name, value) =
+                extension.split_once('=').ok_or_else(|| anyhow!("invalid extension '{extension}': use name=value"))?;
+            attributes.push((name.to_owned(), value.to_owned()));
+        }
+        let url = format!("{}/{namespace}/{broker}", self.server);
+        let builder = if request.structured {
+            let mut object = serde_json::Map::new();
+            for (name, value) in attributes {
+                object.insert(name, Value::String(value));
+            }
+            let content_type = request.content_type.unwrap_or_else(|| "application/json".to_owned());
+            if let Some(data) = data {
+                if switchyard_event::json::is_json_content_type(&content_type) {
+                    let value: Value = serde_json::from_slice(&data).context("--data is not valid JSON for a JSON content type")?;
+                    object.insert("data".to_owned(), value);
+                } else {
+                    match String::from_utf8(data) {
+                        Ok(text) => object.insert("data".to_owned(), Value::String(text)),
+                        Err(e) => {
+                            use base64::Engine;
+                            let encoded = base64::engine::general_purpose::STANDARD.encode(e.into_bytes());
+                            object.insert("data_base64".to_owned(), Value::String(encoded))
+                        }
+                    };
+                }
+            }
+            object.insert("datacontenttype".to_owned(), Value::String(content_type));
+            self.http
+                .post(url)
+                .header("content-type", "application/cloudevents+json")
+                .body(serde_json::to_vec(&object)?)
+        } else {
+            let mut builder = self.http.post(url);
+            for (name, value) in &attributes {
+                let encoded = percent_encoding::utf8_percent_encode(value, HEADER_VALUE_ESCAPES).to_string();
+                builder = builder.header(format!("ce-{name}"), encoded);
+            }
+            if let Some(content_type) = request.content_type.or(data.as_ref().map(|_| "application/json".to_owned())) {
+                builder = builder.header("content-type", content_type);
+            }
+            builder.body(data.unwrap_or_default())
+        };
+        let response = builder.send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        check(response).await?;
+        Ok(id)
+    }
+
+    /// `switchyard apply -f`: PUT every Broker and Trigger document.
+    pub async fn apply(&self, documents: &str) -> anyhow::Result<Vec<String>> {
+        let mut applied = Vec::new();
+        for document in serde_yaml::Deserializer::from_str(documents) {
+            let value = serde_yaml::Value::deserialize(document).context("invalid YAML")?;
+            if value.is_null() {
+                continue;
+            }
+            let json: Value = serde_json::to_value(&value).context("YAML document is not representable as JSON")?;
+            let kind = json.get("kind").and_then(Value::as_str).ok_or_else(|| anyhow!("document without 'kind'"))?;
+            let plural = resource_plural(kind)?;
+            let metadata = json.get("metadata");
+            let name = metadata
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("{kind} without 'metadata.name'"))?;
+            let namespace = metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
+            let url = format!("{}/v1/namespaces/{namespace}/{plural}/{name}", self.server);
+            let response = self.http.put(url).json(&json).send().await.with_context(|| format!("cannot reach {}", self.server))?;
+            let created = response.status() == reqwest::StatusCode::CREATED;
+            check(response).await.with_context(|| format!("{} {namespace}/{name}", kind.to_lowercase()))?;
+            applied.push(format!("{}/{namespace}/{name} {}", kind.to_lowercase(), if created { "created" } else { "configured" }));
+        }
+        Ok(applied)
+    }
+
+    /// `switchyard get`: one resource or a list.
+    pub async fn get(&self, plural: &str, namespace: Option<&str>, name: Option<&str>) -> anyhow::Result<Value> {
+        let url = match (namespace, name) {
+            (Some(ns), Some(name)) => format!("{}/v1/namespaces/{ns}/{plural}/{name}", self.server),
+            (Some(ns), None) => format!("{}/v1/namespaces/{ns}/{plural}", self.server),
+            (None, _) => format!("{}/v1/{plural}", self.server),
+        };
+        let response = self.http.get(url).send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        let body = check(response).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// `switchyard delete`.
+    pub async fn delete(&self, plural: &str, namespace: &str, name: &str) -> anyhow::Result<()> {
+        let url = format!("{}/v1/namespaces/{namespace}/{plural}/{name}", self.server);
+        let response = self.http.delete(url).send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        check(response).await?;
+        Ok(())
+    }
+}
+
+use serde::Deserialize;
+
+/// HTTP binding §3.1.3.2: characters to percent-encode in a header value.
+const HEADER_VALUE_ESCAPES: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%').add(0x7f);
+
+/// The REST path segment of a kind.
+pub fn resource_plural(kind: &str) -> anyhow::Result<&'static str> {
+    match kind.to_ascii_lowercase().as_str() {
+        "broker" | "brokers" => Ok("brokers"),
+        "trigger" | "triggers" => Ok("triggers"),
+        _ => bail!("unsupported kind '{kind}': use Broker or Trigger"),
+    }
+}
+
+fn split_qualified(broker: &str) -> anyhow::Result<(&str, &str)> {
+    match broker.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => Ok((ns, name)),
+        None if !broker.is_empty() => Ok(("default", broker)),
+        _ => bail!("invalid broker '{broker}': use namespace/name"),
+    }
+}
+
+/// Reads a file, or standard input for `-`.
+pub fn read_file_or_stdin(path: &str) -> anyhow::Result<Vec<u8>> {
+    if path == "-" {
+        let mut buffer = Vec::new();
+        std::io::stdin().read_to_end(&mut buffer)?;
+        return Ok(buffer);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read '{path}'"))
+}
+
+async fn check(response: reqwest::Response) -> anyhow::Result<bytes::Bytes> {
+    let status = response.status();
+    let body = response.bytes().await?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let detail = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    bail!("server answered {status}: {detail}")
+}
+
+/// Renders resources as a table: one line each.
+pub fn table(value: &Value, plural: &str) -> String {
+    let items: Vec<&Value> = match value.get("items").and_then(Value::as_array) {
+        Some(items) => items.iter().collect(),
+        None => vec![value],
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
+    let mut rows = vec![match plural {
+        "brokers" => ["NAMESPACE", "NAME", "READY", "URL"].map(str::to_owned),
+        _ => ["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"].map(str::to_owned),
+    }];
+    for item in items {
+        let metadata = item.get("metadata");
+        let namespace = text(metadata.and_then(|m| m.get("namespace")));
+        let name = text(metadata.and_then(|m| m.get("name")));
+        let row = match plural {
+            "brokers" => {
+                let ready = item.pointer("/status/conditions/0/status");
+                [namespace, name, text(ready), text(item.pointer("/status/address/url"))]
+            }
+            _ => [namespace, name, text(item.pointer("/spec/broker")), text(item.pointer("/spec/subscriber/uri"))],
+        };
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            line.join("  ").trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

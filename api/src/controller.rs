@@ -1,0 +1,250 @@
+//! Keeps the running system in line with the declarations: one log topic per broker, one
+//! group and one dispatcher worker per trigger whose broker exists. Every REST write goes
+//! through here, serialised, so the store, the log and the dispatcher never disagree for long.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use switchyard_dispatcher::{Dispatcher, Filter, Format, Target, TriggerConfig, UntilDelivered};
+use switchyard_log::{EventLog, LogError};
+use switchyard_meta::resources::{Condition, DeliverySpec, SubscriptionsFilter, TriggerSpec};
+use switchyard_meta::store::Upsert;
+use switchyard_meta::{Broker, Store, StoreError, Trigger};
+use tokio::sync::Mutex;
+
+/// Per-attempt delivery timeout when none is configured (the delivery issue makes it
+/// configurable): Knative's PT30S.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deliveries in flight per trigger.
+const DEFAULT_MAX_IN_FLIGHT: usize = 100;
+
+/// A failure while applying a declaration.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The metadata store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The broker's log topic.
+pub fn topic_name(namespace: &str, broker: &str) -> String {
+    format!("{namespace}.{broker}")
+}
+
+fn group_name(namespace: &str, trigger: &str) -> String {
+    format!("{namespace}.{trigger}")
+}
+
+/// Declarations applied to the running system.
+pub struct Controller {
+    store: Store,
+    log: Arc<dyn EventLog>,
+    dispatcher: Dispatcher,
+    /// Brokers that exist, for ingest's fast lookup: `(namespace, name)` → topic.
+    brokers: RwLock<HashMap<(String, String), String>>,
+    /// Serialises writes.
+    writes: Mutex<()>,
+}
+
+impl Controller {
+    /// Brings up every stored broker and trigger.
+    pub async fn start(store: Store, log: Arc<dyn EventLog>, dispatcher: Dispatcher) -> Result<Controller, ControlError> {
+        let controller =
+            Controller { store, log, dispatcher, brokers: RwLock::new(HashMap::new()), writes: Mutex::new(()) };
+        for broker in controller.store.list_brokers(None)? {
+            let (namespace, name) = names(&broker.metadata);
+            controller.log.create_topic(&topic_name(namespace, name)).await?;
+            controller.register_broker(namespace, name);
+        }
+        for trigger in controller.store.list_triggers(None)? {
+            controller.activate(&trigger).await?;
+        }
+        Ok(controller)
+    }
+
+    /// The topic of an existing broker.
+    pub fn broker_topic(&self, namespace: &str, name: &str) -> Option<String> {
+        let brokers = self.brokers.read().unwrap_or_else(|e| e.into_inner());
+        brokers.get(&(namespace.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates or replaces a broker.
+    pub async fn put_broker(&self, broker: Broker) -> Result<(Broker, Upsert), ControlError> {
+        let _guard = self.writes.lock().await;
+        let (namespace, name) = names(&broker.metadata);
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        self.log.create_topic(&topic_name(&namespace, &name)).await?;
+        let (stored, upsert) = self.store.put_broker(broker)?;
+        self.register_broker(&namespace, &name);
+        // Triggers inherit the broker's delivery spec: (re)start those that use this broker.
+        for trigger in self.store.list_triggers(Some(&namespace))? {
+            if trigger.spec.broker == name {
+                self.activate(&trigger).await?;
+            }
+        }
+        Ok((stored, upsert))
+    }
+
+    /// Deletes a broker with its events. Its triggers stay declared, not ready, until a broker
+    /// of that name exists again (Knative behaves the same).
+    pub async fn delete_broker(&self, namespace: &str, name: &str) -> Result<Option<Broker>, ControlError> {
+        let _guard = self.writes.lock().await;
+        let Some(broker) = self.store.get_broker(namespace, name)? else { return Ok(None) };
+        self.brokers.write().unwrap_or_else(|e| e.into_inner()).remove(&(namespace.to_owned(), name.to_owned()));
+        for trigger in self.store.list_triggers(Some(namespace))? {
+            if trigger.spec.broker == name {
+                let (_, trigger_name) = names(&trigger.metadata);
+                self.dispatcher.stop(namespace, trigger_name).await;
+            }
+        }
+        self.store.delete_broker(namespace, name)?;
+        self.log.delete_topic(&topic_name(namespace, name)).await?;
+        Ok(Some(broker))
+    }
+
+    /// Creates or replaces a trigger. A new trigger receives events appended after this returns.
+    pub async fn put_trigger(&self, trigger: Trigger) -> Result<(Trigger, Upsert), ControlError> {
+        let _guard = self.writes.lock().await;
+        let (namespace, name) = names(&trigger.metadata);
+        let previous = self.store.get_trigger(namespace, name)?;
+        if let Some(previous) = previous.filter(|p| p.spec.broker != trigger.spec.broker) {
+            // Moving to another broker: the old position means nothing there.
+            self.dispatcher.stop(namespace, name).await;
+            let old_topic = topic_name(namespace, &previous.spec.broker);
+            match self.log.delete_group(&old_topic, &group_name(namespace, name)).await {
+                Ok(()) | Err(LogError::UnknownTopic(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let (stored, upsert) = self.store.put_trigger(trigger)?;
+        self.activate(&stored).await?;
+        Ok((stored, upsert))
+    }
+
+    /// Deletes a trigger and its progress.
+    pub async fn delete_trigger(&self, namespace: &str, name: &str) -> Result<Option<Trigger>, ControlError> {
+        let _guard = self.writes.lock().await;
+        let Some(trigger) = self.store.get_trigger(namespace, name)? else { return Ok(None) };
+        self.dispatcher.stop(namespace, name).await;
+        self.store.delete_trigger(namespace, name)?;
+        match self.log.delete_group(&topic_name(namespace, &trigger.spec.broker), &group_name(namespace, name)).await {
+            Ok(()) | Err(LogError::UnknownTopic(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        Ok(Some(trigger))
+    }
+
+    /// The broker's status: its ingest address.
+    pub fn broker_status(&self, broker: &Broker, base_url: &str) -> serde_json::Value {
+        let (namespace, name) = names(&broker.metadata);
+        serde_json::json!({
+            "address": { "url": format!("{base_url}/{namespace}/{name}") },
+            "conditions": [Condition::ready()],
+        })
+    }
+
+    /// The trigger's status: ready when its broker exists.
+    pub fn trigger_status(&self, trigger: &Trigger) -> serde_json::Value {
+        let (namespace, _) = names(&trigger.metadata);
+        let condition = if self.broker_topic(namespace, &trigger.spec.broker).is_some() {
+            Condition::ready()
+        } else {
+            Condition::not_ready("BrokerDoesNotExist", format!("broker '{}' does not exist", trigger.spec.broker))
+        };
+        serde_json::json!({
+            "subscriberUri": trigger.spec.subscriber.uri,
+            "conditions": [condition],
+        })
+    }
+
+    /// Stops every trigger, letting in-flight deliveries finish for up to `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.dispatcher.shutdown(grace).await;
+    }
+
+    fn register_broker(&self, namespace: &str, name: &str) {
+        let mut brokers = self.brokers.write().unwrap_or_else(|e| e.into_inner());
+        brokers.insert((namespace.to_owned(), name.to_owned()), topic_name(namespace, name));
+    }
+
+    /// Starts (or restarts) the trigger's worker if its broker exists.
+    async fn activate(&self, trigger: &Trigger) -> Result<(), ControlError> {
+        let (namespace, name) = names(&trigger.metadata);
+        let Some(broker) = self.store.get_broker(namespace, &trigger.spec.broker)? else {
+            self.dispatcher.stop(namespace, name).await;
+            return Ok(());
+        };
+        let topic = topic_name(namespace, &trigger.spec.broker);
+        let group = group_name(namespace, name);
+        // Durable before the PUT is answered: every event appended afterwards reaches the trigger.
+        self.log.create_group(&topic, &group).await?;
+        let delivery = trigger.spec.delivery.as_ref().or(broker.spec.delivery.as_ref());
+        let config = TriggerConfig {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            topic,
+            group,
+            filter: compile_filter(&trigger.spec),
+            target: Target {
+                // Validated as an absolute http(s) URL when the trigger was submitted.
+                url: trigger.spec.subscriber.uri.as_deref().and_then(|u| url::Url::parse(u).ok()).ok_or_else(|| {
+                    StoreError::Corrupt { key: format!("{namespace}/{name}"), message: "subscriber uri".to_owned() }
+                })?,
+                format: delivery_format(delivery),
+                namespace: namespace.to_owned(),
+                timeout: DEFAULT_TIMEOUT,
+            },
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            retry: Arc::new(UntilDelivered::default()),
+        };
+        self.dispatcher.start(config).await;
+        Ok(())
+    }
+}
+
+fn names(metadata: &switchyard_meta::resources::Metadata) -> (&str, &str) {
+    (metadata.namespace.as_deref().unwrap_or_default(), metadata.name.as_deref().unwrap_or_default())
+}
+
+fn delivery_format(delivery: Option<&DeliverySpec>) -> Format {
+    match delivery.and_then(|d| d.format.as_deref()) {
+        Some("json") => Format::Json,
+        _ => Format::Binary,
+    }
+}
+
+/// Knative: a non-empty `filters` overrides `filter`; an empty one does not.
+pub fn compile_filter(spec: &TriggerSpec) -> Filter {
+    if !spec.filters.is_empty() {
+        return Filter::AllOf(spec.filters.iter().map(compile_subscriptions_filter).collect());
+    }
+    match &spec.filter {
+        Some(filter) if !filter.attributes.is_empty() => {
+            Filter::Attributes(filter.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+        _ => Filter::All,
+    }
+}
+
+fn compile_subscriptions_filter(filter: &SubscriptionsFilter) -> Filter {
+    let pairs = |map: &std::collections::BTreeMap<String, String>| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    match filter {
+        SubscriptionsFilter::Exact(map) => Filter::Exact(pairs(map)),
+        SubscriptionsFilter::Prefix(map) => Filter::Prefix(pairs(map)),
+        SubscriptionsFilter::Suffix(map) => Filter::Suffix(pairs(map)),
+        SubscriptionsFilter::All(filters) => Filter::AllOf(filters.iter().map(compile_subscriptions_filter).collect()),
+        SubscriptionsFilter::Any(filters) => Filter::AnyOf(filters.iter().map(compile_subscriptions_filter).collect()),
+        SubscriptionsFilter::Not(filter) => Filter::Not(Box::new(compile_subscriptions_filter(filter))),
+        // Refused at validation until the CESQL dialect lands; never reaches a worker.
+        SubscriptionsFilter::Cesql(_) => Filter::Not(Box::new(Filter::All)),
+    }
+}

@@ -1,0 +1,10 @@
+//! The `switchyard` binary's library: HTTP ingest and REST API ([`server`]), the glue that
+//! applies declarations to the log and the dispatcher ([`controller`]), configuration, and the
+//! CLI's client commands. This crate is the only one that knows which log backend runs.
+
+pub mod client;
+pub mod config;
+pub mod controller;
+pub mod problem;
+pub mod serve;
+pub mod server;

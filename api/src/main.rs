@@ -1,0 +1,193 @@
+//! `switchyard`: a CloudEvents broker and trigger router.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::client::{read_file_or_stdin, resource_plural, table, Client, SendRequest};
+use switchyard::config::ServeConfig;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "A CloudEvents broker and trigger router")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (embedded log in the data directory).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory [default: ./switchyard-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Pretty, env = "SWITCHYARD_LOG_FORMAT")]
+        log_format: LogFormat,
+    },
+    /// Send one event to a broker.
+    Send {
+        #[command(flatten)]
+        server: ServerArg,
+        /// The broker, as namespace/name.
+        #[arg(long)]
+        broker: String,
+        /// The event type.
+        #[arg(long = "type")]
+        ty: String,
+        /// The event source.
+        #[arg(long)]
+        source: String,
+        /// The event id [default: a random UUID].
+        #[arg(long)]
+        id: Option<String>,
+        /// The subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// The data, or @FILE (@- for standard input).
+        #[arg(long)]
+        data: Option<String>,
+        /// The data's content type [default: application/json when there is data].
+        #[arg(long)]
+        content_type: Option<String>,
+        /// An extension attribute, name=value (repeatable).
+        #[arg(long = "extension", short = 'x')]
+        extensions: Vec<String>,
+        /// Send in structured mode (application/cloudevents+json) instead of binary mode.
+        #[arg(long)]
+        structured: bool,
+    },
+    /// Create or replace the Brokers and Triggers in a Knative YAML file (multi-document).
+    Apply {
+        #[command(flatten)]
+        server: ServerArg,
+        /// The file (- for standard input).
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Show brokers or triggers.
+    Get {
+        #[command(flatten)]
+        server: ServerArg,
+        /// brokers or triggers.
+        kind: String,
+        /// One resource by name.
+        name: Option<String>,
+        /// The namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Delete a broker or a trigger.
+    Delete {
+        #[command(flatten)]
+        server: ServerArg,
+        /// broker or trigger.
+        kind: String,
+        /// The name.
+        name: String,
+        /// The namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServerArg {
+    /// The switchyard server.
+    #[arg(long, env = "SWITCHYARD_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", format!("{error:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { listen, data_dir, config, log_format } => {
+            init_tracing(log_format);
+            let config = ServeConfig::resolve(config.as_deref(), listen, data_dir)?;
+            switchyard::serve::serve(config).await
+        }
+        Command::Send { server, broker, ty, source, id, subject, data, content_type, extensions, structured } => {
+            let client = Client::new(&server.server)?;
+            let request = SendRequest { broker, ty, source, id, subject, data, content_type, extensions, structured };
+            let id = client.send(request).await?;
+            println!("accepted event {id}");
+            Ok(())
+        }
+        Command::Apply { server, file } => {
+            let text = String::from_utf8(read_file_or_stdin(&file)?)?;
+            for line in Client::new(&server.server)?.apply(&text).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Get { server, kind, name, namespace, all_namespaces, output } => {
+            let plural = resource_plural(&kind)?;
+            let namespace = (!all_namespaces).then_some(namespace.as_str());
+            let value = Client::new(&server.server)?.get(plural, namespace, name.as_deref()).await?;
+            match output {
+                Output::Table => println!("{}", table(&value, plural)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
+                Output::Yaml => print!("{}", serde_yaml::to_string(&value)?),
+            }
+            Ok(())
+        }
+        Command::Delete { server, kind, name, namespace } => {
+            let plural = resource_plural(&kind)?;
+            Client::new(&server.server)?.delete(plural, &namespace, &name).await?;
+            println!("{}/{namespace}/{name} deleted", plural.trim_end_matches('s'));
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,280 @@
+//! The HTTP surface: broker ingest (`/{namespace}/{broker}`), the REST API (`/v1/…`) and health.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde::Serialize;
+use switchyard_event::{AttrValue, Event, EventError};
+use switchyard_log::{EventLog, LogError};
+use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label};
+use switchyard_meta::store::Upsert;
+use switchyard_meta::ValidationError;
+
+use crate::controller::{ControlError, Controller};
+use crate::problem::ApiError;
+
+/// Limits on what ingest accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest event (a binary or structured request body, or one event of a batch).
+    pub max_event_bytes: usize,
+    /// The largest batch request body.
+    pub max_batch_bytes: usize,
+}
+
+/// Largest REST request body.
+const MAX_RESOURCE_BYTES: usize = 1 << 20;
+
+/// What every handler shares.
+pub struct AppState {
+    /// Declarations and their application.
+    pub controller: Controller,
+    /// The event log.
+    pub log: Arc<dyn EventLog>,
+    /// Ingest limits.
+    pub limits: Limits,
+    /// The URL clients reach this server at, for `status.address.url`.
+    pub base_url: String,
+}
+
+/// The whole HTTP API.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/v1/brokers", get(list_all_brokers))
+        .route("/v1/triggers", get(list_all_triggers))
+        .route("/v1/namespaces/{namespace}/brokers", get(list_brokers))
+        .route("/v1/namespaces/{namespace}/brokers/{name}", get(get_broker).put(put_broker).delete(delete_broker))
+        .route("/v1/namespaces/{namespace}/triggers", get(list_triggers))
+        .route("/v1/namespaces/{namespace}/triggers/{name}", get(get_trigger).put(put_trigger).delete(delete_trigger))
+        .route("/{namespace}/{broker}", any(ingest_endpoint))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+// ---- ingest ----
+
+async fn ingest_endpoint(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, broker)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    match method {
+        Method::POST => ingest(&state, &namespace, &broker, &headers, body).await,
+        Method::OPTIONS => Ok(webhook_handshake(&headers)),
+        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed: send events with POST"))
+            .with_header(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"))),
+    }
+}
+
+async fn ingest(
+    state: &AppState,
+    namespace: &str,
+    broker: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let topic = state
+        .controller
+        .broker_topic(namespace, broker)
+        .ok_or_else(|| ApiError::not_found(format!("broker '{namespace}/{broker}' does not exist")))?;
+    let is_batch = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/cloudevents-batch+json"));
+    let limit = if is_batch { state.limits.max_batch_bytes } else { state.limits.max_event_bytes };
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
+    })?;
+    let mut events = switchyard_event::http::decode_request(headers, body).map_err(event_error)?;
+    if is_batch {
+        if let Some((i, size)) =
+            events.iter().map(approximate_size).enumerate().find(|(_, size)| *size > state.limits.max_event_bytes)
+        {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("event {i} of the batch is {size} bytes, above the limit of {} bytes", state.limits.max_event_bytes),
+            ));
+        }
+    }
+    let arrival = AttrValue::String(arrival_time());
+    for event in &mut events {
+        // The ingress stamps arrival, as Knative's does; it is an extension name, always valid.
+        let _ = event.set_extension("knativearrivaltime", arrival.clone());
+    }
+    match state.log.append(&topic, &events).await {
+        Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+        Err(LogError::UnknownTopic(_)) => Err(ApiError::not_found(format!("broker '{namespace}/{broker}' does not exist"))),
+        Err(error @ (LogError::Unavailable(_) | LogError::Io(_) | LogError::Closed)) => {
+            tracing::warn!(broker = %format!("{namespace}/{broker}"), %error, "ingest refused: storage cannot accept");
+            Err(ApiError::unavailable("storage cannot accept events right now; retry later", 1))
+        }
+        Err(error) => Err(ApiError::internal(error)),
+    }
+}
+
+fn event_error(error: EventError) -> ApiError {
+    match error {
+        EventError::UnsupportedFormat(_) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string()),
+        _ => ApiError::bad_request(error.to_string()),
+    }
+}
+
+fn approximate_size(event: &Event) -> usize {
+    let attributes: usize = event.attributes().iter().map(|(n, v)| n.len() + v.to_canonical_string().len()).sum();
+    attributes + event.data().map_or(0, |d| d.bytes.len())
+}
+
+fn arrival_time() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// CloudEvents HTTP Webhook §4.1: the abuse-protection handshake. Any origin may deliver, at
+/// any rate.
+fn webhook_handshake(headers: &HeaderMap) -> Response {
+    let origin = headers.get("webhook-request-origin").cloned().unwrap_or(HeaderValue::from_static("*"));
+    let mut response = StatusCode::OK.into_response();
+    let out = response.headers_mut();
+    out.insert("webhook-allowed-origin", origin);
+    out.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
+    out.insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    response
+}
+
+// ---- REST ----
+
+#[derive(Serialize)]
+struct List<T> {
+    items: Vec<T>,
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_RESOURCE_BYTES).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {MAX_RESOURCE_BYTES} bytes"))
+    })
+}
+
+fn validation_error(error: ValidationError) -> ApiError {
+    ApiError::bad_request(error.to_string())
+}
+
+fn control_error(error: ControlError) -> ApiError {
+    match error {
+        ControlError::Log(LogError::Unavailable(_)) => ApiError::unavailable(error.to_string(), 1),
+        _ => ApiError::internal(error),
+    }
+}
+
+fn check_namespace(namespace: &str) -> Result<(), ApiError> {
+    validate_dns_label("namespace", namespace).map_err(validation_error)
+}
+
+fn upsert_status(upsert: Upsert) -> StatusCode {
+    match upsert {
+        Upsert::Created => StatusCode::CREATED,
+        Upsert::Replaced => StatusCode::OK,
+    }
+}
+
+fn with_broker_status(state: &AppState, mut broker: switchyard_meta::Broker) -> switchyard_meta::Broker {
+    broker.status = state.controller.broker_status(&broker, &state.base_url);
+    broker
+}
+
+fn with_trigger_status(state: &AppState, mut trigger: switchyard_meta::Trigger) -> switchyard_meta::Trigger {
+    trigger.status = state.controller.trigger_status(&trigger);
+    trigger
+}
+
+async fn list_all_brokers(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let brokers = state.controller.store().list_brokers(None).map_err(ApiError::internal)?;
+    let items = brokers.into_iter().map(|b| with_broker_status(&state, b)).collect();
+    Ok(Json(List { items }).into_response())
+}
+
+async fn list_brokers(State(state): State<Arc<AppState>>, Path(namespace): Path<String>) -> Result<Response, ApiError> {
+    check_namespace(&namespace)?;
+    let brokers = state.controller.store().list_brokers(Some(&namespace)).map_err(ApiError::internal)?;
+    let items = brokers.into_iter().map(|b| with_broker_status(&state, b)).collect();
+    Ok(Json(List { items }).into_response())
+}
+
+async fn get_broker(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let broker = state.controller.store().get_broker(&namespace, &name).map_err(ApiError::internal)?;
+    let broker = broker.ok_or_else(|| ApiError::not_found(format!("broker '{namespace}/{name}' does not exist")))?;
+    Ok(Json(with_broker_status(&state, broker)).into_response())
+}
+
+async fn put_broker(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body).await?;
+    let broker = parse_broker(&namespace, &name, &body).map_err(validation_error)?;
+    let (broker, upsert) = state.controller.put_broker(broker).await.map_err(control_error)?;
+    Ok((upsert_status(upsert), Json(with_broker_status(&state, broker))).into_response())
+}
+
+async fn delete_broker(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let broker = state.controller.delete_broker(&namespace, &name).await.map_err(control_error)?;
+    let broker = broker.ok_or_else(|| ApiError::not_found(format!("broker '{namespace}/{name}' does not exist")))?;
+    Ok(Json(broker).into_response())
+}
+
+async fn list_all_triggers(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let triggers = state.controller.store().list_triggers(None).map_err(ApiError::internal)?;
+    let items = triggers.into_iter().map(|t| with_trigger_status(&state, t)).collect();
+    Ok(Json(List { items }).into_response())
+}
+
+async fn list_triggers(State(state): State<Arc<AppState>>, Path(namespace): Path<String>) -> Result<Response, ApiError> {
+    check_namespace(&namespace)?;
+    let triggers = state.controller.store().list_triggers(Some(&namespace)).map_err(ApiError::internal)?;
+    let items = triggers.into_iter().map(|t| with_trigger_status(&state, t)).collect();
+    Ok(Json(List { items }).into_response())
+}
+
+async fn get_trigger(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let trigger = state.controller.store().get_trigger(&namespace, &name).map_err(ApiError::internal)?;
+    let trigger = trigger.ok_or_else(|| ApiError::not_found(format!("trigger '{namespace}/{name}' does not exist")))?;
+    Ok(Json(with_trigger_status(&state, trigger)).into_response())
+}
+
+async fn put_trigger(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body).await?;
+    let trigger = parse_trigger(&namespace, &name, &body).map_err(validation_error)?;
+    let (trigger, upsert) = state.controller.put_trigger(trigger).await.map_err(control_error)?;
+    Ok((upsert_status(upsert), Json(with_trigger_status(&state, trigger))).into_response())
+}
+
+async fn delete_trigger(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let trigger = state.controller.delete_trigger(&namespace, &name).await.map_err(control_error)?;
+    let trigger = trigger.ok_or_else(|| ApiError::not_found(format!("trigger '{namespace}/{name}' does not exist")))?;
+    Ok(Json(trigger).into_response())
+}

@@ -1,0 +1,116 @@
+//! The event log every Switchyard backend implements.
+//!
+//! Architecture invariant: the dispatcher and the API know only this trait. The embedded
+//! segmented log and the Kafka log implement it; nothing above this crate knows which one runs.
+//!
+//! The model follows Kafka's: a broker owns one *topic*; a topic has one or more *partitions*
+//! (the embedded log has exactly one, partition 0) of events at increasing offsets; every
+//! trigger reads through its own *group*, whose committed position is the next offset to read
+//! in each partition. A group commits only offsets below which every event has a final
+//! outcome, so a restart resumes at-least-once.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use switchyard_event::Event;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+/// Where an event sits in a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The partition (always 0 in the embedded log).
+    pub partition: u32,
+    /// The offset within the partition.
+    pub offset: u64,
+}
+
+/// An event read back from the log.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    /// Where it sits.
+    pub position: Position,
+    /// When it was appended, in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The event, shared so that fan-out to many deliveries copies nothing.
+    pub event: Arc<Event>,
+}
+
+/// What can go wrong in a log backend.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The topic does not exist.
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    /// The group does not exist on this topic.
+    #[error("unknown group '{group}' on topic '{topic}'")]
+    UnknownGroup {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// The backend cannot take the request now (storage full or failing, broker unreachable);
+    /// the caller may retry later. Ingest maps this to 503 with `Retry-After`.
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    /// A storage failure.
+    #[error("log i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record at {position:?}: {reason}")]
+    Corrupt {
+        /// Where.
+        position: Position,
+        /// Why.
+        reason: String,
+    },
+    /// The log has been closed.
+    #[error("log closed")]
+    Closed,
+}
+
+/// A durable, partitioned event log.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Creates a topic. Idempotent: creating an existing topic succeeds and keeps its events.
+    async fn create_topic(&self, topic: &str) -> Result<(), LogError>;
+
+    /// Deletes a topic with all its events and groups. Idempotent.
+    async fn delete_topic(&self, topic: &str) -> Result<(), LogError>;
+
+    /// Appends events, all or nothing, and returns only once they are durable (fsynced, or
+    /// acknowledged by all in-sync replicas). Events are not visible to readers before that.
+    async fn append(&self, topic: &str, events: &[Event]) -> Result<(), LogError>;
+
+    /// Creates a group positioned at the current end of every partition, unless it exists
+    /// (then it keeps its position). Durable on return, so no event appended afterwards can be
+    /// skipped by the group, even after a crash.
+    async fn create_group(&self, topic: &str, group: &str) -> Result<(), LogError>;
+
+    /// Deletes a group and its committed positions. Idempotent.
+    async fn delete_group(&self, topic: &str, group: &str) -> Result<(), LogError>;
+
+    /// Opens a reader that starts at the group's committed positions.
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, LogError>;
+
+    /// Makes every commit made so far durable (called on shutdown).
+    async fn flush(&self) -> Result<(), LogError>;
+}
+
+/// One group's reader.
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits until at least one event follows the last one returned, then returns up to `max`
+    /// of them in log order (per partition).
+    ///
+    /// Cancel-safe: dropping the future before it completes skips no event, so a dispatcher can
+    /// `select!` between reading and other work.
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<LogEvent>, LogError>;
+
+    /// Records that every event of `partition` below `next_offset` has a final outcome. The
+    /// backend may persist it lazily (a crash then replays a little: at-least-once); `flush`
+    /// on the log makes it durable.
+    fn commit(&mut self, partition: u32, next_offset: u64) -> Result<(), LogError>;
+}

@@ -1,0 +1,121 @@
+//! Which events a trigger receives, with Knative's semantics.
+
+use switchyard_event::Event;
+
+/// A compiled trigger filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Every event passes (no filter declared).
+    All,
+    /// Knative `filter.attributes`: every pair must hold. An empty expected value means "the
+    /// attribute is present and non-empty"; otherwise equality, case-sensitive.
+    Attributes(Vec<(String, String)>),
+    /// Subscriptions API `exact`: every attribute equals its value.
+    Exact(Vec<(String, String)>),
+    /// Subscriptions API `prefix`: every attribute starts with its value.
+    Prefix(Vec<(String, String)>),
+    /// Subscriptions API `suffix`: every attribute ends with its value.
+    Suffix(Vec<(String, String)>),
+    /// Subscriptions API `all`: every nested filter passes (an empty list passes).
+    AllOf(Vec<Filter>),
+    /// Subscriptions API `any`: some nested filter passes (an empty list passes, as in
+    /// Knative, where an empty `any` yields "no filter").
+    AnyOf(Vec<Filter>),
+    /// Subscriptions API `not`.
+    Not(Box<Filter>),
+}
+
+impl Filter {
+    /// Whether `event` passes. Names resolve to context attributes, then extensions (they share
+    /// one namespace in the event); non-string values compare by their canonical string.
+    pub fn matches(&self, event: &Event) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Attributes(pairs) => pairs.iter().all(|(name, expected)| match event.get(name) {
+                None => false,
+                Some(value) if expected.is_empty() => !value.to_canonical_string().is_empty(),
+                Some(value) => value.to_canonical_string() == expected.as_str(),
+            }),
+            Filter::Exact(pairs) => compare(event, pairs, |value, expected| value == expected),
+            Filter::Prefix(pairs) => compare(event, pairs, |value, expected| value.starts_with(expected)),
+            Filter::Suffix(pairs) => compare(event, pairs, |value, expected| value.ends_with(expected)),
+            Filter::AllOf(filters) => filters.iter().all(|f| f.matches(event)),
+            Filter::AnyOf(filters) => filters.is_empty() || filters.iter().any(|f| f.matches(event)),
+            Filter::Not(filter) => !filter.matches(event),
+        }
+    }
+}
+
+fn compare(event: &Event, pairs: &[(String, String)], test: impl Fn(&str, &str) -> bool) -> bool {
+    pairs.iter().all(|(name, expected)| event.get(name).is_some_and(|value| test(&value.to_canonical_string(), expected)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_event::AttrValue;
+
+    fn event() -> Event {
+        let s = |v: &str| AttrValue::String(v.to_owned());
+        Event::new(
+            vec![
+                ("specversion".into(), s("1.0")),
+                ("id".into(), s("1")),
+                ("source".into(), s("/orders/eu")),
+                ("type".into(), s("com.example.order.created")),
+                ("region".into(), s("eu")),
+                ("empty".into(), s("")),
+                ("count".into(), AttrValue::Integer(42)),
+                ("flag".into(), AttrValue::Bool(true)),
+            ],
+            None,
+        )
+        .unwrap()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn knative_attribute_filter_semantics() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[], true),
+            (&[("type", "com.example.order.created")], true),
+            (&[("type", "com.example.order.created"), ("source", "/orders/eu")], true),
+            (&[("type", "com.example.order.created"), ("source", "/orders/us")], false),
+            (&[("type", "COM.EXAMPLE.ORDER.CREATED")], false),
+            (&[("region", "")], true),
+            (&[("missing", "")], false),
+            (&[("empty", "")], false),
+            (&[("count", "42")], true),
+            (&[("flag", "true")], true),
+            (&[("missing", "x")], false),
+        ];
+        for (list, expected) in cases {
+            assert_eq!(Filter::Attributes(pairs(list)).matches(&event()), *expected, "{list:?}");
+        }
+    }
+
+    #[test]
+    fn subscriptions_dialects() {
+        let e = event();
+        let exact = Filter::Exact(pairs(&[("type", "com.example.order.created")]));
+        let prefix = Filter::Prefix(pairs(&[("type", "com.example.")]));
+        let suffix = Filter::Suffix(pairs(&[("source", "/us")]));
+        assert!(exact.matches(&e));
+        assert!(prefix.matches(&e));
+        assert!(!suffix.matches(&e));
+        assert!(Filter::Prefix(pairs(&[("count", "4")])).matches(&e));
+        assert!(!Filter::Prefix(pairs(&[("missing", "")])).matches(&e));
+        assert!(Filter::AllOf(vec![exact.clone(), prefix.clone()]).matches(&e));
+        assert!(!Filter::AllOf(vec![exact.clone(), suffix.clone()]).matches(&e));
+        assert!(Filter::AnyOf(vec![suffix.clone(), prefix.clone()]).matches(&e));
+        assert!(!Filter::AnyOf(vec![suffix.clone()]).matches(&e));
+        assert!(Filter::Not(Box::new(suffix.clone())).matches(&e));
+        assert!(Filter::AllOf(vec![]).matches(&e));
+        assert!(Filter::AnyOf(vec![]).matches(&e));
+        let nested = Filter::AllOf(vec![Filter::AnyOf(vec![suffix.clone(), Filter::Not(Box::new(suffix))]), exact]);
+        assert!(nested.matches(&e));
+    }
+}

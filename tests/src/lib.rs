@@ -1,0 +1,295 @@
+//! Harness for the end-to-end tests: the real `switchyard` binary in a temporary data
+//! directory, and real HTTP subscribers that record what they receive.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+use serde_json::{json, Value};
+
+/// The binary under test: `$SWITCHYARD_BIN`, or `target/<profile>/switchyard` beside this test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = profile_dir.join("switchyard");
+    assert!(path.exists(), "{} is missing: run `cargo build -p switchyard` first", path.display());
+    path
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A running `switchyard serve`.
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    port: u16,
+    data_dir: PathBuf,
+    extra_args: Vec<String>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `serve` arguments.
+    pub async fn start_with(extra_args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data_dir = temp.path().join("data");
+        let port = free_port();
+        let mut server = Server {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            data_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _temp: Some(temp),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.data_dir.with_extension(format!("log.{}", std::process::id())))
+            .ok()
+            .map(Stdio::from)
+            .unwrap_or_else(Stdio::null);
+        let child = Command::new(binary())
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("SWITCHYARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn switchyard");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(response) = client.get(format!("{}/readyz", self.url)).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("switchyard exited at start with {status}; log: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "switchyard did not become ready; log: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension(format!("log.{}", std::process::id()))).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().expect("wait")
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    /// PUT a resource; returns (status, body).
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = reqwest::Client::new().put(format!("{}{path}", self.url)).json(&body).send().await.expect("put");
+        status_and_json(response).await
+    }
+
+    /// GET; returns (status, body).
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = reqwest::Client::new().get(format!("{}{path}", self.url)).send().await.expect("get");
+        status_and_json(response).await
+    }
+
+    /// DELETE; returns (status, body).
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let response = reqwest::Client::new().delete(format!("{}{path}", self.url)).send().await.expect("delete");
+        status_and_json(response).await
+    }
+
+    /// Creates a broker in `namespace`.
+    pub async fn broker(&self, namespace: &str, name: &str) {
+        let (status, body) = self.put(&format!("/v1/namespaces/{namespace}/brokers/{name}"), json!({"spec": {}})).await;
+        assert!(status.is_success(), "create broker: {status} {body}");
+    }
+
+    /// Creates a trigger with `spec`.
+    pub async fn trigger(&self, namespace: &str, name: &str, spec: Value) {
+        let (status, body) = self.put(&format!("/v1/namespaces/{namespace}/triggers/{name}"), json!({"spec": spec})).await;
+        assert!(status.is_success(), "create trigger: {status} {body}");
+    }
+
+    /// POSTs a binary-mode event; returns the status.
+    pub async fn send_binary(&self, namespace: &str, broker: &str, id: &str, ty: &str, data: &'static [u8]) -> StatusCode {
+        reqwest::Client::new()
+            .post(format!("{}/{namespace}/{broker}", self.url))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-type", ty)
+            .header("ce-source", "/e2e")
+            .header("content-type", "application/json")
+            .body(data)
+            .send()
+            .await
+            .expect("send")
+            .status()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn status_and_json(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
+    let bytes = response.bytes().await.unwrap_or_default();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// One request a subscriber received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl Received {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A real HTTP subscriber on a loopback port that records every request and answers with the
+/// statuses it is given (then 200 once they run out).
+#[derive(Clone)]
+pub struct Subscriber {
+    /// Its URL.
+    pub url: String,
+    /// Where it listens.
+    pub address: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    answers: Arc<Mutex<VecDeque<Answer>>>,
+}
+
+/// What a subscriber answers to one request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl From<StatusCode> for Answer {
+    fn from(status: StatusCode) -> Answer {
+        Answer { status, headers: Vec::new() }
+    }
+}
+
+impl Subscriber {
+    /// Starts a subscriber that accepts everything.
+    pub async fn start() -> Subscriber {
+        Subscriber::start_answering(Vec::new()).await
+    }
+
+    /// Starts a subscriber that answers the first requests with `answers`, then 200.
+    pub async fn start_answering(answers: Vec<StatusCode>) -> Subscriber {
+        Subscriber::start_with_answers(answers.into_iter().map(Answer::from).collect()).await
+    }
+
+    /// Starts a subscriber that answers the first requests with `answers`, then 200.
+    pub async fn start_with_answers(answers: Vec<Answer>) -> Subscriber {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let subscriber = Subscriber {
+            url: format!("http://{address}/"),
+            address,
+            received: Arc::default(),
+            answers: Arc::new(Mutex::new(answers.into())),
+        };
+        let state = subscriber.clone();
+        let app = Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move {
+                state.received.lock().expect("lock").push(Received { headers, body });
+                let answer = state.answers.lock().expect("lock").pop_front().unwrap_or(StatusCode::OK.into());
+                let mut response = answer.status.into_response();
+                for (name, value) in answer.headers {
+                    response.headers_mut().insert(name, value.parse().expect("header value"));
+                }
+                response
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        subscriber
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `count` requests arrived (or panics after `timeout`).
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let received = self.received();
+            if received.len() >= count {
+                return received;
+            }
+            assert!(Instant::now() < deadline, "expected {count} requests, got {} after {timeout:?}", received.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The distinct `ce-id`s received.
+    pub fn ids(&self) -> std::collections::BTreeSet<String> {
+        self.received().iter().filter_map(|r| r.header("ce-id").map(str::to_owned)).collect()
+    }
+}
