@@ -72,7 +72,8 @@ impl Client {
             let content_type = request.content_type.unwrap_or_else(|| "application/json".to_owned());
             if let Some(data) = data {
                 if switchyard_event::json::is_json_content_type(&content_type) {
-                    let value: Value = serde_json::from_slice(&data).context("--data is not valid JSON for a JSON content type")?;
+                    let value: Value =
+                        serde_json::from_slice(&data).context("--data is not valid JSON for a JSON content type")?;
                     object.insert("data".to_owned(), value);
                 } else {
                     match String::from_utf8(data) {
@@ -124,10 +125,15 @@ impl Client {
                 .ok_or_else(|| anyhow!("{kind} without 'metadata.name'"))?;
             let namespace = metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("default");
             let url = format!("{}/v1/namespaces/{namespace}/{plural}/{name}", self.server);
-            let response = self.http.put(url).json(&json).send().await.with_context(|| format!("cannot reach {}", self.server))?;
+            let response =
+                self.http.put(url).json(&json).send().await.with_context(|| format!("cannot reach {}", self.server))?;
             let created = response.status() == reqwest::StatusCode::CREATED;
             check(response).await.with_context(|| format!("{} {namespace}/{name}", kind.to_lowercase()))?;
-            applied.push(format!("{}/{namespace}/{name} {}", kind.to_lowercase(), if created { "created" } else { "configured" }));
+            applied.push(format!(
+                "{}/{namespace}/{name} {}",
+                kind.to_lowercase(),
+                if created { "created" } else { "configured" }
+            ));
         }
         Ok(applied)
     }

@@ -92,7 +92,8 @@ impl ServeConfig {
     ) -> Result<ServeConfig, ConfigError> {
         let parsed = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
                 toml::from_str::<ConfigFile>(&text)
                     .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
             }
@@ -143,7 +144,8 @@ mod tests {
         assert_eq!(config.retention_age, Duration::from_secs(7 * 24 * 3600));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_event_bytes = 2048\n[retention]\nmax_bytes = 5\n").unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_event_bytes = 2048\n[retention]\nmax_bytes = 5\n")
+            .unwrap();
         let config = ServeConfig::resolve(Some(&path), Some("127.0.0.1:9001".into()), None).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9001");
         assert_eq!(config.max_event_bytes, 2048);

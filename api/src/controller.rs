@@ -52,7 +52,11 @@ pub struct Controller {
 
 impl Controller {
     /// Brings up every stored broker and trigger.
-    pub async fn start(store: Store, log: Arc<dyn EventLog>, dispatcher: Dispatcher) -> Result<Controller, ControlError> {
+    pub async fn start(
+        store: Store,
+        log: Arc<dyn EventLog>,
+        dispatcher: Dispatcher,
+    ) -> Result<Controller, ControlError> {
         let controller =
             Controller { store, log, dispatcher, brokers: RwLock::new(HashMap::new()), writes: Mutex::new(()) };
         for broker in controller.store.list_brokers(None)? {
@@ -236,7 +240,8 @@ pub fn compile_filter(spec: &TriggerSpec) -> Filter {
 }
 
 fn compile_subscriptions_filter(filter: &SubscriptionsFilter) -> Filter {
-    let pairs = |map: &std::collections::BTreeMap<String, String>| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let pairs =
+        |map: &std::collections::BTreeMap<String, String>| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     match filter {
         SubscriptionsFilter::Exact(map) => Filter::Exact(pairs(map)),
         SubscriptionsFilter::Prefix(map) => Filter::Prefix(pairs(map)),

@@ -40,7 +40,8 @@ impl ApiError {
 
     /// 503 with `Retry-After`.
     pub fn unavailable(detail: impl Into<String>, retry_after_secs: u32) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail).with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+            .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
     }
 
     /// 500: the detail is logged, the client sees "internal error".

@@ -23,7 +23,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let log: Arc<dyn EventLog> = EmbeddedLog::open(log_config).await.context("cannot open the event log")?;
     let store = Store::open(&config.data_dir.join("meta.redb")).context("cannot open the metadata store")?;
     let dispatcher = Dispatcher::new(log.clone(), Sender::new().context("cannot build the HTTP client")?);
-    let controller = Controller::start(store, log.clone(), dispatcher).await.context("cannot start brokers and triggers")?;
+    let controller =
+        Controller::start(store, log.clone(), dispatcher).await.context("cannot start brokers and triggers")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on '{}'", config.listen))?;

@@ -70,8 +70,11 @@ async fn ingest_endpoint(
     match method {
         Method::POST => ingest(&state, &namespace, &broker, &headers, body).await,
         Method::OPTIONS => Ok(webhook_handshake(&headers)),
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed: send events with POST"))
-            .with_header(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"))),
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not allowed: send events with POST"),
+        )
+        .with_header(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"))),
     }
 }
 
@@ -101,7 +104,10 @@ async fn ingest(
         {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("event {i} of the batch is {size} bytes, above the limit of {} bytes", state.limits.max_event_bytes),
+                format!(
+                    "event {i} of the batch is {size} bytes, above the limit of {} bytes",
+                    state.limits.max_event_bytes
+                ),
             ));
         }
     }
@@ -112,7 +118,9 @@ async fn ingest(
     }
     match state.log.append(&topic, &events).await {
         Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
-        Err(LogError::UnknownTopic(_)) => Err(ApiError::not_found(format!("broker '{namespace}/{broker}' does not exist"))),
+        Err(LogError::UnknownTopic(_)) => {
+            Err(ApiError::not_found(format!("broker '{namespace}/{broker}' does not exist")))
+        }
         Err(error @ (LogError::Unavailable(_) | LogError::Io(_) | LogError::Closed)) => {
             tracing::warn!(broker = %format!("{namespace}/{broker}"), %error, "ingest refused: storage cannot accept");
             Err(ApiError::unavailable("storage cannot accept events right now; retry later", 1))
@@ -159,7 +167,10 @@ struct List<T> {
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_RESOURCE_BYTES).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {MAX_RESOURCE_BYTES} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the limit of {MAX_RESOURCE_BYTES} bytes"),
+        )
     })
 }
 
@@ -243,7 +254,10 @@ async fn list_all_triggers(State(state): State<Arc<AppState>>) -> Result<Respons
     Ok(Json(List { items }).into_response())
 }
 
-async fn list_triggers(State(state): State<Arc<AppState>>, Path(namespace): Path<String>) -> Result<Response, ApiError> {
+async fn list_triggers(
+    State(state): State<Arc<AppState>>,
+    Path(namespace): Path<String>,
+) -> Result<Response, ApiError> {
     check_namespace(&namespace)?;
     let triggers = state.controller.store().list_triggers(Some(&namespace)).map_err(ApiError::internal)?;
     let items = triggers.into_iter().map(|t| with_trigger_status(&state, t)).collect();

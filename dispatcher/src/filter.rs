@@ -47,7 +47,9 @@ impl Filter {
 }
 
 fn compare(event: &Event, pairs: &[(String, String)], test: impl Fn(&str, &str) -> bool) -> bool {
-    pairs.iter().all(|(name, expected)| event.get(name).is_some_and(|value| test(&value.to_canonical_string(), expected)))
+    pairs
+        .iter()
+        .all(|(name, expected)| event.get(name).is_some_and(|value| test(&value.to_canonical_string(), expected)))
 }
 
 #[cfg(test)]

@@ -75,7 +75,8 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_ceiling() {
         let policy = UntilDelivered::default();
-        let failure = Failure { status: None, error: Some("refused".into()), retry_after: None, body_prefix: Bytes::new() };
+        let failure =
+            Failure { status: None, error: Some("refused".into()), retry_after: None, body_prefix: Bytes::new() };
         let waits: Vec<_> = [1, 2, 3, 9, 40, 1000].iter().map(|&a| policy.after_failure(a, &failure)).collect();
         let ms = |m| Verdict::RetryAfter(Duration::from_millis(m));
         assert_eq!(waits, [ms(200), ms(400), ms(800), ms(30_000), ms(30_000), ms(30_000)]);

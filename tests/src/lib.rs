@@ -39,7 +39,7 @@ pub struct Server {
     port: u16,
     data_dir: PathBuf,
     extra_args: Vec<String>,
-    _temp: Option<tempfile::TempDir>,
+    temp: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -50,8 +50,13 @@ impl Server {
 
     /// Starts a server with extra `serve` arguments.
     pub async fn start_with(extra_args: &[&str]) -> Server {
+        Server::start_in(None, extra_args).await
+    }
+
+    /// Starts a server on `data_dir` (a fresh temporary one when `None`).
+    pub async fn start_in(data_dir: Option<PathBuf>, extra_args: &[&str]) -> Server {
         let temp = tempfile::tempdir().expect("tempdir");
-        let data_dir = temp.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| temp.path().join("data"));
         let port = free_port();
         let mut server = Server {
             child: None,
@@ -59,7 +64,7 @@ impl Server {
             port,
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            _temp: Some(temp),
+            temp: Some(temp),
         };
         server.spawn().await;
         server
@@ -71,7 +76,10 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::File::create(self.data_dir.with_extension(format!("log.{}", std::process::id())))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
             .ok()
             .map(Stdio::from)
             .unwrap_or_else(Stdio::null);
@@ -104,9 +112,13 @@ impl Server {
         }
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.temp.as_ref().map_or_else(|| self.data_dir.with_extension("log"), |t| t.path().join("server.log"))
+    }
+
     /// The server's log so far (for assertion messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension(format!("log.{}", std::process::id()))).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// `kill -9`.
@@ -156,12 +168,20 @@ impl Server {
 
     /// Creates a trigger with `spec`.
     pub async fn trigger(&self, namespace: &str, name: &str, spec: Value) {
-        let (status, body) = self.put(&format!("/v1/namespaces/{namespace}/triggers/{name}"), json!({"spec": spec})).await;
+        let (status, body) =
+            self.put(&format!("/v1/namespaces/{namespace}/triggers/{name}"), json!({"spec": spec})).await;
         assert!(status.is_success(), "create trigger: {status} {body}");
     }
 
     /// POSTs a binary-mode event; returns the status.
-    pub async fn send_binary(&self, namespace: &str, broker: &str, id: &str, ty: &str, data: &'static [u8]) -> StatusCode {
+    pub async fn send_binary(
+        &self,
+        namespace: &str,
+        broker: &str,
+        id: &str,
+        ty: &str,
+        data: &'static [u8],
+    ) -> StatusCode {
         reqwest::Client::new()
             .post(format!("{}/{namespace}/{broker}", self.url))
             .header("ce-specversion", "1.0")

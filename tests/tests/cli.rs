@@ -74,12 +74,45 @@ spec:
     let output = cli(&server, &["get", "triggers", "-A", "-o", "yaml"]);
     assert!(stdout(&output).contains("name: orders"));
 
-    let output = cli(&server, &["send", "--broker", "shop/default", "--type", "order.created", "--source", "/cli", "--id", "c1", "--data", r#"{"n":1}"#]);
+    let output = cli(
+        &server,
+        &[
+            "send",
+            "--broker",
+            "shop/default",
+            "--type",
+            "order.created",
+            "--source",
+            "/cli",
+            "--id",
+            "c1",
+            "--data",
+            r#"{"n":1}"#,
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let data_file = dir.path().join("data.json");
     std::fs::write(&data_file, r#"{"n":2}"#).unwrap();
     let at_file = format!("@{}", data_file.display());
-    let output = cli(&server, &["send", "--broker", "shop/default", "--type", "order.created", "--source", "/cli", "--id", "c2", "--data", &at_file, "--structured", "-x", "region=eu"]);
+    let output = cli(
+        &server,
+        &[
+            "send",
+            "--broker",
+            "shop/default",
+            "--type",
+            "order.created",
+            "--source",
+            "/cli",
+            "--id",
+            "c2",
+            "--data",
+            &at_file,
+            "--structured",
+            "-x",
+            "region=eu",
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let received = subscriber.wait_for(2, Duration::from_secs(15)).await;
     let c2 = received.iter().find(|r| r.header("ce-id") == Some("c2")).unwrap();

@@ -79,7 +79,11 @@ async fn acknowledged_events_survive_kill_9_and_a_torn_tail() {
         if missing.is_empty() && delivered.contains("after-restart") {
             break;
         }
-        assert!(Instant::now() < deadline, "{} acknowledged events never delivered, e.g. {missing:?}", acknowledged.len() - acknowledged.iter().filter(|id| delivered.contains(*id)).count());
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged events never delivered, e.g. {missing:?}",
+            acknowledged.len() - acknowledged.iter().filter(|id| delivered.contains(*id)).count()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

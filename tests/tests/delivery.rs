@@ -20,16 +20,32 @@ async fn several_triggers_each_receive_exactly_their_events() {
     server.trigger("default", "created", json!({"broker": "b", "filter": {"attributes": {"type": "order.created"}}, "subscriber": {"uri": created.url}})).await;
     server.trigger("default", "eu", json!({"broker": "b", "filter": {"attributes": {"type": "order.created", "region": "eu"}}, "subscriber": {"uri": eu.url}})).await;
     server.trigger("default", "all", json!({"broker": "b", "subscriber": {"uri": everything.url}})).await;
-    server.trigger("default", "present", json!({"broker": "b", "filter": {"attributes": {"region": ""}}, "subscriber": {"uri": present.url}})).await;
+    server
+        .trigger(
+            "default",
+            "present",
+            json!({"broker": "b", "filter": {"attributes": {"region": ""}}, "subscriber": {"uri": present.url}}),
+        )
+        .await;
     server.trigger("default", "prefixed", json!({"broker": "b", "filter": {"attributes": {"type": "ignored"}},
         "filters": [{"prefix": {"type": "order."}}, {"not": {"exact": {"region": "us"}}}], "subscriber": {"uri": prefixed.url}})).await;
 
     let client = reqwest::Client::new();
-    let events = [("1", "order.created", Some("eu")), ("2", "order.created", Some("us")), ("3", "order.shipped", Some("eu")),
-                  ("4", "order.created", None), ("5", "Order.Created", Some("eu")), ("6", "order.created", Some(""))];
+    let events = [
+        ("1", "order.created", Some("eu")),
+        ("2", "order.created", Some("us")),
+        ("3", "order.shipped", Some("eu")),
+        ("4", "order.created", None),
+        ("5", "Order.Created", Some("eu")),
+        ("6", "order.created", Some("")),
+    ];
     for (id, ty, region) in events {
-        let mut request = client.post(format!("{}/default/b", server.url))
-            .header("ce-specversion", "1.0").header("ce-id", id).header("ce-type", ty).header("ce-source", "/orders");
+        let mut request = client
+            .post(format!("{}/default/b", server.url))
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-type", ty)
+            .header("ce-source", "/orders");
         if let Some(region) = region {
             request = request.header("ce-region", region);
         }
@@ -65,9 +81,13 @@ async fn binary_delivery_is_faithful_and_carries_knative_headers() {
         "flag": true, "count": 42, "text": "spaced out",
         "data": {"b": [1, 2, {"c": null}], "a": "x"}
     });
-    let response = client.post(format!("{}/ns1/b", server.url))
+    let response = client
+        .post(format!("{}/ns1/b", server.url))
         .header("content-type", "application/cloudevents+json")
-        .body(serde_json::to_vec(&structured).unwrap()).send().await.unwrap();
+        .body(serde_json::to_vec(&structured).unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let received = subscriber.wait_for(1, WAIT).await.remove(0);
     assert_eq!(received.header("ce-id"), Some("fid-1"));
@@ -90,16 +110,35 @@ async fn structured_delivery_keeps_types_order_and_data() {
     let server = Server::start().await;
     server.broker("default", "b").await;
     let subscriber = Subscriber::start().await;
-    server.trigger("default", "t", json!({"broker": "b", "subscriber": {"uri": subscriber.url}, "delivery": {"format": "json"}})).await;
+    server
+        .trigger(
+            "default",
+            "t",
+            json!({"broker": "b", "subscriber": {"uri": subscriber.url}, "delivery": {"format": "json"}}),
+        )
+        .await;
     let client = reqwest::Client::new();
     let body = r#"{"specversion":"1.0","id":"s-1","type":"t","source":"/s","time":"2024-01-01T00:00:00-05:00","flag":false,"count":-7,"datacontenttype":"application/vnd.x+json","data":{"z":1,  "a":[true]}}"#;
-    let response = client.post(format!("{}/default/b", server.url))
-        .header("content-type", "application/cloudevents+json").body(body).send().await.unwrap();
+    let response = client
+        .post(format!("{}/default/b", server.url))
+        .header("content-type", "application/cloudevents+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     // Binary in, structured out: bytes become data_base64, text stays text.
-    let response = client.post(format!("{}/default/b", server.url))
-        .header("ce-specversion", "1.0").header("ce-id", "bin-1").header("ce-type", "t").header("ce-source", "/s")
-        .header("content-type", "application/octet-stream").body(vec![0u8, 159, 146, 150]).send().await.unwrap();
+    let response = client
+        .post(format!("{}/default/b", server.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "bin-1")
+        .header("ce-type", "t")
+        .header("ce-source", "/s")
+        .header("content-type", "application/octet-stream")
+        .body(vec![0u8, 159, 146, 150])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let received = subscriber.wait_for(2, WAIT).await;
     let first = &received.iter().find(|r| String::from_utf8_lossy(&r.body).contains("s-1")).unwrap();
@@ -134,7 +173,8 @@ async fn a_new_trigger_starts_at_the_end_of_the_log() {
 async fn failures_are_retried_and_a_stalled_trigger_does_not_delay_others() {
     let server = Server::start().await;
     server.broker("default", "b").await;
-    let flaky = Subscriber::start_answering(vec![StatusCode::INTERNAL_SERVER_ERROR, StatusCode::SERVICE_UNAVAILABLE]).await;
+    let flaky =
+        Subscriber::start_answering(vec![StatusCode::INTERNAL_SERVER_ERROR, StatusCode::SERVICE_UNAVAILABLE]).await;
     let healthy = Subscriber::start().await;
     let stalled = Subscriber::start_answering(vec![StatusCode::INTERNAL_SERVER_ERROR; 1000]).await;
     server.trigger("default", "flaky", json!({"broker": "b", "subscriber": {"uri": flaky.url}})).await;

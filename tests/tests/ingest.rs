@@ -8,7 +8,8 @@ use switchyard_tests::{Server, Subscriber};
 
 async fn problem(response: reqwest::Response) -> (StatusCode, String, Value) {
     let status = response.status();
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     (status, content_type, body)
 }
@@ -71,14 +72,31 @@ async fn accepted_in_every_mode_and_stamped_with_arrival_time() {
 #[tokio::test]
 async fn invalid_events_are_400_problems_naming_the_attribute() {
     let (_server, subscriber, client, url) = setup().await;
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    type Headers = Vec<(&'static str, &'static str)>;
+    let cases: Vec<(Headers, &str, &str)> = vec![
         (vec![("ce-specversion", "1.0"), ("ce-type", "t"), ("ce-source", "/s")], "", "'id'"),
         (vec![("ce-specversion", "0.3"), ("ce-id", "1"), ("ce-type", "t"), ("ce-source", "/s")], "", "specversion"),
         (vec![("ce-id", "1"), ("ce-type", "t"), ("ce-source", "/s")], "", "specversion"),
-        (vec![("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-type", "t"), ("ce-source", "/s"), ("ce-time", "noon")], "", "time"),
-        (vec![("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-type", "t"), ("ce-source", "/s"), ("ce-my_ext", "x")], "", "my_ext"),
-        (vec![("content-type", "application/cloudevents+json")], r#"{"specversion":"1.0","id":"1","type":"t"}"#, "'source'"),
-        (vec![("content-type", "application/cloudevents+json")], r#"{"specversion":"1.0","id":"1","type":"t","source":"/s","ext":1.5}"#, "ext"),
+        (
+            vec![("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-type", "t"), ("ce-source", "/s"), ("ce-time", "noon")],
+            "",
+            "time",
+        ),
+        (
+            vec![("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-type", "t"), ("ce-source", "/s"), ("ce-my_ext", "x")],
+            "",
+            "my_ext",
+        ),
+        (
+            vec![("content-type", "application/cloudevents+json")],
+            r#"{"specversion":"1.0","id":"1","type":"t"}"#,
+            "'source'",
+        ),
+        (
+            vec![("content-type", "application/cloudevents+json")],
+            r#"{"specversion":"1.0","id":"1","type":"t","source":"/s","ext":1.5}"#,
+            "ext",
+        ),
         (vec![("content-type", "application/cloudevents+json")], r#"{"specversion":"1.0","#, "malformed"),
     ];
     for (headers, body, needle) in cases {
@@ -104,7 +122,13 @@ async fn batch_is_all_or_nothing() {
         {"specversion":"1.0","id":"ok-1","type":"t","source":"/s"},
         {"specversion":"1.0","id":"bad","type":"t"},
     ]);
-    let response = client.post(&url).header("content-type", "application/cloudevents-batch+json").json(&batch).send().await.unwrap();
+    let response = client
+        .post(&url)
+        .header("content-type", "application/cloudevents-batch+json")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
     let (status, _, problem) = problem(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(problem["detail"].as_str().unwrap().contains("event 1"), "{problem}");
@@ -150,7 +174,13 @@ async fn unknown_broker_wrong_method_too_large_and_unsupported_format() {
     assert!(body["detail"].as_str().unwrap().contains("4096"));
 
     let big_in_batch = json!([{"specversion":"1.0","id":"1","type":"t","source":"/s","data":"x".repeat(5000)}]);
-    let response = client.post(&url).header("content-type", "application/cloudevents-batch+json").json(&big_in_batch).send().await.unwrap();
+    let response = client
+        .post(&url)
+        .header("content-type", "application/cloudevents-batch+json")
+        .json(&big_in_batch)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     for content_type in ["application/cloudevents+xml", "application/cloudevents+avro; charset=utf-8"] {

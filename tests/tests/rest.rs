@@ -36,7 +36,8 @@ async fn brokers_crud_with_knative_shapes() {
 
     let (status, list) = server.get("/v1/namespaces/team-a/brokers").await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<_> = list["items"].as_array().unwrap().iter().map(|b| b["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<_> =
+        list["items"].as_array().unwrap().iter().map(|b| b["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["audit", "orders"]);
     let (_, other) = server.get("/v1/namespaces/team-b/brokers").await;
     assert_eq!(other["items"].as_array().unwrap().len(), 0);
@@ -63,11 +64,23 @@ async fn trigger_validation_names_the_field() {
         (json!({"spec": {"broker": "b"}}), "spec.subscriber.uri"),
         (json!({"spec": {"broker": "b", "subscriber": {"uri": "not a url"}}}), "spec.subscriber.uri"),
         (json!({"spec": {"broker": "b", "subscriber": {"uri": "/relative"}}}), "spec.subscriber.uri"),
-        (json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filter": {"attributes": {"Bad-Key": "x"}}}}), "Bad-Key"),
-        (json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filter": {"attributes": {"1type": "x"}}}}), "1type"),
-        (json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filters": [{"exact": {"type": "a"}, "suffix": {"type": "b"}}]}}), "exactly one dialect"),
+        (
+            json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filter": {"attributes": {"Bad-Key": "x"}}}}),
+            "Bad-Key",
+        ),
+        (
+            json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filter": {"attributes": {"1type": "x"}}}}),
+            "1type",
+        ),
+        (
+            json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filters": [{"exact": {"type": "a"}, "suffix": {"type": "b"}}]}}),
+            "exactly one dialect",
+        ),
         (json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filters": [{}]}}), "exactly one dialect"),
-        (json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filters": [{"regex": {"type": "a"}}]}}), "regex"),
+        (
+            json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "filters": [{"regex": {"type": "a"}}]}}),
+            "regex",
+        ),
         (json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "colour": "red"}}), "colour"),
         (json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/", "port": 80}}}), "port"),
         (json!({"kind": "Broker", "spec": {"broker": "b", "subscriber": {"uri": "http://x/"}}}), "kind"),

@@ -41,29 +41,17 @@ fn event() -> Event {
         ("time".to_owned(), s("2024-05-01T10:00:00.123+02:00")),
         ("subject".to_owned(), s("orders/12345")),
         ("datacontenttype".to_owned(), s("application/json")),
-        (
-            "traceparent".to_owned(),
-            s("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-        ),
+        ("traceparent".to_owned(), s("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")),
         ("tenant".to_owned(), s("acme corp")),
     ];
-    let data = Data {
-        form: DataForm::Json,
-        bytes: json_body(),
-    };
+    let data = Data { form: DataForm::Json, bytes: json_body() };
     Event::new(attributes, Some(data)).expect("valid benchmark event")
 }
 
 fn benches(c: &mut Criterion) {
     let event = event();
     let (headers, body) = ce_http::encode_binary(&event);
-    assert_eq!(
-        headers
-            .keys()
-            .filter(|n| n.as_str().starts_with("ce-"))
-            .count(),
-        8
-    );
+    assert_eq!(headers.keys().filter(|n| n.as_str().starts_with("ce-")).count(), 8);
     assert_eq!(body.len(), 1024);
     let (content_type, structured_body) = ce_http::encode_structured(&event);
     let mut structured_headers = ::http::HeaderMap::new();
@@ -76,28 +64,17 @@ fn benches(c: &mut Criterion) {
         b.iter(|| ce_http::decode_request(black_box(&headers), black_box(body.clone())))
     });
     group.bench_function("decode_structured_1k_json", |b| {
-        b.iter(|| {
-            ce_http::decode_request(
-                black_box(&structured_headers),
-                black_box(structured_body.clone()),
-            )
-        })
+        b.iter(|| ce_http::decode_request(black_box(&structured_headers), black_box(structured_body.clone())))
     });
-    group.bench_function("encode_binary", |b| {
-        b.iter(|| ce_http::encode_binary(black_box(&event)))
-    });
-    group.bench_function("encode_structured", |b| {
-        b.iter(|| ce_http::encode_structured(black_box(&event)))
-    });
+    group.bench_function("encode_binary", |b| b.iter(|| ce_http::encode_binary(black_box(&event))));
+    group.bench_function("encode_structured", |b| b.iter(|| ce_http::encode_structured(black_box(&event))));
     group.bench_function("storage_encode_decode", |b| {
         b.iter(|| {
             let bytes = Bytes::from(storage::encode(black_box(&event)));
             storage::decode(&bytes)
         })
     });
-    group.bench_function("storage_decode", |b| {
-        b.iter(|| storage::decode(black_box(&stored)))
-    });
+    group.bench_function("storage_decode", |b| b.iter(|| storage::decode(black_box(&stored))));
     group.finish();
 }
 

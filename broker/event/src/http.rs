@@ -91,19 +91,12 @@ fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, EventError> 
     for (name, value) in headers {
         let attribute = if name == CONTENT_TYPE {
             // §3.1.1; not percent-encoded: it is an ordinary HTTP header.
-            let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
-                invalid(
-                    "datacontenttype",
-                    "the content-type header is not valid utf-8",
-                )
-            })?;
+            let text = std::str::from_utf8(value.as_bytes())
+                .map_err(|_| invalid("datacontenttype", "the content-type header is not valid utf-8"))?;
             ("datacontenttype".to_owned(), text.to_owned())
         } else if let Some(attribute) = name.as_str().strip_prefix(HEADER_PREFIX) {
             if attribute.is_empty() {
-                return Err(EventError::Malformed(format!(
-                    "header '{}' names no attribute",
-                    name.as_str()
-                )));
+                return Err(EventError::Malformed(format!("header '{}' names no attribute", name.as_str())));
             }
             has_specversion |= attribute == "specversion";
             (attribute.to_owned(), decode_header_value(attribute, value)?)
@@ -120,19 +113,12 @@ fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, EventError> 
     let data = if body.is_empty() {
         None
     } else {
-        let content_type = attributes
-            .iter()
-            .find(|(n, _)| n == "datacontenttype")
-            .and_then(|(_, v)| v.as_str());
+        let content_type = attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
         // UTF-8 is checked apart: serde_json does not check it inside strings it skips.
         let is_json = content_type.is_some_and(json::is_json_content_type)
             && std::str::from_utf8(&body).is_ok()
             && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
-        let form = if is_json {
-            DataForm::Json
-        } else {
-            DataForm::Binary
-        };
+        let form = if is_json { DataForm::Json } else { DataForm::Binary };
         Some(Data { form, bytes: body })
     };
     Event::new(attributes, data)
@@ -151,8 +137,8 @@ fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, EventError> 
 ///
 /// `attribute` only names the attribute in the error for a value that is not UTF-8 at all.
 pub fn decode_header_value(attribute: &str, value: &HeaderValue) -> Result<String, EventError> {
-    let raw = std::str::from_utf8(value.as_bytes())
-        .map_err(|_| invalid(attribute, "the header value is not valid utf-8"))?;
+    let raw =
+        std::str::from_utf8(value.as_bytes()).map_err(|_| invalid(attribute, "the header value is not valid utf-8"))?;
     let unquoted = unquote(raw);
     let text = unquoted.as_deref().unwrap_or(raw);
     if !text.contains('%') {
@@ -231,32 +217,21 @@ pub fn batch_content_type() -> HeaderValue {
 /// (`application/cloudevents+json; charset=utf-8`) and the JSON-format body
 /// ([`json::encode_event`]).
 pub fn encode_structured(event: &Event) -> (HeaderValue, Bytes) {
-    (
-        structured_content_type(),
-        Bytes::from(json::encode_event(event)),
-    )
+    (structured_content_type(), Bytes::from(json::encode_event(event)))
 }
 
 /// The events as a batched-mode message (§3.3): the `Content-Type`
 /// (`application/cloudevents-batch+json; charset=utf-8`) and the JSON batch body.
 pub fn encode_batch(events: &[Event]) -> (HeaderValue, Bytes) {
-    (
-        batch_content_type(),
-        Bytes::from(json::encode_batch(events)),
-    )
+    (batch_content_type(), Bytes::from(json::encode_batch(events)))
 }
 
 fn starts_with_ignore_ascii_case(text: &str, prefix: &str) -> bool {
-    text.as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+    text.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 fn invalid(name: &str, reason: &str) -> EventError {
-    EventError::InvalidAttribute {
-        name: name.to_owned(),
-        reason: reason.to_owned(),
-    }
+    EventError::InvalidAttribute { name: name.to_owned(), reason: reason.to_owned() }
 }
 
 #[cfg(test)]
@@ -268,10 +243,7 @@ mod tests {
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_bytes(value).unwrap(),
-            );
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_bytes(value).unwrap());
         }
         map
     }
@@ -280,10 +252,7 @@ mod tests {
         let mut map = HeaderMap::new();
         for (name, value) in attributes {
             let name = HeaderName::from_bytes(format!("ce-{name}").as_bytes()).unwrap();
-            map.append(
-                name,
-                HeaderValue::from_str(&encode_header_value(value)).unwrap(),
-            );
+            map.append(name, HeaderValue::from_str(&encode_header_value(value)).unwrap());
         }
         map
     }
@@ -292,12 +261,7 @@ mod tests {
         headers(&[("content-type", content_type.as_bytes())])
     }
 
-    const VALID: &[(&str, &str)] = &[
-        ("specversion", "1.0"),
-        ("id", "1"),
-        ("source", "/s"),
-        ("type", "t"),
-    ];
+    const VALID: &[(&str, &str)] = &[("specversion", "1.0"), ("id", "1"), ("source", "/s"), ("type", "t")];
 
     #[test]
     fn percent_encoding_follows_the_spec_examples() {
@@ -313,19 +277,12 @@ mod tests {
             ("\u{7f}\u{80}\u{9f}", "%7F%C2%80%C2%9F"),
             ("Grüße", "Gr%C3%BC%C3%9Fe"),
             ("/path?q=1&r=a+b#frag", "/path?q=1&r=a+b#frag"),
-            (
-                "!#$&'()*+,-./:;<=>?@[\\]^_`{|}~",
-                "!#$&'()*+,-./:;<=>?@[\\]^_`{|}~",
-            ),
+            ("!#$&'()*+,-./:;<=>?@[\\]^_`{|}~", "!#$&'()*+,-./:;<=>?@[\\]^_`{|}~"),
         ];
         for (value, encoded) in cases {
             assert_eq!(encode_header_value(value), encoded, "{value}");
             let header = HeaderValue::from_str(encoded).unwrap();
-            assert_eq!(
-                decode_header_value("x", &header).unwrap(),
-                value,
-                "{encoded}"
-            );
+            assert_eq!(decode_header_value("x", &header).unwrap(), value, "{encoded}");
         }
     }
 
@@ -339,8 +296,8 @@ mod tests {
             (b"50%25 off %", "50% off %"),
             (b"%e2%82%ac", "\u{20AC}"),
             (b"%E2%82%Ac", "\u{20AC}"),
-            (b"%C0%A0", "%C0%A0"), // overlong encoding: not UTF-8, kept raw
-            (b"%FF and %41", "%FF and %41"), // any invalid sequence keeps the whole value raw
+            (b"%C0%A0", "%C0%A0"),             // overlong encoding: not UTF-8, kept raw
+            (b"%FF and %41", "%FF and %41"),   // any invalid sequence keeps the whole value raw
             ("Grüße €".as_bytes(), "Grüße €"), // raw UTF-8 (obs-text)
             ("Gr%C3%BC%C3%9Fe €".as_bytes(), "Grüße €"),
             (b"\"quoted value\"", "quoted value"), // RFC 7230 quoted-string, §3.1.3.2
@@ -350,18 +307,11 @@ mod tests {
         ];
         for (raw, expected) in cases {
             let header = HeaderValue::from_bytes(raw).unwrap();
-            assert_eq!(
-                decode_header_value("x", &header).unwrap(),
-                expected,
-                "{}",
-                String::from_utf8_lossy(raw)
-            );
+            assert_eq!(decode_header_value("x", &header).unwrap(), expected, "{}", String::from_utf8_lossy(raw));
         }
         let not_utf8 = HeaderValue::from_bytes(b"caf\xe9").unwrap();
         assert_eq!(
-            decode_header_value("ext", &not_utf8)
-                .unwrap_err()
-                .to_string(),
+            decode_header_value("ext", &not_utf8).unwrap_err().to_string(),
             "invalid attribute 'ext': the header value is not valid utf-8"
         );
     }
@@ -372,19 +322,10 @@ mod tests {
         // (content type, mode; None = unsupported format)
         let cases = [
             ("application/cloudevents+json", Some(Structured)),
-            (
-                "application/cloudevents+json; charset=utf-8",
-                Some(Structured),
-            ),
-            (
-                "Application/CloudEvents+JSON ; charset=UTF-8",
-                Some(Structured),
-            ),
+            ("application/cloudevents+json; charset=utf-8", Some(Structured)),
+            ("Application/CloudEvents+JSON ; charset=UTF-8", Some(Structured)),
             ("application/cloudevents-batch+json", Some(Batched)),
-            (
-                "application/cloudevents-batch+json; charset=utf-8",
-                Some(Batched),
-            ),
+            ("application/cloudevents-batch+json; charset=utf-8", Some(Batched)),
             ("APPLICATION/CLOUDEVENTS-BATCH+JSON", Some(Batched)),
             ("application/cloudevents+xml", None),
             ("application/cloudevents+avro", None),
@@ -407,15 +348,8 @@ mod tests {
             }
         }
         assert_eq!(content_mode(None), Ok(Binary));
-        let err = decode_request(
-            &with_content_type("application/cloudevents+xml"),
-            Bytes::new(),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            EventError::UnsupportedFormat("application/cloudevents+xml".to_owned())
-        );
+        let err = decode_request(&with_content_type("application/cloudevents+xml"), Bytes::new()).unwrap_err();
+        assert_eq!(err, EventError::UnsupportedFormat("application/cloudevents+xml".to_owned()));
     }
 
     #[test]
@@ -433,14 +367,8 @@ mod tests {
         ]);
         let body = Bytes::from_static(b"{\n  \"a\" : 1 }\n");
         let events = decode_request(&map, body.clone()).unwrap();
-        let [event] = &events[..] else {
-            panic!("{events:?}")
-        };
-        let attributes: Vec<_> = event
-            .attributes()
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.clone()))
-            .collect();
+        let [event] = &events[..] else { panic!("{events:?}") };
+        let attributes: Vec<_> = event.attributes().iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
         assert_eq!(
             attributes,
             [
@@ -453,13 +381,7 @@ mod tests {
                 ("datacontenttype", s("application/json; charset=utf-8")),
             ]
         );
-        assert_eq!(
-            event.data(),
-            Some(&Data {
-                form: DataForm::Json,
-                bytes: body
-            })
-        );
+        assert_eq!(event.data(), Some(&Data { form: DataForm::Json, bytes: body }));
     }
 
     #[test]
@@ -467,22 +389,10 @@ mod tests {
         // (content type, body, expected data form; None = no data)
         let cases: [(Option<&str>, &[u8], Option<DataForm>); 9] = [
             (Some("application/json"), b"{\"a\":1}", Some(DataForm::Json)),
-            (
-                Some("application/vnd.x+json"),
-                b" [1, 2] ",
-                Some(DataForm::Json),
-            ),
+            (Some("application/vnd.x+json"), b" [1, 2] ", Some(DataForm::Json)),
             (Some("text/json"), b"\"s\"", Some(DataForm::Json)),
-            (
-                Some("application/json"),
-                b"{not json",
-                Some(DataForm::Binary),
-            ),
-            (
-                Some("application/json"),
-                b"\"\xff\"",
-                Some(DataForm::Binary),
-            ),
+            (Some("application/json"), b"{not json", Some(DataForm::Binary)),
+            (Some("application/json"), b"\"\xff\"", Some(DataForm::Binary)),
             (Some("text/plain"), b"{\"a\":1}", Some(DataForm::Binary)),
             (None, b"{\"a\":1}", Some(DataForm::Binary)),
             (Some("application/json"), b"", None),
@@ -505,38 +415,22 @@ mod tests {
         for case in invalid_cases() {
             // Binary mode.
             let map = binary_headers(&case.attributes);
-            let err = decode_request(&map, Bytes::new())
-                .expect_err(case.expected)
-                .to_string();
-            assert!(
-                err.contains(case.expected),
-                "binary {:?}: {err}",
-                case.attributes
-            );
+            let err = decode_request(&map, Bytes::new()).expect_err(case.expected).to_string();
+            assert!(err.contains(case.expected), "binary {:?}: {err}", case.attributes);
 
-            let object: serde_json::Map<String, serde_json::Value> = case
-                .attributes
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).into()))
-                .collect();
+            let object: serde_json::Map<String, serde_json::Value> =
+                case.attributes.iter().map(|(n, v)| ((*n).to_owned(), (*v).into())).collect();
             let body = serde_json::Value::Object(object).to_string();
             // Structured mode.
             let map = with_content_type("application/cloudevents+json; charset=utf-8");
-            let err = decode_request(&map, Bytes::from(body.clone()))
-                .expect_err(&body)
-                .to_string();
+            let err = decode_request(&map, Bytes::from(body.clone())).expect_err(&body).to_string();
             assert!(err.contains(case.expected), "structured {body}: {err}");
             // Batched mode, as the second element.
             let (_, valid) = encode_structured(&Event::new(required(), None).unwrap());
             let batch = format!("[{},{body}]", String::from_utf8_lossy(&valid));
             let map = with_content_type("application/cloudevents-batch+json");
-            let err = decode_request(&map, Bytes::from(batch.clone()))
-                .expect_err(&batch)
-                .to_string();
-            assert!(
-                err.starts_with("event 1: ") && err.contains(case.expected),
-                "batch {batch}: {err}"
-            );
+            let err = decode_request(&map, Bytes::from(batch.clone())).expect_err(&batch).to_string();
+            assert!(err.starts_with("event 1: ") && err.contains(case.expected), "batch {batch}: {err}");
         }
     }
 
@@ -544,8 +438,7 @@ mod tests {
     fn binary_mode_header_errors() {
         let valid: Vec<(&str, &[u8])> = VALID.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
         let with = |extra: &[(&'static str, &'static [u8])]| {
-            let mut pairs: Vec<(String, &[u8])> =
-                valid.iter().map(|(n, v)| (format!("ce-{n}"), *v)).collect();
+            let mut pairs: Vec<(String, &[u8])> = valid.iter().map(|(n, v)| (format!("ce-{n}"), *v)).collect();
             pairs.extend(extra.iter().map(|(n, v)| ((*n).to_owned(), *v)));
             let pairs: Vec<(&str, &[u8])> = pairs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
             headers(&pairs)
@@ -555,44 +448,28 @@ mod tests {
         let cases: [(&Headers, &str); 7] = [
             (&[("ce-", b"x")], "header 'ce-' names no attribute"),
             (&[("ce-id", b"2")], "duplicate attribute 'id'"),
+            (&[("ce-ext", b"a"), ("CE-EXT", b"b")], "duplicate attribute 'ext'"),
             (
-                &[("ce-ext", b"a"), ("CE-EXT", b"b")],
-                "duplicate attribute 'ext'",
-            ),
-            (
-                &[
-                    ("content-type", b"text/plain"),
-                    ("ce-datacontenttype", b"text/plain"),
-                ],
+                &[("content-type", b"text/plain"), ("ce-datacontenttype", b"text/plain")],
                 "duplicate attribute 'datacontenttype'",
             ),
             (&[("ce-data", b"x")], "invalid attribute name 'data'"),
-            (
-                &[("ce-ext", b"caf\xe9")],
-                "invalid attribute 'ext': the header value is not valid utf-8",
-            ),
+            (&[("ce-ext", b"caf\xe9")], "invalid attribute 'ext': the header value is not valid utf-8"),
             (&[("ce-time", b"2018-04-05")], "invalid attribute 'time'"),
         ];
         for (extra, expected) in cases {
-            let err = decode_request(&with(extra), Bytes::new())
-                .expect_err(expected)
-                .to_string();
+            let err = decode_request(&with(extra), Bytes::new()).expect_err(expected).to_string();
             assert!(err.contains(expected), "{expected}: {err}");
         }
         // Without ce-specversion the request is reported as missing it, whatever else is absent.
-        let err = decode_request(
-            &with_content_type("application/json"),
-            Bytes::from_static(b"{}"),
-        )
-        .unwrap_err();
+        let err = decode_request(&with_content_type("application/json"), Bytes::from_static(b"{}")).unwrap_err();
         assert_eq!(err, EventError::MissingAttribute("specversion"));
         assert_eq!(
             decode_request(&HeaderMap::new(), Bytes::new()).unwrap_err(),
             EventError::MissingAttribute("specversion")
         );
         // Non-ASCII that is UTF-8 is accepted raw (obs-text).
-        let events =
-            decode_request(&with(&[("ce-ext", "Grüße".as_bytes())]), Bytes::new()).unwrap();
+        let events = decode_request(&with(&[("ce-ext", "Grüße".as_bytes())]), Bytes::new()).unwrap();
         assert_eq!(events[0].get_str("ext"), Some("Grüße"));
     }
 
@@ -601,23 +478,12 @@ mod tests {
         let mut attributes = required();
         attributes.push(("datacontenttype".into(), s("application/json")));
         attributes.push(("subject".into(), s("Euro \u{20AC}")));
-        let mut event = Event::new(
-            attributes,
-            Some(Data {
-                form: DataForm::Json,
-                bytes: Bytes::from_static(b"[1]"),
-            }),
-        )
-        .unwrap();
+        let mut event =
+            Event::new(attributes, Some(Data { form: DataForm::Json, bytes: Bytes::from_static(b"[1]") })).unwrap();
         event.set_extension("flag", AttrValue::Bool(true)).unwrap();
-        event
-            .set_extension("count", AttrValue::Integer(-3))
-            .unwrap();
+        event.set_extension("count", AttrValue::Integer(-3)).unwrap();
         let (map, body) = encode_binary(&event);
-        let pairs: Vec<_> = map
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
-            .collect();
+        let pairs: Vec<_> = map.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
         assert_eq!(
             pairs,
             [
@@ -648,10 +514,7 @@ mod tests {
 
         let (content_type, body) = encode_batch(&[event.clone(), event.clone()]);
         let map = headers(&[("content-type", content_type.as_bytes())]);
-        assert_eq!(
-            decode_request(&map, body).unwrap(),
-            vec![event.clone(), event]
-        );
+        assert_eq!(decode_request(&map, body).unwrap(), vec![event.clone(), event]);
         let (content_type, body) = encode_batch(&[]);
         let map = headers(&[("content-type", content_type.as_bytes())]);
         assert_eq!(decode_request(&map, body).unwrap(), vec![]);

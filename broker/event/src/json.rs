@@ -44,8 +44,8 @@ pub fn is_json_content_type(content_type: &str) -> bool {
     };
     // Compare bytes: slicing a `str` at a fixed offset could split a multi-byte character.
     let subtype = subtype.as_bytes();
-    let has_json_suffix = subtype.len() > b"+json".len()
-        && subtype[subtype.len() - b"+json".len()..].eq_ignore_ascii_case(b"+json");
+    let has_json_suffix =
+        subtype.len() > b"+json".len() && subtype[subtype.len() - b"+json".len()..].eq_ignore_ascii_case(b"+json");
     !ty.is_empty() && (subtype.eq_ignore_ascii_case(b"json") || has_json_suffix)
 }
 
@@ -75,20 +75,13 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, EventError> {
     let raw = match serde_json::from_slice::<RawBatch<'_>>(bytes) {
         Ok(RawBatch::Array(events)) => events,
         Ok(RawBatch::NotArray(kind)) => {
-            return Err(EventError::Malformed(format!(
-                "a batch must be a JSON array, found {kind}"
-            )))
+            return Err(EventError::Malformed(format!("a batch must be a JSON array, found {kind}")))
         }
         Err(e) => return Err(EventError::Malformed(e.to_string())),
     };
     raw.into_iter()
         .enumerate()
-        .map(|(index, event)| {
-            event.into_event().map_err(|error| EventError::InBatch {
-                index,
-                error: Box::new(error),
-            })
-        })
+        .map(|(index, event)| event.into_event().map_err(|error| EventError::InBatch { index, error: Box::new(error) }))
         .collect()
 }
 
@@ -105,8 +98,7 @@ pub fn from_value(value: &Value) -> Result<Event, EventError> {
     for (name, member) in object {
         if name == DATA {
             // Serializing a `Value` cannot fail: its keys are strings.
-            let text =
-                serde_json::to_string(member).map_err(|e| EventError::Malformed(e.to_string()))?;
+            let text = serde_json::to_string(member).map_err(|e| EventError::Malformed(e.to_string()))?;
             raw.data.push(Cow::Owned(text));
         } else {
             raw.members.push((name.clone(), member.clone()));
@@ -211,8 +203,7 @@ pub fn to_value(event: &Event) -> Value {
             DataMember::Text(text) => Some((DATA, Value::String(text.to_owned()))),
             DataMember::Base64 => None,
         };
-        let (name, value) =
-            member.unwrap_or_else(|| (DATA_BASE64, Value::String(STANDARD.encode(&data.bytes))));
+        let (name, value) = member.unwrap_or_else(|| (DATA_BASE64, Value::String(STANDARD.encode(&data.bytes))));
         object.insert(name.to_owned(), value);
     }
     Value::Object(object)
@@ -337,19 +328,14 @@ impl RawEvent<'_> {
             }
             (None, None) => None,
             (None, Some(encoded)) => match BASE64_LENIENT.decode(encoded.as_bytes()) {
-                Ok(bytes) => Some(Data {
-                    form: DataForm::Binary,
-                    bytes: Bytes::from(bytes),
-                }),
+                Ok(bytes) => Some(Data { form: DataForm::Binary, bytes: Bytes::from(bytes) }),
                 Err(e) => {
                     return Err(invalid(DATA_BASE64, format!("is not valid base64 ({e})")));
                 }
             },
             (Some(text), None) => {
-                let content_type = attributes
-                    .iter()
-                    .find(|(n, _)| n == "datacontenttype")
-                    .and_then(|(_, v)| v.as_str());
+                let content_type =
+                    attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
                 Some(data_from_text(&text, content_type)?)
             }
         };
@@ -363,17 +349,10 @@ impl RawEvent<'_> {
 fn data_from_text(text: &str, content_type: Option<&str>) -> Result<Data, EventError> {
     let json_content = content_type.is_none_or(is_json_content_type);
     if !json_content && text.starts_with('"') {
-        let unescaped =
-            serde_json::from_str::<String>(text).map_err(|e| invalid(DATA, e.to_string()))?;
-        return Ok(Data {
-            form: DataForm::Text,
-            bytes: Bytes::from(unescaped),
-        });
+        let unescaped = serde_json::from_str::<String>(text).map_err(|e| invalid(DATA, e.to_string()))?;
+        return Ok(Data { form: DataForm::Text, bytes: Bytes::from(unescaped) });
     }
-    Ok(Data {
-        form: DataForm::Json,
-        bytes: Bytes::copy_from_slice(text.as_bytes()),
-    })
+    Ok(Data { form: DataForm::Json, bytes: Bytes::copy_from_slice(text.as_bytes()) })
 }
 
 /// JSON format §2.2: strings, booleans and integers map to the CloudEvents types; `null` means
@@ -386,35 +365,17 @@ fn attr_value(name: &str, value: Value) -> Result<Option<AttrValue>, EventError>
         Value::Number(n) => match n.as_i64() {
             Some(i) => match i32::try_from(i) {
                 Ok(i) => Ok(Some(AttrValue::Integer(i))),
-                Err(_) => Err(invalid(
-                    name,
-                    format!("value {n} is outside the 32-bit integer range"),
-                )),
+                Err(_) => Err(invalid(name, format!("value {n} is outside the 32-bit integer range"))),
             },
-            None if n.is_u64() => Err(invalid(
-                name,
-                format!("value {n} is outside the 32-bit integer range"),
-            )),
-            None => Err(invalid(
-                name,
-                format!("value {n} is not a string, boolean or integer"),
-            )),
+            None if n.is_u64() => Err(invalid(name, format!("value {n} is outside the 32-bit integer range"))),
+            None => Err(invalid(name, format!("value {n} is not a string, boolean or integer"))),
         },
-        other => Err(invalid(
-            name,
-            format!(
-                "must be a string, boolean or integer, found {}",
-                json_kind(&other)
-            ),
-        )),
+        other => Err(invalid(name, format!("must be a string, boolean or integer, found {}", json_kind(&other)))),
     }
 }
 
 fn invalid(name: &str, reason: String) -> EventError {
-    EventError::InvalidAttribute {
-        name: name.to_owned(),
-        reason,
-    }
+    EventError::InvalidAttribute { name: name.to_owned(), reason }
 }
 
 fn not_an_object(kind: &str) -> EventError {
@@ -442,10 +403,7 @@ struct RawEventVisitor;
 
 impl RawEventVisitor {
     fn not_object<'a>(kind: &'static str) -> RawEvent<'a> {
-        RawEvent {
-            not_object: Some(kind),
-            ..RawEvent::default()
-        }
+        RawEvent { not_object: Some(kind), ..RawEvent::default() }
     }
 }
 
@@ -567,10 +525,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn event_json(attributes: &[(&str, &str)]) -> String {
-        let object: Map<String, Value> = attributes
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), Value::from(*v)))
-            .collect();
+        let object: Map<String, Value> = attributes.iter().map(|(n, v)| ((*n).to_owned(), Value::from(*v))).collect();
         Value::Object(object).to_string()
     }
 
@@ -578,10 +533,7 @@ mod tests {
 
     /// Decodes a JSON object body made of the required attributes plus `extra` members.
     fn decode_with(extra: &str) -> Result<Event, EventError> {
-        decode_event(
-            format!(r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t"{extra}}}"#)
-                .as_bytes(),
-        )
+        decode_event(format!(r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t"{extra}}}"#).as_bytes())
     }
 
     #[test]
@@ -607,11 +559,7 @@ mod tests {
             ("application/é", false),
         ];
         for (content_type, expected) in cases {
-            assert_eq!(
-                is_json_content_type(content_type),
-                expected,
-                "{content_type}"
-            );
+            assert_eq!(is_json_content_type(content_type), expected, "{content_type}");
         }
     }
 
@@ -634,11 +582,7 @@ mod tests {
                 DataForm::Json,
                 br#"{ "appinfoA" : "abc",  "appinfoB" : 123 }"#,
             ),
-            (
-                r#","data":"I'm just a string""#,
-                DataForm::Json,
-                br#""I'm just a string""#,
-            ),
+            (r#","data":"I'm just a string""#, DataForm::Json, br#""I'm just a string""#),
             (r#","data": null"#, DataForm::Json, b"null"),
         ];
         for (extra, form, bytes) in cases {
@@ -652,43 +596,19 @@ mod tests {
     fn data_is_classified_by_content_type_and_shape() {
         // (extra members, form, bytes)
         let cases: [(&str, DataForm, &[u8]); 10] = [
-            (
-                r#","data":{"a":[1,2.50,"x"]}"#,
-                DataForm::Json,
-                br#"{"a":[1,2.50,"x"]}"#,
-            ),
+            (r#","data":{"a":[1,2.50,"x"]}"#, DataForm::Json, br#"{"a":[1,2.50,"x"]}"#),
             (
                 r#","data":[ 1 ,
                 2 ]"#,
                 DataForm::Json,
                 b"[ 1 ,\n                2 ]",
             ),
-            (
-                r#","data":12345678901234567890123"#,
-                DataForm::Json,
-                b"12345678901234567890123",
-            ),
+            (r#","data":12345678901234567890123"#, DataForm::Json, b"12345678901234567890123"),
             (r#","data":"a\u00e9\n""#, DataForm::Json, br#""a\u00e9\n""#),
-            (
-                r#","datacontenttype":"text/plain","data":"a\u00e9\n""#,
-                DataForm::Text,
-                "a\u{e9}\n".as_bytes(),
-            ),
-            (
-                r#","datacontenttype":"text/plain","data":42"#,
-                DataForm::Json,
-                b"42",
-            ),
-            (
-                r#","datacontenttype":"text/plain","data":{"k":1}"#,
-                DataForm::Json,
-                br#"{"k":1}"#,
-            ),
-            (
-                r#","datacontenttype":"text/json","data":"x""#,
-                DataForm::Json,
-                br#""x""#,
-            ),
+            (r#","datacontenttype":"text/plain","data":"a\u00e9\n""#, DataForm::Text, "a\u{e9}\n".as_bytes()),
+            (r#","datacontenttype":"text/plain","data":42"#, DataForm::Json, b"42"),
+            (r#","datacontenttype":"text/plain","data":{"k":1}"#, DataForm::Json, br#"{"k":1}"#),
+            (r#","datacontenttype":"text/json","data":"x""#, DataForm::Json, br#""x""#),
             (r#","data_base64":"aGk""#, DataForm::Binary, b"hi"),
             (r#","data_base64":"""#, DataForm::Binary, b""),
         ];
@@ -702,10 +622,9 @@ mod tests {
 
     #[test]
     fn attributes_keep_order_and_types_and_null_means_absent() {
-        let event = decode_with(
-            r#","zeta":"z","alpha":true,"mid":-2147483648,"gone":null,"subject":null,"beta":2147483647"#,
-        )
-        .unwrap();
+        let event =
+            decode_with(r#","zeta":"z","alpha":true,"mid":-2147483648,"gone":null,"subject":null,"beta":2147483647"#)
+                .unwrap();
         let mut expected = vec![
             ("specversion", s("1.0")),
             ("id", s("1")),
@@ -716,11 +635,7 @@ mod tests {
             ("mid", AttrValue::Integer(i32::MIN)),
         ];
         expected.push(("beta", AttrValue::Integer(i32::MAX)));
-        let actual: Vec<_> = event
-            .attributes()
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.clone()))
-            .collect();
+        let actual: Vec<_> = event.attributes().iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
         assert_eq!(actual, expected);
     }
 
@@ -732,13 +647,8 @@ mod tests {
             assert!(err.contains(case.expected), "{body}: {err}");
 
             let batch = format!("[{VALID},{body}]");
-            let err = decode_batch(batch.as_bytes())
-                .expect_err(&batch)
-                .to_string();
-            assert!(
-                err.starts_with("event 1: ") && err.contains(case.expected),
-                "{batch}: {err}"
-            );
+            let err = decode_batch(batch.as_bytes()).expect_err(&batch).to_string();
+            assert!(err.starts_with("event 1: ") && err.contains(case.expected), "{batch}: {err}");
         }
     }
 
@@ -748,51 +658,24 @@ mod tests {
         let cases = [
             (r#","ext":1.5"#, "invalid attribute 'ext': value 1.5 is not"),
             (r#","ext":1e3"#, "invalid attribute 'ext'"),
-            (
-                r#","ext":2147483648"#,
-                "invalid attribute 'ext': value 2147483648 is outside",
-            ),
+            (r#","ext":2147483648"#, "invalid attribute 'ext': value 2147483648 is outside"),
             (r#","ext":-2147483649"#, "value -2147483649 is outside"),
-            (
-                r#","ext":18446744073709551615"#,
-                "value 18446744073709551615 is outside",
-            ),
-            (
-                r#","ext":{"a":1}"#,
-                "invalid attribute 'ext': must be a string, boolean or integer, found an object",
-            ),
+            (r#","ext":18446744073709551615"#, "value 18446744073709551615 is outside"),
+            (r#","ext":{"a":1}"#, "invalid attribute 'ext': must be a string, boolean or integer, found an object"),
             (r#","ext":[1]"#, "found an array"),
-            (
-                r#","subject":5"#,
-                "invalid attribute 'subject': must be a string",
-            ),
-            (
-                r#","time":true"#,
-                "invalid attribute 'time': must be a string",
-            ),
-            (
-                r#","datacontenttype":7,"data":1"#,
-                "invalid attribute 'datacontenttype'",
-            ),
+            (r#","subject":5"#, "invalid attribute 'subject': must be a string"),
+            (r#","time":true"#, "invalid attribute 'time': must be a string"),
+            (r#","datacontenttype":7,"data":1"#, "invalid attribute 'datacontenttype'"),
             (
                 r#","data":1,"data_base64":"AA==""#,
                 "invalid attribute 'data_base64': cannot be present together with 'data'",
             ),
-            (
-                r#","data_base64":"not base64!""#,
-                "invalid attribute 'data_base64': is not valid base64",
-            ),
-            (
-                r#","data_base64":5"#,
-                "invalid attribute 'data_base64': must be a base64 string, found a number",
-            ),
+            (r#","data_base64":"not base64!""#, "invalid attribute 'data_base64': is not valid base64"),
+            (r#","data_base64":5"#, "invalid attribute 'data_base64': must be a base64 string, found a number"),
             (r#","id":"2""#, "duplicate attribute 'id'"),
             (r#","ext":null,"ext":"x""#, "duplicate attribute 'ext'"),
             (r#","data":1,"data":2"#, "duplicate attribute 'data'"),
-            (
-                r#","data_base64":"","data_base64":"""#,
-                "duplicate attribute 'data_base64'",
-            ),
+            (r#","data_base64":"","data_base64":"""#, "duplicate attribute 'data_base64'"),
             (r#","Ext":"x""#, "invalid attribute name 'Ext'"),
             (r#","":"x""#, "invalid attribute name ''"),
         ];
@@ -801,16 +684,10 @@ mod tests {
             assert!(err.contains(expected), "{extra}: {err}");
         }
         // Spec attributes given as numbers are not strings.
-        let err =
-            decode_event(br#"{"specversion":1.0,"id":"1","source":"/s","type":"t"}"#).unwrap_err();
+        let err = decode_event(br#"{"specversion":1.0,"id":"1","source":"/s","type":"t"}"#).unwrap_err();
         assert!(err.to_string().contains("'specversion'"), "{err}");
-        let err =
-            decode_event(br#"{"specversion":"1.0","id":1,"source":"/s","type":"t"}"#).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("invalid attribute 'id': must be a string"),
-            "{err}"
-        );
+        let err = decode_event(br#"{"specversion":"1.0","id":1,"source":"/s","type":"t"}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid attribute 'id': must be a string"), "{err}");
     }
 
     #[test]
@@ -828,18 +705,10 @@ mod tests {
         ];
         for (bytes, expected) in cases {
             let err = decode_event(bytes).expect_err(expected).to_string();
-            assert!(
-                err.contains(expected),
-                "{}: {err}",
-                String::from_utf8_lossy(bytes)
-            );
+            assert!(err.contains(expected), "{}: {err}", String::from_utf8_lossy(bytes));
         }
         // Nesting beyond serde_json's recursion limit is an error, not a stack overflow.
-        let deep = format!(
-            r#"{{"specversion":"1.0","data":{}1{}}}"#,
-            "[".repeat(10_000),
-            "]".repeat(10_000)
-        );
+        let deep = format!(r#"{{"specversion":"1.0","data":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
         assert!(decode_event(deep.as_bytes()).is_err());
     }
 
@@ -848,20 +717,11 @@ mod tests {
         assert_eq!(decode_batch(b"[]").unwrap(), vec![]);
         assert_eq!(decode_batch(b" [ ] ").unwrap(), vec![]);
         let cases: [(&str, &str); 7] = [
-            (
-                VALID,
-                "malformed event: a batch must be a JSON array, found an object",
-            ),
+            (VALID, "malformed event: a batch must be a JSON array, found an object"),
             ("null", "found null"),
             ("3", "found a number"),
-            (
-                "[1]",
-                "event 0: malformed event: an event must be a JSON object, found a number",
-            ),
-            (
-                "[[]]",
-                "event 0: malformed event: an event must be a JSON object, found an array",
-            ),
+            ("[1]", "event 0: malformed event: an event must be a JSON object, found a number"),
+            ("[[]]", "event 0: malformed event: an event must be a JSON object, found an array"),
             ("[{}, {}]", "event 0: missing required attribute"),
             ("[{},", "malformed event"),
         ];
@@ -871,47 +731,23 @@ mod tests {
         }
         let missing_id = r#"{"specversion":"1.0","source":"/s","type":"t"}"#;
         let body = format!("[{VALID},{VALID},{VALID},{missing_id},{VALID}]");
-        assert_eq!(
-            decode_batch(body.as_bytes()).unwrap_err().to_string(),
-            "event 3: missing required attribute 'id'"
-        );
+        assert_eq!(decode_batch(body.as_bytes()).unwrap_err().to_string(), "event 3: missing required attribute 'id'");
         // Nested data of every JSON type inside one batch, raw text kept per element.
-        let datas = [
-            r#"{"a":{"b":[null,true]}}"#,
-            r#"[1, "two", 3.0]"#,
-            r#""s""#,
-            "-0.5e-3",
-            "null",
-            "false",
-        ];
+        let datas = [r#"{"a":{"b":[null,true]}}"#, r#"[1, "two", 3.0]"#, r#""s""#, "-0.5e-3", "null", "false"];
         let body = format!(
             "[{}]",
             datas
                 .iter()
-                .map(|d| format!(
-                    r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{d}}}"#
-                ))
+                .map(|d| format!(r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{d}}}"#))
                 .collect::<Vec<_>>()
                 .join(",")
         );
         let events = decode_batch(body.as_bytes()).unwrap();
-        let texts: Vec<_> = events
-            .iter()
-            .map(|e| e.data().unwrap().bytes.clone())
-            .collect();
-        assert_eq!(
-            texts,
-            datas
-                .iter()
-                .map(|d| Bytes::from(d.as_bytes()))
-                .collect::<Vec<_>>()
-        );
+        let texts: Vec<_> = events.iter().map(|e| e.data().unwrap().bytes.clone()).collect();
+        assert_eq!(texts, datas.iter().map(|d| Bytes::from(d.as_bytes())).collect::<Vec<_>>());
         // Duplicates inside a batch element are detected too.
         let dup = r#"[{"specversion":"1.0","id":"1","id":"2","source":"/s","type":"t"}]"#;
-        assert_eq!(
-            decode_batch(dup.as_bytes()).unwrap_err().to_string(),
-            "event 0: duplicate attribute 'id'"
-        );
+        assert_eq!(decode_batch(dup.as_bytes()).unwrap_err().to_string(), "event 0: duplicate attribute 'id'");
     }
 
     fn event_with(data: Option<Data>, content_type: Option<&str>) -> Event {
@@ -924,12 +760,8 @@ mod tests {
     fn encode_writes_attributes_in_order_with_types() {
         let mut event = event_with(None, None);
         event.set_extension("flag", AttrValue::Bool(false)).unwrap();
-        event
-            .set_extension("count", AttrValue::Integer(-7))
-            .unwrap();
-        event
-            .set_extension("quote", s("a\"b\\c\u{1}é"))
-            .unwrap_err();
+        event.set_extension("count", AttrValue::Integer(-7)).unwrap();
+        event.set_extension("quote", s("a\"b\\c\u{1}é")).unwrap_err();
         event.set_extension("quote", s("a\"b\\c/é")).unwrap();
         assert_eq!(
             String::from_utf8(encode_event(&event)).unwrap(),
@@ -939,69 +771,20 @@ mod tests {
 
     #[test]
     fn encode_picks_the_data_member_that_reads_back_the_same_bytes() {
-        let data = |form, bytes: &'static [u8]| {
-            Some(Data {
-                form,
-                bytes: Bytes::from_static(bytes),
-            })
-        };
+        let data = |form, bytes: &'static [u8]| Some(Data { form, bytes: Bytes::from_static(bytes) });
         // (data, content type, expected tail of the encoding)
         let cases = [
-            (
-                data(DataForm::Json, b"{ \"a\" : 1 }"),
-                None,
-                r#","data":{ "a" : 1 }}"#,
-            ),
-            (
-                data(DataForm::Json, b"\"s\""),
-                Some("application/json"),
-                r#","data":"s"}"#,
-            ),
-            (
-                data(DataForm::Json, b"5"),
-                Some("text/plain"),
-                r#","data":5}"#,
-            ),
-            (
-                data(DataForm::Json, b"\"s\""),
-                Some("text/plain"),
-                r#","data_base64":"InMi"}"#,
-            ),
-            (
-                data(DataForm::Json, b"{not json"),
-                None,
-                r#","data_base64":"e25vdCBqc29u"}"#,
-            ),
-            (
-                data(DataForm::Json, b"\"\xff\""),
-                None,
-                r#","data_base64":"Iv8i"}"#,
-            ),
-            (
-                data(DataForm::Text, b"a\"\x01\n"),
-                Some("text/plain"),
-                r#","data":"a\"\u0001\n"}"#,
-            ),
-            (
-                data(DataForm::Text, b"hi"),
-                None,
-                r#","data_base64":"aGk="}"#,
-            ),
-            (
-                data(DataForm::Text, b"hi"),
-                Some("application/json"),
-                r#","data_base64":"aGk="}"#,
-            ),
-            (
-                data(DataForm::Text, b"\xff"),
-                Some("text/plain"),
-                r#","data_base64":"/w=="}"#,
-            ),
-            (
-                data(DataForm::Binary, b"{}"),
-                Some("application/json"),
-                r#","data_base64":"e30="}"#,
-            ),
+            (data(DataForm::Json, b"{ \"a\" : 1 }"), None, r#","data":{ "a" : 1 }}"#),
+            (data(DataForm::Json, b"\"s\""), Some("application/json"), r#","data":"s"}"#),
+            (data(DataForm::Json, b"5"), Some("text/plain"), r#","data":5}"#),
+            (data(DataForm::Json, b"\"s\""), Some("text/plain"), r#","data_base64":"InMi"}"#),
+            (data(DataForm::Json, b"{not json"), None, r#","data_base64":"e25vdCBqc29u"}"#),
+            (data(DataForm::Json, b"\"\xff\""), None, r#","data_base64":"Iv8i"}"#),
+            (data(DataForm::Text, b"a\"\x01\n"), Some("text/plain"), r#","data":"a\"\u0001\n"}"#),
+            (data(DataForm::Text, b"hi"), None, r#","data_base64":"aGk="}"#),
+            (data(DataForm::Text, b"hi"), Some("application/json"), r#","data_base64":"aGk="}"#),
+            (data(DataForm::Text, b"\xff"), Some("text/plain"), r#","data_base64":"/w=="}"#),
+            (data(DataForm::Binary, b"{}"), Some("application/json"), r#","data_base64":"e30="}"#),
             (data(DataForm::Binary, b""), None, r#","data_base64":""}"#),
         ];
         for (data, content_type, tail) in cases {
@@ -1010,21 +793,14 @@ mod tests {
             assert!(text.ends_with(tail), "{text}");
             // Bytes always survive, whatever the member.
             let back = decode_event(text.as_bytes()).unwrap();
-            assert_eq!(
-                back.data().map(|d| &d.bytes),
-                event.data().map(|d| &d.bytes),
-                "{text}"
-            );
+            assert_eq!(back.data().map(|d| &d.bytes), event.data().map(|d| &d.bytes), "{text}");
         }
     }
 
     #[test]
     fn value_conversions() {
         let mut event = event_with(
-            Some(Data {
-                form: DataForm::Json,
-                bytes: Bytes::from_static(br#"{"b":[1,2],"a":null}"#),
-            }),
+            Some(Data { form: DataForm::Json, bytes: Bytes::from_static(br#"{"b":[1,2],"a":null}"#) }),
             Some("application/json"),
         );
         event.set_extension("n", AttrValue::Integer(3)).unwrap();
@@ -1034,19 +810,10 @@ mod tests {
         assert_eq!(from_value(&value).unwrap(), event);
         assert_eq!(serde_json::to_vec(&value).unwrap(), encode_event(&event));
 
-        let binary = event_with(
-            Some(Data {
-                form: DataForm::Binary,
-                bytes: Bytes::from_static(b"\0"),
-            }),
-            None,
-        );
+        let binary = event_with(Some(Data { form: DataForm::Binary, bytes: Bytes::from_static(b"\0") }), None);
         assert_eq!(to_value(&binary)["data_base64"], Value::from("AA=="));
         assert_eq!(from_value(&to_value(&binary)).unwrap(), binary);
-        assert!(from_value(&Value::from(1))
-            .unwrap_err()
-            .to_string()
-            .contains("found a number"));
+        assert!(from_value(&Value::from(1)).unwrap_err().to_string().contains("found a number"));
     }
 
     #[test]

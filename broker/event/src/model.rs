@@ -85,10 +85,7 @@ impl Event {
     /// names are `[a-z0-9]+` and not `data`; no duplicates; the spec-defined attributes have
     /// string values of the right shape (`time` is RFC 3339, `dataschema` an absolute URI);
     /// strings contain no control characters.
-    pub fn new(
-        attributes: Vec<(String, AttrValue)>,
-        data: Option<Data>,
-    ) -> Result<Event, EventError> {
+    pub fn new(attributes: Vec<(String, AttrValue)>, data: Option<Data>) -> Result<Event, EventError> {
         validate_attributes(&attributes)?;
         Ok(Event { attributes, data })
     }
@@ -106,10 +103,7 @@ impl Event {
 
     /// The attribute with this name (context attribute or extension).
     pub fn get(&self, name: &str) -> Option<&AttrValue> {
-        self.attributes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
+        self.attributes.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// A string-valued attribute (the spec-defined attributes are always strings).
@@ -201,11 +195,7 @@ pub(crate) fn first_duplicate<T>(items: &[T], name: impl Fn(&T) -> &str) -> Opti
         return items
             .iter()
             .enumerate()
-            .find(|(i, item)| {
-                items[..*i]
-                    .iter()
-                    .any(|earlier| name(earlier) == name(item))
-            })
+            .find(|(i, item)| items[..*i].iter().any(|earlier| name(earlier) == name(item)))
             .map(|(_, item)| item);
     }
     let mut seen = std::collections::HashSet::with_capacity(items.len());
@@ -214,11 +204,7 @@ pub(crate) fn first_duplicate<T>(items: &[T], name: impl Fn(&T) -> &str) -> Opti
 
 /// Core spec §3.1.1: names consist of lower-case ASCII letters or digits only.
 pub fn validate_name(name: &str) -> Result<(), EventError> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
         return Err(EventError::InvalidName(name.to_owned()));
     }
     // `data` is reserved (core spec §3.1.1); `data_base64` is excluded by the character rule.
@@ -229,8 +215,7 @@ pub fn validate_name(name: &str) -> Result<(), EventError> {
 }
 
 fn validate_value(name: &str, value: &AttrValue) -> Result<(), EventError> {
-    let is_spec_defined =
-        REQUIRED_ATTRIBUTES.contains(&name) || OPTIONAL_ATTRIBUTES.contains(&name);
+    let is_spec_defined = REQUIRED_ATTRIBUTES.contains(&name) || OPTIONAL_ATTRIBUTES.contains(&name);
     let text = match value {
         AttrValue::String(s) => s.as_str(),
         _ if is_spec_defined => {
@@ -243,9 +228,7 @@ fn validate_value(name: &str, value: &AttrValue) -> Result<(), EventError> {
         return Err(invalid(name, "contains a control character"));
     }
     match name {
-        "specversion" if text != SPEC_VERSION => {
-            Err(EventError::UnsupportedSpecVersion(text.to_owned()))
-        }
+        "specversion" if text != SPEC_VERSION => Err(EventError::UnsupportedSpecVersion(text.to_owned())),
         "id" | "source" | "type" | "subject" | "datacontenttype" if text.is_empty() => {
             Err(invalid(name, "must be a non-empty string"))
         }
@@ -256,10 +239,7 @@ fn validate_value(name: &str, value: &AttrValue) -> Result<(), EventError> {
 }
 
 fn invalid(name: &str, reason: &str) -> EventError {
-    EventError::InvalidAttribute {
-        name: name.to_owned(),
-        reason: reason.to_owned(),
-    }
+    EventError::InvalidAttribute { name: name.to_owned(), reason: reason.to_owned() }
 }
 
 /// RFC 3986 §3.1: `scheme ":" …` where scheme is `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
@@ -306,10 +286,7 @@ mod tests {
     #[test]
     fn invalid_events_are_rejected_with_the_attribute_named() {
         let cases: Vec<(&str, Vec<(String, AttrValue)>)> = vec![
-            (
-                "id",
-                minimal().into_iter().filter(|(n, _)| n != "id").collect(),
-            ),
+            ("id", minimal().into_iter().filter(|(n, _)| n != "id").collect()),
             ("specversion", {
                 let mut a = minimal();
                 a[0].1 = s("0.3");

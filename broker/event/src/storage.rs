@@ -88,10 +88,7 @@ pub fn decode(bytes: &Bytes) -> Result<Event, EventError> {
         None => None,
         Some(form) => {
             let len = r.u32()? as usize;
-            Some(Data {
-                form,
-                bytes: r.take(len)?,
-            })
+            Some(Data { form, bytes: r.take(len)? })
         }
     };
     if r.at != bytes.len() {
@@ -112,10 +109,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, len: usize) -> Result<Bytes, EventError> {
-        let end = self
-            .at
-            .checked_add(len)
-            .filter(|&end| end <= self.bytes.len());
+        let end = self.at.checked_add(len).filter(|&end| end <= self.bytes.len());
         let end = end.ok_or(EventError::Corrupt("truncated record"))?;
         let slice = self.bytes.slice(self.at..end);
         self.at = end;
@@ -161,18 +155,9 @@ mod tests {
 
     #[test]
     fn corrupt_bytes_are_an_error_not_a_panic() {
-        let good = encode(&event(
-            vec![],
-            Some(Data {
-                form: DataForm::Json,
-                bytes: Bytes::from_static(b"{}"),
-            }),
-        ));
+        let good = encode(&event(vec![], Some(Data { form: DataForm::Json, bytes: Bytes::from_static(b"{}") })));
         for cut in 0..good.len() {
-            assert!(
-                decode(&Bytes::copy_from_slice(&good[..cut])).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode(&Bytes::copy_from_slice(&good[..cut])).is_err(), "cut at {cut}");
         }
         let mut bad = good.clone();
         bad[0] = 9;

@@ -35,59 +35,23 @@ pub(crate) fn invalid_cases() -> Vec<InvalidCase> {
     const ID: (&str, &str) = ("id", "1");
     const SOURCE: (&str, &str) = ("source", "/s");
     const TYPE: (&str, &str) = ("type", "t");
-    let case = |attributes: Vec<(&'static str, &'static str)>, expected| InvalidCase {
-        attributes,
-        expected,
-    };
+    let case = |attributes: Vec<(&'static str, &'static str)>, expected| InvalidCase { attributes, expected };
     vec![
         case(vec![SV, SOURCE, TYPE], "missing required attribute 'id'"),
         case(vec![SV, ID, TYPE], "missing required attribute 'source'"),
         case(vec![SV, ID, SOURCE], "missing required attribute 'type'"),
-        case(
-            vec![ID, SOURCE, TYPE],
-            "missing required attribute 'specversion'",
-        ),
-        case(
-            vec![("specversion", "0.3"), ID, SOURCE, TYPE],
-            "'specversion' value '0.3'",
-        ),
+        case(vec![ID, SOURCE, TYPE], "missing required attribute 'specversion'"),
+        case(vec![("specversion", "0.3"), ID, SOURCE, TYPE], "'specversion' value '0.3'"),
         case(vec![SV, ("id", ""), SOURCE, TYPE], "invalid attribute 'id'"),
-        case(
-            vec![SV, ID, ("source", ""), TYPE],
-            "invalid attribute 'source'",
-        ),
-        case(
-            vec![SV, ID, SOURCE, ("type", "")],
-            "invalid attribute 'type'",
-        ),
-        case(
-            vec![SV, ID, SOURCE, TYPE, ("subject", "")],
-            "invalid attribute 'subject'",
-        ),
-        case(
-            vec![SV, ID, SOURCE, TYPE, ("subject", "a\u{7}b")],
-            "invalid attribute 'subject'",
-        ),
-        case(
-            vec![SV, ID, SOURCE, TYPE, ("time", "yesterday")],
-            "invalid attribute 'time'",
-        ),
-        case(
-            vec![SV, ID, SOURCE, TYPE, ("dataschema", "/rel")],
-            "invalid attribute 'dataschema'",
-        ),
-        case(
-            vec![SV, ID, SOURCE, TYPE, ("my_ext", "x")],
-            "invalid attribute name 'my_ext'",
-        ),
-        case(
-            vec![SV, ID, SOURCE, TYPE, ("my-ext", "x")],
-            "invalid attribute name 'my-ext'",
-        ),
-        case(
-            vec![SV, ID, SOURCE, TYPE, ("ext", "bad\u{1b}esc")],
-            "invalid attribute 'ext'",
-        ),
+        case(vec![SV, ID, ("source", ""), TYPE], "invalid attribute 'source'"),
+        case(vec![SV, ID, SOURCE, ("type", "")], "invalid attribute 'type'"),
+        case(vec![SV, ID, SOURCE, TYPE, ("subject", "")], "invalid attribute 'subject'"),
+        case(vec![SV, ID, SOURCE, TYPE, ("subject", "a\u{7}b")], "invalid attribute 'subject'"),
+        case(vec![SV, ID, SOURCE, TYPE, ("time", "yesterday")], "invalid attribute 'time'"),
+        case(vec![SV, ID, SOURCE, TYPE, ("dataschema", "/rel")], "invalid attribute 'dataschema'"),
+        case(vec![SV, ID, SOURCE, TYPE, ("my_ext", "x")], "invalid attribute name 'my_ext'"),
+        case(vec![SV, ID, SOURCE, TYPE, ("my-ext", "x")], "invalid attribute name 'my-ext'"),
+        case(vec![SV, ID, SOURCE, TYPE, ("ext", "bad\u{1b}esc")], "invalid attribute 'ext'"),
     ]
 }
 
@@ -123,11 +87,7 @@ fn json_text() -> impl Strategy<Value = String> {
         ]
     });
     (value, any::<bool>()).prop_map(|(value, pretty)| {
-        let text = if pretty {
-            serde_json::to_string_pretty(&value)
-        } else {
-            serde_json::to_string(&value)
-        };
+        let text = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) };
         text.expect("a Value always serializes")
     })
 }
@@ -136,33 +96,16 @@ fn json_text() -> impl Strategy<Value = String> {
 /// non-JSON type (the only case a decoder yields text), and JSON strings only under a JSON type.
 fn data(content_type: Option<String>) -> impl Strategy<Value = Option<Data>> {
     let json_content = content_type.as_deref().is_none_or(is_json_content_type);
-    let binary = proptest::collection::vec(any::<u8>(), 0..200).prop_map(|b| {
-        Some(Data {
-            form: DataForm::Binary,
-            bytes: Bytes::from(b),
-        })
-    });
+    let binary = proptest::collection::vec(any::<u8>(), 0..200)
+        .prop_map(|b| Some(Data { form: DataForm::Binary, bytes: Bytes::from(b) }));
     let json = json_text()
-        .prop_filter(
-            "a json string under a non-json type reads back as text",
-            move |t| json_content || !t.starts_with('"'),
-        )
-        .prop_map(|t| {
-            Some(Data {
-                form: DataForm::Json,
-                bytes: Bytes::from(t),
-            })
-        });
-    let text = any::<String>().prop_map(move |t| {
-        let form = if json_content {
-            DataForm::Binary
-        } else {
-            DataForm::Text
-        };
-        Some(Data {
-            form,
-            bytes: Bytes::from(t),
+        .prop_filter("a json string under a non-json type reads back as text", move |t| {
+            json_content || !t.starts_with('"')
         })
+        .prop_map(|t| Some(Data { form: DataForm::Json, bytes: Bytes::from(t) }));
+    let text = any::<String>().prop_map(move |t| {
+        let form = if json_content { DataForm::Binary } else { DataForm::Text };
+        Some(Data { form, bytes: Bytes::from(t) })
     });
     prop_oneof![Just(None), binary, json, text]
 }
@@ -181,20 +124,10 @@ pub(crate) fn arb_event() -> impl Strategy<Value = Event> {
     let extensions = proptest::collection::vec(("[a-z][a-z0-9]{0,8}", extension_value()), 0..6);
     let optional = (
         proptest::option::of(text(1)),
-        proptest::option::of(prop_oneof![
-            Just("2024-05-01T10:00:00.5+02:00"),
-            Just("2018-04-05T17:31:00Z"),
-        ]),
+        proptest::option::of(prop_oneof![Just("2024-05-01T10:00:00.5+02:00"), Just("2018-04-05T17:31:00Z"),]),
         proptest::option::of(Just("https://example.com/schema.json")),
     );
-    (
-        text(1),
-        text(1),
-        text(1),
-        optional,
-        extensions,
-        content_type(),
-    )
+    (text(1), text(1), text(1), optional, extensions, content_type())
         .prop_flat_map(|(id, source, ty, optional, extensions, content_type)| {
             let mut attributes = vec![
                 ("specversion".to_owned(), s("1.0")),
@@ -206,11 +139,7 @@ pub(crate) fn arb_event() -> impl Strategy<Value = Event> {
             attributes.extend(subject.map(|v| ("subject".to_owned(), AttrValue::String(v))));
             attributes.extend(time.map(|v| ("time".to_owned(), s(v))));
             attributes.extend(dataschema.map(|v| ("dataschema".to_owned(), s(v))));
-            attributes.extend(
-                content_type
-                    .clone()
-                    .map(|v| ("datacontenttype".to_owned(), AttrValue::String(v))),
-            );
+            attributes.extend(content_type.clone().map(|v| ("datacontenttype".to_owned(), AttrValue::String(v))));
             for (name, value) in extensions {
                 let reserved = name == "data"
                     || REQUIRED_ATTRIBUTES.contains(&name.as_str())
@@ -221,7 +150,5 @@ pub(crate) fn arb_event() -> impl Strategy<Value = Event> {
             }
             (Just(attributes).prop_shuffle(), data(content_type))
         })
-        .prop_map(|(attributes, data)| {
-            Event::new(attributes, data).expect("generated events are valid")
-        })
+        .prop_map(|(attributes, data)| Event::new(attributes, data).expect("generated events are valid"))
 }

@@ -327,19 +327,30 @@ fn parse<S: serde::de::DeserializeOwned + Default>(
     json.end().map_err(|e| ValidationError::Body { path: ".".to_owned(), message: e.to_string() })?;
     if let Some(api_version) = &submitted.api_version {
         if api_version != API_VERSION {
-            return Err(ValidationError::field("apiVersion", format!("'{api_version}' is not supported: use '{API_VERSION}'")));
+            return Err(ValidationError::field(
+                "apiVersion",
+                format!("'{api_version}' is not supported: use '{API_VERSION}'"),
+            ));
         }
     }
     if let Some(submitted_kind) = &submitted.kind {
         if submitted_kind != kind.name() {
-            return Err(ValidationError::field("kind", format!("'{submitted_kind}' does not match the path: expected '{}'", kind.name())));
+            return Err(ValidationError::field(
+                "kind",
+                format!("'{submitted_kind}' does not match the path: expected '{}'", kind.name()),
+            ));
         }
     }
     let mut metadata = submitted.metadata.unwrap_or_default();
-    for (field, value, expected) in [("metadata.name", &metadata.name, name), ("metadata.namespace", &metadata.namespace, namespace)] {
+    for (field, value, expected) in
+        [("metadata.name", &metadata.name, name), ("metadata.namespace", &metadata.namespace, namespace)]
+    {
         if let Some(value) = value {
             if value != expected {
-                return Err(ValidationError::field(field, format!("'{value}' does not match the path: expected '{expected}'")));
+                return Err(ValidationError::field(
+                    field,
+                    format!("'{value}' does not match the path: expected '{expected}'"),
+                ));
             }
         }
     }
@@ -463,7 +474,10 @@ fn validate_delivery(delivery: &DeliverySpec, field: &str) -> Result<(), Validat
     }
     if let Some(format) = &delivery.format {
         if !matches!(format.as_str(), "binary" | "json") {
-            return Err(ValidationError::field(&format!("{field}.format"), format!("'{format}' is not a format: use 'binary' or 'json'")));
+            return Err(ValidationError::field(
+                &format!("{field}.format"),
+                format!("'{format}' is not a format: use 'binary' or 'json'"),
+            ));
         }
     }
     Ok(())
@@ -499,13 +513,25 @@ mod tests {
             (r#"{"spec":{"broker":"b","subscriber":{"uri":"/relative"}}}"#, "spec.subscriber.uri"),
             (r#"{"spec":{"broker":"b","subscriber":{"uri":"ftp://x/"}}}"#, "spec.subscriber.uri"),
             (r#"{"spec":{"broker":"b","subscriber":{"ref":{"kind":"Service","name":"s"}}}}"#, "spec.subscriber.ref"),
-            (r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filter":{"attributes":{"Type":"x"}}}}"#, "Type"),
-            (r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filters":[{"exact":{"type":"a"},"prefix":{"type":"b"}}]}}"#, "filters"),
+            (
+                r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filter":{"attributes":{"Type":"x"}}}}"#,
+                "Type",
+            ),
+            (
+                r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filters":[{"exact":{"type":"a"},"prefix":{"type":"b"}}]}}"#,
+                "filters",
+            ),
             (r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filters":[{"xpath":"/a"}]}}"#, "xpath"),
             (r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"colour":"red"}}"#, "colour"),
-            (r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"delivery":{"format":"xml"}}}"#, "spec.delivery.format"),
+            (
+                r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"delivery":{"format":"xml"}}}"#,
+                "spec.delivery.format",
+            ),
             (r#"{"kind":"Broker","spec":{"broker":"b","subscriber":{"uri":"http://x/"}}}"#, "kind"),
-            (r#"{"metadata":{"name":"other"},"spec":{"broker":"b","subscriber":{"uri":"http://x/"}}}"#, "metadata.name"),
+            (
+                r#"{"metadata":{"name":"other"},"spec":{"broker":"b","subscriber":{"uri":"http://x/"}}}"#,
+                "metadata.name",
+            ),
             (r#"{"spec":{"broker":"B_","subscriber":{"uri":"http://x/"}}}"#, "spec.broker"),
             (r#"[1]"#, "body"),
         ];
