@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests use, checks formatting
+# and lints, builds once, then runs every test (unit, property, end-to-end, interop).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+log "python: the independent CloudEvents SDK used by the interop test"
+if ! python3 -c 'import cloudevents, sys; sys.exit(0 if cloudevents.__version__.startswith("2.") else 1)' 2>/dev/null; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq python3-pip
+    fi
+    python3 -m pip install --quiet --disable-pip-version-check 'cloudevents==2.2.0' \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'cloudevents==2.2.0'
+fi
+
+log "rust: toolchain components"
+if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+log "format"
+cargo fmt --all -- --check
+
+log "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "build (the end-to-end tests run this binary)"
+cargo build --workspace --bins --locked
+
+log "test"
+cargo test --workspace --locked
