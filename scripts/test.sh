@@ -31,3 +31,6 @@ cargo build --workspace --bins --locked
 
 log "test"
 cargo test --workspace --locked
+
+log "fuzz smoke (10 s per target; ./scripts/fuzz.sh 600 for a real run)"
+./scripts/fuzz.sh 10

@@ -71,7 +71,11 @@ pub fn decode(bytes: &Bytes) -> Result<Event, EventError> {
                 let len = r.u32()? as usize;
                 AttrValue::String(r.str(len)?)
             }
-            1 => AttrValue::Bool(r.u8()? != 0),
+            1 => match r.u8()? {
+                0 => AttrValue::Bool(false),
+                1 => AttrValue::Bool(true),
+                _ => return Err(EventError::Corrupt("invalid boolean")),
+            },
             2 => AttrValue::Integer(i32::from_le_bytes(r.array()?)),
             _ => return Err(EventError::Corrupt("unknown attribute tag")),
         };
@@ -162,6 +166,17 @@ mod tests {
         let mut bad = good.clone();
         bad[0] = 9;
         assert!(decode(&Bytes::from(bad)).is_err());
+    }
+
+    #[test]
+    fn only_canonical_records_decode() {
+        // Found by the storage_decode fuzz target: a boolean byte other than 0 or 1 decoded,
+        // so two different records meant the same event.
+        let mut record = encode(&event(vec![("flag".to_owned(), AttrValue::Bool(true))], None));
+        let at = record.len() - 2;
+        assert_eq!(record[at], 1);
+        record[at] = 42;
+        assert!(decode(&Bytes::from(record)).is_err());
     }
 
     proptest! {

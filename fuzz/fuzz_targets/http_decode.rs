@@ -1,0 +1,40 @@
+//! Untrusted HTTP requests at ingest: `name: value` header lines, a blank line, then the body.
+//! Decoding must never panic, and whatever it accepts must survive delivery in both modes.
+#![no_main]
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use switchyard_event::http::{decode_request, encode_binary, encode_structured};
+use switchyard_event::Event;
+
+fn canonical(event: &Event) -> Vec<(String, String)> {
+    event.attributes().iter().map(|(n, v)| (n.clone(), v.to_canonical_string().into_owned())).collect()
+}
+
+fuzz_target!(|input: &[u8]| {
+    let split = input.windows(2).position(|w| w == b"\n\n").unwrap_or(input.len());
+    let (head, body) = input.split_at(split);
+    let body = body.get(2..).unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    for line in head.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (name, value) = line.split_at(colon);
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value[1..].trim_ascii())) {
+            headers.append(name, value);
+        }
+    }
+    let Ok(events) = decode_request(&headers, Bytes::copy_from_slice(body)) else { return };
+    for event in events {
+        let (binary_headers, binary_body) = encode_binary(&event);
+        let delivered = decode_request(&binary_headers, binary_body).expect("binary delivery decodes");
+        assert_eq!(canonical(&delivered[0]), canonical(&event));
+        assert_eq!(delivered[0].data().map(|d| &d.bytes), event.data().map(|d| &d.bytes));
+        let (content_type, structured_body) = encode_structured(&event);
+        let mut structured_headers = HeaderMap::new();
+        structured_headers.insert(http::header::CONTENT_TYPE, content_type);
+        let delivered = decode_request(&structured_headers, structured_body).expect("structured delivery decodes");
+        assert_eq!(canonical(&delivered[0]), canonical(&event));
+        assert_eq!(delivered[0].data().map(|d| &d.bytes), event.data().map(|d| &d.bytes));
+    }
+});
