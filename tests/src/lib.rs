@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -235,6 +236,7 @@ pub struct Subscriber {
     pub address: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     answers: Arc<Mutex<VecDeque<Answer>>>,
+    down: Arc<AtomicBool>,
 }
 
 /// What a subscriber answers to one request.
@@ -272,11 +274,15 @@ impl Subscriber {
             address,
             received: Arc::default(),
             answers: Arc::new(Mutex::new(answers.into())),
+            down: Arc::default(),
         };
         let state = subscriber.clone();
         let app = Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
             let state = state.clone();
             async move {
+                if state.down.load(Ordering::Relaxed) {
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
                 state.received.lock().expect("lock").push(Received { headers, body });
                 let answer = state.answers.lock().expect("lock").pop_front().unwrap_or(StatusCode::OK.into());
                 let mut response = answer.status.into_response();
@@ -288,6 +294,11 @@ impl Subscriber {
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
         subscriber
+    }
+
+    /// While down, every request is answered 503 and not recorded.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
     }
 
     /// Everything received so far.

@@ -27,6 +27,11 @@ async fn acknowledged_events_survive_kill_9_and_a_torn_tail() {
     server.broker("default", "b").await;
     let subscriber = Subscriber::start().await;
     server.trigger("default", "t", json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
+    // A second trigger whose subscriber is down through the crash: its events are all still
+    // undelivered (retrying) when the process dies.
+    let down = Subscriber::start().await;
+    down.set_down(true);
+    server.trigger("default", "down", json!({"broker": "b", "subscriber": {"uri": down.url}})).await;
 
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
