@@ -47,8 +47,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .route("/v1/brokers", get(list_all_brokers))
-        .route("/v1/triggers", get(list_all_triggers))
+        .route("/v1/brokers", get(list_brokers))
+        .route("/v1/triggers", get(list_triggers))
         .route("/v1/namespaces/{namespace}/brokers", get(list_brokers))
         .route("/v1/namespaces/{namespace}/brokers/{name}", get(get_broker).put(put_broker).delete(delete_broker))
         .route("/v1/namespaces/{namespace}/triggers", get(list_triggers))
@@ -185,8 +185,12 @@ fn control_error(error: ControlError) -> ApiError {
     }
 }
 
-fn check_namespace(namespace: &str) -> Result<(), ApiError> {
-    validate_dns_label("namespace", namespace).map_err(validation_error)
+fn checked_namespace(namespace: Option<Path<String>>) -> Result<Option<String>, ApiError> {
+    let namespace = namespace.map(|Path(namespace)| namespace);
+    if let Some(namespace) = &namespace {
+        validate_dns_label("namespace", namespace).map_err(validation_error)?;
+    }
+    Ok(namespace)
 }
 
 fn upsert_status(upsert: Upsert) -> StatusCode {
@@ -206,15 +210,13 @@ fn with_trigger_status(state: &AppState, mut trigger: switchyard_meta::Trigger) 
     trigger
 }
 
-async fn list_all_brokers(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let brokers = state.controller.store().list_brokers(None).map_err(ApiError::internal)?;
-    let items = brokers.into_iter().map(|b| with_broker_status(&state, b)).collect();
-    Ok(Json(List { items }).into_response())
-}
-
-async fn list_brokers(State(state): State<Arc<AppState>>, Path(namespace): Path<String>) -> Result<Response, ApiError> {
-    check_namespace(&namespace)?;
-    let brokers = state.controller.store().list_brokers(Some(&namespace)).map_err(ApiError::internal)?;
+/// `GET /v1/brokers` (every namespace) and `GET /v1/namespaces/{namespace}/brokers`.
+async fn list_brokers(
+    State(state): State<Arc<AppState>>,
+    namespace: Option<Path<String>>,
+) -> Result<Response, ApiError> {
+    let namespace = checked_namespace(namespace)?;
+    let brokers = state.controller.store().list_brokers(namespace.as_deref()).map_err(ApiError::internal)?;
     let items = brokers.into_iter().map(|b| with_broker_status(&state, b)).collect();
     Ok(Json(List { items }).into_response())
 }
@@ -248,18 +250,13 @@ async fn delete_broker(
     Ok(Json(broker).into_response())
 }
 
-async fn list_all_triggers(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let triggers = state.controller.store().list_triggers(None).map_err(ApiError::internal)?;
-    let items = triggers.into_iter().map(|t| with_trigger_status(&state, t)).collect();
-    Ok(Json(List { items }).into_response())
-}
-
+/// `GET /v1/triggers` (every namespace) and `GET /v1/namespaces/{namespace}/triggers`.
 async fn list_triggers(
     State(state): State<Arc<AppState>>,
-    Path(namespace): Path<String>,
+    namespace: Option<Path<String>>,
 ) -> Result<Response, ApiError> {
-    check_namespace(&namespace)?;
-    let triggers = state.controller.store().list_triggers(Some(&namespace)).map_err(ApiError::internal)?;
+    let namespace = checked_namespace(namespace)?;
+    let triggers = state.controller.store().list_triggers(namespace.as_deref()).map_err(ApiError::internal)?;
     let items = triggers.into_iter().map(|t| with_trigger_status(&state, t)).collect();
     Ok(Json(List { items }).into_response())
 }

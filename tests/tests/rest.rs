@@ -41,6 +41,11 @@ async fn brokers_crud_with_knative_shapes() {
     assert_eq!(names, ["audit", "orders"]);
     let (_, other) = server.get("/v1/namespaces/team-b/brokers").await;
     assert_eq!(other["items"].as_array().unwrap().len(), 0);
+    let (_, all) = server.get("/v1/brokers").await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    let (status, problem) = server.get("/v1/namespaces/Team_A/brokers").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["detail"].as_str().unwrap().contains("Team_A"));
 
     let (status, _) = server.get("/v1/namespaces/team-a/brokers/orders").await;
     assert_eq!(status, StatusCode::OK);

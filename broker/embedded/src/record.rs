@@ -158,14 +158,9 @@ pub(crate) fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard_event::AttrValue;
 
     fn event(id: &str) -> Event {
-        let attrs = [("specversion", "1.0"), ("id", id), ("source", "/s"), ("type", "t")]
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), AttrValue::String(v.to_owned())))
-            .collect();
-        Event::new(attrs, None).unwrap()
+        switchyard_log::testkit::sample_event(id, 16)
     }
 
     #[test]
