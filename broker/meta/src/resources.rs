@@ -3,9 +3,11 @@
 //! checked here before anything is stored, so nothing downstream sees an invalid resource.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::duration::parse_iso8601_duration;
 use crate::error::ValidationError;
 
 /// The Knative API version Switchyard speaks.
@@ -70,9 +72,9 @@ pub struct Destination {
     pub audience: Option<String>,
 }
 
-/// Knative's `DeliverySpec` plus Switchyard's own fields. Fields other than `format` take
-/// effect with the delivery-semantics work; they are parsed and kept now so that Knative YAML
-/// applies unchanged.
+/// Knative's `DeliverySpec` plus Switchyard's own fields (`format`, `ordering`, `maxInFlight`,
+/// `rateLimit`), as submitted. Every field is validated on the way in; [`resolve_delivery`]
+/// turns it into concrete settings with the server-wide defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeliverySpec {
@@ -468,19 +470,187 @@ pub fn validate_http_url(field: &str, uri: &str) -> Result<(), ValidationError> 
     }
 }
 
-fn validate_delivery(delivery: &DeliverySpec, field: &str) -> Result<(), ValidationError> {
-    if let Some(sink) = &delivery.dead_letter_sink {
-        validate_destination(sink, &format!("{field}.deadLetterSink"), true)?;
-    }
-    if let Some(format) = &delivery.format {
-        if !matches!(format.as_str(), "binary" | "json") {
-            return Err(ValidationError::field(
-                &format!("{field}.format"),
-                format!("'{format}' is not a format: use 'binary' or 'json'"),
-            ));
+/// The most retries a delivery may ask for: with Knative's exponential backoff, far more than
+/// any subscriber outage lasts, and it bounds the attempts one event can cost.
+pub const MAX_RETRY: i64 = 1000;
+/// The most deliveries in flight per trigger that `maxInFlight` may ask for.
+pub const MAX_IN_FLIGHT: i64 = 10_000;
+
+/// How the wait between retries grows (Knative's `backoffPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackoffPolicy {
+    /// `backoffDelay × n` before retry `n`.
+    Linear,
+    /// `backoffDelay × 2^(n−1)` before retry `n`.
+    Exponential,
+}
+
+/// The HTTP content mode of deliveries (`format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryFormat {
+    /// Attributes in `ce-` headers, data as the body.
+    Binary,
+    /// The whole event as `application/cloudevents+json`.
+    Json,
+}
+
+/// Whether a trigger's deliveries may overtake each other (`ordering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOrdering {
+    /// Deliveries run concurrently, up to `maxInFlight`.
+    Unordered,
+    /// Each event is delivered (or given up) before the next one starts.
+    Ordered,
+}
+
+/// A [`DeliverySpec`] with every field checked, parsed, and defaulted: what the dispatcher
+/// needs, in plain types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedDelivery {
+    /// Retries after the first attempt.
+    pub retry: u32,
+    /// How the wait between retries grows.
+    pub backoff_policy: BackoffPolicy,
+    /// The backoff unit.
+    pub backoff_delay: Duration,
+    /// Per-attempt timeout; never zero.
+    pub timeout: Duration,
+    /// The longest `Retry-After` honoured; zero ignores `Retry-After`.
+    pub retry_after_max: Duration,
+    /// The HTTP content mode.
+    pub format: DeliveryFormat,
+    /// Whether deliveries may overtake each other.
+    pub ordering: DeliveryOrdering,
+    /// Deliveries in flight at once, 1 to [`MAX_IN_FLIGHT`].
+    pub max_in_flight: u32,
+    /// Attempts per second, if limited; finite and positive.
+    pub rate_limit: Option<f64>,
+    /// The dead-letter sink's absolute http(s) URL, if any.
+    pub dead_letter_uri: Option<String>,
+}
+
+impl Default for ResolvedDelivery {
+    /// The server-wide defaults, used for every field a spec leaves unset.
+    fn default() -> ResolvedDelivery {
+        ResolvedDelivery {
+            retry: 10,
+            backoff_policy: BackoffPolicy::Exponential,
+            // Knative's default broker configuration (`config-br-defaults`): PT0.2S.
+            backoff_delay: Duration::from_millis(200),
+            timeout: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(300),
+            format: DeliveryFormat::Binary,
+            ordering: DeliveryOrdering::Unordered,
+            max_in_flight: 100,
+            rate_limit: None,
+            dead_letter_uri: None,
         }
     }
-    Ok(())
+}
+
+/// The concrete delivery settings of a (broker's or trigger's) `delivery`, with the
+/// server-wide defaults for whatever it leaves unset, and for everything when it is `None`.
+///
+/// Submitted resources are validated by the same code, so this fails only for a resource that
+/// was stored before a rule existed; the error names the field under `spec.delivery`.
+pub fn resolve_delivery(spec: Option<&DeliverySpec>) -> Result<ResolvedDelivery, ValidationError> {
+    match spec {
+        None => Ok(ResolvedDelivery::default()),
+        Some(spec) => resolve_delivery_at(spec, "spec.delivery"),
+    }
+}
+
+fn validate_delivery(delivery: &DeliverySpec, field: &str) -> Result<(), ValidationError> {
+    resolve_delivery_at(delivery, field).map(drop)
+}
+
+/// Validation and resolution in one pass, so that what is accepted is exactly what resolves.
+fn resolve_delivery_at(delivery: &DeliverySpec, field: &str) -> Result<ResolvedDelivery, ValidationError> {
+    let path = |name: &str| format!("{field}.{name}");
+    let mut resolved = ResolvedDelivery::default();
+    if let Some(sink) = &delivery.dead_letter_sink {
+        validate_destination(sink, &path("deadLetterSink"), true)?;
+        resolved.dead_letter_uri = sink.uri.clone();
+    }
+    if let Some(retry) = delivery.retry {
+        resolved.retry = u32::try_from(retry).ok().filter(|&r| i64::from(r) <= MAX_RETRY).ok_or_else(|| {
+            ValidationError::field(&path("retry"), format!("'{retry}' is out of range: use 0 to {MAX_RETRY}"))
+        })?;
+    }
+    if let Some(policy) = &delivery.backoff_policy {
+        resolved.backoff_policy = match policy.as_str() {
+            "linear" => BackoffPolicy::Linear,
+            "exponential" => BackoffPolicy::Exponential,
+            _ => {
+                return Err(ValidationError::field(
+                    &path("backoffPolicy"),
+                    format!("'{policy}' is not a backoff policy: use 'linear' or 'exponential'"),
+                ))
+            }
+        };
+    }
+    if let Some(delay) = &delivery.backoff_delay {
+        resolved.backoff_delay = duration_field(&path("backoffDelay"), delay)?;
+    }
+    if let Some(timeout) = &delivery.timeout {
+        resolved.timeout = duration_field(&path("timeout"), timeout)?;
+        if resolved.timeout.is_zero() {
+            return Err(ValidationError::field(&path("timeout"), format!("'{timeout}' must be longer than zero")));
+        }
+    }
+    if let Some(max) = &delivery.retry_after_max {
+        resolved.retry_after_max = duration_field(&path("retryAfterMax"), max)?;
+    }
+    if let Some(format) = &delivery.format {
+        resolved.format = match format.as_str() {
+            "binary" => DeliveryFormat::Binary,
+            "json" => DeliveryFormat::Json,
+            _ => {
+                return Err(ValidationError::field(
+                    &path("format"),
+                    format!("'{format}' is not a format: use 'binary' or 'json'"),
+                ))
+            }
+        };
+    }
+    if let Some(ordering) = &delivery.ordering {
+        resolved.ordering = match ordering.as_str() {
+            "unordered" => DeliveryOrdering::Unordered,
+            "ordered" => DeliveryOrdering::Ordered,
+            _ => {
+                return Err(ValidationError::field(
+                    &path("ordering"),
+                    format!("'{ordering}' is not an ordering: use 'unordered' or 'ordered'"),
+                ))
+            }
+        };
+    }
+    if let Some(max_in_flight) = delivery.max_in_flight {
+        resolved.max_in_flight = u32::try_from(max_in_flight)
+            .ok()
+            .filter(|&m| m >= 1 && i64::from(m) <= MAX_IN_FLIGHT)
+            .ok_or_else(|| {
+                ValidationError::field(
+                    &path("maxInFlight"),
+                    format!("'{max_in_flight}' is out of range: use 1 to {MAX_IN_FLIGHT}"),
+                )
+            })?;
+    }
+    if let Some(rate) = delivery.rate_limit {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(ValidationError::field(
+                &path("rateLimit"),
+                format!("'{rate}' is not a rate: use a number of attempts per second greater than zero"),
+            ));
+        }
+        resolved.rate_limit = Some(rate);
+    }
+    Ok(resolved)
+}
+
+fn duration_field(field: &str, text: &str) -> Result<Duration, ValidationError> {
+    parse_iso8601_duration(text)
+        .map_err(|e| ValidationError::field(field, format!("'{text}' is not a valid ISO-8601 duration: {e}")))
 }
 
 #[cfg(test)]
@@ -538,6 +708,111 @@ mod tests {
         for (body, needle) in cases {
             let err = trigger(body).expect_err(body).to_string();
             assert!(err.contains(needle), "{body}: {err}");
+        }
+    }
+
+    fn delivery(json: &str) -> Result<ResolvedDelivery, ValidationError> {
+        let body = format!(r#"{{"spec":{{"broker":"b","subscriber":{{"uri":"http://x/"}},"delivery":{json}}}}}"#);
+        let trigger = trigger(&body)?;
+        resolve_delivery(trigger.spec.delivery.as_ref())
+    }
+
+    #[test]
+    fn delivery_defaults() {
+        let defaults = ResolvedDelivery {
+            retry: 10,
+            backoff_policy: BackoffPolicy::Exponential,
+            backoff_delay: Duration::from_millis(200),
+            timeout: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(300),
+            format: DeliveryFormat::Binary,
+            ordering: DeliveryOrdering::Unordered,
+            max_in_flight: 100,
+            rate_limit: None,
+            dead_letter_uri: None,
+        };
+        assert_eq!(resolve_delivery(None).unwrap(), defaults);
+        assert_eq!(resolve_delivery(Some(&DeliverySpec::default())).unwrap(), defaults);
+        assert_eq!(delivery("{}").unwrap(), defaults);
+        assert_eq!(ResolvedDelivery::default(), defaults);
+    }
+
+    #[test]
+    fn delivery_overrides() {
+        let resolved = delivery(
+            r#"{"deadLetterSink":{"uri":"https://dls.example/x"},"retry":3,"backoffPolicy":"linear",
+                "backoffDelay":"PT1S","timeout":"PT2M","retryAfterMax":"PT0S","format":"json",
+                "ordering":"ordered","maxInFlight":1,"rateLimit":2.5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            resolved,
+            ResolvedDelivery {
+                retry: 3,
+                backoff_policy: BackoffPolicy::Linear,
+                backoff_delay: Duration::from_secs(1),
+                timeout: Duration::from_secs(120),
+                retry_after_max: Duration::ZERO,
+                format: DeliveryFormat::Json,
+                ordering: DeliveryOrdering::Ordered,
+                max_in_flight: 1,
+                rate_limit: Some(2.5),
+                dead_letter_uri: Some("https://dls.example/x".to_owned()),
+            }
+        );
+        // One field set, the rest defaulted.
+        let resolved = delivery(r#"{"retry":0}"#).unwrap();
+        assert_eq!(resolved, ResolvedDelivery { retry: 0, ..ResolvedDelivery::default() });
+        let resolved = delivery(r#"{"retry":1000,"maxInFlight":10000,"backoffDelay":"PT0S"}"#).unwrap();
+        assert_eq!((resolved.retry, resolved.max_in_flight, resolved.backoff_delay), (1000, 10_000, Duration::ZERO));
+    }
+
+    #[test]
+    fn invalid_delivery_fields_are_named_and_quoted() {
+        let cases = [
+            (r#"{"retry":-1}"#, "spec.delivery.retry", "'-1'"),
+            (r#"{"retry":1001}"#, "spec.delivery.retry", "'1001'"),
+            (r#"{"retry":99999999999}"#, "spec.delivery.retry", "'99999999999'"),
+            (r#"{"backoffPolicy":"Linear"}"#, "spec.delivery.backoffPolicy", "'Linear'"),
+            (r#"{"backoffPolicy":"fibonacci"}"#, "spec.delivery.backoffPolicy", "'fibonacci'"),
+            (r#"{"backoffDelay":"200ms"}"#, "spec.delivery.backoffDelay", "'200ms'"),
+            (r#"{"backoffDelay":"P1M"}"#, "spec.delivery.backoffDelay", "no fixed length"),
+            (r#"{"backoffDelay":"-PT1S"}"#, "spec.delivery.backoffDelay", "'-PT1S'"),
+            (r#"{"backoffDelay":""}"#, "spec.delivery.backoffDelay", "''"),
+            (r#"{"timeout":"PT"}"#, "spec.delivery.timeout", "'PT'"),
+            (r#"{"timeout":"PT0S"}"#, "spec.delivery.timeout", "'PT0S' must be longer than zero"),
+            (r#"{"timeout":"pt30s"}"#, "spec.delivery.timeout", "write 'PT30S'"),
+            (r#"{"retryAfterMax":"P1Y"}"#, "spec.delivery.retryAfterMax", "'P1Y'"),
+            (r#"{"retryAfterMax":"5m"}"#, "spec.delivery.retryAfterMax", "'5m'"),
+            (r#"{"format":"xml"}"#, "spec.delivery.format", "'xml'"),
+            (r#"{"ordering":"fifo"}"#, "spec.delivery.ordering", "'fifo'"),
+            (r#"{"maxInFlight":0}"#, "spec.delivery.maxInFlight", "'0'"),
+            (r#"{"maxInFlight":-5}"#, "spec.delivery.maxInFlight", "'-5'"),
+            (r#"{"maxInFlight":10001}"#, "spec.delivery.maxInFlight", "'10001'"),
+            (r#"{"rateLimit":0}"#, "spec.delivery.rateLimit", "'0'"),
+            (r#"{"rateLimit":-1.5}"#, "spec.delivery.rateLimit", "'-1.5'"),
+            (r#"{"deadLetterSink":{}}"#, "spec.delivery.deadLetterSink.uri", "is required"),
+            (r#"{"deadLetterSink":{"uri":"/dls"}}"#, "spec.delivery.deadLetterSink.uri", "'/dls'"),
+            (r#"{"deadLetterSink":{"uri":"ftp://x/"}}"#, "spec.delivery.deadLetterSink.uri", "'ftp://x/'"),
+        ];
+        for (json, field, quoted) in cases {
+            let error = delivery(json).expect_err(json);
+            let ValidationError::Field { field: actual, message } = &error else { panic!("{json}: {error}") };
+            assert_eq!(actual, field, "{json}: {error}");
+            assert!(message.contains(quoted), "{json}: {error}");
+            // Brokers validate their delivery the same way.
+            let body = format!(r#"{{"spec":{{"delivery":{json}}}}}"#);
+            assert_eq!(parse_broker("default", "b", body.as_bytes()), Err(error), "{json}");
+        }
+    }
+
+    #[test]
+    fn non_finite_rate_limits_are_refused() {
+        // JSON cannot carry them, but a spec built in code can.
+        for rate in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let spec = DeliverySpec { rate_limit: Some(rate), ..DeliverySpec::default() };
+            let error = resolve_delivery(Some(&spec)).unwrap_err().to_string();
+            assert!(error.contains("spec.delivery.rateLimit"), "{error}");
         }
     }
 
