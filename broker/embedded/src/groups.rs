@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use switchyard_log::LogError;
@@ -18,7 +18,11 @@ use crate::lock;
 /// separates them.
 const OFFSETS: TableDefinition<'_, &str, u64> = TableDefinition::new("offsets");
 
-fn db_error(e: impl std::fmt::Display) -> LogError {
+/// The database, shared with the dead-letter store (redb allows one handle per file). `None`
+/// once closed. Held for the whole of every transaction, so write transactions are serialized.
+pub(crate) type SharedDb = Arc<Mutex<Option<Database>>>;
+
+pub(crate) fn db_error(e: impl std::fmt::Display) -> LogError {
     LogError::Io(std::io::Error::other(format!("offsets database: {e}")))
 }
 
@@ -39,7 +43,7 @@ struct State {
 pub(crate) struct Groups {
     /// `None` once closed. Held for the whole of every write transaction, so writes are
     /// serialized: a flush cannot write back a group that a concurrent delete removed.
-    db: Mutex<Option<Database>>,
+    db: SharedDb,
     state: Mutex<State>,
 }
 
@@ -57,7 +61,12 @@ impl Groups {
             }
         }
         txn.commit().map_err(db_error)?;
-        Ok(Groups { db: Mutex::new(Some(db)), state: Mutex::new(State { committed, ..State::default() }) })
+        Ok(Groups { db: Arc::new(Mutex::new(Some(db))), state: Mutex::new(State { committed, ..State::default() }) })
+    }
+
+    /// The database handle, for the other stores kept in it (closed with the groups).
+    pub(crate) fn database(&self) -> SharedDb {
+        Arc::clone(&self.db)
     }
 
     /// The position of a group, if it exists.

@@ -8,13 +8,16 @@
 //!   [`switchyard_event::storage::encode`] of the event; `<base>` is the first offset in the
 //!   file, 20 digits.
 //! - `topics/<topic>/<base>.idx`: sparse offset → file position index (rebuilt when lost).
-//! - `offsets.redb`: committed group positions (`"topic/group"` → next offset).
+//! - `offsets.redb`: committed group positions (`"topic/group"` → next offset), and the
+//!   dead-letter store (tables `deadletters` and `deadletter_ids`, see `deadletters.rs`), which
+//!   neither retention nor topic or group deletion touch.
 //! - `trash/`: topics being deleted (renamed here first, so a crash never leaves half a topic).
 //!
 //! Each topic has one writer thread doing group commit (see `writer.rs`): an append returns
 //! once its records are fsynced, and readers see nothing past the fsynced end. On open, the
 //! tail of each topic's last segment is validated and cut at the first torn or corrupt record.
 
+mod deadletters;
 mod groups;
 mod reader;
 mod record;
@@ -32,10 +35,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use switchyard_event::Event;
-use switchyard_log::{EventLog, LogError, Subscription};
+use switchyard_log::{DeadLetterStore, EventLog, LogError, Subscription};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use crate::deadletters::DeadLetters;
 use crate::groups::Groups;
 use crate::reader::EmbeddedSubscription;
 use crate::segment::Segment;
@@ -305,6 +309,8 @@ pub struct EmbeddedLog {
     /// Serializes topic and group creation and deletion.
     admin: tokio::sync::Mutex<()>,
     groups: Arc<Groups>,
+    /// Shares the groups' database, and closes with it.
+    dead_letters: Arc<DeadLetters>,
     counters: Arc<Counters>,
     background: Mutex<Vec<Background>>,
     closed: AtomicBool,
@@ -347,6 +353,7 @@ impl EmbeddedLog {
             }
         }
         let groups = Arc::new(Groups::open(&config.dir.join("offsets.redb"))?);
+        let dead_letters = Arc::new(DeadLetters::open(groups.database())?);
         let counters = Arc::new(Counters::default());
 
         let mut topics = HashMap::new();
@@ -394,6 +401,7 @@ impl EmbeddedLog {
             topics,
             admin: tokio::sync::Mutex::new(()),
             groups,
+            dead_letters,
             counters,
             background: Mutex::new(vec![flusher, retention]),
             closed: AtomicBool::new(false),
@@ -498,6 +506,10 @@ fn remove_topic_dir(topics_dir: &Path, trash_dir: &Path, name: &str) -> Result<(
 
 #[async_trait]
 impl EventLog for EmbeddedLog {
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
+        Arc::clone(&self.dead_letters) as Arc<dyn DeadLetterStore>
+    }
+
     async fn create_topic(&self, topic: &str) -> Result<(), LogError> {
         validate_topic(topic)?;
         let _admin = self.admin.lock().await;

@@ -71,9 +71,53 @@ pub enum LogError {
     Closed,
 }
 
+/// An event whose delivery failed for good, as the dead-letter store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// Assigned by the store; ids of one scope sort in the order entries were stored.
+    pub id: String,
+    /// The original event, unchanged.
+    pub event: Event,
+    /// Why it was dead-lettered (e.g. "retries exhausted", "not retryable: 400 Bad Request").
+    pub reason: String,
+    /// Delivery attempts made (to the subscriber, then to the dead-letter sink if any).
+    pub attempts: u32,
+    /// The last HTTP status received, if any.
+    pub last_status: Option<u16>,
+    /// The last transport error, if the last attempt got no answer.
+    pub last_error: Option<String>,
+    /// When it was stored (RFC 3339, UTC).
+    pub dead_lettered_at: String,
+}
+
+/// Where events that exhausted their delivery go when no dead-letter sink takes them: durable,
+/// in the same backend as the log, never dropped. Entries are grouped by *scope* (a trigger,
+/// `namespace/name`) and stay until removed.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync + 'static {
+    /// Stores an entry durably (the `id` given is ignored; the store assigns one) and returns
+    /// its id.
+    async fn put(&self, scope: &str, entry: DeadLetter) -> Result<String, LogError>;
+
+    /// Up to `limit` entries of `scope` in id order, starting after `after`.
+    async fn list(&self, scope: &str, after: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>, LogError>;
+
+    /// One entry.
+    async fn get(&self, scope: &str, id: &str) -> Result<Option<DeadLetter>, LogError>;
+
+    /// Removes one entry; returns whether it existed.
+    async fn remove(&self, scope: &str, id: &str) -> Result<bool, LogError>;
+
+    /// Removes every entry of `scope`; returns how many.
+    async fn purge(&self, scope: &str) -> Result<u64, LogError>;
+}
+
 /// A durable, partitioned event log.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
+    /// The backend's dead-letter store.
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore>;
+
     /// Creates a topic. Idempotent: creating an existing topic succeeds and keeps its events.
     async fn create_topic(&self, topic: &str) -> Result<(), LogError>;
 

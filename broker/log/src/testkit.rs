@@ -1,8 +1,9 @@
 //! Conformance checks every [`EventLog`] backend must pass.
 //!
 //! Each check takes the log and the name of a topic that does not exist yet (it creates it,
-//! and deletes it at the end when it passed), and returns a [`CheckFailed`] describing the
-//! first violation. Reads are bounded by timeouts, so a broken backend fails instead of hanging.
+//! and deletes it at the end when it passed), or, for the dead-letter checks, a dead-letter
+//! scope not used yet (purged at the end when it passed), and returns a [`CheckFailed`]
+//! describing the first violation. Reads are bounded by timeouts, so a broken backend fails instead of hanging.
 //! [`run_all`] runs them all; call it from each backend's integration tests:
 //!
 //! ```ignore
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use switchyard_event::{AttrValue, Data, DataForm, Event};
 
-use crate::{EventLog, LogError, LogEvent, Subscription};
+use crate::{DeadLetter, EventLog, LogError, LogEvent, Subscription};
 
 /// How long a check waits for events that should arrive.
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
@@ -301,7 +302,228 @@ pub async fn next_batch_waits(log: &Arc<dyn EventLog>, topic: &str) -> CheckResu
     op(CHECK, "delete_topic", log.delete_topic(topic).await)
 }
 
-/// Runs every check, each on its own topic `<prefix>.<check>`.
+/// A dead-letter entry for `event_id` (the `id` is left empty: the store assigns it).
+pub fn sample_dead_letter(event_id: &str, attempts: u32) -> DeadLetter {
+    DeadLetter {
+        id: String::new(),
+        event: sample_event(event_id, 32),
+        reason: format!("retries exhausted after {attempts} attempts"),
+        attempts,
+        last_status: Some(503),
+        last_error: None,
+        dead_lettered_at: "2024-05-01T12:00:00Z".to_owned(),
+    }
+}
+
+/// Fails unless `got` is `want` with the id `id`.
+fn ensure_entry(check: &'static str, got: &DeadLetter, want: &DeadLetter, id: &str) -> CheckResult {
+    ensure!(check, got.id == id, "entry has id '{}', expected '{id}'", got.id);
+    let want = DeadLetter { id: id.to_owned(), ..want.clone() };
+    ensure!(check, *got == want, "entry differs:\n got {got:?}\nwant {want:?}");
+    Ok(())
+}
+
+fn entry_ids(entries: &[DeadLetter]) -> Vec<&str> {
+    entries.iter().map(|e| e.id.as_str()).collect()
+}
+
+/// Stored entries are read back exactly (event attributes with their types and order, data
+/// form and bytes, and every other field), with store-assigned ids that increase.
+pub async fn dead_letters_roundtrip(log: &Arc<dyn EventLog>, scope: &str) -> CheckResult {
+    const CHECK: &str = "dead_letters_roundtrip";
+    let store = log.dead_letters();
+    let empty = op(CHECK, "list an unused scope", store.list(scope, None, 10).await)?;
+    ensure!(CHECK, empty.is_empty(), "an unused scope lists {:?}", entry_ids(&empty));
+
+    let mut first = sample_dead_letter("dl-first", 3);
+    first.id = "chosen-by-caller".to_owned();
+    let second = DeadLetter {
+        id: String::new(),
+        event: {
+            let attributes = vec![
+                ("specversion".to_owned(), AttrValue::String("1.0".to_owned())),
+                ("id".to_owned(), AttrValue::String("dl-second".to_owned())),
+                ("type".to_owned(), AttrValue::String("dev.switchyard.testkit".to_owned())),
+                ("source".to_owned(), AttrValue::String("/switchyard/testkit".to_owned())),
+                ("zeta".to_owned(), AttrValue::Integer(i32::MIN)),
+                ("alpha".to_owned(), AttrValue::Bool(false)),
+                ("datacontenttype".to_owned(), AttrValue::String("application/json".to_owned())),
+            ];
+            let data = Data { form: DataForm::Json, bytes: br#"{"b": 1, "a": [true, null]}"#.to_vec().into() };
+            Event::new(attributes, Some(data)).map_err(|e| fail(CHECK, format!("test event: {e}")))?
+        },
+        reason: "not retryable: 400 Bad Request — «ü»".to_owned(),
+        attempts: 0,
+        last_status: None,
+        last_error: Some("connection refused".to_owned()),
+        dead_lettered_at: "2024-05-01T12:00:01.5Z".to_owned(),
+    };
+    let mut third = sample_dead_letter("dl-third", u32::MAX);
+    third.event = sample_event("dl-third", 0);
+    third.reason = String::new();
+    third.last_status = Some(u16::MAX);
+    third.last_error = Some(String::new());
+
+    let first_id = op(CHECK, "put", store.put(scope, first.clone()).await)?;
+    ensure!(CHECK, first_id != "chosen-by-caller", "put kept the caller's id instead of assigning one");
+    ensure!(CHECK, !first_id.is_empty(), "put returned an empty id");
+    let second_id = op(CHECK, "put", store.put(scope, second.clone()).await)?;
+    let third_id = op(CHECK, "put", store.put(scope, third.clone()).await)?;
+    ensure!(
+        CHECK,
+        first_id < second_id && second_id < third_id,
+        "ids do not increase: '{first_id}', '{second_id}', '{third_id}'"
+    );
+
+    for (id, want) in [(&first_id, &first), (&second_id, &second), (&third_id, &third)] {
+        let got = op(CHECK, "get", store.get(scope, id).await)?;
+        let Some(got) = got else { return Err(fail(CHECK, format!("get '{id}': not found"))) };
+        ensure_entry(CHECK, &got, want, id)?;
+    }
+    let missing = op(CHECK, "get an unknown id", store.get(scope, "no-such-id").await)?;
+    ensure!(CHECK, missing.is_none(), "get of an unknown id returned {missing:?}");
+
+    let listed = op(CHECK, "list", store.list(scope, None, 10).await)?;
+    ensure!(CHECK, listed.len() == 3, "list returned {:?}, expected 3 entries", entry_ids(&listed));
+    ensure_entry(CHECK, &listed[0], &first, &first_id)?;
+    ensure_entry(CHECK, &listed[1], &second, &second_id)?;
+    ensure_entry(CHECK, &listed[2], &third, &third_id)?;
+
+    let purged = op(CHECK, "purge", store.purge(scope).await)?;
+    ensure!(CHECK, purged == 3, "purge removed {purged} entries, expected 3");
+    Ok(())
+}
+
+/// Listing pages with `after` and `limit`; `remove` and `purge` report what they removed; scopes
+/// (including one that extends another, `s` and `s/x`) never see each other's entries; ids are
+/// not reused after removal or purge; concurrent puts get distinct ids.
+pub async fn dead_letters_paging_and_removal(log: &Arc<dyn EventLog>, scope: &str) -> CheckResult {
+    const CHECK: &str = "dead_letters_paging_and_removal";
+    const N: usize = 7;
+    let store = log.dead_letters();
+    let nested = format!("{scope}/nested");
+    let longer = format!("{scope}x");
+
+    // Neighbours before and after, so that a scope's boundaries are exercised both ways.
+    let nested_id = op(CHECK, "put nested", store.put(&nested, sample_dead_letter("dl-nested", 1)).await)?;
+    let mut ids = Vec::with_capacity(N);
+    for i in 0..N {
+        let id = op(CHECK, "put", store.put(scope, sample_dead_letter(&format!("dl-{i}"), 1)).await)?;
+        if let Some(previous) = ids.last() {
+            ensure!(CHECK, *previous < id, "ids do not increase: '{previous}' then '{id}'");
+        }
+        ids.push(id);
+    }
+    let longer_id = op(CHECK, "put longer", store.put(&longer, sample_dead_letter("dl-longer", 1)).await)?;
+
+    // Paging.
+    let mut paged: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..=N {
+        let page = op(CHECK, "list page", store.list(scope, after.as_deref(), 3).await)?;
+        ensure!(CHECK, page.len() <= 3, "list returned {} entries, more than limit 3", page.len());
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        paged.extend(page.iter().map(|e| e.id.clone()));
+    }
+    ensure!(CHECK, paged == ids, "paging by 3 listed {paged:?}, expected {ids:?}");
+    let tail = op(CHECK, "list after", store.list(scope, Some(&ids[2]), 100).await)?;
+    ensure!(CHECK, entry_ids(&tail) == ids[3..], "list after '{}' returned {:?}", ids[2], entry_ids(&tail));
+    let events: Vec<String> = tail.iter().map(|e| e.event.id().to_owned()).collect();
+    let expected: Vec<String> = (3..N).map(|i| format!("dl-{i}")).collect();
+    ensure!(CHECK, events == expected, "entries hold events {events:?}, expected {expected:?}");
+    let none = op(CHECK, "list limit 0", store.list(scope, None, 0).await)?;
+    ensure!(CHECK, none.is_empty(), "list with limit 0 returned {:?}", entry_ids(&none));
+    let past = op(CHECK, "list after the last", store.list(scope, Some(&ids[N - 1]), 10).await)?;
+    ensure!(CHECK, past.is_empty(), "list after the last id returned {:?}", entry_ids(&past));
+
+    // Isolation.
+    for (other, id, event) in [(&nested, &nested_id, "dl-nested"), (&longer, &longer_id, "dl-longer")] {
+        let listed = op(CHECK, "list other scope", store.list(other, None, 100).await)?;
+        let events: Vec<&str> = listed.iter().map(|e| e.event.id()).collect();
+        ensure!(CHECK, events == [event], "scope '{other}' lists events {events:?}, expected [{event}]");
+        ensure!(CHECK, listed[0].id == *id, "scope '{other}' lists id '{}', expected '{id}'", listed[0].id);
+    }
+
+    // Removal.
+    ensure!(CHECK, op(CHECK, "remove", store.remove(scope, &ids[3]).await)?, "remove of an existing entry said false");
+    ensure!(CHECK, !op(CHECK, "remove again", store.remove(scope, &ids[3]).await)?, "second remove said true");
+    ensure!(CHECK, !op(CHECK, "remove unknown", store.remove(scope, "no-such-id").await)?, "remove unknown said true");
+    let gone = op(CHECK, "get removed", store.get(scope, &ids[3]).await)?;
+    ensure!(CHECK, gone.is_none(), "a removed entry is still returned by get");
+    let after_removed = op(CHECK, "list after a removed id", store.list(scope, Some(&ids[3]), 100).await)?;
+    ensure!(CHECK, entry_ids(&after_removed) == ids[4..], "list after a removed id: {:?}", entry_ids(&after_removed));
+    let listed = op(CHECK, "list", store.list(scope, None, 100).await)?;
+    let expected: Vec<&String> = ids.iter().enumerate().filter(|(i, _)| *i != 3).map(|(_, id)| id).collect();
+    ensure!(CHECK, entry_ids(&listed) == expected, "after remove, list returned {:?}", entry_ids(&listed));
+
+    // A removed last entry's id is not reused.
+    ensure!(CHECK, op(CHECK, "remove last", store.remove(scope, &ids[N - 1]).await)?, "remove of the last said false");
+    let next = op(CHECK, "put after remove", store.put(scope, sample_dead_letter("dl-next", 1)).await)?;
+    ensure!(CHECK, next > ids[N - 1], "id '{next}' after removing '{}' is not greater", ids[N - 1]);
+
+    // Purge: only this scope, and ids go on increasing.
+    let purged = op(CHECK, "purge", store.purge(scope).await)?;
+    ensure!(CHECK, purged == N as u64 - 1, "purge removed {purged} entries, expected {}", N - 1);
+    let again = op(CHECK, "purge again", store.purge(scope).await)?;
+    ensure!(CHECK, again == 0, "second purge removed {again} entries");
+    let left = op(CHECK, "list purged", store.list(scope, None, 100).await)?;
+    ensure!(CHECK, left.is_empty(), "a purged scope lists {:?}", entry_ids(&left));
+    for other in [&nested, &longer] {
+        let listed = op(CHECK, "list other scope", store.list(other, None, 100).await)?;
+        ensure!(CHECK, listed.len() == 1, "purging '{scope}' changed '{other}': {:?}", entry_ids(&listed));
+    }
+    let after_purge = op(CHECK, "put after purge", store.put(scope, sample_dead_letter("dl-after", 1)).await)?;
+    ensure!(CHECK, after_purge > next, "id '{after_purge}' after purge is not greater than '{next}'");
+
+    // Concurrent puts.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let (store, scope) = (Arc::clone(&store), scope.to_owned());
+        tasks.spawn(async move { store.put(&scope, sample_dead_letter(&format!("dl-c{i}"), 1)).await });
+    }
+    let mut concurrent = HashSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        let id = op(CHECK, "concurrent put", joined.map_err(|e| fail(CHECK, format!("put task: {e}")))?)?;
+        ensure!(CHECK, id > after_purge, "concurrent put got id '{id}', not after '{after_purge}'");
+        ensure!(CHECK, concurrent.insert(id.clone()), "two concurrent puts got id '{id}'");
+    }
+    let listed = op(CHECK, "list", store.list(scope, None, 100).await)?;
+    ensure!(CHECK, listed.len() == 17, "list returned {} entries after concurrent puts, expected 17", listed.len());
+    ensure!(CHECK, listed.windows(2).all(|w| w[0].id < w[1].id), "list is not in id order: {:?}", entry_ids(&listed));
+
+    for s in [scope, nested.as_str(), longer.as_str()] {
+        op(CHECK, "purge", store.purge(s).await)?;
+    }
+    Ok(())
+}
+
+/// Dead letters are independent of topics: deleting a topic and its groups keeps them.
+pub async fn dead_letters_outlive_topics(log: &Arc<dyn EventLog>, topic: &str) -> CheckResult {
+    const CHECK: &str = "dead_letters_outlive_topics";
+    let store = log.dead_letters();
+    // Scopes named like the topic and its group, in case a backend keys both alike.
+    let scopes = [topic.to_owned(), format!("{topic}/g")];
+    op(CHECK, "create_topic", log.create_topic(topic).await)?;
+    op(CHECK, "create_group", log.create_group(topic, "g").await)?;
+    let entry = sample_dead_letter("dl-kept", 2);
+    let mut ids = Vec::new();
+    for scope in &scopes {
+        ids.push(op(CHECK, "put", store.put(scope, entry.clone()).await)?);
+    }
+    op(CHECK, "delete_group", log.delete_group(topic, "g").await)?;
+    op(CHECK, "delete_topic", log.delete_topic(topic).await)?;
+    for (scope, id) in scopes.iter().zip(&ids) {
+        let got = op(CHECK, "get", store.get(scope, id).await)?;
+        let Some(got) = got else { return Err(fail(CHECK, format!("entry '{id}' of '{scope}' lost with its topic"))) };
+        ensure_entry(CHECK, &got, &entry, id)?;
+        op(CHECK, "purge", store.purge(scope).await)?;
+    }
+    Ok(())
+}
+
+/// Runs every check, each on its own topic `<prefix>.<check>` (dead-letter checks on scope
+/// `<prefix>/<check>`).
 pub async fn run_all(log: Arc<dyn EventLog>, prefix: &str) -> CheckResult {
     append_then_read(&log, &format!("{prefix}.append-then-read")).await?;
     group_starts_at_end(&log, &format!("{prefix}.group-starts-at-end")).await?;
@@ -310,5 +532,8 @@ pub async fn run_all(log: Arc<dyn EventLog>, prefix: &str) -> CheckResult {
     delete_then_recreate_is_empty(&log, &format!("{prefix}.delete-recreate")).await?;
     unknown_topic_errors(&log, &format!("{prefix}.unknown-topic")).await?;
     next_batch_waits(&log, &format!("{prefix}.next-batch-waits")).await?;
+    dead_letters_roundtrip(&log, &format!("{prefix}/dead-letters-roundtrip")).await?;
+    dead_letters_paging_and_removal(&log, &format!("{prefix}/dead-letters-paging")).await?;
+    dead_letters_outlive_topics(&log, &format!("{prefix}.dead-letters-outlive-topics")).await?;
     Ok(())
 }
