@@ -12,6 +12,7 @@
 pub mod error;
 pub mod http;
 pub mod json;
+pub mod knative;
 pub mod model;
 pub mod storage;
 #[cfg(test)]
