@@ -9,13 +9,15 @@
 //! The dispatcher knows the log only through [`switchyard_log::EventLog`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_log::EventLog;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
+mod delivery;
 pub mod filter;
 pub mod policy;
 pub mod sender;
@@ -23,9 +25,52 @@ mod tracker;
 mod worker;
 
 pub use filter::Filter;
-pub use policy::{Failure, RetryPolicy, UntilDelivered, Verdict};
+pub use policy::{Failure, RetryPolicy, Verdict};
 pub use sender::{Format, Sender, Target};
+pub use worker::Redrive;
 use worker::Stop;
+
+/// Delivery order within a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// Up to `max_in_flight` events at once, in any order.
+    #[default]
+    Unordered,
+    /// Events with the same `partitionkey` strictly in log order: the next is sent only once
+    /// the previous is delivered or dead-lettered. Other keys proceed meanwhile.
+    Ordered,
+}
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(AtomicOrdering::Relaxed)
+    }
+}
+
+/// What the dispatcher has done, across triggers.
+#[derive(Debug, Default)]
+pub struct DispatchStats {
+    /// Attempts that failed (each retry counts).
+    pub failed_attempts: Counter,
+    /// Reply events written back to a broker.
+    pub replies: Counter,
+    /// Reply events dropped because their hop budget was spent.
+    pub replies_dropped: Counter,
+    /// Events a dead-letter sink took.
+    pub dead_lettered: Counter,
+    /// Events kept in a dead-letter store.
+    pub dead_letters_stored: Counter,
+}
 
 /// Everything a trigger's worker needs, validated and resolved.
 #[derive(Debug, Clone)]
@@ -42,21 +87,33 @@ pub struct TriggerConfig {
     pub filter: Filter,
     /// Where and how they are delivered.
     pub target: Target,
-    /// Deliveries in flight at once.
+    /// Where events go when the policy gives up (same format and timeout).
+    pub dead_letter_sink: Option<Target>,
+    /// Attempts in flight at once.
     pub max_in_flight: usize,
-    /// What follows a failed attempt.
+    /// Delivery order.
+    pub ordering: Ordering,
+    /// Attempts per second, if limited.
+    pub rate_limit: Option<f64>,
+    /// What follows a failed attempt (for the subscriber and the dead-letter sink alike).
     pub retry: Arc<dyn RetryPolicy>,
 }
 
 impl TriggerConfig {
-    /// `namespace/name`, for logs.
+    /// `namespace/name`: for logs, and the trigger's scope in the dead-letter store.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        dead_letter_scope(&self.namespace, &self.name)
     }
+}
+
+/// A trigger's scope in the dead-letter store.
+pub fn dead_letter_scope(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 struct Worker {
     stop: watch::Sender<Stop>,
+    redrive: mpsc::UnboundedSender<Redrive>,
     task: JoinHandle<()>,
 }
 
@@ -71,6 +128,7 @@ impl Worker {
 pub struct Dispatcher {
     log: Arc<dyn EventLog>,
     sender: Sender,
+    stats: Arc<DispatchStats>,
     workers: Mutex<HashMap<(String, String), Worker>>,
     /// How long a replaced trigger's in-flight deliveries may finish before the new one starts.
     replace_grace: Duration,
@@ -79,7 +137,18 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher over `log`.
     pub fn new(log: Arc<dyn EventLog>, sender: Sender) -> Dispatcher {
-        Dispatcher { log, sender, workers: Mutex::new(HashMap::new()), replace_grace: Duration::from_secs(5) }
+        Dispatcher {
+            log,
+            sender,
+            stats: Arc::default(),
+            workers: Mutex::new(HashMap::new()),
+            replace_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Counters across every trigger.
+    pub fn stats(&self) -> &DispatchStats {
+        &self.stats
     }
 
     /// Starts the trigger's worker, replacing a running one (which first stops gracefully and
@@ -91,8 +160,29 @@ impl Dispatcher {
             old.stop(Stop::Graceful(self.replace_grace)).await;
         }
         let (stop, stop_rx) = watch::channel(Stop::Run);
-        let task = tokio::spawn(worker::run(Arc::new(config), self.log.clone(), self.sender.clone(), stop_rx));
-        workers.insert(key, Worker { stop, task });
+        let (redrive, redrive_rx) = mpsc::unbounded_channel();
+        let ctx = delivery::Context {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            rate: config.rate_limit.map(delivery::RateLimiter::new),
+            config: Arc::new(config),
+            sender: self.sender.clone(),
+            dead_letters: self.log.dead_letters(),
+            log: self.log.clone(),
+            stats: self.stats.clone(),
+            redriving: Default::default(),
+        };
+        let task = tokio::spawn(worker::run(Arc::new(ctx), stop_rx, redrive_rx));
+        workers.insert(key, Worker { stop, redrive, task });
+    }
+
+    /// Redelivers dead letters of a running trigger through its current subscriber and policy.
+    /// Returns false when the trigger is not running.
+    pub async fn redrive(&self, namespace: &str, name: &str, selection: Redrive) -> bool {
+        let workers = self.workers.lock().await;
+        match workers.get(&(namespace.to_owned(), name.to_owned())) {
+            Some(worker) => worker.redrive.send(selection).is_ok(),
+            None => false,
+        }
     }
 
     /// Stops a trigger's worker at once (the trigger is gone, or its broker is).

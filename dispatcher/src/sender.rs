@@ -11,8 +11,10 @@ use crate::policy::Failure;
 
 /// How much of a failed answer's body is kept (Knative's `knativeerrordata` keeps 1024).
 const ERROR_BODY_PREFIX: usize = 1024;
-/// Bytes of a successful answer read so the connection can be reused; more is dropped.
-const MAX_DRAINED_BODY: usize = 1 << 20;
+/// The largest reply event read from a subscriber's answer.
+pub const MAX_REPLY_BYTES: usize = 1 << 20;
+/// Bytes of an answer read so the connection can be reused; more is dropped.
+const MAX_DRAINED_BODY: usize = 4 << 20;
 
 /// The HTTP content mode of deliveries (HTTP binding §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,8 +58,8 @@ impl Sender {
         Ok(Sender { client })
     }
 
-    /// One attempt. `Ok` on a 2xx answer.
-    pub async fn send(&self, target: &Target, event: &Event) -> Result<http::StatusCode, Failure> {
+    /// One attempt. `Ok` with the answer on a 2xx; a failure otherwise.
+    pub async fn send(&self, target: &Target, event: &Event) -> Result<Answer, Failure> {
         let (mut headers, body) = encode(target.format, event);
         headers.insert("prefer", HeaderValue::from_static("reply"));
         if let Ok(namespace) = HeaderValue::from_str(&target.namespace) {
@@ -66,15 +68,19 @@ impl Sender {
         let request = self.client.post(target.url.clone()).headers(headers).body(body).timeout(target.timeout);
         let mut response = request.send().await.map_err(transport_failure)?;
         let status = response.status();
-        let keep = if status.is_success() { 0 } else { ERROR_BODY_PREFIX };
-        let mut prefix = Vec::new();
+        // A 2xx body may be a reply event (kept whole, up to the limit); a failure's body only
+        // matters for its first bytes (`knativeerrordata`).
+        let keep = if status.is_success() { MAX_REPLY_BYTES } else { ERROR_BODY_PREFIX };
+        let mut kept = Vec::new();
+        let mut truncated = false;
         let mut read = 0;
         while read < MAX_DRAINED_BODY {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     read += chunk.len();
-                    let room = keep.saturating_sub(prefix.len());
-                    prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    let room = keep.saturating_sub(kept.len());
+                    truncated |= chunk.len() > room;
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
                 Ok(None) => break,
                 Err(e) if status.is_success() => return Err(transport_failure(e)),
@@ -82,16 +88,29 @@ impl Sender {
             }
         }
         if status.is_success() {
-            Ok(status)
+            Ok(Answer { status, headers: response.headers().clone(), body: Bytes::from(kept), truncated })
         } else {
             Err(Failure {
                 status: Some(status),
                 error: None,
                 retry_after: response.headers().get(http::header::RETRY_AFTER).cloned(),
-                body_prefix: Bytes::from(prefix),
+                body_prefix: Bytes::from(kept),
             })
         }
     }
+}
+
+/// A successful (2xx) answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: http::StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body, up to the reply size limit.
+    pub body: Bytes,
+    /// Whether the body was longer than the limit.
+    pub truncated: bool,
 }
 
 fn encode(format: Format, event: &Event) -> (HeaderMap, Bytes) {

@@ -1,17 +1,18 @@
-//! One trigger's delivery loop: read its group, filter, deliver concurrently, and commit only
-//! the watermark below which every event has a final outcome.
+//! One trigger's loop: read its group, filter, hand each matching event to a delivery task
+//! (in order per partition key when ordered), and commit only the watermark below which every
+//! event has a final outcome.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_log::{EventLog, LogError, LogEvent, Position, Subscription};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use switchyard_log::{DeadLetter, LogError, LogEvent, Position, Subscription};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::policy::Verdict;
+use crate::delivery::{self, Context};
 use crate::tracker::Tracker;
-use crate::{Sender, TriggerConfig};
+use crate::Ordering;
 
 /// Events read per batch.
 const BATCH: usize = 256;
@@ -20,6 +21,8 @@ const BATCH: usize = 256;
 const MAX_WINDOW: usize = 10_000;
 /// Pause after a log read error before trying again.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// Dead letters fetched from the store per page while redriving.
+const REDRIVE_PAGE: usize = 100;
 
 /// How a worker is asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +35,30 @@ pub(crate) enum Stop {
     Abort,
 }
 
+/// Which dead letters to redrive.
+#[derive(Debug, Clone)]
+pub enum Redrive {
+    /// Every entry in the trigger's store.
+    All,
+    /// These entries.
+    Ids(Vec<String>),
+}
+
+/// A delivery that reached its final outcome.
+struct Done {
+    position: Position,
+    /// The partition key it held, in ordered mode.
+    key: Option<String>,
+}
+
 pub(crate) async fn run(
-    config: Arc<TriggerConfig>,
-    log: Arc<dyn EventLog>,
-    sender: Sender,
+    ctx: Arc<Context>,
     mut stop: watch::Receiver<Stop>,
+    mut redrives: mpsc::UnboundedReceiver<Redrive>,
 ) {
+    let config = ctx.config.clone();
     let mut subscription = loop {
-        match log.subscribe(&config.topic, &config.group).await {
+        match ctx.log.subscribe(&config.topic, &config.group).await {
             Ok(subscription) => break subscription,
             Err(error) => {
                 tracing::warn!(trigger = %config.key(), %error, "cannot subscribe; retrying");
@@ -50,19 +69,18 @@ pub(crate) async fn run(
             }
         }
     };
-    let mut state = State::new(config.clone(), sender);
+    let mut state = State::new(ctx.clone());
     tracing::info!(trigger = %config.key(), subscriber = %config.target.url, "trigger started");
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            Some(position) = state.completions.recv() => state.complete(position, &mut *subscription),
+            Some(done) = state.completions.recv() => state.complete(done, &mut *subscription),
+            Some(selection) = redrives.recv() => {
+                state.deliveries.spawn(redrive(ctx.clone(), selection));
+            }
             batch = subscription.next_batch(BATCH), if state.window() < MAX_WINDOW => match batch {
-                Ok(batch) => {
-                    if !state.dispatch(batch, &mut *subscription, &mut stop).await {
-                        break;
-                    }
-                }
+                Ok(batch) => state.dispatch(batch, &mut *subscription),
                 Err(LogError::UnknownTopic(_) | LogError::UnknownGroup { .. } | LogError::Closed) => break,
                 Err(error) => {
                     tracing::warn!(trigger = %config.key(), %error, "log read failed; retrying");
@@ -70,6 +88,7 @@ pub(crate) async fn run(
                 }
             },
         }
+        while state.deliveries.try_join_next().is_some() {}
     }
     let stop_mode = *stop.borrow();
     if let Stop::Graceful(grace) = stop_mode {
@@ -80,25 +99,27 @@ pub(crate) async fn run(
 }
 
 struct State {
-    config: Arc<TriggerConfig>,
-    sender: Sender,
+    ctx: Arc<Context>,
     trackers: HashMap<u32, Tracker>,
     committed: HashMap<u32, u64>,
-    permits: Arc<Semaphore>,
-    completions: mpsc::UnboundedReceiver<Position>,
-    completions_tx: mpsc::UnboundedSender<Position>,
+    /// Ordered mode: events waiting behind an earlier event of the same key.
+    waiting: HashMap<String, VecDeque<LogEvent>>,
+    /// Ordered mode: keys with an event being delivered.
+    busy_keys: HashSet<String>,
+    completions: mpsc::UnboundedReceiver<Done>,
+    completions_tx: mpsc::UnboundedSender<Done>,
     deliveries: JoinSet<()>,
 }
 
 impl State {
-    fn new(config: Arc<TriggerConfig>, sender: Sender) -> State {
+    fn new(ctx: Arc<Context>) -> State {
         let (completions_tx, completions) = mpsc::unbounded_channel();
         State {
-            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            config,
-            sender,
+            ctx,
             trackers: HashMap::new(),
             committed: HashMap::new(),
+            waiting: HashMap::new(),
+            busy_keys: HashSet::new(),
             completions,
             completions_tx,
             deliveries: JoinSet::new(),
@@ -109,47 +130,44 @@ impl State {
         self.trackers.values().map(Tracker::window).sum()
     }
 
-    /// Tracks a batch and starts a delivery for every matching event. Returns false when asked
-    /// to stop while waiting for a delivery slot.
-    async fn dispatch(
-        &mut self,
-        batch: Vec<LogEvent>,
-        subscription: &mut dyn Subscription,
-        stop: &mut watch::Receiver<Stop>,
-    ) -> bool {
+    /// Tracks a batch and starts a delivery for every matching event (or queues it behind its
+    /// key in ordered mode).
+    fn dispatch(&mut self, batch: Vec<LogEvent>, subscription: &mut dyn Subscription) {
         for log_event in batch {
             let position = log_event.position;
             self.trackers
                 .entry(position.partition)
                 .or_insert_with(|| Tracker::new(position.offset))
                 .track(position.offset);
-            if !self.config.filter.matches(&log_event.event) {
+            if !self.ctx.config.filter.matches(&log_event.event) {
                 self.mark_done(position);
                 continue;
             }
-            let permit = tokio::select! {
-                permit = self.permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return false,
-                },
-                _ = stop.changed() => return false,
-            };
-            self.spawn_delivery(log_event, permit);
-            while self.deliveries.try_join_next().is_some() {}
+            match self.ctx.config.ordering {
+                Ordering::Unordered => self.spawn(log_event, None),
+                Ordering::Ordered => {
+                    // Events without the extension share one key (the empty one).
+                    let key = log_event.event.get("partitionkey").map(|v| v.to_canonical_string().into_owned());
+                    let key = key.unwrap_or_default();
+                    if self.busy_keys.contains(&key) {
+                        self.waiting.entry(key).or_default().push_back(log_event);
+                    } else {
+                        self.busy_keys.insert(key.clone());
+                        self.spawn(log_event, Some(key));
+                    }
+                }
+            }
         }
         self.commit(subscription);
-        true
     }
 
-    fn spawn_delivery(&mut self, log_event: LogEvent, permit: OwnedSemaphorePermit) {
-        let config = self.config.clone();
-        let sender = self.sender.clone();
+    fn spawn(&mut self, log_event: LogEvent, key: Option<String>) {
+        let ctx = self.ctx.clone();
         let done = self.completions_tx.clone();
         self.deliveries.spawn(async move {
-            deliver(&config, &sender, &log_event).await;
-            drop(permit);
+            delivery::deliver(&ctx, &log_event.event).await;
             // The worker may be gone (trigger deleted); then nothing is committed, as intended.
-            let _ = done.send(log_event.position);
+            let _ = done.send(Done { position: log_event.position, key });
         });
     }
 
@@ -159,12 +177,32 @@ impl State {
         }
     }
 
-    fn complete(&mut self, position: Position, subscription: &mut dyn Subscription) {
-        self.mark_done(position);
-        while let Ok(position) = self.completions.try_recv() {
-            self.mark_done(position);
+    fn complete(&mut self, done: Done, subscription: &mut dyn Subscription) {
+        let mut next = Some(done);
+        while let Some(done) = next {
+            self.mark_done(done.position);
+            if let Some(key) = done.key {
+                self.release_key(key);
+            }
+            next = self.completions.try_recv().ok();
         }
         self.commit(subscription);
+    }
+
+    /// Ordered mode: the key's next event may go now that the previous one is final.
+    fn release_key(&mut self, key: String) {
+        let next = self.waiting.get_mut(&key).and_then(VecDeque::pop_front);
+        match next {
+            Some(log_event) => {
+                if self.waiting.get(&key).is_some_and(VecDeque::is_empty) {
+                    self.waiting.remove(&key);
+                }
+                self.spawn(log_event, Some(key));
+            }
+            None => {
+                self.busy_keys.remove(&key);
+            }
+        }
     }
 
     fn commit(&mut self, subscription: &mut dyn Subscription) {
@@ -175,7 +213,7 @@ impl State {
                     Ok(()) => {
                         self.committed.insert(partition, watermark);
                     }
-                    Err(error) => tracing::warn!(trigger = %self.config.key(), %error, "commit failed"),
+                    Err(error) => tracing::warn!(trigger = %self.ctx.config.key(), %error, "commit failed"),
                 }
             }
         }
@@ -190,31 +228,62 @@ impl State {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        while let Ok(position) = self.completions.try_recv() {
-            self.mark_done(position);
+        while let Ok(done) = self.completions.try_recv() {
+            self.mark_done(done.position);
         }
         self.commit(subscription);
     }
 }
 
-/// Attempts delivery until the subscriber accepts or the policy says otherwise.
-async fn deliver(config: &TriggerConfig, sender: &Sender, log_event: &LogEvent) {
-    let mut attempt = 1;
+/// Redelivers dead letters, at most `maxInFlight` at a time, reading the store page by page so
+/// that a large store is not loaded into memory.
+async fn redrive(ctx: Arc<Context>, selection: Redrive) {
+    let scope = ctx.config.key();
+    let mut tasks = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.config.max_in_flight.max(1)));
+    let mut after: Option<String> = None;
+    let mut ids = match &selection {
+        Redrive::Ids(ids) => Some(ids.clone().into_iter()),
+        Redrive::All => None,
+    };
     loop {
-        match sender.send(&config.target, &log_event.event).await {
-            Ok(_) => {
-                tracing::debug!(trigger = %config.key(), offset = log_event.position.offset, attempt, "delivered");
-                return;
+        let page: Vec<DeadLetter> = match ids.as_mut() {
+            Some(ids) => {
+                let mut page = Vec::new();
+                for id in ids.by_ref().take(REDRIVE_PAGE) {
+                    match ctx.dead_letters.get(&scope, &id).await {
+                        Ok(Some(entry)) => page.push(entry),
+                        Ok(None) => {}
+                        Err(error) => tracing::error!(trigger = %scope, %id, %error, "cannot read dead letter"),
+                    }
+                }
+                page
             }
-            Err(failure) => {
-                let Verdict::RetryAfter(wait) = config.retry.after_failure(attempt, &failure);
-                tracing::debug!(
-                    trigger = %config.key(), offset = log_event.position.offset, attempt,
-                    %failure, wait_ms = wait.as_millis() as u64, "delivery failed; will retry"
-                );
-                tokio::time::sleep(wait).await;
-                attempt += 1;
+            None => match ctx.dead_letters.list(&scope, after.as_deref(), REDRIVE_PAGE).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(trigger = %scope, %error, "cannot list dead letters; redrive stopped");
+                    break;
+                }
+            },
+        };
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|entry| entry.id.clone());
+        for entry in page {
+            let fresh = ctx.redriving.lock().unwrap_or_else(|e| e.into_inner()).insert(entry.id.clone());
+            if !fresh {
+                continue;
             }
+            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                delivery::redrive(&ctx, entry).await;
+                drop(slot);
+            });
+            while tasks.try_join_next().is_some() {}
         }
     }
+    while tasks.join_next().await.is_some() {}
 }

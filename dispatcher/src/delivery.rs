@@ -1,0 +1,276 @@
+//! Delivering one event until its outcome is final: attempts under the retry policy, replies
+//! written back to the broker, then the dead-letter sink, then the dead-letter store. Nothing
+//! leaves this module without a final outcome, so the worker may count it done.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use http::HeaderMap;
+use switchyard_event::{knative, AttrValue, Event};
+use switchyard_log::{DeadLetter, DeadLetterStore, EventLog};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::policy::{Failure, Verdict};
+use crate::sender::{Answer, Target};
+use crate::{DispatchStats, Sender, TriggerConfig};
+
+/// The longest pause between attempts to write a dead letter to a failing store.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What one trigger's deliveries share.
+pub(crate) struct Context {
+    pub(crate) config: Arc<TriggerConfig>,
+    pub(crate) sender: Sender,
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
+    /// `maxInFlight`: held for the length of one attempt, released while waiting to retry, so
+    /// a retrying event does not keep others from being sent.
+    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) rate: Option<RateLimiter>,
+    pub(crate) stats: Arc<DispatchStats>,
+    /// Dead letters being redriven, so two redrive requests do not deliver one twice.
+    pub(crate) redriving: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    fn scope(&self) -> String {
+        self.config.key()
+    }
+}
+
+/// Why attempts stopped.
+struct Exhausted {
+    failure: Failure,
+    attempts: u32,
+}
+
+impl Exhausted {
+    fn reason(&self) -> String {
+        let plural = if self.attempts == 1 { "" } else { "s" };
+        format!("{} after {} attempt{plural}", self.failure, self.attempts)
+    }
+}
+
+/// Delivers an event read from the log; returns once its outcome is final.
+pub(crate) async fn deliver(ctx: &Context, event: &Event) {
+    let outgoing = knative::for_subscriber(event);
+    let ttl = knative::ttl(event);
+    match attempt(ctx, &ctx.config.target, &outgoing, Some(ttl)).await {
+        Ok(()) => {}
+        Err(exhausted) => {
+            if !dead_letter_to_sink(ctx, &outgoing, &exhausted).await {
+                store(ctx, event, exhausted).await;
+            }
+        }
+    }
+}
+
+/// Redelivers a dead letter through the trigger's current subscriber and policy; removes it
+/// from the store once delivered (or taken by the dead-letter sink).
+pub(crate) async fn redrive(ctx: &Context, entry: DeadLetter) {
+    let outgoing = knative::for_subscriber(&entry.event);
+    let delivered = match attempt(ctx, &ctx.config.target, &outgoing, Some(knative::ttl(&entry.event))).await {
+        Ok(()) => true,
+        Err(exhausted) => dead_letter_to_sink(ctx, &outgoing, &exhausted).await,
+    };
+    if delivered {
+        match ctx.dead_letters.remove(&ctx.scope(), &entry.id).await {
+            Ok(_) => tracing::info!(trigger = %ctx.scope(), id = %entry.id, "dead letter redriven"),
+            Err(error) => {
+                tracing::error!(trigger = %ctx.scope(), id = %entry.id, %error, "redriven, but could not remove the dead letter")
+            }
+        }
+    } else {
+        tracing::warn!(trigger = %ctx.scope(), id = %entry.id, "redrive failed; the dead letter stays in the store");
+    }
+    ctx.redriving.lock().unwrap_or_else(|e| e.into_inner()).remove(&entry.id);
+}
+
+/// Attempts until the target accepts or the policy gives up. With `reply_ttl`, a reply event
+/// in the answer is written to the broker before the attempt counts as a success.
+async fn attempt(ctx: &Context, target: &Target, event: &Event, reply_ttl: Option<i32>) -> Result<(), Exhausted> {
+    let mut attempt = 1;
+    loop {
+        if let Some(rate) = &ctx.rate {
+            rate.acquire().await;
+        }
+        let result = {
+            // The semaphore is never closed; without a permit there is nothing to send with.
+            let _permit = ctx.in_flight.acquire().await.ok();
+            let started = Instant::now();
+            let result = ctx.sender.send(target, event).await;
+            tracing::trace!(trigger = %ctx.scope(), elapsed_us = started.elapsed().as_micros() as u64, "attempt");
+            result
+        };
+        let failure = match result {
+            Ok(answer) => match reply_ttl {
+                Some(ttl) => match write_reply(ctx, answer, ttl).await {
+                    Ok(()) => return Ok(()),
+                    Err(failure) => failure,
+                },
+                None => return Ok(()),
+            },
+            Err(failure) => failure,
+        };
+        ctx.stats.failed_attempts.inc();
+        match ctx.config.retry.after_failure(attempt, &failure) {
+            Verdict::RetryAfter(wait) => {
+                tracing::debug!(
+                    trigger = %ctx.scope(), target = %target.url, attempt, %failure,
+                    wait_ms = wait.as_millis() as u64, "attempt failed; will retry"
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Verdict::GiveUp => {
+                tracing::debug!(trigger = %ctx.scope(), target = %target.url, attempt, %failure, "giving up");
+                return Err(Exhausted { failure, attempts: attempt });
+            }
+        }
+    }
+}
+
+/// Knative data-plane contract: a 2xx answer carrying a CloudEvent is a reply, written back to
+/// the broker with the hop counter decremented. A 202 is never a reply. An answer that claims
+/// to be a CloudEvent but is not a valid one is a failed attempt; other bodies are ignored.
+async fn write_reply(ctx: &Context, answer: Answer, ttl: i32) -> Result<(), Failure> {
+    if answer.status == http::StatusCode::ACCEPTED || !claims_cloudevent(&answer.headers) {
+        return Ok(());
+    }
+    if answer.truncated {
+        return Err(reply_failure("the reply event is larger than 1 MiB".to_owned()));
+    }
+    let mut events = switchyard_event::http::decode_request(&answer.headers, answer.body)
+        .map_err(|e| reply_failure(format!("invalid reply event: {e}")))?;
+    let (Some(mut reply), None) = (events.pop(), events.pop()) else {
+        return Err(reply_failure("a reply must be exactly one event".to_owned()));
+    };
+    let remaining = ttl - 1;
+    if remaining <= 0 {
+        ctx.stats.replies_dropped.inc();
+        tracing::warn!(trigger = %ctx.scope(), reply = %reply.id(), "reply dropped: its knativebrokerttl hop budget is spent");
+        return Ok(());
+    }
+    knative::stamp_ingress(&mut reply, &knative::now_rfc3339());
+    let _ = reply.set_extension(knative::BROKER_TTL, AttrValue::Integer(remaining));
+    ctx.log
+        .append(&ctx.config.topic, std::slice::from_ref(&reply))
+        .await
+        .map_err(|e| reply_failure(format!("cannot store the reply event: {e}")))?;
+    ctx.stats.replies.inc();
+    Ok(())
+}
+
+fn claims_cloudevent(headers: &HeaderMap) -> bool {
+    let structured = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/cloudevents"));
+    structured || headers.contains_key("ce-specversion")
+}
+
+/// A reply problem is retried like a transport error: the subscriber answered, but the
+/// delivery is not done.
+fn reply_failure(error: String) -> Failure {
+    Failure { status: None, error: Some(error), retry_after: None, body_prefix: Default::default() }
+}
+
+/// Sends the event to the dead-letter sink with Knative's error extensions; true when the sink
+/// took it.
+async fn dead_letter_to_sink(ctx: &Context, event: &Event, exhausted: &Exhausted) -> bool {
+    let Some(sink) = &ctx.config.dead_letter_sink else { return false };
+    let annotated = with_error_extensions(event, &ctx.config.target, exhausted);
+    match attempt(ctx, sink, &annotated, None).await {
+        Ok(()) => {
+            ctx.stats.dead_lettered.inc();
+            tracing::warn!(trigger = %ctx.scope(), id = %event.id(), reason = %exhausted.reason(), "event sent to the dead-letter sink");
+            true
+        }
+        Err(sink_exhausted) => {
+            tracing::warn!(trigger = %ctx.scope(), id = %event.id(), reason = %sink_exhausted.reason(), "dead-letter sink failed too");
+            false
+        }
+    }
+}
+
+/// Knative's dead-letter extensions: `knativeerrordest` (the subscriber), `knativeerrorcode`
+/// (the last status, absent for transport errors), `knativeerrordata` (base64 of at most the
+/// first 1024 bytes of the answer); ours: `knativeerrorattempts`.
+fn with_error_extensions(event: &Event, target: &Target, exhausted: &Exhausted) -> Event {
+    let mut annotated = event.clone();
+    let failure = &exhausted.failure;
+    let _ = annotated.set_extension("knativeerrordest", AttrValue::String(target.url.to_string()));
+    if let Some(status) = failure.status {
+        let _ = annotated.set_extension("knativeerrorcode", AttrValue::String(status.as_u16().to_string()));
+    }
+    if !failure.body_prefix.is_empty() {
+        let data = base64::engine::general_purpose::STANDARD
+            .encode(&failure.body_prefix[..failure.body_prefix.len().min(1024)]);
+        let _ = annotated.set_extension("knativeerrordata", AttrValue::String(data));
+    }
+    let attempts = i32::try_from(exhausted.attempts).unwrap_or(i32::MAX);
+    let _ = annotated.set_extension("knativeerrorattempts", AttrValue::Integer(attempts));
+    annotated
+}
+
+/// Keeps the event in the dead-letter store. The store is the last resort: its writes are
+/// retried until they succeed, and until then the event's outcome is not final (so its offset
+/// is not committed and a restart tries again).
+async fn store(ctx: &Context, event: &Event, exhausted: Exhausted) {
+    let mut reason = exhausted.reason();
+    if let Some(sink) = &ctx.config.dead_letter_sink {
+        reason = format!("{reason}; dead-letter sink {} failed too", sink.url);
+    }
+    let entry = DeadLetter {
+        id: String::new(),
+        event: event.clone(),
+        reason,
+        attempts: exhausted.attempts,
+        last_status: exhausted.failure.status.map(|s| s.as_u16()),
+        last_error: exhausted.failure.error.clone(),
+        dead_lettered_at: knative::now_rfc3339(),
+    };
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match ctx.dead_letters.put(&ctx.scope(), entry.clone()).await {
+            Ok(id) => {
+                ctx.stats.dead_letters_stored.inc();
+                tracing::warn!(trigger = %ctx.scope(), event = %event.id(), dead_letter = %id, reason = %entry.reason, "event kept in the dead-letter store");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(trigger = %ctx.scope(), event = %event.id(), %error, "cannot write to the dead-letter store; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(STORE_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// `rateLimit`: attempts start at most `rate` times per second, evenly spaced.
+pub(crate) struct RateLimiter {
+    interval: Duration,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(per_second: f64) -> RateLimiter {
+        RateLimiter {
+            interval: Duration::from_secs_f64(1.0 / per_second),
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
