@@ -161,6 +161,77 @@ impl Client {
 
 use serde::Deserialize;
 
+impl Client {
+    fn dead_letters_url(&self, namespace: &str, trigger: &str) -> String {
+        format!("{}/v1/namespaces/{namespace}/triggers/{trigger}/deadletters", self.server)
+    }
+
+    /// `switchyard deadletters list`: one page.
+    pub async fn list_dead_letters(
+        &self,
+        namespace: &str,
+        trigger: &str,
+        limit: Option<usize>,
+        after: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let mut query = Vec::new();
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(after) = after {
+            query.push(("after", after.to_owned()));
+        }
+        let request = self.http.get(self.dead_letters_url(namespace, trigger)).query(&query);
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        Ok(serde_json::from_slice(&check(response).await?)?)
+    }
+
+    /// `switchyard deadletters redrive`: all, or the given ids.
+    pub async fn redrive_dead_letters(&self, namespace: &str, trigger: &str, ids: &[String]) -> anyhow::Result<()> {
+        let body = if ids.is_empty() { serde_json::json!({}) } else { serde_json::json!({ "ids": ids }) };
+        let url = format!("{}/redrive", self.dead_letters_url(namespace, trigger));
+        let response =
+            self.http.post(url).json(&body).send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        check(response).await?;
+        Ok(())
+    }
+
+    /// `switchyard deadletters purge`: one entry, or all; returns how many were removed.
+    pub async fn purge_dead_letters(&self, namespace: &str, trigger: &str, id: Option<&str>) -> anyhow::Result<u64> {
+        let url = match id {
+            Some(id) => format!("{}/{id}", self.dead_letters_url(namespace, trigger)),
+            None => self.dead_letters_url(namespace, trigger),
+        };
+        let response = self.http.delete(url).send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        let body = check(response).await?;
+        Ok(match id {
+            Some(_) => 1,
+            None => serde_json::from_slice::<Value>(&body)?.get("purged").and_then(Value::as_u64).unwrap_or(0),
+        })
+    }
+}
+
+/// Renders dead letters as a table: one line each.
+pub fn dead_letter_table(value: &Value) -> String {
+    let mut lines = vec![format!("{:<22}  {:<24}  {:>8}  {:>6}  REASON", "ID", "EVENT", "ATTEMPTS", "STATUS")];
+    for item in value.get("items").and_then(Value::as_array).into_iter().flatten() {
+        let text =
+            |pointer: &str| item.pointer(pointer).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+        lines.push(format!(
+            "{:<22}  {:<24}  {:>8}  {:>6}  {}",
+            text("/id").unwrap_or_default(),
+            text("/event/id").unwrap_or_default(),
+            text("/attempts").unwrap_or_default(),
+            text("/lastStatus").filter(|s| s != "null").unwrap_or_else(|| "-".to_owned()),
+            text("/reason").unwrap_or_default(),
+        ));
+    }
+    if let Some(next) = value.get("next").and_then(Value::as_str) {
+        lines.push(format!("(more: --after {next})"));
+    }
+    lines.join("\n")
+}
+
 /// HTTP binding §3.1.3.2: characters to percent-encode in a header value.
 const HEADER_VALUE_ESCAPES: &percent_encoding::AsciiSet =
     &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%').add(0x7f);

@@ -6,18 +6,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use switchyard_dispatcher::{Dispatcher, Filter, Format, Target, TriggerConfig, UntilDelivered};
+use switchyard_dispatcher::policy::{Backoff, KnativeRetry};
+use switchyard_dispatcher::{Dispatcher, Filter, Format, Ordering, Target, TriggerConfig};
 use switchyard_log::{EventLog, LogError};
-use switchyard_meta::resources::{Condition, DeliverySpec, SubscriptionsFilter, TriggerSpec};
+use switchyard_meta::resources::{
+    resolve_delivery, BackoffPolicy, Condition, DeliveryFormat, DeliveryOrdering, SubscriptionsFilter, TriggerSpec,
+};
 use switchyard_meta::store::Upsert;
 use switchyard_meta::{Broker, Store, StoreError, Trigger};
 use tokio::sync::Mutex;
-
-/// Per-attempt delivery timeout when none is configured (the delivery issue makes it
-/// configurable): Knative's PT30S.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Deliveries in flight per trigger.
-const DEFAULT_MAX_IN_FLIGHT: usize = 100;
 
 /// A failure while applying a declaration.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +22,14 @@ pub enum ControlError {
     /// The metadata store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored resource no longer passes validation (stored before a rule existed).
+    #[error("stored trigger '{trigger}' is invalid: {error}")]
+    Invalid {
+        /// The trigger.
+        trigger: String,
+        /// Why.
+        error: switchyard_meta::ValidationError,
+    },
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -65,7 +70,7 @@ impl Controller {
             controller.register_broker(namespace, name);
         }
         for trigger in controller.store.list_triggers(None)? {
-            controller.activate(&trigger).await?;
+            controller.activate_or_report(&trigger).await?;
         }
         Ok(controller)
     }
@@ -92,7 +97,7 @@ impl Controller {
         // Triggers inherit the broker's delivery spec: (re)start those that use this broker.
         for trigger in self.store.list_triggers(Some(&namespace))? {
             if trigger.spec.broker == name {
-                self.activate(&trigger).await?;
+                self.activate_or_report(&trigger).await?;
             }
         }
         Ok((stored, upsert))
@@ -170,6 +175,11 @@ impl Controller {
         })
     }
 
+    /// Redelivers dead letters of a trigger; false when the trigger is not running.
+    pub async fn redrive(&self, namespace: &str, name: &str, selection: switchyard_dispatcher::Redrive) -> bool {
+        self.dispatcher.redrive(namespace, name, selection).await
+    }
+
     /// Stops every trigger, letting in-flight deliveries finish for up to `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         self.dispatcher.shutdown(grace).await;
@@ -178,6 +188,18 @@ impl Controller {
     fn register_broker(&self, namespace: &str, name: &str) {
         let mut brokers = self.brokers.write().unwrap_or_else(|e| e.into_inner());
         brokers.insert((namespace.to_owned(), name.to_owned()), topic_name(namespace, name));
+    }
+
+    /// Like `activate`, but a trigger stored before a validation rule existed is reported and
+    /// left stopped instead of failing every other trigger with it.
+    async fn activate_or_report(&self, trigger: &Trigger) -> Result<(), ControlError> {
+        match self.activate(trigger).await {
+            Err(ControlError::Invalid { trigger, error }) => {
+                tracing::error!(%trigger, %error, "trigger not started: fix it with a PUT");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Starts (or restarts) the trigger's worker if its broker exists.
@@ -191,24 +213,44 @@ impl Controller {
         let group = group_name(namespace, name);
         // Durable before the PUT is answered: every event appended afterwards reaches the trigger.
         self.log.create_group(&topic, &group).await?;
-        let delivery = trigger.spec.delivery.as_ref().or(broker.spec.delivery.as_ref());
+        // A trigger's delivery replaces its broker's as a whole (Knative).
+        let delivery = resolve_delivery(trigger.spec.delivery.as_ref().or(broker.spec.delivery.as_ref()))
+            .map_err(|error| ControlError::Invalid { trigger: format!("{namespace}/{name}"), error })?;
+        let format = match delivery.format {
+            DeliveryFormat::Binary => Format::Binary,
+            DeliveryFormat::Json => Format::Json,
+        };
+        let target = |uri: &str| -> Result<Target, ControlError> {
+            // Validated as an absolute http(s) URL when the resource was submitted.
+            let url = url::Url::parse(uri).map_err(|e| ControlError::Invalid {
+                trigger: format!("{namespace}/{name}"),
+                error: switchyard_meta::ValidationError::field("uri", e.to_string()),
+            })?;
+            Ok(Target { url, format, namespace: namespace.to_owned(), timeout: delivery.timeout })
+        };
         let config = TriggerConfig {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             topic,
             group,
             filter: compile_filter(&trigger.spec),
-            target: Target {
-                // Validated as an absolute http(s) URL when the trigger was submitted.
-                url: trigger.spec.subscriber.uri.as_deref().and_then(|u| url::Url::parse(u).ok()).ok_or_else(|| {
-                    StoreError::Corrupt { key: format!("{namespace}/{name}"), message: "subscriber uri".to_owned() }
-                })?,
-                format: delivery_format(delivery),
-                namespace: namespace.to_owned(),
-                timeout: DEFAULT_TIMEOUT,
+            target: target(trigger.spec.subscriber.uri.as_deref().unwrap_or_default())?,
+            dead_letter_sink: delivery.dead_letter_uri.as_deref().map(target).transpose()?,
+            max_in_flight: delivery.max_in_flight as usize,
+            ordering: match delivery.ordering {
+                DeliveryOrdering::Unordered => Ordering::Unordered,
+                DeliveryOrdering::Ordered => Ordering::Ordered,
             },
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            retry: Arc::new(UntilDelivered::default()),
+            rate_limit: delivery.rate_limit,
+            retry: Arc::new(KnativeRetry {
+                retries: delivery.retry,
+                backoff: match delivery.backoff_policy {
+                    BackoffPolicy::Linear => Backoff::Linear,
+                    BackoffPolicy::Exponential => Backoff::Exponential,
+                },
+                delay: delivery.backoff_delay,
+                retry_after_max: delivery.retry_after_max,
+            }),
         };
         self.dispatcher.start(config).await;
         Ok(())
@@ -217,13 +259,6 @@ impl Controller {
 
 fn names(metadata: &switchyard_meta::resources::Metadata) -> (&str, &str) {
     (metadata.namespace.as_deref().unwrap_or_default(), metadata.name.as_deref().unwrap_or_default())
-}
-
-fn delivery_format(delivery: Option<&DeliverySpec>) -> Format {
-    match delivery.and_then(|d| d.format.as_deref()) {
-        Some("json") => Format::Json,
-        _ => Format::Binary,
-    }
 }
 
 /// Knative: a non-empty `filters` overrides `filter`; an empty one does not.

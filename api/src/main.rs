@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use switchyard::client::{read_file_or_stdin, resource_plural, table, Client, SendRequest};
+use switchyard::client::{dead_letter_table, read_file_or_stdin, resource_plural, table, Client, SendRequest};
 use switchyard::config::ServeConfig;
 
 #[derive(Parser)]
@@ -89,6 +89,13 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Inspect, redrive or purge a trigger's dead-letter store.
+    Deadletters {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// Delete a broker or a trigger.
     Delete {
         #[command(flatten)]
@@ -100,6 +107,49 @@ enum Command {
         /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// List a trigger's dead letters (one page).
+    List {
+        /// The trigger.
+        trigger: String,
+        /// The namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Entries per page (1-1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this id.
+        #[arg(long)]
+        after: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Redeliver dead letters through the trigger's current subscriber and policy.
+    Redrive {
+        /// The trigger.
+        trigger: String,
+        /// The namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Only these entries (repeatable); all when absent.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        /// The trigger.
+        trigger: String,
+        /// The namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Only this entry; all when absent.
+        #[arg(long)]
+        id: Option<String>,
     },
 }
 
@@ -170,6 +220,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Output::Table => println!("{}", table(&value, plural)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
                 Output::Yaml => print!("{}", serde_yaml::to_string(&value)?),
+            }
+            Ok(())
+        }
+        Command::Deadletters { server, command } => {
+            let client = Client::new(&server.server)?;
+            match command {
+                DeadLetterCommand::List { trigger, namespace, limit, after, output } => {
+                    let value = client.list_dead_letters(&namespace, &trigger, limit, after.as_deref()).await?;
+                    match output {
+                        Output::Table => println!("{}", dead_letter_table(&value)),
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
+                        Output::Yaml => print!("{}", serde_yaml::to_string(&value)?),
+                    }
+                }
+                DeadLetterCommand::Redrive { trigger, namespace, ids } => {
+                    client.redrive_dead_letters(&namespace, &trigger, &ids).await?;
+                    let what = if ids.is_empty() {
+                        "all dead letters".to_owned()
+                    } else {
+                        format!("{} dead letters", ids.len())
+                    };
+                    println!("redriving {what} of trigger/{namespace}/{trigger}");
+                }
+                DeadLetterCommand::Purge { trigger, namespace, id } => {
+                    let purged = client.purge_dead_letters(&namespace, &trigger, id.as_deref()).await?;
+                    println!("purged {purged} dead letters of trigger/{namespace}/{trigger}");
+                }
             }
             Ok(())
         }

@@ -6,10 +6,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use switchyard_event::{AttrValue, Event, EventError};
+use switchyard_event::{Event, EventError};
 use switchyard_log::{EventLog, LogError};
 use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label};
 use switchyard_meta::store::Upsert;
@@ -53,6 +53,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/namespaces/{namespace}/brokers/{name}", get(get_broker).put(put_broker).delete(delete_broker))
         .route("/v1/namespaces/{namespace}/triggers", get(list_triggers))
         .route("/v1/namespaces/{namespace}/triggers/{name}", get(get_trigger).put(put_trigger).delete(delete_trigger))
+        .route(
+            "/v1/namespaces/{namespace}/triggers/{name}/deadletters",
+            get(list_dead_letters).delete(purge_dead_letters),
+        )
+        .route("/v1/namespaces/{namespace}/triggers/{name}/deadletters/redrive", post(redrive_dead_letters))
+        .route(
+            "/v1/namespaces/{namespace}/triggers/{name}/deadletters/{id}",
+            get(get_dead_letter).delete(delete_dead_letter),
+        )
         .route("/{namespace}/{broker}", any(ingest_endpoint))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
@@ -111,10 +120,9 @@ async fn ingest(
             ));
         }
     }
-    let arrival = AttrValue::String(arrival_time());
+    let arrival = switchyard_event::knative::now_rfc3339();
     for event in &mut events {
-        // The ingress stamps arrival, as Knative's does; it is an extension name, always valid.
-        let _ = event.set_extension("knativearrivaltime", arrival.clone());
+        switchyard_event::knative::stamp_ingress(event, &arrival);
     }
     match state.log.append(&topic, &events).await {
         Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
@@ -139,11 +147,6 @@ fn event_error(error: EventError) -> ApiError {
 fn approximate_size(event: &Event) -> usize {
     let attributes: usize = event.attributes().iter().map(|(n, v)| n.len() + v.to_canonical_string().len()).sum();
     attributes + event.data().map_or(0, |d| d.bytes.len())
-}
-
-fn arrival_time() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// CloudEvents HTTP Webhook §4.1: the abuse-protection handshake. Any origin may deliver, at
@@ -288,4 +291,134 @@ async fn delete_trigger(
     let trigger = state.controller.delete_trigger(&namespace, &name).await.map_err(control_error)?;
     let trigger = trigger.ok_or_else(|| ApiError::not_found(format!("trigger '{namespace}/{name}' does not exist")))?;
     Ok(Json(trigger).into_response())
+}
+
+// ---- dead letters ----
+
+/// Default and largest page of dead letters.
+const DEAD_LETTER_PAGE: usize = 100;
+const MAX_DEAD_LETTER_PAGE: usize = 1000;
+
+#[derive(serde::Deserialize)]
+struct DeadLetterQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+}
+
+fn dead_letter_json(entry: &switchyard_log::DeadLetter) -> serde_json::Value {
+    serde_json::json!({
+        "id": entry.id,
+        "event": switchyard_event::json::to_value(&entry.event),
+        "reason": entry.reason,
+        "attempts": entry.attempts,
+        "lastStatus": entry.last_status,
+        "lastError": entry.last_error,
+        "deadLetteredAt": entry.dead_lettered_at,
+    })
+}
+
+/// The trigger must exist; its dead letters are its scope in the store.
+fn dead_letter_scope(state: &AppState, namespace: &str, name: &str) -> Result<String, ApiError> {
+    let trigger = state.controller.store().get_trigger(namespace, name).map_err(ApiError::internal)?;
+    trigger.ok_or_else(|| ApiError::not_found(format!("trigger '{namespace}/{name}' does not exist")))?;
+    Ok(switchyard_dispatcher::dead_letter_scope(namespace, name))
+}
+
+fn log_error(error: LogError) -> ApiError {
+    match error {
+        LogError::Unavailable(_) => ApiError::unavailable(error.to_string(), 1),
+        _ => ApiError::internal(error),
+    }
+}
+
+async fn list_dead_letters(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let scope = dead_letter_scope(&state, &namespace, &name)?;
+    let query: DeadLetterQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let limit = match query.limit.as_deref() {
+        None => DEAD_LETTER_PAGE,
+        Some(text) => text.parse().ok().filter(|n| (1..=MAX_DEAD_LETTER_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "invalid query 'limit': '{text}' is not a number from 1 to {MAX_DEAD_LETTER_PAGE}"
+            ))
+        })?,
+    };
+    let entries = state.log.dead_letters().list(&scope, query.after.as_deref(), limit).await.map_err(log_error)?;
+    let next = (entries.len() == limit).then(|| entries.last().map(|e| e.id.clone())).flatten();
+    let items: Vec<_> = entries.iter().map(dead_letter_json).collect();
+    Ok(Json(serde_json::json!({ "items": items, "next": next })).into_response())
+}
+
+async fn get_dead_letter(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name, id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let scope = dead_letter_scope(&state, &namespace, &name)?;
+    let entry = state.log.dead_letters().get(&scope, &id).await.map_err(log_error)?;
+    let entry =
+        entry.ok_or_else(|| ApiError::not_found(format!("dead letter '{id}' of trigger '{scope}' does not exist")))?;
+    Ok(Json(dead_letter_json(&entry)).into_response())
+}
+
+async fn redrive_dead_letters(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let scope = dead_letter_scope(&state, &namespace, &name)?;
+    let body = read_body(body).await?;
+    let request: RedriveRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RedriveRequest { ids: None }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?
+    };
+    let selection = match request.ids {
+        None => switchyard_dispatcher::Redrive::All,
+        Some(ids) => {
+            for id in &ids {
+                if state.log.dead_letters().get(&scope, id).await.map_err(log_error)?.is_none() {
+                    return Err(ApiError::not_found(format!("dead letter '{id}' of trigger '{scope}' does not exist")));
+                }
+            }
+            switchyard_dispatcher::Redrive::Ids(ids)
+        }
+    };
+    if !state.controller.redrive(&namespace, &name, selection).await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("trigger '{scope}' is not ready (its broker does not exist): nothing can be redelivered now"),
+        ));
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn delete_dead_letter(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name, id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let scope = dead_letter_scope(&state, &namespace, &name)?;
+    if !state.log.dead_letters().remove(&scope, &id).await.map_err(log_error)? {
+        return Err(ApiError::not_found(format!("dead letter '{id}' of trigger '{scope}' does not exist")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn purge_dead_letters(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let scope = dead_letter_scope(&state, &namespace, &name)?;
+    let purged = state.log.dead_letters().purge(&scope).await.map_err(log_error)?;
+    Ok(Json(serde_json::json!({ "purged": purged })).into_response())
 }

@@ -213,6 +213,8 @@ async fn status_and_json(response: reqwest::Response) -> (StatusCode, Value) {
 /// One request a subscriber received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When it arrived.
+    pub at: Instant,
     /// Its headers.
     pub headers: HeaderMap,
     /// Its body.
@@ -236,6 +238,7 @@ pub struct Subscriber {
     pub address: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     answers: Arc<Mutex<VecDeque<Answer>>>,
+    default_answer: Arc<Mutex<Option<Answer>>>,
     down: Arc<AtomicBool>,
 }
 
@@ -246,11 +249,40 @@ pub struct Answer {
     pub status: StatusCode,
     /// Extra headers.
     pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
+
+impl Answer {
+    /// An answer with a status and nothing else.
+    pub fn status(status: StatusCode) -> Answer {
+        Answer { status, headers: Vec::new(), body: Vec::new(), delay: Duration::ZERO }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Answer {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Answer {
+        self.body = body.into();
+        self
+    }
+
+    /// Answers only after `delay`.
+    pub fn after(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
 }
 
 impl From<StatusCode> for Answer {
     fn from(status: StatusCode) -> Answer {
-        Answer { status, headers: Vec::new() }
+        Answer::status(status)
     }
 }
 
@@ -274,6 +306,7 @@ impl Subscriber {
             address,
             received: Arc::default(),
             answers: Arc::new(Mutex::new(answers.into())),
+            default_answer: Arc::default(),
             down: Arc::default(),
         };
         let state = subscriber.clone();
@@ -283,9 +316,12 @@ impl Subscriber {
                 if state.down.load(Ordering::Relaxed) {
                     return StatusCode::SERVICE_UNAVAILABLE.into_response();
                 }
-                state.received.lock().expect("lock").push(Received { headers, body });
-                let answer = state.answers.lock().expect("lock").pop_front().unwrap_or(StatusCode::OK.into());
-                let mut response = answer.status.into_response();
+                state.received.lock().expect("lock").push(Received { at: Instant::now(), headers, body });
+                let answer = state.answers.lock().expect("lock").pop_front();
+                let answer = answer.or_else(|| state.default_answer.lock().expect("lock").clone());
+                let answer = answer.unwrap_or(StatusCode::OK.into());
+                tokio::time::sleep(answer.delay).await;
+                let mut response = (answer.status, answer.body).into_response();
                 for (name, value) in answer.headers {
                     response.headers_mut().insert(name, value.parse().expect("header value"));
                 }
@@ -299,6 +335,16 @@ impl Subscriber {
     /// While down, every request is answered 503 and not recorded.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Answers every request not covered by the queued answers with `answer` (instead of 200).
+    pub fn always(&self, answer: impl Into<Answer>) {
+        *self.default_answer.lock().expect("lock") = Some(answer.into());
+    }
+
+    /// Arrival times of the requests received so far.
+    pub fn arrival_times(&self) -> Vec<Instant> {
+        self.received().iter().map(|r| r.at).collect()
     }
 
     /// Everything received so far.

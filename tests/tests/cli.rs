@@ -145,3 +145,56 @@ async fn errors_are_one_line_with_exit_codes() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("cannot reach"));
 }
+
+#[tokio::test]
+async fn deadletters_list_redrive_purge() {
+    let server = Server::start().await;
+    server.broker("default", "b").await;
+    let subscriber = Subscriber::start().await;
+    subscriber.always(reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    server.trigger("default", "t", serde_json::json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
+    for id in ["d1", "d2", "d3"] {
+        server.send_binary("default", "b", id, "t", b"{}").await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let table = loop {
+        let output = cli(&server, &["deadletters", "list", "t"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let table = stdout(&output);
+        if table.lines().count() == 4 {
+            break table;
+        }
+        assert!(std::time::Instant::now() < deadline, "{table}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains("d1") && table.contains("422"), "{table}");
+    let output = cli(&server, &["deadletters", "list", "t", "-o", "json", "--limit", "1"]);
+    let page: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let first_id = page["items"][0]["id"].as_str().unwrap().to_owned();
+
+    subscriber.always(reqwest::StatusCode::OK);
+    let first_event = page["items"][0]["event"]["id"].as_str().unwrap().to_owned();
+    let attempts_of =
+        |s: &Subscriber| s.received().iter().filter(|r| r.header("ce-id") == Some(first_event.as_str())).count();
+    let before = attempts_of(&subscriber);
+    let output = cli(&server, &["deadletters", "redrive", "t", "--id", &first_id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "redriving 1 dead letters of trigger/default/t\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while attempts_of(&subscriber) == before {
+        assert!(std::time::Instant::now() < deadline, "{first_event} was not redriven");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = cli(&server, &["deadletters", "purge", "t"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let purged = stdout(&output);
+    assert!(
+        purged == "purged 2 dead letters of trigger/default/t\n"
+            || purged == "purged 3 dead letters of trigger/default/t\n",
+        "{purged}"
+    );
+    let output = cli(&server, &["deadletters", "list", "nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("default/nope"));
+}

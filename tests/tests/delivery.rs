@@ -197,11 +197,21 @@ async fn redirects_are_not_followed() {
     let server = Server::start().await;
     server.broker("default", "b").await;
     let target = Subscriber::start().await;
-    let redirect = Answer { status: StatusCode::TEMPORARY_REDIRECT, headers: vec![("location", target.url.clone())] };
-    let redirecting = Subscriber::start_with_answers(vec![redirect; 3]).await;
+    let redirect = Answer::status(StatusCode::TEMPORARY_REDIRECT).header("location", target.url.clone());
+    let redirecting = Subscriber::start_with_answers(vec![redirect]).await;
     server.trigger("default", "t", json!({"broker": "b", "subscriber": {"uri": redirecting.url}})).await;
     assert_eq!(server.send_binary("default", "b", "r1", "t", b"{}").await, StatusCode::ACCEPTED);
-    // Retried at the subscriber itself (a 3xx is a failed attempt), never sent elsewhere.
-    redirecting.wait_for(4, WAIT).await;
-    assert!(target.received().is_empty());
+    // A 3xx is an answer, not a delivery, and not retryable: the event is dead-lettered.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = server.get("/v1/namespaces/default/triggers/t/deadletters").await;
+        if let Some(entry) = body["items"].as_array().and_then(|items| items.first()) {
+            assert_eq!(entry["lastStatus"], 307);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the redirected event was never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(redirecting.received().len(), 1);
+    assert!(target.received().is_empty(), "the redirect was not followed");
 }

@@ -91,12 +91,33 @@ async fn trigger_validation_names_the_field() {
         (json!({"kind": "Broker", "spec": {"broker": "b", "subscriber": {"uri": "http://x/"}}}), "kind"),
         (json!({"apiVersion": "v2", "spec": {"broker": "b", "subscriber": {"uri": "http://x/"}}}), "apiVersion"),
     ];
+    let mut cases = cases.to_vec();
+    for (delivery, field) in [
+        (json!({"backoffDelay": "5s"}), "spec.delivery.backoffDelay"),
+        (json!({"backoffDelay": "P1M"}), "spec.delivery.backoffDelay"),
+        (json!({"timeout": "PT0S"}), "spec.delivery.timeout"),
+        (json!({"retryAfterMax": "soon"}), "spec.delivery.retryAfterMax"),
+        (json!({"retry": -1}), "spec.delivery.retry"),
+        (json!({"backoffPolicy": "fibonacci"}), "spec.delivery.backoffPolicy"),
+        (json!({"ordering": "sorted"}), "spec.delivery.ordering"),
+        (json!({"maxInFlight": 0}), "spec.delivery.maxInFlight"),
+        (json!({"rateLimit": -5}), "spec.delivery.rateLimit"),
+        (json!({"deadLetterSink": {"uri": "nowhere"}}), "spec.delivery.deadLetterSink.uri"),
+        (json!({"deadLetterSink": {}}), "spec.delivery.deadLetterSink.uri"),
+    ] {
+        cases.push((json!({"spec": {"broker": "b", "subscriber": {"uri": "http://x/"}, "delivery": delivery}}), field));
+    }
     for (body, needle) in cases {
         let (status, problem) = server.put("/v1/namespaces/default/triggers/t", body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains(needle), "{body}: {detail}");
     }
+    let (status, problem) = server
+        .put("/v1/namespaces/default/brokers/b", json!({"spec": {"delivery": {"backoffPolicy": "random"}}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["detail"].as_str().unwrap().contains("spec.delivery.backoffPolicy"), "{problem}");
     let (status, problem) = server.put("/v1/namespaces/default/triggers/Bad_Name", json!({"spec": {}})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(problem["detail"].as_str().unwrap().contains("Bad_Name"));
