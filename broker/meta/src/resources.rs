@@ -499,7 +499,7 @@ pub enum DeliveryFormat {
 pub enum DeliveryOrdering {
     /// Deliveries run concurrently, up to `maxInFlight`.
     Unordered,
-    /// Each event is delivered (or given up) before the next one starts.
+    /// Events with the same `partitionkey` go one at a time, in log order; other keys proceed.
     Ordered,
 }
 
