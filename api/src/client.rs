@@ -211,6 +211,45 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `switchyard filter test`: the trigger's `filter`/`filters` (from the first Trigger in
+    /// `trigger_yaml`) against `event`.
+    pub async fn test_filter(&self, trigger_yaml: &str, event: Value) -> anyhow::Result<Value> {
+        let trigger = serde_yaml::Deserializer::from_str(trigger_yaml)
+            .map(|document| serde_yaml::Value::deserialize(document).context("invalid YAML"))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|document| serde_json::to_value(document).context("YAML document is not representable as JSON"))
+            .collect::<anyhow::Result<Vec<Value>>>()?
+            .into_iter()
+            .find(|document| {
+                document.get("kind").and_then(Value::as_str) == Some("Trigger") || document.get("spec").is_some()
+            })
+            .ok_or_else(|| anyhow!("no Trigger in the file"))?;
+        let spec = trigger.get("spec").cloned().unwrap_or(Value::Null);
+        let mut request = serde_json::Map::new();
+        for field in ["filter", "filters"] {
+            if let Some(value) = spec.get(field) {
+                request.insert(field.to_owned(), value.clone());
+            }
+        }
+        request.insert("event".to_owned(), event);
+        self.post_json("/v1/filters/test", &Value::Object(request)).await
+    }
+
+    /// `switchyard cesql`: evaluates an expression against an event.
+    pub async fn evaluate_cesql(&self, expression: &str, event: Value) -> anyhow::Result<Value> {
+        self.post_json("/v1/cesql/evaluate", &serde_json::json!({ "expression": expression, "event": event })).await
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.server);
+        let response =
+            self.http.post(url).json(body).send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        Ok(serde_json::from_slice(&check(response).await?)?)
+    }
+}
+
 /// Renders dead letters as a table: one line each.
 pub fn dead_letter_table(value: &Value) -> String {
     let mut lines = vec![format!("{:<22}  {:<24}  {:>8}  {:>6}  REASON", "ID", "EVENT", "ATTEMPTS", "STATUS")];

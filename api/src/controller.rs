@@ -10,7 +10,7 @@ use switchyard_dispatcher::policy::{Backoff, KnativeRetry};
 use switchyard_dispatcher::{Dispatcher, Filter, Format, Ordering, Target, TriggerConfig};
 use switchyard_log::{EventLog, LogError};
 use switchyard_meta::resources::{
-    resolve_delivery, BackoffPolicy, Condition, DeliveryFormat, DeliveryOrdering, SubscriptionsFilter, TriggerSpec,
+    resolve_delivery, AttributesFilter, BackoffPolicy, Condition, DeliveryFormat, DeliveryOrdering, SubscriptionsFilter,
 };
 use switchyard_meta::store::Upsert;
 use switchyard_meta::{Broker, Store, StoreError, Trigger};
@@ -233,7 +233,12 @@ impl Controller {
             name: name.to_owned(),
             topic,
             group,
-            filter: compile_filter(&trigger.spec),
+            filter: compile_filter(trigger.spec.filter.as_ref(), &trigger.spec.filters).map_err(|message| {
+                ControlError::Invalid {
+                    trigger: format!("{namespace}/{name}"),
+                    error: switchyard_meta::ValidationError::field("spec.filters", message),
+                }
+            })?,
             target: target(trigger.spec.subscriber.uri.as_deref().unwrap_or_default())?,
             dead_letter_sink: delivery.dead_letter_uri.as_deref().map(target).transpose()?,
             max_in_flight: delivery.max_in_flight as usize,
@@ -261,30 +266,38 @@ fn names(metadata: &switchyard_meta::resources::Metadata) -> (&str, &str) {
     (metadata.namespace.as_deref().unwrap_or_default(), metadata.name.as_deref().unwrap_or_default())
 }
 
-/// Knative: a non-empty `filters` overrides `filter`; an empty one does not.
-pub fn compile_filter(spec: &TriggerSpec) -> Filter {
-    if !spec.filters.is_empty() {
-        return Filter::AllOf(spec.filters.iter().map(compile_subscriptions_filter).collect());
+/// Knative: a non-empty `filters` overrides `filter`; an empty one does not. The filters were
+/// validated on the way in, so compiling fails only for a resource stored before a rule existed.
+pub fn compile_filter(filter: Option<&AttributesFilter>, filters: &[SubscriptionsFilter]) -> Result<Filter, String> {
+    if !filters.is_empty() {
+        return filters.iter().map(compile_subscriptions_filter).collect::<Result<_, _>>().map(Filter::AllOf);
     }
-    match &spec.filter {
+    Ok(match filter {
         Some(filter) if !filter.attributes.is_empty() => {
             Filter::Attributes(filter.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         }
         _ => Filter::All,
-    }
+    })
 }
 
-fn compile_subscriptions_filter(filter: &SubscriptionsFilter) -> Filter {
+fn compile_subscriptions_filter(filter: &SubscriptionsFilter) -> Result<Filter, String> {
     let pairs =
         |map: &std::collections::BTreeMap<String, String>| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    match filter {
+    let nested = |filters: &[SubscriptionsFilter]| {
+        filters.iter().map(compile_subscriptions_filter).collect::<Result<Vec<_>, _>>()
+    };
+    Ok(match filter {
         SubscriptionsFilter::Exact(map) => Filter::Exact(pairs(map)),
         SubscriptionsFilter::Prefix(map) => Filter::Prefix(pairs(map)),
         SubscriptionsFilter::Suffix(map) => Filter::Suffix(pairs(map)),
-        SubscriptionsFilter::All(filters) => Filter::AllOf(filters.iter().map(compile_subscriptions_filter).collect()),
-        SubscriptionsFilter::Any(filters) => Filter::AnyOf(filters.iter().map(compile_subscriptions_filter).collect()),
-        SubscriptionsFilter::Not(filter) => Filter::Not(Box::new(compile_subscriptions_filter(filter))),
-        // Refused at validation until the CESQL dialect lands; never reaches a worker.
-        SubscriptionsFilter::Cesql(_) => Filter::Not(Box::new(Filter::All)),
-    }
+        SubscriptionsFilter::All(filters) => Filter::AllOf(nested(filters)?),
+        SubscriptionsFilter::Any(filters) => Filter::AnyOf(nested(filters)?),
+        SubscriptionsFilter::Not(filter) => Filter::Not(Box::new(compile_subscriptions_filter(filter)?)),
+        SubscriptionsFilter::Cesql(expression) => {
+            Filter::Cesql(Arc::new(switchyard_cesql::parse(expression).map_err(|e| e.to_string())?))
+        }
+        SubscriptionsFilter::Jsonpath(query) => {
+            Filter::JsonPath(Arc::new(switchyard_dispatcher::filter::parse_jsonpath(query)?))
+        }
+    })
 }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 pub mod controller;
+mod filters;
 pub mod problem;
 pub mod serve;
 pub mod server;

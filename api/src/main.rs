@@ -89,6 +89,23 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Try a trigger's filters against an event.
+    Filter {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(subcommand)]
+        command: FilterCommand,
+    },
+    /// Evaluate a CESQL expression against an event.
+    Cesql {
+        #[command(flatten)]
+        server: ServerArg,
+        /// The expression, e.g. "type LIKE 'order.%' AND EXISTS region".
+        expression: String,
+        /// The event, in the JSON event format (- for standard input).
+        #[arg(short = 'e', long = "event")]
+        event: String,
+    },
     /// Inspect, redrive or purge a trigger's dead-letter store.
     Deadletters {
         #[command(flatten)]
@@ -107,6 +124,19 @@ enum Command {
         /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Does the event pass the trigger's filter/filters?
+    Test {
+        /// A Knative Trigger YAML file (its spec.filter and spec.filters are used).
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// The event, in the JSON event format (- for standard input).
+        #[arg(short = 'e', long = "event")]
+        event: String,
     },
 }
 
@@ -223,6 +253,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Filter { server, command: FilterCommand::Test { file, event } } => {
+            let trigger = String::from_utf8(read_file_or_stdin(&file)?)?;
+            let event = read_event(&event)?;
+            let answer = Client::new(&server.server)?.test_filter(&trigger, event).await?;
+            let matched = answer.get("matched").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            println!("{}", if matched { "matched" } else { "not matched" });
+            for error in answer.get("errors").and_then(serde_json::Value::as_array).into_iter().flatten() {
+                println!("error: {}", error.as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        Command::Cesql { server, expression, event } => {
+            let event = read_event(&event)?;
+            let answer = Client::new(&server.server)?.evaluate_cesql(&expression, event).await?;
+            match answer.get("error").filter(|e| !e.is_null()) {
+                None => {
+                    println!("{}", answer.get("result").cloned().unwrap_or_default());
+                    Ok(())
+                }
+                Some(error) => {
+                    let kind = error.get("kind").and_then(serde_json::Value::as_str).unwrap_or("generic");
+                    let message = error.get("message").and_then(serde_json::Value::as_str).unwrap_or_default();
+                    anyhow::bail!("cesql {kind} error: {message}")
+                }
+            }
+        }
         Command::Deadletters { server, command } => {
             let client = Client::new(&server.server)?;
             match command {
@@ -257,6 +313,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn read_event(path: &str) -> anyhow::Result<serde_json::Value> {
+    let bytes = read_file_or_stdin(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("'{path}' is not a JSON event: {e}"))
 }
 
 fn init_tracing(format: LogFormat) {

@@ -47,6 +47,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
+        .route("/v1/filters/test", post(crate::filters::test_filter))
+        .route("/v1/cesql/evaluate", post(crate::filters::evaluate_cesql))
         .route("/v1/brokers", get(list_brokers))
         .route("/v1/triggers", get(list_triggers))
         .route("/v1/namespaces/{namespace}/brokers", get(list_brokers))

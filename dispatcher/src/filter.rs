@@ -1,9 +1,40 @@
-//! Which events a trigger receives, with Knative's semantics.
+//! Which events a trigger receives, with Knative's semantics, plus CESQL and JSONPath.
+
+use std::cell::OnceCell;
+use std::sync::Arc;
 
 use switchyard_event::Event;
 
+/// A parsed JSONPath query (RFC 9535).
+pub type JsonPathQuery = jsonpath_rust::parser::model::JpQuery;
+
+/// Parses a JSONPath query; the error says what is wrong.
+pub fn parse_jsonpath(query: &str) -> Result<JsonPathQuery, String> {
+    jsonpath_rust::parser::parse_json_path(query).map_err(|e| e.to_string())
+}
+
+/// An event under evaluation, with its JSON form built at most once, and only if a JSONPath
+/// filter asks for it.
+pub struct EventView<'a> {
+    event: &'a Event,
+    json: OnceCell<serde_json::Value>,
+}
+
+impl<'a> EventView<'a> {
+    /// A view of `event`.
+    pub fn new(event: &'a Event) -> EventView<'a> {
+        EventView { event, json: OnceCell::new() }
+    }
+
+    /// The event's JSON form (JSON event format): attributes, and `data` parsed as JSON when
+    /// its content type is JSON (a string for text, `data_base64` for bytes).
+    fn json(&self) -> &serde_json::Value {
+        self.json.get_or_init(|| switchyard_event::json::to_value(self.event))
+    }
+}
+
 /// A compiled trigger filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Filter {
     /// Every event passes (no filter declared).
     All,
@@ -23,12 +54,31 @@ pub enum Filter {
     AnyOf(Vec<Filter>),
     /// Subscriptions API `not`.
     Not(Box<Filter>),
+    /// Subscriptions API `cesql`: passes when the expression evaluates to true without error.
+    Cesql(Arc<switchyard_cesql::Expression>),
+    /// Switchyard's `jsonpath`: passes when the query selects at least one node of the event's
+    /// JSON form.
+    JsonPath(Arc<JsonPathQuery>),
 }
 
 impl Filter {
     /// Whether `event` passes. Names resolve to context attributes, then extensions (they share
     /// one namespace in the event); non-string values compare by their canonical string.
     pub fn matches(&self, event: &Event) -> bool {
+        self.evaluate(&EventView::new(event), &mut None)
+    }
+
+    /// Whether `event` passes, and the errors met on the way (a CESQL evaluation error, a
+    /// JSONPath query that failed), for the filter-test API.
+    pub fn explain(&self, event: &Event) -> (bool, Vec<String>) {
+        let mut errors = Some(Vec::new());
+        let matched = self.evaluate(&EventView::new(event), &mut errors);
+        (matched, errors.unwrap_or_default())
+    }
+
+    /// Evaluates against a shared view, so that several filters parse `data` at most once.
+    pub fn evaluate(&self, view: &EventView<'_>, errors: &mut Option<Vec<String>>) -> bool {
+        let event = view.event;
         match self {
             Filter::All => true,
             Filter::Attributes(pairs) => pairs.iter().all(|(name, expected)| match event.get(name) {
@@ -39,9 +89,34 @@ impl Filter {
             Filter::Exact(pairs) => compare(event, pairs, |value, expected| value == expected),
             Filter::Prefix(pairs) => compare(event, pairs, |value, expected| value.starts_with(expected)),
             Filter::Suffix(pairs) => compare(event, pairs, |value, expected| value.ends_with(expected)),
-            Filter::AllOf(filters) => filters.iter().all(|f| f.matches(event)),
-            Filter::AnyOf(filters) => filters.is_empty() || filters.iter().any(|f| f.matches(event)),
-            Filter::Not(filter) => !filter.matches(event),
+            Filter::AllOf(filters) => filters.iter().all(|f| f.evaluate(view, errors)),
+            Filter::AnyOf(filters) => filters.is_empty() || filters.iter().any(|f| f.evaluate(view, errors)),
+            Filter::Not(filter) => !filter.evaluate(view, errors),
+            Filter::Cesql(expression) => match errors {
+                // Fail-fast (CESQL §4): any error means the event does not pass.
+                None => expression.matches(event),
+                Some(errors) => match expression.evaluate(event) {
+                    Ok(switchyard_cesql::Value::Boolean(result)) => result,
+                    // CESQL v1.0 §1.2: only a Boolean true passes.
+                    Ok(other) => {
+                        errors.push(format!("cesql: the expression yields {other}, not a boolean"));
+                        false
+                    }
+                    Err(error) => {
+                        errors.push(format!("cesql {} error: {}", error.kind.as_str(), error.message));
+                        false
+                    }
+                },
+            },
+            Filter::JsonPath(query) => match jsonpath_rust::query::js_path_process(query.as_ref(), view.json()) {
+                Ok(nodes) => !nodes.is_empty(),
+                Err(error) => {
+                    if let Some(errors) = errors {
+                        errors.push(format!("jsonpath: {error}"));
+                    }
+                    false
+                }
+            },
         }
     }
 }

@@ -20,7 +20,8 @@ fuzz_target!(|input: &[u8]| {
     for line in head.split(|&b| b == b'\n') {
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
         let (name, value) = line.split_at(colon);
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value[1..].trim_ascii())) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value[1..].trim_ascii()))
+        {
             headers.append(name, value);
         }
     }

@@ -151,6 +151,8 @@ pub enum SubscriptionsFilter {
     Not(Box<SubscriptionsFilter>),
     /// A CESQL expression.
     Cesql(String),
+    /// A JSONPath query over the event's JSON form (Switchyard's own dialect).
+    Jsonpath(String),
 }
 
 impl<'de> Deserialize<'de> for SubscriptionsFilter {
@@ -160,7 +162,7 @@ impl<'de> Deserialize<'de> for SubscriptionsFilter {
         let mut dialects = object.into_iter();
         let (Some((dialect, value)), None) = (dialects.next(), dialects.next()) else {
             return Err(D::Error::custom(
-                "each filter must have exactly one dialect (exact, prefix, suffix, all, any, not, cesql)",
+                "each filter must have exactly one dialect (exact, prefix, suffix, all, any, not, cesql, jsonpath)",
             ));
         };
         let decoded = match dialect.as_str() {
@@ -171,9 +173,10 @@ impl<'de> Deserialize<'de> for SubscriptionsFilter {
             "any" => serde_json::from_value(value_of(&dialect, value)?).map(SubscriptionsFilter::Any),
             "not" => serde_json::from_value(value_of(&dialect, value)?).map(SubscriptionsFilter::Not),
             "cesql" => serde_json::from_value(value_of(&dialect, value)?).map(SubscriptionsFilter::Cesql),
+            "jsonpath" => serde_json::from_value(value_of(&dialect, value)?).map(SubscriptionsFilter::Jsonpath),
             other => {
                 return Err(D::Error::custom(format!(
-                    "unknown filter dialect '{other}': use exact, prefix, suffix, all, any, not or cesql"
+                    "unknown filter dialect '{other}': use exact, prefix, suffix, all, any, not, cesql or jsonpath"
                 )))
             }
         };
@@ -395,17 +398,28 @@ fn validate_trigger_spec(spec: &TriggerSpec) -> Result<(), ValidationError> {
         return Err(ValidationError::field("spec.broker", "is required".to_owned()));
     }
     validate_dns_label("spec.broker", &spec.broker)?;
-    if let Some(filter) = &spec.filter {
-        for key in filter.attributes.keys() {
-            validate_attribute_key("spec.filter.attributes", key)?;
-        }
-    }
-    for (i, filter) in spec.filters.iter().enumerate() {
-        validate_subscriptions_filter(filter, &format!("spec.filters[{i}]"))?;
-    }
+    validate_filters(spec.filter.as_ref(), &spec.filters, "spec.")?;
     validate_destination(&spec.subscriber, "spec.subscriber", true)?;
     if let Some(delivery) = &spec.delivery {
         validate_delivery(delivery, "spec.delivery")?;
+    }
+    Ok(())
+}
+
+/// Validates a trigger's `filter` and `filters` (field names under `prefix`, e.g. `spec.`):
+/// attribute names, one dialect per element, parseable CESQL and JSONPath.
+pub fn validate_filters(
+    filter: Option<&AttributesFilter>,
+    filters: &[SubscriptionsFilter],
+    prefix: &str,
+) -> Result<(), ValidationError> {
+    if let Some(filter) = filter {
+        for key in filter.attributes.keys() {
+            validate_attribute_key(&format!("{prefix}filter.attributes"), key)?;
+        }
+    }
+    for (i, filter) in filters.iter().enumerate() {
+        validate_subscriptions_filter(filter, &format!("{prefix}filters[{i}]"))?;
     }
     Ok(())
 }
@@ -440,10 +454,12 @@ fn validate_subscriptions_filter(filter: &SubscriptionsFilter, field: &str) -> R
             Ok(())
         }
         SubscriptionsFilter::Not(nested) => validate_subscriptions_filter(nested, &format!("{field}.not")),
-        SubscriptionsFilter::Cesql(_) => Err(ValidationError::field(
-            field,
-            "the 'cesql' dialect is not supported yet: use exact, prefix, suffix, all, any or not".to_owned(),
-        )),
+        SubscriptionsFilter::Cesql(expression) => switchyard_cesql::parse(expression)
+            .map(drop)
+            .map_err(|e| ValidationError::field(field, format!("invalid CESQL expression '{expression}': {e}"))),
+        SubscriptionsFilter::Jsonpath(query) => jsonpath_rust::parser::parse_json_path(query)
+            .map(drop)
+            .map_err(|e| ValidationError::field(field, format!("invalid JSONPath query '{query}': {e}"))),
     }
 }
 
