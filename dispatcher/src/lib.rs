@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, watch, Mutex, Semaphore};
 use tokio::task::JoinHandle;
 
 mod delivery;
+mod fanout;
 pub mod filter;
+pub mod index;
 pub mod policy;
 pub mod sender;
 mod tracker;
@@ -129,6 +131,7 @@ pub struct Dispatcher {
     log: Arc<dyn EventLog>,
     sender: Sender,
     stats: Arc<DispatchStats>,
+    fanouts: Arc<fanout::Fanouts>,
     workers: Mutex<HashMap<(String, String), Worker>>,
     /// How long a replaced trigger's in-flight deliveries may finish before the new one starts.
     replace_grace: Duration,
@@ -141,6 +144,7 @@ impl Dispatcher {
             log,
             sender,
             stats: Arc::default(),
+            fanouts: Arc::default(),
             workers: Mutex::new(HashMap::new()),
             replace_grace: Duration::from_secs(5),
         }
@@ -171,7 +175,7 @@ impl Dispatcher {
             stats: self.stats.clone(),
             redriving: Default::default(),
         };
-        let task = tokio::spawn(worker::run(Arc::new(ctx), stop_rx, redrive_rx));
+        let task = tokio::spawn(worker::run(Arc::new(ctx), self.fanouts.clone(), stop_rx, redrive_rx));
         workers.insert(key, Worker { stop, redrive, task });
     }
 

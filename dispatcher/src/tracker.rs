@@ -1,57 +1,52 @@
 //! Which offsets of a partition have a final outcome, and the watermark below which all do.
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 
-/// Completion tracking for one partition. Offsets are tracked in read order; the watermark is
-/// the lowest offset whose outcome is not final yet (or the next offset to read when every read
-/// offset is final). Only the watermark is ever committed, so progress never passes an event
-/// whose outcome is not final.
+/// Completion tracking for one partition: the offsets read and not yet final, and how far the
+/// partition has been read. Every offset below `read_upto` that is not pending is final (it was
+/// delivered, dead-lettered, or did not match). Only the watermark is ever committed, so
+/// progress never passes an event whose outcome is not final.
 #[derive(Debug)]
 pub(crate) struct Tracker {
-    /// The offset of `done[0]`.
-    base: u64,
-    /// `done[i]`: the outcome of offset `base + i` is final.
-    done: VecDeque<bool>,
+    pending: BTreeSet<u64>,
+    read_upto: u64,
 }
 
 impl Tracker {
-    /// Starts tracking at `offset`, the first offset read.
+    /// Starts tracking at `offset`: everything below it is final.
     pub(crate) fn new(offset: u64) -> Tracker {
-        Tracker { base: offset, done: VecDeque::new() }
+        Tracker { pending: BTreeSet::new(), read_upto: offset }
     }
 
-    /// Records that `offset` was read and is pending. Offsets skipped by the log (gaps) count
-    /// as final: there is nothing there to deliver.
+    /// Records that `offset` was read and is pending; everything below it was read too.
     pub(crate) fn track(&mut self, offset: u64) {
-        let end = self.base + self.done.len() as u64;
-        if offset < end {
-            return;
-        }
-        for _ in end..offset {
-            self.done.push_back(true);
-        }
-        self.done.push_back(false);
+        self.pending.insert(offset);
+        self.advance(offset + 1);
+    }
+
+    /// Records that everything below `offset` has been read.
+    pub(crate) fn advance(&mut self, offset: u64) {
+        self.read_upto = self.read_upto.max(offset);
     }
 
     /// Records that `offset` has a final outcome.
     pub(crate) fn complete(&mut self, offset: u64) {
-        if let Some(slot) = offset.checked_sub(self.base).and_then(|i| self.done.get_mut(i as usize)) {
-            *slot = true;
-        }
-        while self.done.front() == Some(&true) {
-            self.done.pop_front();
-            self.base += 1;
-        }
+        self.pending.remove(&offset);
     }
 
-    /// The next offset to commit.
+    /// The next offset to commit: the lowest pending one, or how far the partition was read.
     pub(crate) fn watermark(&self) -> u64 {
-        self.base
+        self.pending.first().copied().unwrap_or(self.read_upto).min(self.read_upto)
     }
 
-    /// How many offsets are read but not yet below the watermark.
-    pub(crate) fn window(&self) -> usize {
-        self.done.len()
+    /// How far reading runs ahead of the watermark.
+    pub(crate) fn window(&self) -> u64 {
+        self.read_upto - self.watermark()
+    }
+
+    /// How far the partition has been read.
+    pub(crate) fn read_upto(&self) -> u64 {
+        self.read_upto
     }
 }
 
@@ -62,30 +57,28 @@ mod tests {
     #[test]
     fn watermark_stops_at_the_first_pending_offset() {
         let mut t = Tracker::new(10);
-        for o in 10..15 {
+        assert_eq!(t.watermark(), 10);
+        for o in [10, 12, 14] {
             t.track(o);
         }
-        t.complete(11);
+        assert_eq!((t.watermark(), t.window()), (10, 5));
         t.complete(12);
         assert_eq!(t.watermark(), 10);
         t.complete(10);
-        assert_eq!(t.watermark(), 13);
+        assert_eq!(t.watermark(), 14);
+        t.advance(20);
         t.complete(14);
-        assert_eq!(t.watermark(), 13);
-        t.complete(13);
-        assert_eq!(t.watermark(), 15);
-        assert_eq!(t.window(), 0);
+        assert_eq!((t.watermark(), t.window()), (20, 0));
     }
 
     #[test]
-    fn gaps_count_as_final_and_stale_completions_are_ignored() {
-        let mut t = Tracker::new(0);
-        t.track(0);
-        t.track(5);
-        t.complete(0);
-        assert_eq!(t.watermark(), 5);
-        t.complete(3);
-        t.complete(5);
-        assert_eq!(t.watermark(), 6);
+    fn reading_never_goes_backwards_and_stale_completions_are_ignored() {
+        let mut t = Tracker::new(5);
+        t.advance(3);
+        assert_eq!(t.read_upto(), 5);
+        t.complete(1);
+        t.track(7);
+        t.complete(99);
+        assert_eq!(t.watermark(), 7);
     }
 }

@@ -1,24 +1,31 @@
-//! One trigger's loop: read its group, filter, hand each matching event to a delivery task
-//! (in order per partition key when ordered), and commit only the watermark below which every
-//! event has a final outcome.
+//! One trigger's loop: take its matching events — from the broker's shared fanout while
+//! attached, or by reading the log itself (at start, behind, or detached for being slow) — hand
+//! each to a delivery task (in order per partition key when ordered), and commit only the
+//! watermark below which every event has a final outcome.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering as AtomicOrdering;
+
 use switchyard_log::{DeadLetter, LogError, LogEvent, Position, Subscription};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::delivery::{self, Context};
+use crate::fanout::{Attachment, Fanout, Fanouts};
 use crate::tracker::Tracker;
 use crate::Ordering;
 
 /// Events read per batch.
 const BATCH: usize = 256;
-/// How far reading may run ahead of the watermark. Bounds memory with a stalled subscriber:
-/// the backlog stays in the log, not in RAM.
-const MAX_WINDOW: usize = 10_000;
+/// How far reading may run ahead of the watermark, in deliveries' worth: ten times
+/// `maxInFlight`, within these bounds. Bounds memory with a stalled subscriber (the backlog
+/// stays in the log, not in RAM) and the replay after a crash.
+const MIN_WINDOW: u64 = 1_000;
+const MAX_WINDOW: u64 = 10_000;
 /// Pause after a log read error before trying again.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// Dead letters fetched from the store per page while redriving.
@@ -51,8 +58,19 @@ struct Done {
     key: Option<String>,
 }
 
+/// Where the worker's events come from.
+enum Source {
+    /// Its own reader over the log.
+    Reading,
+    /// Its own reader up to `until`, then the fanout's queue.
+    CatchingUp { attachment: Attachment, until: u64 },
+    /// The fanout's queue.
+    Attached { attachment: Attachment },
+}
+
 pub(crate) async fn run(
     ctx: Arc<Context>,
+    fanouts: Arc<Fanouts>,
     mut stop: watch::Receiver<Stop>,
     mut redrives: mpsc::UnboundedReceiver<Redrive>,
 ) {
@@ -70,8 +88,17 @@ pub(crate) async fn run(
         }
     };
     let mut state = State::new(ctx.clone());
+    if let Some(start) = subscription.position(0) {
+        state.tracker(0, start);
+    }
+    let window = (10 * config.max_in_flight as u64).clamp(MIN_WINDOW, MAX_WINDOW);
+    let mut source = Source::Reading;
+    let mut fanout: Option<Fanout> = None;
+    let mut position: Option<watch::Receiver<u64>> = None;
     tracing::info!(trigger = %config.key(), subscriber = %config.target.url, "trigger started");
     loop {
+        let room = state.window() < window;
+        let reading = !matches!(source, Source::Attached { .. });
         tokio::select! {
             biased;
             _ = stop.changed() => break,
@@ -79,16 +106,52 @@ pub(crate) async fn run(
             Some(selection) = redrives.recv() => {
                 state.deliveries.spawn(redrive(ctx.clone(), selection));
             }
-            batch = subscription.next_batch(BATCH), if state.window() < MAX_WINDOW => match batch {
-                Ok(batch) => state.dispatch(batch, &mut *subscription),
+            batch = subscription.next_batch(BATCH), if room && reading => match batch {
+                Ok(batch) => {
+                    let caught_up = batch.len() < BATCH;
+                    let until = match &source {
+                        Source::CatchingUp { until, .. } => Some(*until),
+                        _ => None,
+                    };
+                    state.read(batch, until, &mut *subscription);
+                    if let Some(until) = until.filter(|until| state.read_upto() >= *until) {
+                        state.advance(until, &mut *subscription);
+                        if let Source::CatchingUp { attachment, .. } = std::mem::replace(&mut source, Source::Reading) {
+                            source = Source::Attached { attachment };
+                        }
+                    } else if caught_up && until.is_none() {
+                        let joined = fanouts.get(&ctx.log, &config.topic, state.read_upto());
+                        if let Some(attached) = attach(&ctx, &joined, &state).await {
+                            source = attached;
+                            position = Some(joined.position.clone());
+                            fanout = Some(joined);
+                        }
+                    }
+                }
                 Err(LogError::UnknownTopic(_) | LogError::UnknownGroup { .. } | LogError::Closed) => break,
                 Err(error) => {
                     tracing::warn!(trigger = %config.key(), %error, "log read failed; retrying");
                     tokio::time::sleep(READ_ERROR_PAUSE).await;
                 }
             },
+            pushed = next_pushed(&mut source), if room && !reading => {
+                if let Some(pushed) = pushed {
+                    state.take(pushed.position, pushed.event);
+                }
+                source = state.sync(source, position.as_mut(), &mut *subscription);
+            }
+            changed = changed(position.as_mut()), if room && !reading => {
+                if changed.is_err() {
+                    // The fanout stopped (its topic is being deleted): read alone.
+                    position = None;
+                }
+                source = state.sync(source, position.as_mut(), &mut *subscription);
+            }
         }
         while state.deliveries.try_join_next().is_some() {}
+    }
+    if let Some(fanout) = &fanout {
+        fanout.detach(&config.key());
     }
     let stop_mode = *stop.borrow();
     if let Stop::Graceful(grace) = stop_mode {
@@ -96,6 +159,34 @@ pub(crate) async fn run(
     }
     state.deliveries.abort_all();
     tracing::info!(trigger = %config.key(), in_flight = state.deliveries.len(), "trigger stopped");
+}
+
+/// Caught up with the log: joins the broker's fanout, so the log is read once for all triggers.
+async fn attach(ctx: &Context, fanout: &Fanout, state: &State) -> Option<Source> {
+    let from = state.read_upto();
+    let filter = Arc::new(ctx.config.filter.clone());
+    let attachment = fanout.attach(&ctx.config.key(), filter, from).await?;
+    tracing::debug!(trigger = %ctx.config.key(), from, at = attachment.at, "attached to the fanout");
+    Some(if attachment.at > from {
+        let until = attachment.at;
+        Source::CatchingUp { attachment, until }
+    } else {
+        Source::Attached { attachment }
+    })
+}
+
+async fn next_pushed(source: &mut Source) -> Option<crate::fanout::Pushed> {
+    match source {
+        Source::Attached { attachment } => attachment.queue.recv().await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn changed(position: Option<&mut watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+    match position {
+        Some(position) => position.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 struct State {
@@ -126,39 +217,101 @@ impl State {
         }
     }
 
-    fn window(&self) -> usize {
+    fn window(&self) -> u64 {
         self.trackers.values().map(Tracker::window).sum()
     }
 
-    /// Tracks a batch and starts a delivery for every matching event (or queues it behind its
-    /// key in ordered mode).
-    fn dispatch(&mut self, batch: Vec<LogEvent>, subscription: &mut dyn Subscription) {
+    /// How far partition 0 (the one the fanout serves) has been read.
+    fn read_upto(&self) -> u64 {
+        self.trackers.get(&0).map_or(0, Tracker::read_upto)
+    }
+
+    fn advance(&mut self, offset: u64, subscription: &mut dyn Subscription) {
+        self.tracker(0, offset).advance(offset);
+        self.commit(subscription);
+    }
+
+    fn tracker(&mut self, partition: u32, first: u64) -> &mut Tracker {
+        self.trackers.entry(partition).or_insert_with(|| Tracker::new(first))
+    }
+
+    /// Events read by the worker itself: filtered here. With `until`, events from there on are
+    /// left to the fanout.
+    fn read(&mut self, batch: Vec<LogEvent>, until: Option<u64>, subscription: &mut dyn Subscription) {
         for log_event in batch {
             let position = log_event.position;
-            self.trackers
-                .entry(position.partition)
-                .or_insert_with(|| Tracker::new(position.offset))
-                .track(position.offset);
-            if !self.ctx.config.filter.matches(&log_event.event) {
-                self.mark_done(position);
-                continue;
+            if until.is_some_and(|until| position.offset >= until) {
+                break;
             }
-            match self.ctx.config.ordering {
-                Ordering::Unordered => self.spawn(log_event, None),
-                Ordering::Ordered => {
-                    // Events without the extension share one key (the empty one).
-                    let key = log_event.event.get("partitionkey").map(|v| v.to_canonical_string().into_owned());
-                    let key = key.unwrap_or_default();
-                    if self.busy_keys.contains(&key) {
-                        self.waiting.entry(key).or_default().push_back(log_event);
-                    } else {
-                        self.busy_keys.insert(key.clone());
-                        self.spawn(log_event, Some(key));
-                    }
-                }
+            self.tracker(position.partition, position.offset).advance(position.offset + 1);
+            if self.ctx.config.filter.matches(&log_event.event) {
+                self.take(position, log_event.event);
             }
         }
         self.commit(subscription);
+    }
+
+    /// Reconciles with the fanout after taking from the queue or seeing it move: reads the
+    /// published position first, then drains the queue. An open, empty queue means every
+    /// matching event below that position was received; a closed one means the fanout
+    /// detached this trigger, which then reads the log itself from where it was detached.
+    fn sync(
+        &mut self,
+        source: Source,
+        position: Option<&mut watch::Receiver<u64>>,
+        subscription: &mut dyn Subscription,
+    ) -> Source {
+        let Source::Attached { mut attachment } = source else { return source };
+        let published = position.map(|p| *p.borrow_and_update());
+        loop {
+            match attachment.queue.try_recv() {
+                Ok(pushed) => self.take(pushed.position, pushed.event),
+                Err(TryRecvError::Empty) => {
+                    if let Some(published) = published {
+                        self.advance(published, subscription);
+                        return Source::Attached { attachment };
+                    }
+                    // The fanout is gone: nothing more comes; read alone from here.
+                    return self.read_alone(subscription);
+                }
+                Err(TryRecvError::Disconnected) => {
+                    let detached_at = attachment.detached_at.load(AtomicOrdering::Acquire);
+                    if detached_at != u64::MAX {
+                        self.advance(detached_at, subscription);
+                        tracing::info!(trigger = %self.ctx.config.key(), detached_at, "fell behind: detached from the fanout, reading alone");
+                    }
+                    return self.read_alone(subscription);
+                }
+            }
+        }
+    }
+
+    fn read_alone(&mut self, subscription: &mut dyn Subscription) -> Source {
+        let from = self.read_upto();
+        if let Err(error) = subscription.seek(0, from) {
+            tracing::warn!(trigger = %self.ctx.config.key(), %error, "cannot seek");
+        }
+        Source::Reading
+    }
+
+    /// A matching event: deliver it now, or queue it behind its key in ordered mode.
+    fn take(&mut self, position: Position, event: Arc<switchyard_event::Event>) {
+        self.tracker(position.partition, position.offset).track(position.offset);
+        let log_event = LogEvent { position, timestamp_ms: 0, event };
+        match self.ctx.config.ordering {
+            Ordering::Unordered => self.spawn(log_event, None),
+            Ordering::Ordered => {
+                // Events without the extension share one key (the empty one).
+                let key = log_event.event.get("partitionkey").map(|v| v.to_canonical_string().into_owned());
+                let key = key.unwrap_or_default();
+                if self.busy_keys.contains(&key) {
+                    self.waiting.entry(key).or_default().push_back(log_event);
+                } else {
+                    self.busy_keys.insert(key.clone());
+                    self.spawn(log_event, Some(key));
+                }
+            }
+        }
     }
 
     fn spawn(&mut self, log_event: LogEvent, key: Option<String>) {

@@ -227,6 +227,8 @@ async fn status_and_json(response: reqwest::Response) -> (StatusCode, Value) {
 pub struct Received {
     /// When it arrived.
     pub at: Instant,
+    /// The request path.
+    pub path: String,
     /// Its headers.
     pub headers: HeaderMap,
     /// Its body.
@@ -322,13 +324,14 @@ impl Subscriber {
             down: Arc::default(),
         };
         let state = subscriber.clone();
-        let app = Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let app = Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
             let state = state.clone();
             async move {
                 if state.down.load(Ordering::Relaxed) {
                     return StatusCode::SERVICE_UNAVAILABLE.into_response();
                 }
-                state.received.lock().expect("lock").push(Received { at: Instant::now(), headers, body });
+                let path = uri.path().to_owned();
+                state.received.lock().expect("lock").push(Received { at: Instant::now(), path, headers, body });
                 let answer = state.answers.lock().expect("lock").pop_front();
                 let answer = answer.or_else(|| state.default_answer.lock().expect("lock").clone());
                 let answer = answer.unwrap_or(StatusCode::OK.into());

@@ -601,6 +601,13 @@ impl EventLog for EmbeddedLog {
         Ok(Box::new(EmbeddedSubscription::new(t, group.to_owned(), Arc::clone(&self.groups), cursor)))
     }
 
+    async fn reader(&self, topic: &str, partition: u32, offset: u64) -> Result<Box<dyn Subscription>, LogError> {
+        let t = self.topic(topic)?;
+        let mut reader = EmbeddedSubscription::new(t, String::new(), Arc::clone(&self.groups), offset);
+        reader.seek(partition, offset)?;
+        Ok(Box::new(reader))
+    }
+
     async fn flush(&self) -> Result<(), LogError> {
         self.ensure_open()?;
         let groups = Arc::clone(&self.groups);

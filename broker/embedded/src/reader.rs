@@ -24,7 +24,7 @@ use crate::{read_lock, Topic};
 /// Bytes read from a segment file at a time.
 const CHUNK: usize = 256 << 10;
 /// A read buffer grown past this (for a huge record) is released after the batch.
-const KEEP_BUF: usize = 1 << 20;
+const KEEP_BUF: usize = CHUNK;
 
 /// The open segment file and where the cursor's record is in it.
 struct OpenSegment {
@@ -91,9 +91,11 @@ impl Subscription for EmbeddedSubscription {
                 })
                 .await
                 .map_err(|e| LogError::Io(io::Error::other(format!("reader task failed: {e}"))))?;
-                self.state = Some(state);
                 let (events, cursor) = result?;
                 self.cursor = cursor;
+                // A reader that has caught up may wait long for more (thousands of triggers
+                // each hold one): it keeps neither a file handle nor a read buffer meanwhile.
+                self.state = Some(if cursor >= end { ReadState::default() } else { state });
                 if !events.is_empty() {
                     return Ok(events);
                 }
@@ -109,14 +111,36 @@ impl Subscription for EmbeddedSubscription {
     }
 
     fn commit(&mut self, partition: u32, next_offset: u64) -> Result<(), LogError> {
-        if partition != 0 {
+        check_partition(partition)?;
+        if self.group.is_empty() {
             return Err(LogError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("unknown partition {partition}: the embedded log has only partition 0"),
+                format!("a reader of topic '{}' without a group cannot commit", self.topic.name),
             )));
         }
         self.groups.commit(&self.topic.name, &self.group, next_offset)
     }
+
+    fn position(&self, partition: u32) -> Option<u64> {
+        (partition == 0).then_some(self.cursor)
+    }
+
+    fn seek(&mut self, partition: u32, offset: u64) -> Result<(), LogError> {
+        check_partition(partition)?;
+        // The open file stays; `locate` repositions from the index when the cursor moved.
+        self.cursor = offset;
+        Ok(())
+    }
+}
+
+fn check_partition(partition: u32) -> Result<(), LogError> {
+    if partition != 0 {
+        return Err(LogError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown partition {partition}: the embedded log has only partition 0"),
+        )));
+    }
+    Ok(())
 }
 
 /// Where to read next, as found in the segment table.

@@ -139,6 +139,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// Opens a reader that starts at the group's committed positions.
     async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, LogError>;
 
+    /// Opens a reader of one partition that starts at `offset` and belongs to no group (its
+    /// commits are refused): for a reader shared by many groups, which commit their own.
+    async fn reader(&self, topic: &str, partition: u32, offset: u64) -> Result<Box<dyn Subscription>, LogError>;
+
     /// Makes every commit made so far durable (called on shutdown).
     async fn flush(&self) -> Result<(), LogError>;
 }
@@ -157,4 +161,11 @@ pub trait Subscription: Send {
     /// backend may persist it lazily (a crash then replays a little: at-least-once); `flush`
     /// on the log makes it durable.
     fn commit(&mut self, partition: u32, next_offset: u64) -> Result<(), LogError>;
+
+    /// Moves the reader so that the next batch of `partition` starts at `offset`. Commits are
+    /// unaffected.
+    fn seek(&mut self, partition: u32, offset: u64) -> Result<(), LogError>;
+
+    /// Where the next batch of `partition` starts, if the reader knows (it reads the partition).
+    fn position(&self, partition: u32) -> Option<u64>;
 }
