@@ -28,6 +28,8 @@ const MIN_WINDOW: u64 = 1_000;
 const MAX_WINDOW: u64 = 10_000;
 /// Pause after a log read error before trying again.
 const READ_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How often an attached trigger catches up with the fanout's position.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Dead letters fetched from the store per page while redriving.
 const REDRIVE_PAGE: usize = 100;
 
@@ -95,6 +97,16 @@ pub(crate) async fn run(
     let mut source = Source::Reading;
     let mut fanout: Option<Fanout> = None;
     let mut position: Option<watch::Receiver<u64>> = None;
+    // Join the fanout at once: reading alone costs every trigger a pass over the log, which
+    // with thousands of triggers is the cost the fanout exists to avoid. Only the gap between
+    // this trigger's position and the fanout's is read alone.
+    if let Some((attached, joined)) = attach(&ctx, &fanouts, &state).await {
+        source = attached;
+        position = Some(joined.position.clone());
+        fanout = Some(joined);
+    }
+    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(trigger = %config.key(), subscriber = %config.target.url, "trigger started");
     loop {
         let room = state.window() < window;
@@ -120,8 +132,7 @@ pub(crate) async fn run(
                             source = Source::Attached { attachment };
                         }
                     } else if caught_up && until.is_none() {
-                        let joined = fanouts.get(&ctx.log, &config.topic, state.read_upto());
-                        if let Some(attached) = attach(&ctx, &joined, &state).await {
+                        if let Some((attached, joined)) = attach(&ctx, &fanouts, &state).await {
                             source = attached;
                             position = Some(joined.position.clone());
                             fanout = Some(joined);
@@ -140,8 +151,11 @@ pub(crate) async fn run(
                 }
                 source = state.sync(source, position.as_mut(), &mut *subscription);
             }
-            changed = changed(position.as_mut()), if room && !reading => {
-                if changed.is_err() {
+            // Progress past events this trigger does not want is picked up now and then rather
+            // than on every move of the fanout, which would wake thousands of idle triggers per
+            // batch.
+            _ = progress.tick(), if room && !reading => {
+                if position.as_ref().is_some_and(|p| p.has_changed().is_err()) {
                     // The fanout stopped (its topic is being deleted): read alone.
                     position = None;
                 }
@@ -161,31 +175,27 @@ pub(crate) async fn run(
     tracing::info!(trigger = %config.key(), in_flight = state.deliveries.len(), "trigger stopped");
 }
 
-/// Caught up with the log: joins the broker's fanout, so the log is read once for all triggers.
-async fn attach(ctx: &Context, fanout: &Fanout, state: &State) -> Option<Source> {
+/// Joins the broker's fanout from where this trigger has read up to, so the log is read once
+/// for all triggers. Below the fanout's position, the trigger catches up alone first.
+async fn attach(ctx: &Context, fanouts: &Fanouts, state: &State) -> Option<(Source, Fanout)> {
     let from = state.read_upto();
+    let fanout = fanouts.get(&ctx.log, &ctx.config.topic, from);
     let filter = Arc::new(ctx.config.filter.clone());
     let attachment = fanout.attach(&ctx.config.key(), filter, from).await?;
     tracing::debug!(trigger = %ctx.config.key(), from, at = attachment.at, "attached to the fanout");
-    Some(if attachment.at > from {
+    let source = if attachment.at > from {
         let until = attachment.at;
         Source::CatchingUp { attachment, until }
     } else {
         Source::Attached { attachment }
-    })
+    };
+    Some((source, fanout))
 }
 
 async fn next_pushed(source: &mut Source) -> Option<crate::fanout::Pushed> {
     match source {
         Source::Attached { attachment } => attachment.queue.recv().await,
         _ => std::future::pending().await,
-    }
-}
-
-async fn changed(position: Option<&mut watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
-    match position {
-        Some(position) => position.changed().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -142,11 +142,12 @@ impl Server {
         }
     }
 
-    /// SIGTERM, and the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// SIGTERM, and the exit status. Waits without blocking the runtime, so subscribers in
+    /// this process keep answering the deliveries the server finishes while it stops.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        child.wait().expect("wait")
+        tokio::task::spawn_blocking(move || child.wait().expect("wait")).await.expect("wait task")
     }
 
     /// Starts the server again on the same data directory and port.

@@ -16,6 +16,8 @@ use crate::lock;
 
 /// `"topic/group"` → next offset to read. Topic names cannot contain `/`, so the first `/`
 /// separates them.
+/// The page cache of `offsets.redb`: positions and dead letters need little of it.
+const CACHE_BYTES: usize = 16 << 20;
 const OFFSETS: TableDefinition<'_, &str, u64> = TableDefinition::new("offsets");
 
 /// The database, shared with the dead-letter store (redb allows one handle per file). `None`
@@ -50,7 +52,8 @@ pub(crate) struct Groups {
 impl Groups {
     /// Opens (or creates) the database and loads every position.
     pub(crate) fn open(path: &Path) -> Result<Groups, LogError> {
-        let db = Database::create(path).map_err(db_error)?;
+        // redb's default page cache is 1 GiB.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         let mut committed = HashMap::new();
         {
@@ -131,8 +134,10 @@ impl Groups {
         }
         let result = (|| {
             let mut txn = db.begin_write().map_err(db_error)?;
-            // Eventual: queued for the OS without fsync; a crash replays a little.
-            txn.set_durability(if durable { Durability::Immediate } else { Durability::Eventual });
+            // Durable even for routine flushes (at most ten fsyncs a second): redb reuses the
+            // pages a non-durable commit frees only after a later durable one, so a stream of
+            // them would grow the file.
+            txn.set_durability(Durability::Immediate);
             {
                 let mut table = txn.open_table(OFFSETS).map_err(db_error)?;
                 for (k, v) in &pending {

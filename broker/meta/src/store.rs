@@ -29,7 +29,8 @@ pub enum Upsert {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        // Declarations are small; redb's default 1 GiB page cache is far more than they need.
+        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(BROKERS)?;
         tx.open_table(TRIGGERS)?;
