@@ -71,14 +71,7 @@ async fn run(triggers: usize) -> (f64, f64, f64, f64) {
         let batch: Vec<_> = (chunk * 100..(chunk + 1) * 100)
             .map(|n| json!({"specversion": "1.0", "id": format!("e{n}"), "type": format!("type.{}", n % 10), "source": "/bench"}))
             .collect();
-        let response = client
-            .post(format!("{}/default/b", server.url))
-            .header("content-type", "application/cloudevents-batch+json")
-            .json(&batch)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+        assert_eq!(server.send_batch("default", "b", &batch).await, axum::http::StatusCode::ACCEPTED);
     }
     let received = subscriber.wait_for(EVENTS, Duration::from_secs(300)).await;
     let elapsed = received.last().map(|r| r.at - started).unwrap_or_else(|| started.elapsed());

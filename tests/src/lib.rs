@@ -187,6 +187,18 @@ impl Server {
         assert!(status.is_success(), "create trigger: {status} {body}");
     }
 
+    /// POSTs events in batch mode; returns the status.
+    pub async fn send_batch(&self, namespace: &str, broker: &str, events: &[Value]) -> StatusCode {
+        let response = reqwest::Client::new()
+            .post(format!("{}/{namespace}/{broker}", self.url))
+            .header("content-type", "application/cloudevents-batch+json")
+            .json(events)
+            .send()
+            .await
+            .expect("send batch");
+        StatusCode::from_u16(response.status().as_u16()).expect("status")
+    }
+
     /// POSTs a binary-mode event; returns the status.
     pub async fn send_binary(
         &self,

@@ -9,17 +9,6 @@ use reqwest::StatusCode;
 use serde_json::json;
 use switchyard_tests::{Server, Subscriber};
 
-async fn send_batch(server: &Server, events: &[serde_json::Value]) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/default/b", server.url))
-        .header("content-type", "application/cloudevents-batch+json")
-        .json(&events)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_triggers_each_receive_exactly_their_events() {
     let server = Server::start().await;
@@ -41,7 +30,7 @@ async fn hundreds_of_triggers_each_receive_exactly_their_events() {
         let events: Vec<_> = (0..triggers + 50)
             .map(|i| json!({"specversion": "1.0", "id": format!("{round}-{i}"), "type": format!("type.{i}"), "source": "/s"}))
             .collect();
-        send_batch(&server, &events).await;
+        assert_eq!(server.send_batch("default", "b", &events).await, StatusCode::ACCEPTED);
     }
     subscriber.wait_for(2 * triggers, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -76,7 +65,7 @@ async fn a_slow_trigger_is_detached_catches_up_alone_and_does_not_delay_others()
         let events: Vec<_> = (chunk * 100..(chunk + 1) * 100)
             .map(|i| json!({"specversion": "1.0", "id": format!("e{i}"), "type": "t", "source": "/s"}))
             .collect();
-        send_batch(&server, &events).await;
+        assert_eq!(server.send_batch("default", "b", &events).await, StatusCode::ACCEPTED);
     }
     let started = Instant::now();
     fast.wait_for(total, Duration::from_secs(30)).await;
