@@ -580,6 +580,16 @@ fn validate_delivery(delivery: &DeliverySpec, field: &str) -> Result<(), Validat
     resolve_delivery_at(delivery, field).map(drop)
 }
 
+/// One of two names; the error quotes the value and lists both.
+fn one_of<T: Copy>(field: &str, value: &str, what: &str, choices: [(&str, T); 2]) -> Result<T, ValidationError> {
+    let [(first, _), (second, _)] = choices;
+    choices
+        .into_iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, chosen)| chosen)
+        .ok_or_else(|| ValidationError::field(field, format!("'{value}' is not {what}: use '{first}' or '{second}'")))
+}
+
 /// Validation and resolution in one pass, so that what is accepted is exactly what resolves.
 fn resolve_delivery_at(delivery: &DeliverySpec, field: &str) -> Result<ResolvedDelivery, ValidationError> {
     let path = |name: &str| format!("{field}.{name}");
@@ -594,16 +604,8 @@ fn resolve_delivery_at(delivery: &DeliverySpec, field: &str) -> Result<ResolvedD
         })?;
     }
     if let Some(policy) = &delivery.backoff_policy {
-        resolved.backoff_policy = match policy.as_str() {
-            "linear" => BackoffPolicy::Linear,
-            "exponential" => BackoffPolicy::Exponential,
-            _ => {
-                return Err(ValidationError::field(
-                    &path("backoffPolicy"),
-                    format!("'{policy}' is not a backoff policy: use 'linear' or 'exponential'"),
-                ))
-            }
-        };
+        let choices = [("linear", BackoffPolicy::Linear), ("exponential", BackoffPolicy::Exponential)];
+        resolved.backoff_policy = one_of(&path("backoffPolicy"), policy, "a backoff policy", choices)?;
     }
     if let Some(delay) = &delivery.backoff_delay {
         resolved.backoff_delay = duration_field(&path("backoffDelay"), delay)?;
@@ -618,28 +620,12 @@ fn resolve_delivery_at(delivery: &DeliverySpec, field: &str) -> Result<ResolvedD
         resolved.retry_after_max = duration_field(&path("retryAfterMax"), max)?;
     }
     if let Some(format) = &delivery.format {
-        resolved.format = match format.as_str() {
-            "binary" => DeliveryFormat::Binary,
-            "json" => DeliveryFormat::Json,
-            _ => {
-                return Err(ValidationError::field(
-                    &path("format"),
-                    format!("'{format}' is not a format: use 'binary' or 'json'"),
-                ))
-            }
-        };
+        let choices = [("binary", DeliveryFormat::Binary), ("json", DeliveryFormat::Json)];
+        resolved.format = one_of(&path("format"), format, "a format", choices)?;
     }
     if let Some(ordering) = &delivery.ordering {
-        resolved.ordering = match ordering.as_str() {
-            "unordered" => DeliveryOrdering::Unordered,
-            "ordered" => DeliveryOrdering::Ordered,
-            _ => {
-                return Err(ValidationError::field(
-                    &path("ordering"),
-                    format!("'{ordering}' is not an ordering: use 'unordered' or 'ordered'"),
-                ))
-            }
-        };
+        let choices = [("unordered", DeliveryOrdering::Unordered), ("ordered", DeliveryOrdering::Ordered)];
+        resolved.ordering = one_of(&path("ordering"), ordering, "an ordering", choices)?;
     }
     if let Some(max_in_flight) = delivery.max_in_flight {
         resolved.max_in_flight = u32::try_from(max_in_flight)
