@@ -1,5 +1,5 @@
-//! Server configuration: defaults, overridden by a TOML file, overridden by flags. Validated
-//! into [`ServeConfig`] before anything starts.
+//! Server configuration: defaults, overridden by a TOML file, by `SWITCHYARD_*` environment
+//! variables, then by flags. Validated into [`ServeConfig`] before anything starts.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,14 @@ pub enum ConfigError {
         /// What is wrong (names the key).
         message: String,
     },
+    /// An environment override is not a valid value.
+    #[error("invalid environment variable '{var}': {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A value is out of range.
     #[error("invalid config key '{key}': {message}")]
     Value {
@@ -83,14 +91,53 @@ pub enum ConfigError {
     },
 }
 
+/// The environment variables that override configuration keys, and the key each sets.
+pub const ENV_OVERRIDES: [(&str, &str); 7] = [
+    ("SWITCHYARD_LISTEN", "listen"),
+    ("SWITCHYARD_DATA_DIR", "data_dir"),
+    ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
+    ("SWITCHYARD_MAX_BATCH_BYTES", "max_batch_bytes"),
+    ("SWITCHYARD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("SWITCHYARD_RETENTION_MAX_AGE_HOURS", "retention.max_age_hours"),
+    ("SWITCHYARD_RETENTION_MAX_BYTES", "retention.max_bytes"),
+];
+
+impl ConfigFile {
+    /// Applies `SWITCHYARD_*` overrides read through `env`.
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (var, key) in ENV_OVERRIDES {
+            let Some(value) = env(var) else { continue };
+            let number = || {
+                value.trim().parse::<u64>().map_err(|_| ConfigError::Env {
+                    var,
+                    message: format!("'{value}' is not a whole number (it sets '{key}')"),
+                })
+            };
+            match key {
+                "listen" => self.listen = Some(value.clone()),
+                "data_dir" => self.data_dir = Some(PathBuf::from(&value)),
+                "max_event_bytes" => self.max_event_bytes = Some(number()? as usize),
+                "max_batch_bytes" => self.max_batch_bytes = Some(number()? as usize),
+                "shutdown_grace_secs" => self.shutdown_grace_secs = Some(number()?),
+                "retention.max_age_hours" => {
+                    self.retention.get_or_insert_with(RetentionFile::default).max_age_hours = Some(number()?)
+                }
+                _ => self.retention.get_or_insert_with(RetentionFile::default).max_bytes = Some(number()?),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ServeConfig {
-    /// Defaults ← file ← flags.
+    /// Defaults ← file ← `SWITCHYARD_*` environment (read through `env`) ← flags.
     pub fn resolve(
         file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
         listen: Option<String>,
         data_dir: Option<PathBuf>,
     ) -> Result<ServeConfig, ConfigError> {
-        let parsed = match file {
+        let mut parsed = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
@@ -99,6 +146,7 @@ impl ServeConfig {
             }
             None => ConfigFile::default(),
         };
+        parsed.apply_env(env)?;
         let listen_text = listen.or(parsed.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned());
         let listen = listen_text.parse().map_err(|_| ConfigError::Value {
             key: "listen",
@@ -132,13 +180,73 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// The effective configuration, every key set, in the configuration file's shape.
+    pub fn to_file(&self) -> ConfigFile {
+        ConfigFile {
+            listen: Some(self.listen.to_string()),
+            data_dir: Some(self.data_dir.clone()),
+            max_event_bytes: Some(self.max_event_bytes),
+            max_batch_bytes: Some(self.max_batch_bytes),
+            shutdown_grace_secs: Some(self.shutdown_grace.as_secs()),
+            retention: Some(RetentionFile {
+                max_age_hours: Some(self.retention_age.as_secs() / 3600),
+                max_bytes: Some(self.retention_bytes),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_flags_override_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_event_bytes = 2048\n").unwrap();
+        let env = |var: &str| match var {
+            "SWITCHYARD_LISTEN" => Some("127.0.0.1:9100".to_owned()),
+            "SWITCHYARD_MAX_EVENT_BYTES" => Some("4096".to_owned()),
+            "SWITCHYARD_RETENTION_MAX_AGE_HOURS" => Some("2".to_owned()),
+            _ => None,
+        };
+        let config = ServeConfig::resolve(Some(&path), &env, None, None).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(config.max_event_bytes, 4096);
+        assert_eq!(config.retention_age, Duration::from_secs(7200));
+        let config = ServeConfig::resolve(Some(&path), &env, Some("127.0.0.1:9200".into()), None).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9200");
+        let bad = |var: &str| (var == "SWITCHYARD_MAX_BATCH_BYTES").then(|| "lots".to_owned());
+        let err = ServeConfig::resolve(None, &bad, None, None).unwrap_err().to_string();
+        assert!(err.contains("SWITCHYARD_MAX_BATCH_BYTES") && err.contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn the_effective_configuration_round_trips_through_the_file_format() {
+        let config = ServeConfig::resolve(None, &no_env, None, None).unwrap();
+        let text = toml::to_string(&config.to_file()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("printed.toml");
+        std::fs::write(&path, &text).unwrap();
+        let again = ServeConfig::resolve(Some(&path), &no_env, None, None).unwrap();
+        assert_eq!(toml::to_string(&again.to_file()).unwrap(), text);
+    }
+
+    #[test]
+    fn the_shipped_example_configuration_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/switchyard.toml"));
+        ServeConfig::resolve(Some(path), &no_env, None, None).unwrap();
+    }
+
     #[test]
     fn defaults_file_and_flags_layer() {
-        let config = ServeConfig::resolve(None, None, None).unwrap();
+        let config = ServeConfig::resolve(None, &no_env, None, None).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.max_event_bytes, 1 << 20);
         assert_eq!(config.retention_age, Duration::from_secs(7 * 24 * 3600));
@@ -146,7 +254,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_event_bytes = 2048\n[retention]\nmax_bytes = 5\n")
             .unwrap();
-        let config = ServeConfig::resolve(Some(&path), Some("127.0.0.1:9001".into()), None).unwrap();
+        let config = ServeConfig::resolve(Some(&path), &no_env, Some("127.0.0.1:9001".into()), None).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9001");
         assert_eq!(config.max_event_bytes, 2048);
         assert_eq!(config.retention_bytes, 5);
@@ -157,10 +265,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "colour = 1\n").unwrap();
-        assert!(ServeConfig::resolve(Some(&path), None, None).unwrap_err().to_string().contains("colour"));
+        assert!(ServeConfig::resolve(Some(&path), &no_env, None, None).unwrap_err().to_string().contains("colour"));
         std::fs::write(&path, "max_event_bytes = 0\n").unwrap();
-        assert!(ServeConfig::resolve(Some(&path), None, None).unwrap_err().to_string().contains("max_event_bytes"));
-        let err = ServeConfig::resolve(None, Some("nowhere".into()), None).unwrap_err().to_string();
+        assert!(ServeConfig::resolve(Some(&path), &no_env, None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("max_event_bytes"));
+        let err = ServeConfig::resolve(None, &no_env, Some("nowhere".into()), None).unwrap_err().to_string();
         assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
     }
 }

@@ -18,18 +18,16 @@ struct Cli {
 enum Command {
     /// Run the broker (embedded log in the data directory).
     Serve {
-        /// Address to listen on [default: 127.0.0.1:8080].
-        #[arg(long)]
-        listen: Option<String>,
-        /// Data directory [default: ./switchyard-data].
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// TOML configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Pretty, env = "SWITCHYARD_LOG_FORMAT")]
         log_format: LogFormat,
+    },
+    /// Show the server configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Send one event to a broker.
     Send {
@@ -124,6 +122,37 @@ enum Command {
         /// The namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+    },
+}
+
+/// Where `serve` takes its configuration from, besides `SWITCHYARD_*` variables.
+#[derive(clap::Args)]
+struct Settings {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory [default: ./switchyard-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Defaults ← file ← environment ← flags.
+    fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let env = |var: &str| std::env::var(var).ok();
+        Ok(ServeConfig::resolve(self.config.as_deref(), &env, self.listen, self.data_dir)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults, file, environment and flags) as TOML.
+    Print {
+        #[command(flatten)]
+        settings: Settings,
     },
 }
 
@@ -223,10 +252,13 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { listen, data_dir, config, log_format } => {
+        Command::Serve { settings, log_format } => {
             init_tracing(log_format);
-            let config = ServeConfig::resolve(config.as_deref(), listen, data_dir)?;
-            switchyard::serve::serve(config).await
+            switchyard::serve::serve(settings.resolve()?).await
+        }
+        Command::Config { command: ConfigCommand::Print { settings } } => {
+            print!("{}", toml::to_string(&settings.resolve()?.to_file())?);
+            Ok(())
         }
         Command::Send { server, broker, ty, source, id, subject, data, content_type, extensions, structured } => {
             let client = Client::new(&server.server)?;

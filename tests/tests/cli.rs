@@ -198,3 +198,33 @@ async fn deadletters_list_redrive_purge() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("default/nope"));
 }
+
+#[test]
+fn config_print_shows_defaults_file_environment_and_flags_layered() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.toml");
+    std::fs::write(&file, "max_event_bytes = 2048\nshutdown_grace_secs = 3\n[retention]\nmax_age_hours = 24\n")
+        .unwrap();
+    let output = Command::new(binary())
+        .args(["config", "print", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:9999"])
+        .env("SWITCHYARD_MAX_EVENT_BYTES", "4096")
+        .env("SWITCHYARD_LISTEN", "127.0.0.1:7777")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    for line in [
+        "listen = \"127.0.0.1:9999\"",
+        "max_event_bytes = 4096",
+        "shutdown_grace_secs = 3",
+        "max_age_hours = 24",
+        "max_batch_bytes = 10485760",
+    ] {
+        assert!(printed.lines().any(|l| l == line), "missing {line:?} in:\n{printed}");
+    }
+    let output =
+        Command::new(binary()).args(["config", "print"]).env("SWITCHYARD_RETENTION_MAX_BYTES", "big").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("SWITCHYARD_RETENTION_MAX_BYTES") && message.contains("big"), "{message}");
+}
