@@ -1,6 +1,8 @@
 //! `switchyard serve`: open the data directory, bring up the declared brokers and triggers,
 //! and serve HTTP until SIGINT/SIGTERM.
 
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -34,11 +36,26 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         log: log.clone(),
         limits: Limits { max_event_bytes: config.max_event_bytes, max_batch_bytes: config.max_batch_bytes },
         base_url: format!("http://{address}"),
+        stopping: AtomicBool::new(false),
     });
     tracing::info!(%address, data_dir = %config.data_dir.display(), "switchyard listening");
-    axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown_signal()).await?;
-    tracing::info!("shutting down");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(
+        axum::serve(listener, router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
+    shutdown_signal().await;
+    // Ingest answers 503 from now on, while the API stays up: in-flight deliveries get their
+    // grace period, progress is persisted, and only then does the listener close.
+    state.stopping.store(true, Ordering::Release);
+    tracing::info!(grace_secs = config.shutdown_grace.as_secs(), "shutting down");
     state.controller.shutdown(config.shutdown_grace).await;
+    let _ = stop_http.send(());
+    http.await.context("http server task")??;
+    tracing::info!("stopped");
     Ok(())
 }
 

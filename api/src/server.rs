@@ -40,6 +40,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The URL clients reach this server at, for `status.address.url`.
     pub base_url: String,
+    /// Set at SIGTERM: ingest refuses new events while deliveries drain.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The whole HTTP API.
@@ -96,6 +98,9 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if state.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(ApiError::unavailable("the broker is shutting down; retry against another instance or later", 5));
+    }
     let topic = state
         .controller
         .broker_topic(namespace, broker)

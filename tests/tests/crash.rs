@@ -112,3 +112,39 @@ async fn progress_survives_a_clean_restart_without_redelivering_everything() {
     let ids: Vec<_> = subscriber.received().iter().filter_map(|r| r.header("ce-id").map(str::to_owned)).collect();
     assert_eq!(ids.len(), 51, "a graceful stop commits progress: nothing redelivered: {ids:?}\n{}", server.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_refuses_ingest_lets_deliveries_finish_and_exits_0() {
+    let mut server = Server::start().await;
+    server.broker("default", "b").await;
+    let slow = Subscriber::start().await;
+    slow.always(switchyard_tests::Answer::status(StatusCode::OK).after(Duration::from_millis(1500)));
+    server.trigger("default", "t", json!({"broker": "b", "subscriber": {"uri": slow.url}})).await;
+    assert_eq!(server.send_binary("default", "b", "in-flight", "t", b"{}").await, StatusCode::ACCEPTED);
+    slow.wait_for(1, Duration::from_secs(10)).await;
+    // The delivery is in flight (the subscriber answers only after 1.5 s): stop now.
+    let pid = server.pid().unwrap();
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/default/b", server.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "late")
+        .header("ce-type", "t")
+        .header("ce-source", "/s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "ingest refuses while stopping");
+    assert!(response.headers().contains_key("retry-after"));
+    let status = server.terminate().await;
+    assert!(status.success(), "exit code 0 after the in-flight delivery finished, got {status}");
+    // The finished delivery's progress was persisted: a restart does not redeliver it.
+    slow.always(StatusCode::OK);
+    server.restart().await;
+    assert_eq!(server.send_binary("default", "b", "after", "t", b"{}").await, StatusCode::ACCEPTED);
+    slow.wait_for(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: Vec<_> = slow.received().iter().filter_map(|r| r.header("ce-id").map(str::to_owned)).collect();
+    assert_eq!(ids, ["in-flight", "after"]);
+}
