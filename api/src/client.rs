@@ -94,8 +94,7 @@ impl Client {
         } else {
             let mut builder = self.http.post(url);
             for (name, value) in &attributes {
-                let encoded = percent_encoding::utf8_percent_encode(value, HEADER_VALUE_ESCAPES).to_string();
-                builder = builder.header(format!("ce-{name}"), encoded);
+                builder = builder.header(format!("ce-{name}"), switchyard_event::http::encode_header_value(value));
             }
             if let Some(content_type) = request.content_type.or(data.as_ref().map(|_| "application/json".to_owned())) {
                 builder = builder.header("content-type", content_type);
@@ -270,10 +269,6 @@ pub fn dead_letter_table(value: &Value) -> String {
     }
     lines.join("\n")
 }
-
-/// HTTP binding §3.1.3.2: characters to percent-encode in a header value.
-const HEADER_VALUE_ESCAPES: &percent_encoding::AsciiSet =
-    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%').add(0x7f);
 
 /// The REST path segment of a kind.
 pub fn resource_plural(kind: &str) -> anyhow::Result<&'static str> {

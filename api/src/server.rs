@@ -105,10 +105,8 @@ async fn ingest(
         .controller
         .broker_topic(namespace, broker)
         .ok_or_else(|| ApiError::not_found(format!("broker '{namespace}/{broker}' does not exist")))?;
-    let is_batch = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/cloudevents-batch+json"));
+    let mode = switchyard_event::http::content_mode(headers.get(header::CONTENT_TYPE)).map_err(event_error)?;
+    let is_batch = mode == switchyard_event::http::ContentMode::Batched;
     let limit = if is_batch { state.limits.max_batch_bytes } else { state.limits.max_event_bytes };
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
@@ -190,7 +188,7 @@ fn validation_error(error: ValidationError) -> ApiError {
 
 fn control_error(error: ControlError) -> ApiError {
     match error {
-        ControlError::Log(LogError::Unavailable(_)) => ApiError::unavailable(error.to_string(), 1),
+        ControlError::Log(error) => log_error(error),
         _ => ApiError::internal(error),
     }
 }

@@ -164,12 +164,11 @@ async fn write_reply(ctx: &Context, answer: Answer, ttl: i32) -> Result<(), Fail
     Ok(())
 }
 
+/// A binary-mode event announces itself with `ce-specversion`; any `application/cloudevents…`
+/// content type (even an unsupported format) claims a structured or batched one.
 fn claims_cloudevent(headers: &HeaderMap) -> bool {
-    let structured = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/cloudevents"));
-    structured || headers.contains_key("ce-specversion")
+    let mode = switchyard_event::http::content_mode(headers.get(http::header::CONTENT_TYPE));
+    headers.contains_key("ce-specversion") || !matches!(mode, Ok(switchyard_event::http::ContentMode::Binary))
 }
 
 /// A reply problem is retried like a transport error: the subscriber answered, but the

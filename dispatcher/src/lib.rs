@@ -197,11 +197,6 @@ impl Dispatcher {
         }
     }
 
-    /// Whether a worker runs for the trigger.
-    pub async fn is_running(&self, namespace: &str, name: &str) -> bool {
-        self.workers.lock().await.contains_key(&(namespace.to_owned(), name.to_owned()))
-    }
-
     /// Stops every worker, giving in-flight deliveries up to `grace`, then makes progress durable.
     pub async fn shutdown(&self, grace: Duration) {
         let workers: Vec<Worker> = self.workers.lock().await.drain().map(|(_, w)| w).collect();
