@@ -200,9 +200,13 @@ impl Dispatcher {
     /// Stops every worker, giving in-flight deliveries up to `grace`, then makes progress durable.
     pub async fn shutdown(&self, grace: Duration) {
         let workers: Vec<Worker> = self.workers.lock().await.drain().map(|(_, w)| w).collect();
-        let stops = workers.into_iter().map(|w| w.stop(Stop::Graceful(grace)));
-        for stop in stops {
-            stop.await;
+        // Every worker is told first, so they drain side by side: the whole stop takes at most
+        // one grace period, not one per trigger.
+        for worker in &workers {
+            let _ = worker.stop.send(Stop::Graceful(grace));
+        }
+        for worker in workers {
+            let _ = worker.task.await;
         }
         if let Err(error) = self.log.flush().await {
             tracing::error!(%error, "could not persist trigger progress at shutdown");

@@ -148,3 +148,26 @@ async fn sigterm_refuses_ingest_lets_deliveries_finish_and_exits_0() {
     let ids: Vec<_> = slow.received().iter().filter_map(|r| r.header("ce-id").map(str::to_owned)).collect();
     assert_eq!(ids, ["in-flight", "after"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_bounds_the_whole_stop_not_each_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, "shutdown_grace_secs = 2\n").unwrap();
+    let mut server = Server::start_with(&["--config", config.to_str().unwrap()]).await;
+    server.broker("default", "b").await;
+    let hung = Subscriber::start().await;
+    hung.always(switchyard_tests::Answer::status(StatusCode::OK).after(Duration::from_secs(60)));
+    let triggers = 4;
+    for i in 0..triggers {
+        server.trigger("default", &format!("t{i}"), json!({"broker": "b", "subscriber": {"uri": hung.url}})).await;
+    }
+    assert_eq!(server.send_binary("default", "b", "hangs", "t", b"{}").await, StatusCode::ACCEPTED);
+    hung.wait_for(triggers, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let status = server.terminate().await;
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    // One grace period of 2 s for all four hung deliveries (sequential stops would take 8 s).
+    assert!(took < Duration::from_secs(6), "stopping took {took:?}");
+}
