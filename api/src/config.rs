@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 /// The configuration file, as written by an operator. Every field is optional.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -23,6 +24,17 @@ pub struct ConfigFile {
     pub retention: Option<RetentionFile>,
     /// Seconds in-flight deliveries get to finish at shutdown.
     pub shutdown_grace_secs: Option<u64>,
+    /// Distributed tracing.
+    pub tracing: Option<TracingFile>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingFile {
+    /// The OTLP/HTTP collector spans are exported to (base URL, e.g. `http://127.0.0.1:4318`);
+    /// no export when absent or empty.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[retention]`.
@@ -52,6 +64,13 @@ pub struct ServeConfig {
     pub retention_bytes: u64,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+    /// Where spans are exported over OTLP/HTTP, if anywhere.
+    #[serde(serialize_with = "serialize_url")]
+    pub otlp_endpoint: Option<Url>,
+}
+
+fn serialize_url<S: serde::Serializer>(url: &Option<Url>, serializer: S) -> Result<S::Ok, S::Error> {
+    url.as_ref().map(Url::as_str).serialize(serializer)
 }
 
 /// An invalid configuration: the message names the key.
@@ -92,7 +111,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 7] = [
+pub const ENV_OVERRIDES: [(&str, &str); 8] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
@@ -100,6 +119,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 7] = [
     ("SWITCHYARD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("SWITCHYARD_RETENTION_MAX_AGE_HOURS", "retention.max_age_hours"),
     ("SWITCHYARD_RETENTION_MAX_BYTES", "retention.max_bytes"),
+    ("SWITCHYARD_OTLP_ENDPOINT", "tracing.otlp_endpoint"),
 ];
 
 impl ConfigFile {
@@ -119,6 +139,9 @@ impl ConfigFile {
                 "max_event_bytes" => self.max_event_bytes = Some(number()? as usize),
                 "max_batch_bytes" => self.max_batch_bytes = Some(number()? as usize),
                 "shutdown_grace_secs" => self.shutdown_grace_secs = Some(number()?),
+                "tracing.otlp_endpoint" => {
+                    self.tracing.get_or_insert_with(TracingFile::default).otlp_endpoint = Some(value.clone())
+                }
                 "retention.max_age_hours" => {
                     self.retention.get_or_insert_with(RetentionFile::default).max_age_hours = Some(number()?)
                 }
@@ -137,6 +160,16 @@ impl ServeConfig {
         listen: Option<String>,
         data_dir: Option<PathBuf>,
     ) -> Result<ServeConfig, ConfigError> {
+        ServeConfig::resolve_with(file, env, Flags { listen, data_dir, ..Flags::default() })
+    }
+
+    /// [`ServeConfig::resolve`] with every flag.
+    pub fn resolve_with(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: Flags,
+    ) -> Result<ServeConfig, ConfigError> {
+        let Flags { listen, data_dir, otlp_endpoint } = flags;
         let mut parsed = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -168,6 +201,11 @@ impl ServeConfig {
         if max_age_hours == 0 {
             return Err(ConfigError::Value { key: "retention.max_age_hours", message: "must be positive".into() });
         }
+        let otlp_endpoint = otlp_endpoint
+            .or(parsed.tracing.and_then(|t| t.otlp_endpoint))
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| parse_otlp_endpoint(&text))
+            .transpose()?;
         Ok(ServeConfig {
             listen,
             data_dir: data_dir.or(parsed.data_dir).unwrap_or_else(|| PathBuf::from("./switchyard-data")),
@@ -176,7 +214,31 @@ impl ServeConfig {
             retention_age: Duration::from_secs(max_age_hours * 3600),
             retention_bytes: retention.max_bytes.unwrap_or(10 << 30),
             shutdown_grace: Duration::from_secs(parsed.shutdown_grace_secs.unwrap_or(10)),
+            otlp_endpoint,
         })
+    }
+}
+
+/// The command-line flags that override configuration keys; `None` leaves a key alone.
+#[derive(Debug, Default)]
+pub struct Flags {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--otlp-endpoint` (empty disables export).
+    pub otlp_endpoint: Option<String>,
+}
+
+fn parse_otlp_endpoint(text: &str) -> Result<Url, ConfigError> {
+    let invalid = || ConfigError::Value {
+        key: "tracing.otlp_endpoint",
+        message: format!("'{text}' is not an http(s) URL like http://127.0.0.1:4318"),
+    };
+    let url = Url::parse(text.trim()).map_err(|_| invalid())?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err(invalid()),
     }
 }
 
@@ -193,6 +255,10 @@ impl ServeConfig {
                 max_age_hours: Some(self.retention_age.as_secs() / 3600),
                 max_bytes: Some(self.retention_bytes),
             }),
+            tracing: self
+                .otlp_endpoint
+                .as_ref()
+                .map(|url| TracingFile { otlp_endpoint: Some(url.as_str().to_owned()) }),
         }
     }
 }
@@ -258,6 +324,31 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:9001");
         assert_eq!(config.max_event_bytes, 2048);
         assert_eq!(config.retention_bytes, 5);
+    }
+
+    #[test]
+    fn the_otlp_endpoint_layers_file_environment_and_flag_and_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[tracing]\notlp_endpoint = \"http://file:4318\"\n").unwrap();
+        let config = ServeConfig::resolve(Some(&path), &no_env, None, None).unwrap();
+        assert_eq!(config.otlp_endpoint.as_ref().map(Url::as_str), Some("http://file:4318/"));
+        let env = |var: &str| (var == "SWITCHYARD_OTLP_ENDPOINT").then(|| "http://env:4318".to_owned());
+        let config = ServeConfig::resolve(Some(&path), &env, None, None).unwrap();
+        assert_eq!(config.otlp_endpoint.as_ref().map(Url::as_str), Some("http://env:4318/"));
+        let flags = Flags { otlp_endpoint: Some("https://flag".into()), ..Flags::default() };
+        let config = ServeConfig::resolve_with(Some(&path), &env, flags).unwrap();
+        assert_eq!(config.otlp_endpoint.as_ref().map(Url::as_str), Some("https://flag/"));
+        let off = Flags { otlp_endpoint: Some(String::new()), ..Flags::default() };
+        assert_eq!(ServeConfig::resolve_with(Some(&path), &env, off).unwrap().otlp_endpoint, None);
+        assert_eq!(ServeConfig::resolve(None, &no_env, None, None).unwrap().otlp_endpoint, None);
+        let printed = toml::to_string(&ServeConfig::resolve(Some(&path), &no_env, None, None).unwrap().to_file());
+        assert!(printed.unwrap().contains("[tracing]\notlp_endpoint = \"http://file:4318/\""));
+        for bad in ["127.0.0.1:4318", "ftp://collector", "http//x"] {
+            let bad = Flags { otlp_endpoint: Some(bad.into()), ..Flags::default() };
+            let error = ServeConfig::resolve_with(None, &no_env, bad).unwrap_err().to_string();
+            assert!(error.contains("tracing.otlp_endpoint"), "{error}");
+        }
     }
 
     #[test]

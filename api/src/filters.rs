@@ -15,20 +15,30 @@ use crate::problem::ApiError;
 /// Largest request body.
 const MAX_BODY_BYTES: usize = 1 << 20;
 
-#[derive(Deserialize)]
+/// A filter to try on an event, with a trigger's semantics.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FilterTest {
+pub(crate) struct FilterTest {
+    /// Knative attribute filter.
     #[serde(default)]
     filter: Option<AttributesFilter>,
+    /// Subscriptions-API filters; a non-empty list overrides `filter`.
     #[serde(default)]
     filters: Vec<SubscriptionsFilter>,
+    /// The event, in the JSON event format.
+    #[schema(value_type = crate::openapi::CloudEvent)]
     event: Value,
 }
 
-#[derive(Deserialize)]
+/// A CESQL expression to evaluate on an event.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CesqlEvaluate {
+pub(crate) struct CesqlEvaluate {
+    /// A CESQL v1.0 expression.
+    #[schema(examples("type LIKE 'order.%'"))]
     expression: String,
+    /// The event, in the JSON event format.
+    #[schema(value_type = crate::openapi::CloudEvent)]
     event: Value,
 }
 
@@ -45,6 +55,18 @@ fn event_from(value: &Value) -> Result<Event, ApiError> {
 
 /// `{"filter"?, "filters"?, "event"}` → `{"matched", "errors"}`, with a trigger's semantics:
 /// a non-empty `filters` overrides `filter`.
+#[utoipa::path(
+    post,
+    path = "/v1/filters/test",
+    tag = "filters",
+    summary = "Try a trigger filter on an event",
+    request_body = FilterTest,
+    responses(
+        (status = 200, description = "Whether the event passes, and the evaluation errors met.", body = crate::openapi::schemas::FilterTestResult),
+        (status = 400, description = "Malformed body, invalid filter (with the position of a CESQL or JSONPath error) or invalid event.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn test_filter(body: Body) -> Result<Response, ApiError> {
     let request: FilterTest = read_json(body).await?;
     validate_filters(request.filter.as_ref(), &request.filters, "")
@@ -57,6 +79,18 @@ pub(crate) async fn test_filter(body: Body) -> Result<Response, ApiError> {
 
 /// `{"expression", "event"}` → `{"result", "error"}`, evaluated fail-fast. Always 200 for a
 /// well-formed request: a parse error is an answer, with kind `parse`.
+#[utoipa::path(
+    post,
+    path = "/v1/cesql/evaluate",
+    tag = "filters",
+    summary = "Evaluate a CESQL expression on an event",
+    request_body = CesqlEvaluate,
+    responses(
+        (status = 200, description = "The value, or the parse or evaluation error (fail-fast): always 200 for a well-formed request.", body = crate::openapi::schemas::CesqlResult),
+        (status = 400, description = "Malformed body or invalid event.", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn evaluate_cesql(body: Body) -> Result<Response, ApiError> {
     let request: CesqlEvaluate = read_json(body).await?;
     let event = event_from(&request.event)?;

@@ -6,6 +6,10 @@ pub mod client;
 pub mod config;
 pub mod controller;
 mod filters;
+pub mod metrics;
+pub mod openapi;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod problem;
 pub mod serve;
 pub mod server;

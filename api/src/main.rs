@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::client::{dead_letter_table, read_file_or_stdin, resource_plural, table, Client, SendRequest};
-use switchyard::config::ServeConfig;
+use switchyard::config::{Flags, ServeConfig};
 
 #[derive(Parser)]
 #[command(name = "switchyard", version, about = "A CloudEvents broker and trigger router")]
@@ -137,13 +137,17 @@ struct Settings {
     /// TOML configuration file.
     #[arg(long, env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
+    /// Export spans over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 [default: none].
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
 }
 
 impl Settings {
     /// Defaults ← file ← environment ← flags.
     fn resolve(self) -> anyhow::Result<ServeConfig> {
         let env = |var: &str| std::env::var(var).ok();
-        Ok(ServeConfig::resolve(self.config.as_deref(), &env, self.listen, self.data_dir)?)
+        let flags = Flags { listen: self.listen, data_dir: self.data_dir, otlp_endpoint: self.otlp_endpoint };
+        Ok(ServeConfig::resolve_with(self.config.as_deref(), &env, flags)?)
     }
 }
 

@@ -13,12 +13,23 @@ pub struct ApiError {
     headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: the body of every error answer (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(examples(json!({
+    "type": "about:blank",
+    "title": "Not Found",
+    "status": 404,
+    "detail": "broker 'default/b' does not exist"
+})))]
+pub(crate) struct Problem<'a> {
+    /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
     ty: &'static str,
+    /// The status's reason phrase.
     title: &'a str,
+    /// The HTTP status code.
     status: u16,
+    /// What went wrong and, for a 4xx, what to fix (a 5xx says only "internal error").
     detail: &'a str,
 }
 

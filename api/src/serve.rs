@@ -17,6 +17,8 @@ use crate::server::{router, AppState, Limits};
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Installed before anything records, so no early sample is lost.
+    crate::metrics::exporter();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory '{}'", config.data_dir.display()))?;
     let mut log_config = EmbeddedConfig::new(config.data_dir.join("log"));
@@ -24,7 +26,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     log_config.retention_bytes = config.retention_bytes;
     let log: Arc<dyn EventLog> = EmbeddedLog::open(log_config).await.context("cannot open the event log")?;
     let store = Store::open(&config.data_dir.join("meta.redb")).context("cannot open the metadata store")?;
-    let dispatcher = Dispatcher::new(log.clone(), Sender::new().context("cannot build the HTTP client")?);
+    let exporter = start_otlp(&config)?;
+    let spans = exporter.as_ref().map(|e| e.sink());
+    let mut sender = Sender::new().context("cannot build the HTTP client")?;
+    if let Some(spans) = &spans {
+        sender = sender.with_spans(spans.clone());
+    }
+    let dispatcher = Dispatcher::new(log.clone(), sender);
     let controller =
         Controller::start(store, log.clone(), dispatcher).await.context("cannot start brokers and triggers")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -37,6 +45,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         limits: Limits { max_event_bytes: config.max_event_bytes, max_batch_bytes: config.max_batch_bytes },
         base_url: format!("http://{address}"),
         stopping: AtomicBool::new(false),
+        spans,
     });
     tracing::info!(%address, data_dir = %config.data_dir.display(), "switchyard listening");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -53,10 +62,44 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     state.stopping.store(true, Ordering::Release);
     tracing::info!(grace_secs = config.shutdown_grace.as_secs(), "shutting down");
     state.controller.shutdown(config.shutdown_grace).await;
+    if let Some(exporter) = exporter {
+        // After the deliveries' grace period, so their last spans are sent too.
+        exporter.shutdown().await;
+    }
     let _ = stop_http.send(());
     http.await.context("http server task")??;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(feature = "otlp")]
+fn start_otlp(config: &ServeConfig) -> anyhow::Result<Option<crate::otlp::OtlpExporter>> {
+    let Some(endpoint) = &config.otlp_endpoint else { return Ok(None) };
+    Ok(Some(crate::otlp::OtlpExporter::start(endpoint).context("cannot build the OTLP HTTP client")?))
+}
+
+/// Without the `otlp` feature there is no exporter; asking for one is a configuration error
+/// rather than silently tracing nothing.
+#[cfg(not(feature = "otlp"))]
+fn start_otlp(config: &ServeConfig) -> anyhow::Result<Option<NoExporter>> {
+    match &config.otlp_endpoint {
+        None => Ok(None),
+        Some(endpoint) => anyhow::bail!(
+            "invalid config key 'tracing.otlp_endpoint': '{endpoint}' is set, but this switchyard was built without the 'otlp' feature"
+        ),
+    }
+}
+
+#[cfg(not(feature = "otlp"))]
+enum NoExporter {}
+
+#[cfg(not(feature = "otlp"))]
+impl NoExporter {
+    fn sink(&self) -> Arc<dyn switchyard_event::tracecontext::SpanSink> {
+        match *self {}
+    }
+
+    async fn shutdown(self) {}
 }
 
 async fn shutdown_signal() {

@@ -6,17 +6,27 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use switchyard_event::tracecontext::{self, TraceContext};
 use switchyard_event::{Event, EventError};
 use switchyard_log::{EventLog, LogError};
 use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label};
 use switchyard_meta::store::Upsert;
 use switchyard_meta::ValidationError;
 
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+
 use crate::controller::{ControlError, Controller};
-use crate::problem::ApiError;
+use crate::openapi::schemas::{
+    Broker, BrokerList, BrokerRequest, DeadLetter, DeadLetterPage, Purged, Trigger, TriggerList, TriggerRequest,
+};
+use crate::openapi::{
+    BinaryModeHeaders, CloudEvent, DeadLetterPath, EventData, HandshakeHeaders, IngestPath, NamespacePath, ResourcePath,
+};
+use crate::problem::{ApiError, Problem};
 
 /// Limits on what ingest accepts.
 #[derive(Debug, Clone, Copy)]
@@ -42,36 +52,137 @@ pub struct AppState {
     pub base_url: String,
     /// Set at SIGTERM: ingest refuses new events while deliveries drain.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Where ingest spans go when OTLP export is configured.
+    pub spans: Option<Arc<dyn switchyard_event::tracecontext::SpanSink>>,
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API: the routes of [`api`], and a problem+json 404 for any other path.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .route("/v1/filters/test", post(crate::filters::test_filter))
-        .route("/v1/cesql/evaluate", post(crate::filters::evaluate_cesql))
-        .route("/v1/brokers", get(list_brokers))
-        .route("/v1/triggers", get(list_triggers))
-        .route("/v1/namespaces/{namespace}/brokers", get(list_brokers))
-        .route("/v1/namespaces/{namespace}/brokers/{name}", get(get_broker).put(put_broker).delete(delete_broker))
-        .route("/v1/namespaces/{namespace}/triggers", get(list_triggers))
-        .route("/v1/namespaces/{namespace}/triggers/{name}", get(get_trigger).put(put_trigger).delete(delete_trigger))
-        .route(
-            "/v1/namespaces/{namespace}/triggers/{name}/deadletters",
-            get(list_dead_letters).delete(purge_dead_letters),
-        )
-        .route("/v1/namespaces/{namespace}/triggers/{name}/deadletters/redrive", post(redrive_dead_letters))
-        .route(
-            "/v1/namespaces/{namespace}/triggers/{name}/deadletters/{id}",
-            get(get_dead_letter).delete(delete_dead_letter),
-        )
-        .route("/{namespace}/{broker}", any(ingest_endpoint))
+    let (router, _) = api().split_for_parts();
+    router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on this path"))
+        })
         .with_state(state)
 }
 
+/// Every endpoint, each registered together with its OpenAPI operation (its `#[utoipa::path]`):
+/// [`router`] serves these routes and `GET /openapi.json` ([`crate::openapi::document`])
+/// describes them, both split from this one builder, so the two cannot differ. Add an endpoint
+/// only as `.routes(routes!(handler))` with a `#[utoipa::path]` on the handler: a plain
+/// `.route(…)` would serve it undocumented (the `openapi` tests refuse that).
+pub fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_endpoint))
+        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(crate::filters::test_filter))
+        .routes(routes!(crate::filters::evaluate_cesql))
+        .routes(routes!(list_all_brokers))
+        .routes(routes!(list_all_triggers))
+        .routes(routes!(list_brokers))
+        .routes(routes!(get_broker, put_broker, delete_broker))
+        .routes(routes!(list_triggers))
+        .routes(routes!(get_trigger, put_trigger, delete_trigger))
+        .routes(routes!(list_dead_letters, purge_dead_letters))
+        .routes(routes!(redrive_dead_letters))
+        .routes(routes!(get_dead_letter, delete_dead_letter))
+        // Any other method on the ingest path: 405 with `Allow: POST, OPTIONS`.
+        .routes(routes!(ingest_post, ingest_options).map(|methods| methods.fallback(ingest_endpoint)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness",
+    responses((status = 200, description = "The process is up.", body = String, content_type = "text/plain", example = "ok")),
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness",
+    responses((status = 200, description = "Brokers and triggers are up and the API serves.", body = String, content_type = "text/plain", example = "ok")),
+)]
+async fn readyz() -> &'static str {
+    "ok"
+}
+
 // ---- ingest ----
+
+/// Send events to a broker.
+///
+/// The three content modes of the CloudEvents HTTP binding: binary (`ce-*` headers, the body is
+/// the data), structured (`application/cloudevents+json`) and batch
+/// (`application/cloudevents-batch+json`, all or nothing). Every event gets a
+/// `knativearrivaltime` extension. Any method other than POST and OPTIONS is answered 405
+/// (problem+json) with `Allow: POST, OPTIONS`.
+#[utoipa::path(
+    post,
+    path = "/{namespace}/{broker}",
+    tag = "ingest",
+    params(IngestPath, BinaryModeHeaders),
+    request_body(
+        description = "Binary mode: the event data in any media type other than the two below, with the attributes in `ce-*` headers. Structured mode: one event. Batch mode: an array of events.",
+        content(
+            (CloudEvent = "application/cloudevents+json"),
+            (Vec<CloudEvent> = "application/cloudevents-batch+json"),
+            (EventData = "*/*"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "The event (or the whole batch) is durable in the log."),
+        (status = 400, description = "Invalid event or malformed body; the detail names the attribute.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such broker.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "An event above the event limit (default 1 MiB), or a batch body above the batch limit (default 10 MiB).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A structured format other than JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot accept now, or the server is stopping; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn ingest_post(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_endpoint(state, path, method, headers, body).await
+}
+
+/// CloudEvents webhook abuse-protection handshake.
+///
+/// Any origin may deliver, at any rate (CloudEvents HTTP Webhook §4.1). Answered whether or not
+/// the broker exists.
+#[utoipa::path(
+    options,
+    path = "/{namespace}/{broker}",
+    tag = "ingest",
+    params(IngestPath, HandshakeHeaders),
+    responses(
+        (status = 200, description = "Delivery is allowed.", headers(
+            ("WebHook-Allowed-Origin" = String, description = "The requesting origin, or `*`."),
+            ("WebHook-Allowed-Rate" = String, description = "`*`: no rate limit."),
+            ("Allow" = String, description = "`POST, OPTIONS`."),
+        )),
+    ),
+)]
+async fn ingest_options(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_endpoint(state, path, method, headers, body).await
+}
 
 async fn ingest_endpoint(
     State(state): State<Arc<AppState>>,
@@ -80,15 +191,32 @@ async fn ingest_endpoint(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    match method {
+    let started = std::time::Instant::now();
+    let answer = match method {
         Method::POST => ingest(&state, &namespace, &broker, &headers, body).await,
-        Method::OPTIONS => Ok(webhook_handshake(&headers)),
+        Method::OPTIONS => return Ok(webhook_handshake(&headers)),
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} is not allowed: send events with POST"),
         )
         .with_header(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"))),
-    }
+    };
+    let status = answer.as_ref().map_or_else(ApiError::status, Response::status);
+    crate::metrics::ingest_answered(status, started.elapsed());
+    answer
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Every metric in the Prometheus text exposition format.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8")),
+)]
+async fn metrics_endpoint(State(state): State<Arc<AppState>>) -> Response {
+    let text = crate::metrics::render(&state.controller.backlogs().await);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)
+        .into_response()
 }
 
 async fn ingest(
@@ -98,6 +226,7 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::SystemTime::now();
     if state.stopping.load(std::sync::atomic::Ordering::Acquire) {
         return Err(ApiError::unavailable("the broker is shutting down; retry against another instance or later", 5));
     }
@@ -111,6 +240,7 @@ async fn ingest(
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds the limit of {limit} bytes"))
     })?;
+    let body_bytes = body.len();
     let mut events = switchyard_event::http::decode_request(headers, body).map_err(event_error)?;
     if is_batch {
         if let Some((i, size)) =
@@ -126,11 +256,29 @@ async fn ingest(
         }
     }
     let arrival = switchyard_event::knative::now_rfc3339();
+    // W3C Trace Context: an invalid `traceparent` header is ignored, never an error.
+    let request_trace = TraceContext::from_headers(headers);
     for event in &mut events {
         switchyard_event::knative::stamp_ingress(event, &arrival);
+        if let Some(context) = &request_trace {
+            tracecontext::adopt_request_context(event, context);
+        }
     }
-    match state.log.append(&topic, &events).await {
-        Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+    let appended = state.log.append(&topic, &events).await;
+    if let Some(spans) = &state.spans {
+        let error = appended.as_ref().err().map(ToString::to_string);
+        let key = format!("{namespace}/{broker}");
+        let ended = std::time::SystemTime::now();
+        for span in tracecontext::ingest_spans(&key, &events, request_trace.as_ref(), started, ended, error.as_deref())
+        {
+            spans.record(span);
+        }
+    }
+    match appended {
+        Ok(()) => {
+            crate::metrics::ingested(mode, events.len(), body_bytes);
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         Err(LogError::UnknownTopic(_)) => {
             Err(ApiError::not_found(format!("broker '{namespace}/{broker}' does not exist")))
         }
@@ -218,7 +366,34 @@ fn with_trigger_status(state: &AppState, mut trigger: switchyard_meta::Trigger) 
     trigger
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/brokers",
+    tag = "brokers",
+    summary = "List the brokers of every namespace",
+    responses(
+        (status = 200, description = "Every broker, with its status.", body = BrokerList),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn list_all_brokers(state: State<Arc<AppState>>) -> Result<Response, ApiError> {
+    list_brokers(state, None).await
+}
+
 /// `GET /v1/brokers` (every namespace) and `GET /v1/namespaces/{namespace}/brokers`.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{namespace}/brokers",
+    tag = "brokers",
+    summary = "List the brokers of a namespace",
+    description = "Each with its status: `status.address.url` is the broker's ingest URL.",
+    params(NamespacePath),
+    responses(
+        (status = 200, description = "The namespace's brokers, with their status.", body = BrokerList),
+        (status = 400, description = "The namespace is not a DNS-1123 label.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_brokers(
     State(state): State<Arc<AppState>>,
     namespace: Option<Path<String>>,
@@ -229,6 +404,18 @@ async fn list_brokers(
     Ok(Json(List { items }).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{namespace}/brokers/{name}",
+    tag = "brokers",
+    summary = "Get a broker",
+    params(ResourcePath),
+    responses(
+        (status = 200, description = "The broker, with its status; `status.address.url` is its ingest URL.", body = Broker),
+        (status = 404, description = "No such broker.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn get_broker(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -238,6 +425,22 @@ async fn get_broker(
     Ok(Json(with_broker_status(&state, broker)).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/namespaces/{namespace}/brokers/{name}",
+    tag = "brokers",
+    summary = "Create or replace a broker",
+    params(ResourcePath),
+    request_body = BrokerRequest,
+    responses(
+        (status = 200, description = "Replaced.", body = Broker),
+        (status = 201, description = "Created.", body = Broker),
+        (status = 400, description = "Invalid name, body or field; the detail names the field.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn put_broker(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -249,6 +452,19 @@ async fn put_broker(
     Ok((upsert_status(upsert), Json(with_broker_status(&state, broker))).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{namespace}/brokers/{name}",
+    tag = "brokers",
+    summary = "Delete a broker and its events",
+    params(ResourcePath),
+    responses(
+        (status = 200, description = "Deleted: the broker as it was (without status).", body = Broker),
+        (status = 404, description = "No such broker.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn delete_broker(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -258,7 +474,34 @@ async fn delete_broker(
     Ok(Json(broker).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/triggers",
+    tag = "triggers",
+    summary = "List the triggers of every namespace",
+    responses(
+        (status = 200, description = "Every trigger, with its status.", body = TriggerList),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+async fn list_all_triggers(state: State<Arc<AppState>>) -> Result<Response, ApiError> {
+    list_triggers(state, None).await
+}
+
 /// `GET /v1/triggers` (every namespace) and `GET /v1/namespaces/{namespace}/triggers`.
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{namespace}/triggers",
+    tag = "triggers",
+    summary = "List the triggers of a namespace",
+    description = "Each with its status: `Ready=False`, reason `BrokerDoesNotExist`, while its broker is missing.",
+    params(NamespacePath),
+    responses(
+        (status = 200, description = "The namespace's triggers, with their status.", body = TriggerList),
+        (status = 400, description = "The namespace is not a DNS-1123 label.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_triggers(
     State(state): State<Arc<AppState>>,
     namespace: Option<Path<String>>,
@@ -269,6 +512,18 @@ async fn list_triggers(
     Ok(Json(List { items }).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{namespace}/triggers/{name}",
+    tag = "triggers",
+    summary = "Get a trigger",
+    params(ResourcePath),
+    responses(
+        (status = 200, description = "The trigger, with its status (`Ready=False`, reason `BrokerDoesNotExist`, while its broker is missing).", body = Trigger),
+        (status = 404, description = "No such trigger.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn get_trigger(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -278,6 +533,23 @@ async fn get_trigger(
     Ok(Json(with_trigger_status(&state, trigger)).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/namespaces/{namespace}/triggers/{name}",
+    tag = "triggers",
+    summary = "Create or replace a trigger",
+    description = "A trigger whose broker does not exist is stored and reported not ready; it starts when the broker is created. A new trigger receives the events appended after its creation.",
+    params(ResourcePath),
+    request_body = TriggerRequest,
+    responses(
+        (status = 200, description = "Replaced.", body = Trigger),
+        (status = 201, description = "Created.", body = Trigger),
+        (status = 400, description = "Invalid name, body, field, filter (with the position of a CESQL or JSONPath error) or subscriber; the detail names the field.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn put_trigger(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -289,6 +561,19 @@ async fn put_trigger(
     Ok((upsert_status(upsert), Json(with_trigger_status(&state, trigger))).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{namespace}/triggers/{name}",
+    tag = "triggers",
+    summary = "Delete a trigger",
+    params(ResourcePath),
+    responses(
+        (status = 200, description = "Deleted: the trigger as it was (without status).", body = Trigger),
+        (status = 404, description = "No such trigger.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn delete_trigger(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -304,15 +589,21 @@ async fn delete_trigger(
 const DEAD_LETTER_PAGE: usize = 100;
 const MAX_DEAD_LETTER_PAGE: usize = 1000;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// Start after this id: the `next` of the previous page.
     after: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
+/// Which dead letters to redeliver; an empty body (or no `ids`) means all of them.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RedriveRequest {
+    /// Ids of the dead letters to redeliver; every one must exist.
     #[serde(default)]
     ids: Option<Vec<String>>,
 }
@@ -343,6 +634,20 @@ fn log_error(error: LogError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{namespace}/triggers/{name}/deadletters",
+    tag = "dead letters",
+    summary = "List a trigger's dead letters",
+    params(ResourcePath, DeadLetterQuery),
+    responses(
+        (status = 200, description = "A page of dead letters, oldest first.", body = DeadLetterPage),
+        (status = 400, description = "Invalid query (e.g. `limit` out of range).", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such trigger.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_dead_letters(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -365,6 +670,19 @@ async fn list_dead_letters(
     Ok(Json(serde_json::json!({ "items": items, "next": next })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/namespaces/{namespace}/triggers/{name}/deadletters/{id}",
+    tag = "dead letters",
+    summary = "Get a dead letter",
+    params(DeadLetterPath),
+    responses(
+        (status = 200, description = "The dead letter.", body = DeadLetter),
+        (status = 404, description = "No such trigger, or no such dead letter.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn get_dead_letter(
     State(state): State<Arc<AppState>>,
     Path((namespace, name, id)): Path<(String, String, String)>,
@@ -376,6 +694,24 @@ async fn get_dead_letter(
     Ok(Json(dead_letter_json(&entry)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/namespaces/{namespace}/triggers/{name}/deadletters/redrive",
+    tag = "dead letters",
+    summary = "Redeliver dead letters",
+    description = "Redelivers with the trigger's current subscriber and delivery policy, page by page; an entry is removed once delivered.",
+    params(ResourcePath),
+    request_body(content = Option<RedriveRequest>, description = "`{\"ids\": [...]}`, or empty for all.", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Redelivery started."),
+        (status = 400, description = "Malformed body.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such trigger, or one of the ids does not exist.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The trigger is not ready (its broker does not exist).", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 1 MiB.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn redrive_dead_letters(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -408,6 +744,19 @@ async fn redrive_dead_letters(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{namespace}/triggers/{name}/deadletters/{id}",
+    tag = "dead letters",
+    summary = "Delete a dead letter",
+    params(DeadLetterPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such trigger, or no such dead letter.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn delete_dead_letter(
     State(state): State<Arc<AppState>>,
     Path((namespace, name, id)): Path<(String, String, String)>,
@@ -419,6 +768,19 @@ async fn delete_dead_letter(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/namespaces/{namespace}/triggers/{name}/deadletters",
+    tag = "dead letters",
+    summary = "Delete every dead letter of a trigger",
+    params(ResourcePath),
+    responses(
+        (status = 200, description = "How many were deleted.", body = Purged),
+        (status = 404, description = "No such trigger.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Storage cannot answer now; `Retry-After` says when to retry.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error (the detail is in the server log).", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn purge_dead_letters(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,

@@ -14,8 +14,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::policy::{Failure, Verdict};
-use crate::sender::{Answer, Target};
-use crate::{DispatchStats, Sender, TriggerConfig};
+use crate::sender::{trace_id, Answer, Attempt, Target};
+use crate::{metrics, Sender, TriggerConfig};
 
 /// The longest pause between attempts to write a dead letter to a failing store.
 const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
@@ -30,7 +30,6 @@ pub(crate) struct Context {
     /// a retrying event does not keep others from being sent.
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) rate: Option<RateLimiter>,
-    pub(crate) stats: Arc<DispatchStats>,
     /// Dead letters being redriven, so two redrive requests do not deliver one twice.
     pub(crate) redriving: Mutex<HashSet<String>>,
 }
@@ -84,7 +83,7 @@ pub(crate) async fn redrive(ctx: &Context, entry: DeadLetter) {
             }
         }
     } else {
-        tracing::warn!(trigger = %ctx.scope(), id = %entry.id, "redrive failed; the dead letter stays in the store");
+        tracing::warn!(trigger = %ctx.scope(), id = %entry.id, trace_id = trace_id(&entry.event), "redrive failed; the dead letter stays in the store");
     }
     ctx.redriving.lock().unwrap_or_else(|e| e.into_inner()).remove(&entry.id);
 }
@@ -101,8 +100,11 @@ async fn attempt(ctx: &Context, target: &Target, event: &Event, reply_ttl: Optio
             // The semaphore is never closed; without a permit there is nothing to send with.
             let _permit = ctx.in_flight.acquire().await.ok();
             let started = Instant::now();
-            let result = ctx.sender.send(target, event).await;
-            tracing::trace!(trigger = %ctx.scope(), elapsed_us = started.elapsed().as_micros() as u64, "attempt");
+            let dead_letter = ctx.config.dead_letter_sink.as_ref().is_some_and(|sink| std::ptr::eq(sink, target));
+            let scope = ctx.scope();
+            let result =
+                ctx.sender.send(target, event, Attempt { trigger: &scope, number: attempt, dead_letter }).await;
+            metrics::attempt(&result, started.elapsed());
             result
         };
         let failure = match result {
@@ -115,18 +117,17 @@ async fn attempt(ctx: &Context, target: &Target, event: &Event, reply_ttl: Optio
             },
             Err(failure) => failure,
         };
-        ctx.stats.failed_attempts.inc();
         match ctx.config.retry.after_failure(attempt, &failure) {
             Verdict::RetryAfter(wait) => {
                 tracing::debug!(
-                    trigger = %ctx.scope(), target = %target.url, attempt, %failure,
+                    trigger = %ctx.scope(), target = %target.url, attempt, %failure, trace_id = trace_id(event),
                     wait_ms = wait.as_millis() as u64, "attempt failed; will retry"
                 );
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
             Verdict::GiveUp => {
-                tracing::debug!(trigger = %ctx.scope(), target = %target.url, attempt, %failure, "giving up");
+                tracing::debug!(trigger = %ctx.scope(), target = %target.url, attempt, %failure, trace_id = trace_id(event), "giving up");
                 return Err(Exhausted { failure, attempts: attempt });
             }
         }
@@ -150,17 +151,17 @@ async fn write_reply(ctx: &Context, answer: Answer, ttl: i32) -> Result<(), Fail
     };
     let remaining = ttl - 1;
     if remaining <= 0 {
-        ctx.stats.replies_dropped.inc();
+        metrics::reply("dropped");
         tracing::warn!(trigger = %ctx.scope(), reply = %reply.id(), "reply dropped: its knativebrokerttl hop budget is spent");
         return Ok(());
     }
     knative::stamp_ingress(&mut reply, &knative::now_rfc3339());
     let _ = reply.set_extension(knative::BROKER_TTL, AttrValue::Integer(remaining));
-    ctx.log
-        .append(&ctx.config.topic, std::slice::from_ref(&reply))
-        .await
-        .map_err(|e| reply_failure(format!("cannot store the reply event: {e}")))?;
-    ctx.stats.replies.inc();
+    ctx.log.append(&ctx.config.topic, std::slice::from_ref(&reply)).await.map_err(|e| {
+        metrics::reply("failed");
+        reply_failure(format!("cannot store the reply event: {e}"))
+    })?;
+    metrics::reply("written");
     Ok(())
 }
 
@@ -184,12 +185,12 @@ async fn dead_letter_to_sink(ctx: &Context, event: &Event, exhausted: &Exhausted
     let annotated = with_error_extensions(event, &ctx.config.target, exhausted);
     match attempt(ctx, sink, &annotated, None).await {
         Ok(()) => {
-            ctx.stats.dead_lettered.inc();
-            tracing::warn!(trigger = %ctx.scope(), id = %event.id(), reason = %exhausted.reason(), "event sent to the dead-letter sink");
+            metrics::dead_lettered("sink");
+            tracing::warn!(trigger = %ctx.scope(), id = %event.id(), trace_id = trace_id(event), reason = %exhausted.reason(), "event sent to the dead-letter sink");
             true
         }
         Err(sink_exhausted) => {
-            tracing::warn!(trigger = %ctx.scope(), id = %event.id(), reason = %sink_exhausted.reason(), "dead-letter sink failed too");
+            tracing::warn!(trigger = %ctx.scope(), id = %event.id(), trace_id = trace_id(event), reason = %sink_exhausted.reason(), "dead-letter sink failed too");
             false
         }
     }
@@ -236,12 +237,12 @@ async fn store(ctx: &Context, event: &Event, exhausted: Exhausted) {
     loop {
         match ctx.dead_letters.put(&ctx.scope(), entry.clone()).await {
             Ok(id) => {
-                ctx.stats.dead_letters_stored.inc();
-                tracing::warn!(trigger = %ctx.scope(), event = %event.id(), dead_letter = %id, reason = %entry.reason, "event kept in the dead-letter store");
+                metrics::dead_lettered("store");
+                tracing::warn!(trigger = %ctx.scope(), event = %event.id(), trace_id = trace_id(event), dead_letter = %id, reason = %entry.reason, "event kept in the dead-letter store");
                 return;
             }
             Err(error) => {
-                tracing::error!(trigger = %ctx.scope(), event = %event.id(), %error, "cannot write to the dead-letter store; retrying");
+                tracing::error!(trigger = %ctx.scope(), event = %event.id(), trace_id = trace_id(event), %error, "cannot write to the dead-letter store; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(STORE_RETRY_MAX);
             }

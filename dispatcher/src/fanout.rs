@@ -30,6 +30,7 @@ const BATCH: usize = 256;
 /// A matching event, as pushed into a trigger's queue.
 pub(crate) struct Pushed {
     pub(crate) position: Position,
+    pub(crate) timestamp_ms: i64,
     pub(crate) event: Arc<Event>,
 }
 
@@ -140,7 +141,11 @@ impl Fan {
             if offset < attached.from || !attached.filter.evaluate(&view, &mut None) {
                 continue;
             }
-            let pushed = Pushed { position: log_event.position, event: log_event.event.clone() };
+            let pushed = Pushed {
+                position: log_event.position,
+                timestamp_ms: log_event.timestamp_ms,
+                event: log_event.event.clone(),
+            };
             if attached.queue.try_send(pushed).is_err() {
                 // Full (or the worker is gone): it reads from here itself.
                 attached.detached_at.store(offset, Ordering::Release);

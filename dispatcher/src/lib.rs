@@ -9,9 +9,8 @@
 //! The dispatcher knows the log only through [`switchyard_log::EventLog`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_log::EventLog;
 use tokio::sync::{mpsc, watch, Mutex, Semaphore};
@@ -21,6 +20,7 @@ mod delivery;
 mod fanout;
 pub mod filter;
 pub mod index;
+pub mod metrics;
 pub mod policy;
 pub mod sender;
 mod tracker;
@@ -43,35 +43,29 @@ pub enum Ordering {
     Ordered,
 }
 
-/// A monotonic counter.
+/// A trigger's progress as its worker last committed it, for the backlog metrics.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, AtomicOrdering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(AtomicOrdering::Relaxed)
-    }
+pub(crate) struct Progress {
+    /// Committed position per partition.
+    committed: HashMap<u32, u64>,
+    /// When the oldest event read and not yet final was appended (ms since the Unix epoch).
+    oldest_pending_ms: Option<i64>,
 }
 
-/// What the dispatcher has done, across triggers.
-#[derive(Debug, Default)]
-pub struct DispatchStats {
-    /// Attempts that failed (each retry counts).
-    pub failed_attempts: Counter,
-    /// Reply events written back to a broker.
-    pub replies: Counter,
-    /// Reply events dropped because their hop budget was spent.
-    pub replies_dropped: Counter,
-    /// Events a dead-letter sink took.
-    pub dead_lettered: Counter,
-    /// Events kept in a dead-letter store.
-    pub dead_letters_stored: Counter,
+/// How far behind a trigger is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backlog {
+    /// The trigger's namespace.
+    pub namespace: String,
+    /// The trigger's name.
+    pub name: String,
+    /// Events between the trigger's committed position and the end of the log, matching or
+    /// not.
+    pub events: u64,
+    /// Age of the oldest event the trigger has read and not yet delivered or dead-lettered
+    /// (zero when there is none: a trigger that is far behind but has read nothing yet reports
+    /// its backlog in `events` only).
+    pub oldest_age: Duration,
 }
 
 /// Everything a trigger's worker needs, validated and resolved.
@@ -114,6 +108,8 @@ pub fn dead_letter_scope(namespace: &str, name: &str) -> String {
 }
 
 struct Worker {
+    topic: String,
+    progress: Arc<std::sync::Mutex<Progress>>,
     stop: watch::Sender<Stop>,
     redrive: mpsc::UnboundedSender<Redrive>,
     task: JoinHandle<()>,
@@ -130,7 +126,6 @@ impl Worker {
 pub struct Dispatcher {
     log: Arc<dyn EventLog>,
     sender: Sender,
-    stats: Arc<DispatchStats>,
     fanouts: Arc<fanout::Fanouts>,
     workers: Mutex<HashMap<(String, String), Worker>>,
     /// How long a replaced trigger's in-flight deliveries may finish before the new one starts.
@@ -143,16 +138,10 @@ impl Dispatcher {
         Dispatcher {
             log,
             sender,
-            stats: Arc::default(),
             fanouts: Arc::default(),
             workers: Mutex::new(HashMap::new()),
             replace_grace: Duration::from_secs(5),
         }
-    }
-
-    /// Counters across every trigger.
-    pub fn stats(&self) -> &DispatchStats {
-        &self.stats
     }
 
     /// Starts the trigger's worker, replacing a running one (which first stops gracefully and
@@ -172,11 +161,62 @@ impl Dispatcher {
             sender: self.sender.clone(),
             dead_letters: self.log.dead_letters(),
             log: self.log.clone(),
-            stats: self.stats.clone(),
             redriving: Default::default(),
         };
-        let task = tokio::spawn(worker::run(Arc::new(ctx), self.fanouts.clone(), stop_rx, redrive_rx));
-        workers.insert(key, Worker { stop, redrive, task });
+        let topic = ctx.config.topic.clone();
+        let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
+        let task =
+            tokio::spawn(worker::run(Arc::new(ctx), progress.clone(), self.fanouts.clone(), stop_rx, redrive_rx));
+        workers.insert(key, Worker { topic, progress, stop, redrive, task });
+    }
+
+    /// How far behind each running trigger is. Reads each broker's end offsets once.
+    pub async fn backlogs(&self) -> Vec<Backlog> {
+        struct Snapshot {
+            namespace: String,
+            name: String,
+            topic: String,
+            committed: HashMap<u32, u64>,
+            oldest_pending_ms: Option<i64>,
+        }
+        let snapshots: Vec<Snapshot> = {
+            let workers = self.workers.lock().await;
+            workers
+                .iter()
+                .map(|((namespace, name), worker)| {
+                    let progress = worker.progress.lock().unwrap_or_else(|e| e.into_inner());
+                    Snapshot {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        topic: worker.topic.clone(),
+                        committed: progress.committed.clone(),
+                        oldest_pending_ms: progress.oldest_pending_ms,
+                    }
+                })
+                .collect()
+        };
+        let mut ends: HashMap<String, Vec<u64>> = HashMap::new();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut backlogs = Vec::with_capacity(snapshots.len());
+        for Snapshot { namespace, name, topic, committed, oldest_pending_ms } in snapshots {
+            if !ends.contains_key(&topic) {
+                // A topic being deleted has no end: its triggers are about to stop.
+                let Ok(end) = self.log.end_offsets(&topic).await else { continue };
+                ends.insert(topic.clone(), end);
+            }
+            let events = committed
+                .iter()
+                .map(|(&partition, &position)| {
+                    let end = ends[&topic].get(partition as usize).copied().unwrap_or(position);
+                    end.saturating_sub(position)
+                })
+                .sum();
+            let oldest_age = oldest_pending_ms.map_or(Duration::ZERO, |appended| {
+                Duration::from_millis(now_ms.saturating_sub(appended).max(0) as u64)
+            });
+            backlogs.push(Backlog { namespace, name, events, oldest_age });
+        }
+        backlogs
     }
 
     /// Redelivers dead letters of a running trigger through its current subscriber and policy.

@@ -25,6 +25,14 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The transport error of an attempt that ran out of time.
+    pub const TIMED_OUT: &'static str = "timed out";
+
+    /// Whether the attempt ran out of time before an answer.
+    pub fn is_timeout(&self) -> bool {
+        self.status.is_none() && self.error.as_deref() == Some(Self::TIMED_OUT)
+    }
+
     /// Whether the failure may be retried, as Knative's dispatcher decides: transport errors
     /// and timeouts (no status), 404 (the subscriber may not be up yet), 408, 409, 429, and
     /// every 5xx. Any other answer (other 4xx, and 1xx or 3xx, which are not deliveries

@@ -1,9 +1,15 @@
 //! One delivery attempt: an HTTP POST of the event to the subscriber.
+//!
+//! Every attempt is a span of the event's trace when the event carries one (its Distributed
+//! Tracing extension): the request has a W3C `traceparent` header with the event's trace id and
+//! a fresh span id, and the finished span goes to the [`SpanSink`], if there is one.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+use switchyard_event::tracecontext::{Span, SpanId, SpanKind, SpanSink, SpanValue, TraceContext, TraceId};
 use switchyard_event::Event;
 use url::Url;
 
@@ -39,10 +45,28 @@ pub struct Target {
     pub timeout: Duration,
 }
 
+/// What one attempt is part of, for its trace span.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The trigger, as `namespace/name`.
+    pub trigger: &'a str,
+    /// 1 for the first attempt at this target.
+    pub number: u32,
+    /// Whether the target is the trigger's dead-letter sink rather than its subscriber.
+    pub dead_letter: bool,
+}
+
 /// Sends events over a pooled HTTP client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    spans: Option<Arc<dyn SpanSink>>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("client", &self.client).field("spans", &self.spans.is_some()).finish()
+    }
 }
 
 impl Sender {
@@ -55,12 +79,39 @@ impl Sender {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Sender { client })
+        Ok(Sender { client, spans: None })
+    }
+
+    /// Reports every traced attempt to `spans` once it is finished.
+    pub fn with_spans(mut self, spans: Arc<dyn SpanSink>) -> Sender {
+        self.spans = Some(spans);
+        self
     }
 
     /// One attempt. `Ok` with the answer on a 2xx; a failure otherwise.
-    pub async fn send(&self, target: &Target, event: &Event) -> Result<Answer, Failure> {
+    ///
+    /// An event with a valid `traceparent` extension is sent with a `traceparent` header that
+    /// continues its trace from a new span (the broker's, for this attempt) and its `tracestate`.
+    /// The extension itself goes out unchanged: it records where the event started (CloudEvents
+    /// Distributed Tracing extension: it "MUST NOT carry trace information of each individual
+    /// hop"). An event without one is sent without trace headers: there is no trace to continue,
+    /// and a new trace per attempt would scatter the retries of one event over unrelated traces.
+    pub async fn send(&self, target: &Target, event: &Event, attempt: Attempt<'_>) -> Result<Answer, Failure> {
+        let Some(trace) = TraceContext::from_event(event) else {
+            return self.post(target, event, HeaderMap::new()).await;
+        };
+        let span_id = SpanId::random();
+        let start = SystemTime::now();
+        let result = self.post(target, event, trace.child_headers(span_id)).await;
+        if let Some(spans) = &self.spans {
+            spans.record(attempt_span(&trace, span_id, start, target, event, attempt, &result));
+        }
+        result
+    }
+
+    async fn post(&self, target: &Target, event: &Event, trace_headers: HeaderMap) -> Result<Answer, Failure> {
         let (mut headers, body) = encode(target.format, event);
+        headers.extend(trace_headers);
         headers.insert("prefer", HeaderValue::from_static("reply"));
         if let Ok(namespace) = HeaderValue::from_str(&target.namespace) {
             headers.insert("kn-namespace", namespace);
@@ -100,6 +151,58 @@ impl Sender {
     }
 }
 
+/// The finished span of one traced attempt: a client span of the event's trace, a child of the
+/// span that created the event (the `traceparent` extension). The broker's ingest span is its
+/// sibling: nothing but the event links the two, and the event is never rewritten.
+fn attempt_span(
+    trace: &TraceContext,
+    span_id: SpanId,
+    start: SystemTime,
+    target: &Target,
+    event: &Event,
+    attempt: Attempt<'_>,
+    result: &Result<Answer, Failure>,
+) -> Span {
+    let mut url = target.url.clone();
+    // OpenTelemetry `url.full` must not carry credentials.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let mut attributes = vec![
+        ("switchyard.trigger", SpanValue::String(attempt.trigger.to_owned())),
+        ("switchyard.attempt", SpanValue::Int(attempt.number.into())),
+        ("http.request.method", SpanValue::String("POST".to_owned())),
+        ("url.full", SpanValue::String(url.to_string())),
+    ];
+    let status = match result {
+        Ok(answer) => Some(answer.status),
+        Err(failure) => failure.status,
+    };
+    if let Some(status) = status {
+        attributes.push(("http.response.status_code", SpanValue::Int(status.as_u16().into())));
+    }
+    attributes.extend(Span::event_attributes(event));
+    Span {
+        trace_id: trace.traceparent.trace_id(),
+        span_id,
+        parent_span_id: trace.traceparent.parent_id(),
+        tracestate: trace.tracestate.clone(),
+        flags: trace.traceparent.with_parent_id(span_id).flags(),
+        name: if attempt.dead_letter { "dead-letter" } else { "deliver" },
+        kind: SpanKind::Client,
+        start,
+        end: SystemTime::now(),
+        attributes,
+        error: result.as_ref().err().map(ToString::to_string),
+    }
+}
+
+/// The event's trace id as a log field (`trace_id = sender::trace_id(event)`): recorded only
+/// when the event carries a valid trace context, so a failure in the logs can be found in the
+/// trace and back.
+pub fn trace_id(event: &Event) -> Option<tracing::field::DisplayValue<TraceId>> {
+    TraceContext::from_event(event).map(|trace| tracing::field::display(trace.traceparent.trace_id()))
+}
+
 /// A successful (2xx) answer.
 #[derive(Debug)]
 pub struct Answer {
@@ -126,7 +229,7 @@ fn encode(format: Format, event: &Event) -> (HeaderMap, Bytes) {
 }
 
 fn transport_failure(error: reqwest::Error) -> Failure {
-    let error = if error.is_timeout() { "timed out".to_owned() } else { error_chain(&error) };
+    let error = if error.is_timeout() { Failure::TIMED_OUT.to_owned() } else { error_chain(&error) };
     Failure { status: None, error: Some(error), retry_after: None, body_prefix: Bytes::new() }
 }
 

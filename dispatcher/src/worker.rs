@@ -4,7 +4,7 @@
 //! watermark below which every event has a final outcome.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::delivery::{self, Context};
 use crate::fanout::{Attachment, Fanout, Fanouts};
 use crate::tracker::Tracker;
-use crate::Ordering;
+use crate::{Ordering, Progress};
 
 /// Events read per batch.
 const BATCH: usize = 256;
@@ -72,6 +72,7 @@ enum Source {
 
 pub(crate) async fn run(
     ctx: Arc<Context>,
+    progress: Arc<Mutex<Progress>>,
     fanouts: Arc<Fanouts>,
     mut stop: watch::Receiver<Stop>,
     mut redrives: mpsc::UnboundedReceiver<Redrive>,
@@ -89,7 +90,7 @@ pub(crate) async fn run(
             }
         }
     };
-    let mut state = State::new(ctx.clone());
+    let mut state = State::new(ctx.clone(), progress);
     if let Some(start) = subscription.position(0) {
         state.tracker(0, start);
     }
@@ -100,7 +101,9 @@ pub(crate) async fn run(
     // Join the fanout at once: reading alone costs every trigger a pass over the log, which
     // with thousands of triggers is the cost the fanout exists to avoid. Only the gap between
     // this trigger's position and the fanout's is read alone.
-    if let Some((attached, joined)) = attach(&ctx, &fanouts, &state).await {
+    let shareable = ctx.log.shared_reader();
+    let joined = if shareable { attach(&ctx, &fanouts, &state).await } else { None };
+    if let Some((attached, joined)) = joined {
         source = attached;
         position = Some(joined.position.clone());
         fanout = Some(joined);
@@ -131,7 +134,7 @@ pub(crate) async fn run(
                         if let Source::CatchingUp { attachment, .. } = std::mem::replace(&mut source, Source::Reading) {
                             source = Source::Attached { attachment };
                         }
-                    } else if caught_up && until.is_none() {
+                    } else if caught_up && until.is_none() && shareable {
                         if let Some((attached, joined)) = attach(&ctx, &fanouts, &state).await {
                             source = attached;
                             position = Some(joined.position.clone());
@@ -147,7 +150,7 @@ pub(crate) async fn run(
             },
             pushed = next_pushed(&mut source), if room && !reading => {
                 if let Some(pushed) = pushed {
-                    state.take(pushed.position, pushed.event);
+                    state.take(pushed.position, pushed.timestamp_ms, pushed.event);
                 }
                 source = state.sync(source, position.as_mut(), &mut *subscription);
             }
@@ -201,6 +204,8 @@ async fn next_pushed(source: &mut Source) -> Option<crate::fanout::Pushed> {
 
 struct State {
     ctx: Arc<Context>,
+    /// What the backlog metrics see of this worker.
+    progress: Arc<Mutex<Progress>>,
     trackers: HashMap<u32, Tracker>,
     committed: HashMap<u32, u64>,
     /// Ordered mode: events waiting behind an earlier event of the same key.
@@ -213,10 +218,11 @@ struct State {
 }
 
 impl State {
-    fn new(ctx: Arc<Context>) -> State {
+    fn new(ctx: Arc<Context>, progress: Arc<Mutex<Progress>>) -> State {
         let (completions_tx, completions) = mpsc::unbounded_channel();
         State {
             ctx,
+            progress,
             trackers: HashMap::new(),
             committed: HashMap::new(),
             waiting: HashMap::new(),
@@ -255,7 +261,7 @@ impl State {
             }
             self.tracker(position.partition, position.offset).advance(position.offset + 1);
             if self.ctx.config.filter.matches(&log_event.event) {
-                self.take(position, log_event.event);
+                self.take(position, log_event.timestamp_ms, log_event.event);
             }
         }
         self.commit(subscription);
@@ -275,7 +281,7 @@ impl State {
         let published = position.map(|p| *p.borrow_and_update());
         loop {
             match attachment.queue.try_recv() {
-                Ok(pushed) => self.take(pushed.position, pushed.event),
+                Ok(pushed) => self.take(pushed.position, pushed.timestamp_ms, pushed.event),
                 Err(TryRecvError::Empty) => {
                     if let Some(published) = published {
                         self.advance(published, subscription);
@@ -305,9 +311,9 @@ impl State {
     }
 
     /// A matching event: deliver it now, or queue it behind its key in ordered mode.
-    fn take(&mut self, position: Position, event: Arc<switchyard_event::Event>) {
-        self.tracker(position.partition, position.offset).track(position.offset);
-        let log_event = LogEvent { position, timestamp_ms: 0, event };
+    fn take(&mut self, position: Position, timestamp_ms: i64, event: Arc<switchyard_event::Event>) {
+        self.tracker(position.partition, position.offset).track(position.offset, timestamp_ms);
+        let log_event = LogEvent { position, timestamp_ms, event };
         match self.ctx.config.ordering {
             Ordering::Unordered => self.spawn(log_event, None),
             Ordering::Ordered => {
@@ -380,6 +386,10 @@ impl State {
                 }
             }
         }
+        let oldest_pending_ms = self.trackers.values().filter_map(Tracker::oldest_pending_ms).min();
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.committed.clone_from(&self.committed);
+        progress.oldest_pending_ms = oldest_pending_ms;
     }
 
     /// Lets in-flight deliveries finish for up to `grace`, committing as they do.

@@ -209,6 +209,7 @@ fn config_print_shows_defaults_file_environment_and_flags_layered() {
         .args(["config", "print", "--config", file.to_str().unwrap(), "--listen", "127.0.0.1:9999"])
         .env("SWITCHYARD_MAX_EVENT_BYTES", "4096")
         .env("SWITCHYARD_LISTEN", "127.0.0.1:7777")
+        .env("SWITCHYARD_OTLP_ENDPOINT", "http://127.0.0.1:4318")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
@@ -219,6 +220,8 @@ fn config_print_shows_defaults_file_environment_and_flags_layered() {
         "shutdown_grace_secs = 3",
         "max_age_hours = 24",
         "max_batch_bytes = 10485760",
+        "[tracing]",
+        "otlp_endpoint = \"http://127.0.0.1:4318/\"",
     ] {
         assert!(printed.lines().any(|l| l == line), "missing {line:?} in:\n{printed}");
     }

@@ -163,3 +163,14 @@ async fn health_and_unknown_paths() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(problem["status"], 404);
 }
+
+#[tokio::test]
+async fn a_wrong_method_is_a_problem_that_lists_the_allowed_ones() {
+    let server = Server::start().await;
+    let response = reqwest::Client::new().post(format!("{}/v1/brokers", server.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert!(response.headers()["allow"].to_str().unwrap().contains("GET"));
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["detail"], "method POST is not allowed on this path");
+}

@@ -106,18 +106,34 @@ pub(crate) struct Counters {
     bytes: AtomicU64,
 }
 
+/// Appends (requests) written per fsync: the group-commit batch size.
+pub const METRIC_FSYNC_BATCH: &str = "switchyard_log_fsync_batch_appends";
+/// Time from an append call to its events being durable.
+pub const METRIC_APPEND_DURATION: &str = "switchyard_log_append_duration_seconds";
+/// Events made durable.
+pub const METRIC_APPENDED_EVENTS: &str = "switchyard_log_appended_events_total";
+/// Record bytes made durable.
+pub const METRIC_WRITTEN_BYTES: &str = "switchyard_log_written_bytes_total";
+/// Data fsyncs.
+pub const METRIC_FSYNCS: &str = "switchyard_log_fsyncs_total";
+
+/// The counters behind [`LogStats`], mirrored into the `metrics` facade for the exporter.
 impl Counters {
     pub(crate) fn record_batch(&self, appends: u64, events: u64) {
         self.appends.fetch_add(appends, Ordering::Relaxed);
         self.events.fetch_add(events, Ordering::Relaxed);
+        metrics::histogram!(METRIC_FSYNC_BATCH).record(appends as f64);
+        metrics::counter!(METRIC_APPENDED_EVENTS).increment(events);
     }
 
     pub(crate) fn add_fsync(&self) {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(METRIC_FSYNCS).increment(1);
     }
 
     pub(crate) fn add_bytes(&self, bytes: u64) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        metrics::counter!(METRIC_WRITTEN_BYTES).increment(bytes);
     }
 
     fn snapshot(&self) -> LogStats {
@@ -572,9 +588,12 @@ impl EventLog for EmbeddedLog {
             }
         };
         let sender = sender.ok_or_else(gone)?;
+        let started = std::time::Instant::now();
         sender.send(AppendRequest { frames, reply }).await.map_err(|_| gone())?;
         drop(sender);
-        outcome.await.map_err(|_| LogError::Unavailable(format!("the writer of topic '{topic}' stopped")))?
+        outcome.await.map_err(|_| LogError::Unavailable(format!("the writer of topic '{topic}' stopped")))??;
+        metrics::histogram!(METRIC_APPEND_DURATION).record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     async fn create_group(&self, topic: &str, group: &str) -> Result<(), LogError> {
@@ -606,6 +625,10 @@ impl EventLog for EmbeddedLog {
         let mut reader = EmbeddedSubscription::new(t, String::new(), Arc::clone(&self.groups), offset);
         reader.seek(partition, offset)?;
         Ok(Box::new(reader))
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, LogError> {
+        self.end_offset(topic).map(|end| vec![end]).ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
     }
 
     async fn flush(&self) -> Result<(), LogError> {

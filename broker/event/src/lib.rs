@@ -15,6 +15,7 @@ pub mod json;
 pub mod knative;
 pub mod model;
 pub mod storage;
+pub mod tracecontext;
 #[cfg(test)]
 mod testing;
 

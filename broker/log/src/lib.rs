@@ -145,6 +145,18 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Makes every commit made so far durable (called on shutdown).
     async fn flush(&self) -> Result<(), LogError>;
+
+    /// Whether one reader per topic may serve every group on this node: true when this node
+    /// reads every partition of every group (one process owns the log). A backend that
+    /// balances each group's partitions over several nodes (Kafka's group protocol) returns
+    /// false, and each group then reads only through its own subscription.
+    fn shared_reader(&self) -> bool {
+        true
+    }
+
+    /// The offset the next appended event of each partition gets (index = partition): how far
+    /// a group is behind is this minus its committed position.
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, LogError>;
 }
 
 /// One group's reader.

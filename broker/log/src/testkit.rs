@@ -135,9 +135,15 @@ pub async fn append_then_read(log: &Arc<dyn EventLog>, topic: &str) -> CheckResu
     op(CHECK, "append", log.append(topic, &batch[..1]).await)?;
     op(CHECK, "append", log.append(topic, &batch[1..]).await)?;
     op(CHECK, "append nothing", log.append(topic, &[]).await)?;
+    let ends = op(CHECK, "end_offsets", log.end_offsets(topic).await)?;
+    ensure!(CHECK, !ends.is_empty(), "end_offsets lists no partition");
     let mut sub = op(CHECK, "subscribe", log.subscribe(topic, "g").await)?;
     let read = read_n(CHECK, sub.as_mut(), batch.len(), 7).await?;
     ensure_same(CHECK, &read, &batch)?;
+    for event in &read {
+        let end = ends.get(event.position.partition as usize).copied().unwrap_or(0);
+        ensure!(CHECK, event.position.offset < end, "event at {:?} is not below its end offset {end}", event.position);
+    }
     ensure!(CHECK, read.iter().all(|e| e.timestamp_ms > 0), "timestamps are not set");
     expect_nothing(CHECK, sub.as_mut()).await?;
     op(CHECK, "delete_topic", log.delete_topic(topic).await)
@@ -271,6 +277,8 @@ pub async fn unknown_topic_errors(log: &Arc<dyn EventLog>, topic: &str) -> Check
     ensure!(CHECK, is_unknown(&created), "create_group: expected UnknownTopic, got {created:?}");
     let subscribed = log.subscribe(topic, "g").await.map(|_| ());
     ensure!(CHECK, is_unknown(&subscribed), "subscribe: expected UnknownTopic, got {subscribed:?}");
+    let ends = log.end_offsets(topic).await.map(|_| ());
+    ensure!(CHECK, is_unknown(&ends), "end_offsets: expected UnknownTopic, got {ends:?}");
     op(CHECK, "create_topic", log.create_topic(topic).await)?;
     let subscribed = log.subscribe(topic, "nope").await.map(|_| ());
     ensure!(

@@ -16,6 +16,7 @@ pub const API_VERSION: &str = "eventing.knative.dev/v1";
 /// Object metadata (the subset of Kubernetes `ObjectMeta` that means something here; the
 /// server-set fields of an exported object are accepted and ignored so that `kubectl get -o
 /// yaml` output applies unchanged).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
@@ -55,6 +56,7 @@ pub struct Metadata {
 }
 
 /// A Knative `Destination`. Only `uri` is meaningful without Kubernetes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
@@ -62,6 +64,7 @@ pub struct Destination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
     /// A Kubernetes object reference; rejected (there is no Kubernetes to resolve it).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#ref: Option<serde_json::Value>,
     /// PEM CA certificates for the destination (Knative field; not supported yet).
@@ -75,6 +78,7 @@ pub struct Destination {
 /// Knative's `DeliverySpec` plus Switchyard's own fields (`format`, `ordering`, `maxInFlight`,
 /// `rateLimit`), as submitted. Every field is validated on the way in; [`resolve_delivery`]
 /// turns it into concrete settings with the server-wide defaults.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeliverySpec {
@@ -111,11 +115,13 @@ pub struct DeliverySpec {
 }
 
 /// `spec` of a Broker.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BrokerSpec {
     /// Knative's broker-class configuration reference; accepted and ignored (there is one
     /// broker class here).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
     /// Default delivery for the broker's triggers.
@@ -124,6 +130,7 @@ pub struct BrokerSpec {
 }
 
 /// Knative `filter`: attribute equality.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributesFilter {
@@ -134,8 +141,10 @@ pub struct AttributesFilter {
 
 /// One element of `filters` (CloudEvents Subscriptions API dialects, as Knative implements
 /// them): exactly one dialect per element.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", schema(no_recursion))]
 pub enum SubscriptionsFilter {
     /// Every named attribute equals the value.
     Exact(BTreeMap<String, String>),
@@ -192,6 +201,7 @@ fn value_of<E: serde::de::Error>(dialect: &str, value: serde_json::Value) -> Res
 }
 
 /// `spec` of a Trigger (Knative's TriggerSpec).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TriggerSpec {
@@ -213,6 +223,7 @@ pub struct TriggerSpec {
 }
 
 /// A condition in `status.conditions`, Kubernetes style.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {

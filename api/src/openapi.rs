@@ -1,0 +1,603 @@
+//! The OpenAPI 3.1 document of the HTTP API, served at `GET /openapi.json`.
+//!
+//! Nothing here lists the endpoints. [`crate::server::api`] registers every route together with
+//! its `#[utoipa::path]` operation (utoipa-axum's `OpenApiRouter` and `routes!`), and both the
+//! router that serves requests and [`document`] are split from that one builder: a route cannot
+//! be served without being described, nor described without being served. This module holds the
+//! frame (title, version, tags), the path parameters, and the schemas of the bodies that the
+//! handlers build as JSON values rather than as typed resources.
+
+use std::sync::OnceLock;
+
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::schema::{
+    AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
+
+/// The frame of the document; [`crate::server::api`] adds every path to it.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Switchyard",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "A CloudEvents broker with a Knative-style REST API. Producers POST events to \
+            `/{namespace}/{broker}`; triggers filter them and deliver each match to a subscriber. \
+            Every error is an RFC 9457 `application/problem+json` body; a path that names no \
+            endpoint is answered 404 with detail \"no such endpoint\", and a method an endpoint does \
+            not serve is answered 405.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    tags(
+        (name = "ingest", description = "Sending events to a broker (CloudEvents HTTP binding, all three content modes)."),
+        (name = "brokers", description = "Broker resources (Knative `eventing.knative.dev/v1` Broker)."),
+        (name = "triggers", description = "Trigger resources (Knative `eventing.knative.dev/v1` Trigger)."),
+        (name = "dead letters", description = "Events a trigger could not deliver: inspect, redrive, delete."),
+        (name = "filters", description = "Trying filters and CESQL expressions without declaring a trigger."),
+        (name = "operations", description = "Health, readiness, metrics and this document."),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// The whole document, split once from the same builder as the router.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| crate::server::api().split_for_parts().1)
+}
+
+/// The document as JSON text, as served.
+pub fn document_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| document().to_json().expect("the OpenAPI document serialises"))
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    summary = "This OpenAPI document",
+    responses((status = 200, description = "The OpenAPI 3.1 document of every endpoint.", body = Object, content_type = "application/json")),
+)]
+pub(crate) async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], document_json()).into_response()
+}
+
+// ---- path parameters ----
+
+/// `{namespace}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // described, never built: axum extracts the path as a tuple
+pub(crate) struct NamespacePath {
+    /// The namespace (a DNS-1123 label).
+    namespace: String,
+}
+
+/// `{namespace}/…/{name}` of a broker or trigger.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // described, never built: axum extracts the path as a tuple
+pub(crate) struct ResourcePath {
+    /// The namespace (a DNS-1123 label).
+    namespace: String,
+    /// The resource name (a DNS-1123 label).
+    name: String,
+}
+
+/// `{namespace}/triggers/{name}/deadletters/{id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // described, never built: axum extracts the path as a tuple
+pub(crate) struct DeadLetterPath {
+    /// The trigger's namespace.
+    namespace: String,
+    /// The trigger's name.
+    name: String,
+    /// The dead letter's id (ids of one trigger sort in the order entries were stored).
+    id: String,
+}
+
+/// `/{namespace}/{broker}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // described, never built: axum extracts the path as a tuple
+pub(crate) struct IngestPath {
+    /// The broker's namespace.
+    namespace: String,
+    /// The broker's name.
+    broker: String,
+}
+
+/// The binary-mode context attributes: every `ce-*` header is one attribute (values
+/// percent-encoded per the HTTP binding; raw values are tolerated). Required in binary mode
+/// (`ce-specversion`, `ce-id`, `ce-source`, `ce-type`), absent in structured and batch mode.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header, rename_all = "kebab-case")]
+#[allow(dead_code)] // described, never built: ingest decodes the headers itself
+pub(crate) struct BinaryModeHeaders {
+    /// Binary mode: the CloudEvents spec version, `1.0`.
+    #[param(value_type = String, required = false)]
+    ce_specversion: Option<String>,
+    /// Binary mode: the event id.
+    #[param(value_type = String, required = false)]
+    ce_id: Option<String>,
+    /// Binary mode: the event source (a URI reference).
+    #[param(value_type = String, required = false)]
+    ce_source: Option<String>,
+    /// Binary mode: the event type.
+    #[param(value_type = String, required = false)]
+    ce_type: Option<String>,
+    /// Binary mode, optional: the subject.
+    #[param(value_type = String, required = false)]
+    ce_subject: Option<String>,
+    /// Binary mode, optional: the time (RFC 3339).
+    #[param(value_type = String, required = false)]
+    ce_time: Option<String>,
+    /// Binary mode, optional: the data schema (an absolute URI).
+    #[param(value_type = String, required = false)]
+    ce_dataschema: Option<String>,
+}
+
+/// The webhook abuse-protection handshake's request header.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header, rename_all = "kebab-case")]
+#[allow(dead_code)] // described, never built: the handshake reads the header itself
+pub(crate) struct HandshakeHeaders {
+    /// The origin that wants to deliver; echoed in `WebHook-Allowed-Origin` (`*` when absent).
+    #[param(value_type = String, required = false)]
+    webhook_request_origin: Option<String>,
+}
+
+// ---- schemas of bodies built as JSON values ----
+
+/// A CloudEvent in the JSON event format (`application/cloudevents+json`): the four required
+/// context attributes, the optional ones, extensions as further members (string, boolean or
+/// integer), and the data as `data` (JSON or text) or `data_base64` (binary).
+pub(crate) struct CloudEvent;
+
+impl PartialSchema for CloudEvent {
+    fn schema() -> RefOr<Schema> {
+        let string = |description: &str| ObjectBuilder::new().schema_type(Type::String).description(Some(description));
+        let extension = OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32))),
+            )
+            .description(Some("An extension attribute: string, boolean or integer."));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "A CloudEvent in the JSON event format. Extensions are further members whose values are strings, \
+                 booleans or integers.",
+            ))
+            .property("specversion", string("The CloudEvents spec version: `1.0`.").examples(["1.0"]))
+            .required("specversion")
+            .property("id", string("Identifies the event; unique per source."))
+            .required("id")
+            .property("source", string("The event's source (a URI reference)."))
+            .required("source")
+            .property("type", string("The event type."))
+            .required("type")
+            .property("datacontenttype", string("Media type of `data`."))
+            .property("dataschema", string("Schema of `data` (an absolute URI)."))
+            .property("subject", string("The subject within the source."))
+            .property(
+                "time",
+                string("When it happened (RFC 3339).").format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .property("data", ObjectBuilder::new().description(Some("The data: any JSON value (JSON or text data).")))
+            .property("data_base64", string("Binary data, base64-encoded."))
+            .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::OneOf(extension.build())))))
+            .examples([serde_json::json!({
+                "specversion": "1.0",
+                "id": "1",
+                "source": "/web",
+                "type": "order.created",
+                "datacontenttype": "application/json",
+                "data": {"sku": "A1"}
+            })])
+            .into()
+    }
+}
+
+impl ToSchema for CloudEvent {}
+
+/// The data of a binary-mode event: the request body, any media type.
+pub(crate) struct EventData;
+
+impl PartialSchema for EventData {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some("The event data, in the media type given by `Content-Type` (`datacontenttype`)."))
+            .into()
+    }
+}
+
+impl ToSchema for EventData {}
+
+/// Schemas of bodies the handlers build as JSON values: described here, never built.
+#[allow(dead_code)]
+pub(crate) mod schemas {
+    use serde_json::Value;
+    use switchyard_meta::resources::{BrokerSpec, Condition, Metadata, TriggerSpec};
+    use utoipa::ToSchema;
+
+    use super::CloudEvent;
+
+    /// A Broker (Knative `eventing.knative.dev/v1`).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct Broker {
+        /// Always `eventing.knative.dev/v1`.
+        #[schema(examples("eventing.knative.dev/v1"))]
+        api_version: String,
+        /// Always `Broker`.
+        #[schema(examples("Broker"))]
+        kind: String,
+        /// Name, namespace and server-set fields.
+        metadata: Metadata,
+        /// What was declared.
+        spec: BrokerSpec,
+        /// What the server observes; absent in the answer to a DELETE.
+        status: Option<BrokerStatus>,
+    }
+
+    /// A broker's observed state.
+    #[derive(ToSchema)]
+    pub(crate) struct BrokerStatus {
+        /// Where to send events.
+        address: Address,
+        /// `Ready`.
+        conditions: Vec<Condition>,
+    }
+
+    /// An addressable's address.
+    #[derive(ToSchema)]
+    pub(crate) struct Address {
+        /// The ingest URL, `{base}/{namespace}/{name}`.
+        url: String,
+    }
+
+    /// A Trigger (Knative `eventing.knative.dev/v1`).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct Trigger {
+        /// Always `eventing.knative.dev/v1`.
+        #[schema(examples("eventing.knative.dev/v1"))]
+        api_version: String,
+        /// Always `Trigger`.
+        #[schema(examples("Trigger"))]
+        kind: String,
+        /// Name, namespace and server-set fields.
+        metadata: Metadata,
+        /// What was declared.
+        spec: TriggerSpec,
+        /// What the server observes; absent in the answer to a DELETE.
+        status: Option<TriggerStatus>,
+    }
+
+    /// A trigger's observed state.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct TriggerStatus {
+        /// The subscriber's URL.
+        #[schema(required)]
+        subscriber_uri: Option<String>,
+        /// `Ready`, or `Ready=False` with reason `BrokerDoesNotExist`.
+        conditions: Vec<Condition>,
+    }
+
+    /// A PUT body: `{"spec": …}`, `{}` (or an empty body), or a whole Knative Broker as
+    /// `kubectl get -o yaml` exports it. Unknown fields are refused, with the field named.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub(crate) struct BrokerRequest {
+        /// `eventing.knative.dev/v1` if present.
+        api_version: Option<String>,
+        /// `Broker` if present.
+        kind: Option<String>,
+        /// If present, `name` and `namespace` must match the path; server-set fields are ignored.
+        metadata: Option<Metadata>,
+        /// The broker's spec (empty when absent).
+        spec: Option<BrokerSpec>,
+        /// Ignored: the status is the server's.
+        #[schema(value_type = Option<Object>)]
+        status: Option<Value>,
+    }
+
+    /// A PUT body: `{"spec": …}` or a whole Knative Trigger. Unknown fields are refused, with
+    /// the field named.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub(crate) struct TriggerRequest {
+        /// `eventing.knative.dev/v1` if present.
+        api_version: Option<String>,
+        /// `Trigger` if present.
+        kind: Option<String>,
+        /// If present, `name` and `namespace` must match the path; server-set fields are ignored.
+        metadata: Option<Metadata>,
+        /// The trigger's spec: `broker` and `subscriber.uri` are required.
+        spec: Option<TriggerSpec>,
+        /// Ignored: the status is the server's.
+        #[schema(value_type = Option<Object>)]
+        status: Option<Value>,
+    }
+
+    /// Brokers.
+    #[derive(ToSchema)]
+    pub(crate) struct BrokerList {
+        /// The resources.
+        items: Vec<Broker>,
+    }
+
+    /// Triggers.
+    #[derive(ToSchema)]
+    pub(crate) struct TriggerList {
+        /// The resources.
+        items: Vec<Trigger>,
+    }
+
+    /// An event a trigger could not deliver.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct DeadLetter {
+        /// Assigned by the store.
+        id: String,
+        /// The original event, unchanged.
+        event: CloudEvent,
+        /// Why it was dead-lettered (e.g. `retries exhausted`).
+        reason: String,
+        /// Delivery attempts made.
+        attempts: u32,
+        /// The last HTTP status received, if any.
+        #[schema(required)]
+        last_status: Option<u16>,
+        /// The last transport error, if the last attempt got no answer.
+        #[schema(required)]
+        last_error: Option<String>,
+        /// When it was stored (RFC 3339, UTC).
+        dead_lettered_at: String,
+    }
+
+    /// A page of dead letters, oldest first.
+    #[derive(ToSchema)]
+    pub(crate) struct DeadLetterPage {
+        /// The entries.
+        items: Vec<DeadLetter>,
+        /// The `after` of the next page; null on the last page.
+        #[schema(required)]
+        next: Option<String>,
+    }
+
+    /// The answer to a purge.
+    #[derive(ToSchema)]
+    pub(crate) struct Purged {
+        /// How many dead letters were removed.
+        purged: u64,
+    }
+
+    /// The answer of `POST /v1/filters/test`.
+    #[derive(ToSchema)]
+    pub(crate) struct FilterTestResult {
+        /// Whether the event passes, with a trigger's semantics.
+        matched: bool,
+        /// Evaluation errors met on the way (e.g. a CESQL error, which counts as no match).
+        errors: Vec<String>,
+    }
+
+    /// The answer of `POST /v1/cesql/evaluate`: exactly one of `result` and `error` is non-null.
+    #[derive(ToSchema)]
+    pub(crate) struct CesqlResult {
+        /// The value of the expression.
+        #[schema(required)]
+        result: Option<CesqlValue>,
+        /// Why there is no value.
+        #[schema(required)]
+        error: Option<CesqlError>,
+    }
+
+    /// A CESQL value.
+    #[derive(ToSchema)]
+    #[serde(untagged)]
+    pub(crate) enum CesqlValue {
+        /// Boolean.
+        Boolean(bool),
+        /// Integer (32-bit).
+        Integer(i32),
+        /// String.
+        String(String),
+    }
+
+    /// A CESQL error (the TCK's error types).
+    #[derive(ToSchema)]
+    pub(crate) struct CesqlError {
+        /// `parse`, `math`, `cast`, `missingAttribute`, `missingFunction`, `functionEvaluation` or
+        /// `generic`.
+        kind: CesqlErrorKind,
+        /// What went wrong, with the position for a parse error.
+        message: String,
+    }
+
+    /// The kind of a CESQL error.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) enum CesqlErrorKind {
+        /// The expression does not parse.
+        Parse,
+        /// Arithmetic (e.g. division by zero).
+        Math,
+        /// A value cannot be cast.
+        Cast,
+        /// The event has no such attribute.
+        MissingAttribute,
+        /// No such function.
+        MissingFunction,
+        /// A function failed.
+        FunctionEvaluation,
+        /// Anything else.
+        Generic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn document_value() -> Value {
+        serde_json::from_str(document_json()).expect("the served document is JSON")
+    }
+
+    /// Every `(path, method, operation)` of the document.
+    fn operations(document: &Value) -> Vec<(String, String, Value)> {
+        let paths = document["paths"].as_object().expect("paths");
+        let mut operations = Vec::new();
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("path item") {
+                if method != "parameters" {
+                    operations.push((path.clone(), method.clone(), operation.clone()));
+                }
+            }
+        }
+        operations
+    }
+
+    fn refs<'v>(value: &'v Value, found: &mut Vec<&'v str>) {
+        match value {
+            Value::Object(object) => {
+                if let Some(Value::String(target)) = object.get("$ref") {
+                    found.push(target);
+                }
+                object.values().for_each(|v| refs(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_every_reference_resolves() {
+        let document = document_value();
+        assert_eq!(document["openapi"], "3.1.0");
+        assert_eq!(document["info"]["title"], "Switchyard");
+        assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+        assert!(document["paths"].as_object().is_some_and(|p| !p.is_empty()), "no paths");
+        let schemas = document["components"]["schemas"].as_object().expect("component schemas");
+        let mut found = Vec::new();
+        refs(&document, &mut found);
+        assert!(!found.is_empty());
+        for target in found {
+            let name =
+                target.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("unexpected $ref {target}"));
+            assert!(schemas.contains_key(name), "$ref {target} names no component");
+        }
+    }
+
+    #[test]
+    fn every_operation_has_an_id_a_tag_and_problem_json_errors() {
+        let document = document_value();
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, method, operation) in operations(&document) {
+            let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+            assert!(ids.insert(id.to_owned()), "{method} {path}: operationId {id} is used twice");
+            assert!(operation["tags"].as_array().is_some_and(|t| !t.is_empty()), "{method} {path}: no tag");
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "path" {
+                    let name = parameter["name"].as_str().expect("parameter name");
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter {name} is not in the path"
+                    );
+                }
+            }
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path}: no success answer");
+            for (status, response) in responses {
+                if status.as_str() >= "400" {
+                    let content = response["content"].as_object().expect("error content");
+                    assert_eq!(content.len(), 1, "{method} {path} {status}: {content:?}");
+                    assert_eq!(
+                        content["application/problem+json"]["schema"]["$ref"], "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The document is split from the same builder as the router (`server::api`), so a route is
+    /// in the document exactly when it is served.
+    #[test]
+    fn the_served_document_is_the_routers() {
+        let (_, from_builder) = crate::server::api().split_for_parts();
+        let served = document_value();
+        assert_eq!(served, serde_json::to_value(&from_builder).expect("serialises"));
+        let mut served_paths: Vec<_> = served["paths"].as_object().expect("paths").keys().cloned().collect();
+        served_paths.sort();
+        for expected in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+            "/v1/brokers",
+            "/v1/triggers",
+            "/v1/filters/test",
+            "/v1/cesql/evaluate",
+            "/v1/namespaces/{namespace}/brokers",
+            "/v1/namespaces/{namespace}/brokers/{name}",
+            "/v1/namespaces/{namespace}/triggers",
+            "/v1/namespaces/{namespace}/triggers/{name}",
+            "/v1/namespaces/{namespace}/triggers/{name}/deadletters",
+            "/v1/namespaces/{namespace}/triggers/{name}/deadletters/redrive",
+            "/v1/namespaces/{namespace}/triggers/{name}/deadletters/{id}",
+            "/{namespace}/{broker}",
+        ] {
+            assert!(served_paths.iter().any(|p| p == expected), "{expected} is not documented: {served_paths:?}");
+        }
+    }
+
+    /// The other half of the guarantee: the router is `server::api()` plus a fallback, and
+    /// routes enter `api()` only through `.routes(routes!(…))`, which documents them. A plain
+    /// axum registration in the files that build and serve the router would serve an
+    /// undocumented endpoint; this refuses it.
+    #[test]
+    fn routes_are_registered_only_together_with_their_operation() {
+        let forbidden = [
+            [".route", "("].concat(),
+            [".route_service", "("].concat(),
+            [".nest", "("].concat(),
+            [".nest_service", "("].concat(),
+            [".merge", "("].concat(),
+            ["Router", "::new"].concat(),
+            ["axum::routing", "::"].concat(),
+        ];
+        for (file, source) in [("server.rs", include_str!("server.rs")), ("serve.rs", include_str!("serve.rs"))] {
+            let code: Vec<&str> = source.lines().filter(|line| !line.trim_start().starts_with("//")).collect();
+            for line in code {
+                for call in &forbidden {
+                    assert!(
+                        !line.contains(call.as_str()),
+                        "api/src/{file} registers a route outside `server::api()`'s `.routes(routes!(…))` \
+                         ({line:?}): give the handler a #[utoipa::path] and add it with `.routes(routes!(handler))`, \
+                         so that /openapi.json describes it"
+                    );
+                }
+            }
+        }
+        let api = include_str!("server.rs");
+        let start = api.find("pub fn api()").expect("server::api");
+        let body = &api[start..start + api[start..].find("\n}\n").expect("end of api()")];
+        let registrations = body.matches(".routes(routes!(").count();
+        let statements = body.lines().filter(|l| l.trim_start().starts_with('.')).count();
+        assert_eq!(registrations, statements, "server::api() must only call .routes(routes!(…)):\n{body}");
+    }
+}

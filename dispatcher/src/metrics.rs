@@ -1,0 +1,47 @@
+//! The dispatcher's metrics, recorded through the `metrics` facade: the binary installs the
+//! Prometheus exporter; without a recorder they cost next to nothing. Labels are closed sets.
+
+use std::time::Duration;
+
+use crate::policy::Failure;
+
+/// Delivery attempts, by `outcome`.
+pub const DELIVERY_ATTEMPTS: &str = "switchyard_delivery_attempts_total";
+/// Time from sending an attempt to its answer (or its failure).
+pub const DELIVERY_DURATION: &str = "switchyard_delivery_duration_seconds";
+/// Events whose delivery failed for good, by `destination` (`sink` or `store`).
+pub const DEAD_LETTERED: &str = "switchyard_dead_lettered_events_total";
+/// Reply events from subscribers, by `outcome` (`written`, `dropped` for a spent hop budget,
+/// `failed` when the broker could not take them).
+pub const REPLIES: &str = "switchyard_reply_events_total";
+/// Events behind a trigger: the log's end minus the trigger's committed position.
+pub const TRIGGER_BACKLOG: &str = "switchyard_trigger_backlog";
+/// Age of the oldest event a trigger has read and not yet brought to a final outcome.
+pub const TRIGGER_BACKLOG_AGE: &str = "switchyard_trigger_backlog_age_seconds";
+
+/// Records one attempt's outcome and duration.
+pub(crate) fn attempt<T>(result: &Result<T, Failure>, elapsed: Duration) {
+    metrics::counter!(DELIVERY_ATTEMPTS, "outcome" => attempt_outcome(result)).increment(1);
+    metrics::histogram!(DELIVERY_DURATION).record(elapsed.as_secs_f64());
+}
+
+fn attempt_outcome<T>(result: &Result<T, Failure>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(Failure { status: Some(status), .. }) if status.is_client_error() => "client_error",
+        Err(Failure { status: Some(status), .. }) if status.is_server_error() => "server_error",
+        Err(Failure { status: Some(_), .. }) => "unexpected_status",
+        Err(failure) if failure.is_timeout() => "timeout",
+        Err(_) => "network_error",
+    }
+}
+
+/// An event went to the dead-letter sink (`sink`) or the dead-letter store (`store`).
+pub(crate) fn dead_lettered(destination: &'static str) {
+    metrics::counter!(DEAD_LETTERED, "destination" => destination).increment(1);
+}
+
+/// A reply event was written, dropped or refused.
+pub(crate) fn reply(outcome: &'static str) {
+    metrics::counter!(REPLIES, "outcome" => outcome).increment(1);
+}
