@@ -15,6 +15,11 @@ if ! python3 -c 'import cloudevents, sys; sys.exit(0 if cloudevents.__version__.
         || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'cloudevents==2.2.0'
 fi
 
+log "system packages: headers rdkafka's bundled librdkafka build includes (rust-rdkafka #829)"
+if ! dpkg -s libcurl4-openssl-dev >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq libcurl4-openssl-dev >/dev/null
+fi
+
 log "rust: toolchain components"
 if command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -29,8 +34,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "build (the end-to-end tests run this binary)"
 cargo build --workspace --bins --locked
 
+log "kafka: a real single-node broker for the Kafka backend's tests"
+SWITCHYARD_TEST_KAFKA="$(deploy/kafka/local.sh up)"
+export SWITCHYARD_TEST_KAFKA
+
 log "test"
 cargo test --workspace --locked
+
+log "test again on kafka: the core, delivery and filter suites with the kafka log backend"
+SWITCHYARD_TEST_BACKEND=kafka cargo test -p switchyard-tests --locked \
+    --test ingest --test rest --test delivery --test delivery_semantics --test filters \
+    --test cli --test tracing --test openapi --test metrics --test interop
 
 log "fuzz smoke (10 s per target; ./scripts/fuzz.sh 600 for a real run)"
 ./scripts/fuzz.sh 10

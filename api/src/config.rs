@@ -26,6 +26,24 @@ pub struct ConfigFile {
     pub shutdown_grace_secs: Option<u64>,
     /// Distributed tracing.
     pub tracing: Option<TracingFile>,
+    /// The event log: `embedded` (files in the data directory, the default) or
+    /// `kafka://host:port[,host:port…]`.
+    pub log: Option<String>,
+    /// The Kafka backend's settings (with `log = "kafka://…"`).
+    pub kafka: Option<KafkaFile>,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaFile {
+    /// Prefix of every topic and consumer group (default `switchyard.`): nodes with the same
+    /// bootstrap servers and prefix form one cluster.
+    pub topic_prefix: Option<String>,
+    /// Partitions of a new broker's topic (default 8).
+    pub partitions: Option<u32>,
+    /// Replication factor of new topics (default 1).
+    pub replication_factor: Option<u32>,
 }
 
 /// `[tracing]`.
@@ -67,7 +85,29 @@ pub struct ServeConfig {
     /// Where spans are exported over OTLP/HTTP, if anywhere.
     #[serde(serialize_with = "serialize_url")]
     pub otlp_endpoint: Option<Url>,
+    /// Which event log.
+    pub log: LogBackend,
 }
+
+/// The event log backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum LogBackend {
+    /// Files in the data directory.
+    Embedded,
+    /// An Apache Kafka cluster shared by every node with the same bootstrap servers and prefix.
+    Kafka {
+        /// `host:port` of one or more brokers.
+        bootstrap_servers: Vec<String>,
+        /// Prefix of topics and groups.
+        topic_prefix: String,
+        /// Partitions of a new broker's topic.
+        partitions: u32,
+        /// Replication factor of new topics.
+        replication_factor: u32,
+    },
+}
+
+const DEFAULT_TOPIC_PREFIX: &str = "switchyard.";
 
 fn serialize_url<S: serde::Serializer>(url: &Option<Url>, serializer: S) -> Result<S::Ok, S::Error> {
     url.as_ref().map(Url::as_str).serialize(serializer)
@@ -111,7 +151,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 8] = [
+pub const ENV_OVERRIDES: [(&str, &str); 12] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
@@ -120,6 +160,10 @@ pub const ENV_OVERRIDES: [(&str, &str); 8] = [
     ("SWITCHYARD_RETENTION_MAX_AGE_HOURS", "retention.max_age_hours"),
     ("SWITCHYARD_RETENTION_MAX_BYTES", "retention.max_bytes"),
     ("SWITCHYARD_OTLP_ENDPOINT", "tracing.otlp_endpoint"),
+    ("SWITCHYARD_LOG_BACKEND", "log"),
+    ("SWITCHYARD_KAFKA_TOPIC_PREFIX", "kafka.topic_prefix"),
+    ("SWITCHYARD_KAFKA_PARTITIONS", "kafka.partitions"),
+    ("SWITCHYARD_KAFKA_REPLICATION_FACTOR", "kafka.replication_factor"),
 ];
 
 impl ConfigFile {
@@ -139,6 +183,18 @@ impl ConfigFile {
                 "max_event_bytes" => self.max_event_bytes = Some(number()? as usize),
                 "max_batch_bytes" => self.max_batch_bytes = Some(number()? as usize),
                 "shutdown_grace_secs" => self.shutdown_grace_secs = Some(number()?),
+                "log" => self.log = Some(value.clone()),
+                "kafka.topic_prefix" => {
+                    self.kafka.get_or_insert_with(KafkaFile::default).topic_prefix = Some(value.clone())
+                }
+                "kafka.partitions" => {
+                    self.kafka.get_or_insert_with(KafkaFile::default).partitions =
+                        Some(small_number(var, key, number()?)?)
+                }
+                "kafka.replication_factor" => {
+                    self.kafka.get_or_insert_with(KafkaFile::default).replication_factor =
+                        Some(small_number(var, key, number()?)?)
+                }
                 "tracing.otlp_endpoint" => {
                     self.tracing.get_or_insert_with(TracingFile::default).otlp_endpoint = Some(value.clone())
                 }
@@ -169,7 +225,7 @@ impl ServeConfig {
         env: &dyn Fn(&str) -> Option<String>,
         flags: Flags,
     ) -> Result<ServeConfig, ConfigError> {
-        let Flags { listen, data_dir, otlp_endpoint } = flags;
+        let Flags { listen, data_dir, otlp_endpoint, log, kafka_topic_prefix } = flags;
         let mut parsed = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -206,7 +262,15 @@ impl ServeConfig {
             .filter(|text| !text.trim().is_empty())
             .map(|text| parse_otlp_endpoint(&text))
             .transpose()?;
+        let kafka = parsed.kafka.unwrap_or_default();
+        let log = parse_log_backend(
+            log.or(parsed.log).as_deref().unwrap_or("embedded"),
+            kafka_topic_prefix.or(kafka.topic_prefix).unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned()),
+            kafka.partitions.unwrap_or(8),
+            kafka.replication_factor.unwrap_or(1),
+        )?;
         Ok(ServeConfig {
+            log,
             listen,
             data_dir: data_dir.or(parsed.data_dir).unwrap_or_else(|| PathBuf::from("./switchyard-data")),
             max_event_bytes,
@@ -228,6 +292,52 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
     /// `--otlp-endpoint` (empty disables export).
     pub otlp_endpoint: Option<String>,
+    /// `--log`.
+    pub log: Option<String>,
+    /// `--kafka-topic-prefix`.
+    pub kafka_topic_prefix: Option<String>,
+}
+
+fn small_number(var: &'static str, key: &str, value: u64) -> Result<u32, ConfigError> {
+    u32::try_from(value)
+        .map_err(|_| ConfigError::Env { var, message: format!("{value} is too large (it sets '{key}')") })
+}
+
+fn parse_log_backend(
+    text: &str,
+    topic_prefix: String,
+    partitions: u32,
+    replication_factor: u32,
+) -> Result<LogBackend, ConfigError> {
+    let text = text.trim();
+    if text == "embedded" {
+        return Ok(LogBackend::Embedded);
+    }
+    let invalid = |message: String| ConfigError::Value { key: "log", message };
+    let Some(servers) = text.strip_prefix("kafka://") else {
+        return Err(invalid(format!("'{text}' is neither 'embedded' nor 'kafka://host:port[,host:port]'")));
+    };
+    let bootstrap_servers: Vec<String> = servers.split(',').map(|s| s.trim().to_owned()).collect();
+    if let Some(bad) = bootstrap_servers
+        .iter()
+        .find(|s| s.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()))
+    {
+        return Err(invalid(format!("'{bad}' in '{text}' is not host:port")));
+    }
+    let topic_valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic_prefix.is_empty() || !topic_prefix.chars().all(topic_valid) {
+        return Err(ConfigError::Value {
+            key: "kafka.topic_prefix",
+            message: format!("'{topic_prefix}' must be letters, digits, '.', '_' or '-' (Kafka topic names)"),
+        });
+    }
+    if partitions == 0 {
+        return Err(ConfigError::Value { key: "kafka.partitions", message: "must be positive".into() });
+    }
+    if replication_factor == 0 {
+        return Err(ConfigError::Value { key: "kafka.replication_factor", message: "must be positive".into() });
+    }
+    Ok(LogBackend::Kafka { bootstrap_servers, topic_prefix, partitions, replication_factor })
 }
 
 fn parse_otlp_endpoint(text: &str) -> Result<Url, ConfigError> {
@@ -255,6 +365,18 @@ impl ServeConfig {
                 max_age_hours: Some(self.retention_age.as_secs() / 3600),
                 max_bytes: Some(self.retention_bytes),
             }),
+            log: Some(match &self.log {
+                LogBackend::Embedded => "embedded".to_owned(),
+                LogBackend::Kafka { bootstrap_servers, .. } => format!("kafka://{}", bootstrap_servers.join(",")),
+            }),
+            kafka: match &self.log {
+                LogBackend::Embedded => None,
+                LogBackend::Kafka { topic_prefix, partitions, replication_factor, .. } => Some(KafkaFile {
+                    topic_prefix: Some(topic_prefix.clone()),
+                    partitions: Some(*partitions),
+                    replication_factor: Some(*replication_factor),
+                }),
+            },
             tracing: self
                 .otlp_endpoint
                 .as_ref()
@@ -364,5 +486,40 @@ mod tests {
             .contains("max_event_bytes"));
         let err = ServeConfig::resolve(None, &no_env, Some("nowhere".into()), None).unwrap_err().to_string();
         assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn the_log_backend_is_embedded_or_kafka_and_names_its_key_when_wrong() {
+        assert_eq!(ServeConfig::resolve(None, &no_env, None, None).unwrap().log, LogBackend::Embedded);
+        let env = |var: &str| match var {
+            "SWITCHYARD_LOG_BACKEND" => Some("kafka://a:9092,b:9093".to_owned()),
+            "SWITCHYARD_KAFKA_PARTITIONS" => Some("3".to_owned()),
+            _ => None,
+        };
+        let flags = Flags { kafka_topic_prefix: Some("team-a.".into()), ..Flags::default() };
+        let config = ServeConfig::resolve_with(None, &env, flags).unwrap();
+        assert_eq!(
+            config.log,
+            LogBackend::Kafka {
+                bootstrap_servers: vec!["a:9092".into(), "b:9093".into()],
+                topic_prefix: "team-a.".into(),
+                partitions: 3,
+                replication_factor: 1,
+            }
+        );
+        let text = toml::to_string(&config.to_file()).unwrap();
+        assert!(
+            text.contains("log = \"kafka://a:9092,b:9093\"") && text.contains("topic_prefix = \"team-a.\""),
+            "{text}"
+        );
+        for (value, expected) in [("kafka://nohost", "'nohost'"), ("zookeeper://x:1", "'zookeeper://x:1'")] {
+            let flags = Flags { log: Some(value.into()), ..Flags::default() };
+            let error = ServeConfig::resolve_with(None, &no_env, flags).unwrap_err().to_string();
+            assert!(error.contains("'log'") && error.contains(expected), "{error}");
+        }
+        let flags =
+            Flags { log: Some("kafka://a:1".into()), kafka_topic_prefix: Some("a b".into()), ..Flags::default() };
+        let error = ServeConfig::resolve_with(None, &no_env, flags).unwrap_err().to_string();
+        assert!(error.contains("kafka.topic_prefix"), "{error}");
     }
 }

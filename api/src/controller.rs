@@ -9,12 +9,13 @@ use std::time::Duration;
 use switchyard_dispatcher::policy::{Backoff, KnativeRetry};
 use switchyard_dispatcher::{Dispatcher, Filter, Format, Ordering, Target, TriggerConfig};
 use switchyard_log::{EventLog, LogError};
+use switchyard_meta::resources::Kind;
 use switchyard_meta::resources::{
     resolve_delivery, AttributesFilter, BackoffPolicy, Condition, DeliveryFormat, DeliveryOrdering, SubscriptionsFilter,
 };
 use switchyard_meta::store::Upsert;
 use switchyard_meta::{Broker, Store, StoreError, Trigger};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 /// A failure while applying a declaration.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,13 @@ pub enum ControlError {
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A change read from the shared declarations log is not one this version understands.
+    #[error("unknown or invalid shared declaration '{0}'")]
+    UnknownChange(String),
+}
+
+fn json<T: serde::Serialize>(resource: &T) -> Result<Vec<u8>, ControlError> {
+    serde_json::to_vec(resource).map_err(|e| ControlError::Store(StoreError::Database(e.to_string())))
 }
 
 /// The broker's log topic.
@@ -44,26 +52,69 @@ fn group_name(namespace: &str, trigger: &str) -> String {
     format!("{namespace}.{trigger}")
 }
 
+/// A log of declaration changes shared by every node of a cluster (Kafka Connect's config
+/// topic pattern): each node publishes its REST writes there and applies every change it reads,
+/// its own included, so a trigger declared on any node runs on all of them.
+#[async_trait::async_trait]
+pub trait SharedDeclarations: Send + Sync + 'static {
+    /// Publishes a change (`None` deletes); returns its sequence number once it is durable.
+    async fn publish(&self, key: &str, value: Option<Vec<u8>>) -> Result<u64, LogError>;
+}
+
+/// A change read back from the shared log, in log order.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Its position in the shared log.
+    pub sequence: u64,
+    /// `broker/<namespace>/<name>` or `trigger/<namespace>/<name>`.
+    pub key: String,
+    /// The resource as stored (JSON), or `None` when deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+/// How long a REST write waits for this node to apply its own published change.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn change_key(kind: Kind, namespace: &str, name: &str) -> String {
+    format!("{}/{namespace}/{name}", kind.name().to_ascii_lowercase())
+}
+
+/// Where declarations are kept.
+enum Mode {
+    /// Only here: REST writes go to the local store and are applied at once.
+    Local,
+    /// In a shared log: REST writes are published, and answered once this node has applied
+    /// them from the log.
+    Shared {
+        log: Arc<dyn SharedDeclarations>,
+        /// Serialises this node's publications, so their server-set metadata (generation,
+        /// uid) is computed against the one before.
+        publishing: Mutex<()>,
+    },
+}
+
 /// Declarations applied to the running system.
 pub struct Controller {
     store: Store,
     log: Arc<dyn EventLog>,
     dispatcher: Dispatcher,
+    mode: Mode,
     /// Brokers that exist, for ingest's fast lookup: `(namespace, name)` → topic.
     brokers: RwLock<HashMap<(String, String), String>>,
-    /// Serialises writes.
+    /// Serialises changes to the store, the log and the dispatcher.
     writes: Mutex<()>,
+    /// The sequence number after the last change applied from the shared log.
+    applied: watch::Sender<u64>,
 }
 
 impl Controller {
-    /// Brings up every stored broker and trigger.
+    /// Brings up every stored broker and trigger; declarations live in `store` only.
     pub async fn start(
         store: Store,
         log: Arc<dyn EventLog>,
         dispatcher: Dispatcher,
     ) -> Result<Controller, ControlError> {
-        let controller =
-            Controller { store, log, dispatcher, brokers: RwLock::new(HashMap::new()), writes: Mutex::new(()) };
+        let controller = Controller::new(store, log, dispatcher, Mode::Local);
         for broker in controller.store.list_brokers(None)? {
             let (namespace, name) = names(&broker.metadata);
             controller.log.create_topic(&topic_name(namespace, name)).await?;
@@ -73,6 +124,29 @@ impl Controller {
             controller.activate_or_report(&trigger).await?;
         }
         Ok(controller)
+    }
+
+    /// A controller whose declarations live in a shared log: `store` is this node's copy,
+    /// filled by [`Controller::apply`] from every change read from the log.
+    pub fn shared(
+        store: Store,
+        log: Arc<dyn EventLog>,
+        dispatcher: Dispatcher,
+        declarations: Arc<dyn SharedDeclarations>,
+    ) -> Controller {
+        Controller::new(store, log, dispatcher, Mode::Shared { log: declarations, publishing: Mutex::new(()) })
+    }
+
+    fn new(store: Store, log: Arc<dyn EventLog>, dispatcher: Dispatcher, mode: Mode) -> Controller {
+        Controller {
+            store,
+            log,
+            dispatcher,
+            mode,
+            brokers: RwLock::new(HashMap::new()),
+            writes: Mutex::new(()),
+            applied: watch::channel(0).0,
+        }
     }
 
     /// The topic of an existing broker.
@@ -86,28 +160,172 @@ impl Controller {
         &self.store
     }
 
+    /// Waits until every change before `sequence` has been applied on this node.
+    pub async fn applied(&self, sequence: u64) {
+        let mut applied = self.applied.subscribe();
+        let _ = applied.wait_for(|&applied| applied >= sequence).await;
+    }
+
     /// Creates or replaces a broker.
     pub async fn put_broker(&self, broker: Broker) -> Result<(Broker, Upsert), ControlError> {
-        let _guard = self.writes.lock().await;
         let (namespace, name) = names(&broker.metadata);
         let (namespace, name) = (namespace.to_owned(), name.to_owned());
-        self.log.create_topic(&topic_name(&namespace, &name)).await?;
-        let (stored, upsert) = self.store.put_broker(broker)?;
-        self.register_broker(&namespace, &name);
-        // Triggers inherit the broker's delivery spec: (re)start those that use this broker.
-        for trigger in self.store.list_triggers(Some(&namespace))? {
-            if trigger.spec.broker == name {
-                self.activate_or_report(&trigger).await?;
+        match &self.mode {
+            Mode::Local => {
+                let _guard = self.writes.lock().await;
+                self.log.create_topic(&topic_name(&namespace, &name)).await?;
+                let (stored, upsert) = self.store.put_broker(broker)?;
+                self.broker_stored(&namespace, &name).await?;
+                Ok((stored, upsert))
+            }
+            Mode::Shared { log, publishing } => {
+                let _guard = publishing.lock().await;
+                // Before the answer, so that ingest on any node may start at once.
+                self.log.create_topic(&topic_name(&namespace, &name)).await?;
+                let (prepared, upsert) = self.store.prepare_broker(broker)?;
+                self.publish(log.as_ref(), change_key(Kind::Broker, &namespace, &name), Some(json(&prepared)?)).await?;
+                Ok((prepared, upsert))
             }
         }
-        Ok((stored, upsert))
     }
 
     /// Deletes a broker with its events. Its triggers stay declared, not ready, until a broker
     /// of that name exists again (Knative behaves the same).
     pub async fn delete_broker(&self, namespace: &str, name: &str) -> Result<Option<Broker>, ControlError> {
+        match &self.mode {
+            Mode::Local => {
+                let _guard = self.writes.lock().await;
+                let broker = self.store.get_broker(namespace, name)?;
+                if broker.is_some() {
+                    self.broker_removed(namespace, name).await?;
+                }
+                Ok(broker)
+            }
+            Mode::Shared { log, publishing } => {
+                let _guard = publishing.lock().await;
+                let broker = self.store.get_broker(namespace, name)?;
+                if broker.is_some() {
+                    self.publish(log.as_ref(), change_key(Kind::Broker, namespace, name), None).await?;
+                }
+                Ok(broker)
+            }
+        }
+    }
+
+    /// Creates or replaces a trigger. A new trigger receives events appended after this returns.
+    pub async fn put_trigger(&self, trigger: Trigger) -> Result<(Trigger, Upsert), ControlError> {
+        match &self.mode {
+            Mode::Local => {
+                let _guard = self.writes.lock().await;
+                self.leave_previous_broker(&trigger).await?;
+                let (stored, upsert) = self.store.put_trigger(trigger)?;
+                self.activate(&stored).await?;
+                Ok((stored, upsert))
+            }
+            Mode::Shared { log, publishing } => {
+                let _guard = publishing.lock().await;
+                let (prepared, upsert) = self.store.prepare_trigger(trigger)?;
+                let (namespace, name) = names(&prepared.metadata);
+                let key = change_key(Kind::Trigger, namespace, name);
+                // Answered once applied here, which creates the group: events appended after
+                // the answer reach the trigger.
+                self.publish(log.as_ref(), key, Some(json(&prepared)?)).await?;
+                Ok((prepared, upsert))
+            }
+        }
+    }
+
+    /// Deletes a trigger and its progress.
+    pub async fn delete_trigger(&self, namespace: &str, name: &str) -> Result<Option<Trigger>, ControlError> {
+        match &self.mode {
+            Mode::Local => {
+                let _guard = self.writes.lock().await;
+                let trigger = self.store.get_trigger(namespace, name)?;
+                if let Some(trigger) = &trigger {
+                    self.trigger_removed(trigger).await?;
+                }
+                Ok(trigger)
+            }
+            Mode::Shared { log, publishing } => {
+                let _guard = publishing.lock().await;
+                let trigger = self.store.get_trigger(namespace, name)?;
+                if trigger.is_some() {
+                    self.publish(log.as_ref(), change_key(Kind::Trigger, namespace, name), None).await?;
+                }
+                Ok(trigger)
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        log: &dyn SharedDeclarations,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), ControlError> {
+        let sequence = log.publish(&key, value).await?;
+        tokio::time::timeout(APPLY_TIMEOUT, self.applied(sequence + 1)).await.map_err(|_| {
+            LogError::Unavailable(format!("change '{key}' was published but not applied here within {APPLY_TIMEOUT:?}"))
+        })?;
+        Ok(())
+    }
+
+    /// Applies a change read from the shared log (this node's own, or another's). A change
+    /// that cannot be applied is logged and skipped: the log is the truth, and a later change
+    /// of the same resource replaces it.
+    pub async fn apply(&self, change: Change) {
         let _guard = self.writes.lock().await;
-        let Some(broker) = self.store.get_broker(namespace, name)? else { return Ok(None) };
+        if let Err(error) = self.apply_change(&change).await {
+            tracing::error!(key = %change.key, sequence = change.sequence, %error, "cannot apply a shared declaration");
+        }
+        self.applied.send_replace(change.sequence + 1);
+    }
+
+    async fn apply_change(&self, change: &Change) -> Result<(), ControlError> {
+        let mut parts = change.key.splitn(3, '/');
+        let (Some(kind), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(ControlError::UnknownChange(change.key.clone()));
+        };
+        let decode = |bytes: &[u8]| -> Result<serde_json::Value, ControlError> {
+            serde_json::from_slice(bytes).map_err(|e| ControlError::UnknownChange(format!("{}: {e}", change.key)))
+        };
+        match (kind, &change.value) {
+            ("broker", Some(bytes)) => {
+                let broker: Broker = serde_json::from_value(decode(bytes)?)
+                    .map_err(|e| ControlError::UnknownChange(format!("{}: {e}", change.key)))?;
+                self.log.create_topic(&topic_name(namespace, name)).await?;
+                self.store.replace_broker(&broker)?;
+                self.broker_stored(namespace, name).await
+            }
+            ("broker", None) => self.broker_removed(namespace, name).await,
+            ("trigger", Some(bytes)) => {
+                let trigger: Trigger = serde_json::from_value(decode(bytes)?)
+                    .map_err(|e| ControlError::UnknownChange(format!("{}: {e}", change.key)))?;
+                self.leave_previous_broker(&trigger).await?;
+                self.store.replace_trigger(&trigger)?;
+                self.activate_or_report(&trigger).await
+            }
+            ("trigger", None) => match self.store.get_trigger(namespace, name)? {
+                Some(trigger) => self.trigger_removed(&trigger).await,
+                None => Ok(()),
+            },
+            _ => Err(ControlError::UnknownChange(change.key.clone())),
+        }
+    }
+
+    /// A broker was stored: serve its ingest and (re)start the triggers that use it, since
+    /// they inherit its delivery spec.
+    async fn broker_stored(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
+        self.register_broker(namespace, name);
+        for trigger in self.store.list_triggers(Some(namespace))? {
+            if trigger.spec.broker == name {
+                self.activate_or_report(&trigger).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn broker_removed(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
         self.brokers.write().unwrap_or_else(|e| e.into_inner()).remove(&(namespace.to_owned(), name.to_owned()));
         for trigger in self.store.list_triggers(Some(namespace))? {
             if trigger.spec.broker == name {
@@ -117,16 +335,14 @@ impl Controller {
         }
         self.store.delete_broker(namespace, name)?;
         self.log.delete_topic(&topic_name(namespace, name)).await?;
-        Ok(Some(broker))
+        Ok(())
     }
 
-    /// Creates or replaces a trigger. A new trigger receives events appended after this returns.
-    pub async fn put_trigger(&self, trigger: Trigger) -> Result<(Trigger, Upsert), ControlError> {
-        let _guard = self.writes.lock().await;
+    /// A trigger moving to another broker: its old position means nothing there.
+    async fn leave_previous_broker(&self, trigger: &Trigger) -> Result<(), ControlError> {
         let (namespace, name) = names(&trigger.metadata);
         let previous = self.store.get_trigger(namespace, name)?;
         if let Some(previous) = previous.filter(|p| p.spec.broker != trigger.spec.broker) {
-            // Moving to another broker: the old position means nothing there.
             self.dispatcher.stop(namespace, name).await;
             let old_topic = topic_name(namespace, &previous.spec.broker);
             match self.log.delete_group(&old_topic, &group_name(namespace, name)).await {
@@ -134,22 +350,17 @@ impl Controller {
                 Err(error) => return Err(error.into()),
             }
         }
-        let (stored, upsert) = self.store.put_trigger(trigger)?;
-        self.activate(&stored).await?;
-        Ok((stored, upsert))
+        Ok(())
     }
 
-    /// Deletes a trigger and its progress.
-    pub async fn delete_trigger(&self, namespace: &str, name: &str) -> Result<Option<Trigger>, ControlError> {
-        let _guard = self.writes.lock().await;
-        let Some(trigger) = self.store.get_trigger(namespace, name)? else { return Ok(None) };
+    async fn trigger_removed(&self, trigger: &Trigger) -> Result<(), ControlError> {
+        let (namespace, name) = names(&trigger.metadata);
         self.dispatcher.stop(namespace, name).await;
         self.store.delete_trigger(namespace, name)?;
         match self.log.delete_group(&topic_name(namespace, &trigger.spec.broker), &group_name(namespace, name)).await {
-            Ok(()) | Err(LogError::UnknownTopic(_)) => {}
-            Err(error) => return Err(error.into()),
+            Ok(()) | Err(LogError::UnknownTopic(_)) => Ok(()),
+            Err(error) => Err(error.into()),
         }
-        Ok(Some(trigger))
     }
 
     /// The broker's status: its ingest address.
@@ -173,6 +384,11 @@ impl Controller {
             "subscriberUri": trigger.spec.subscriber.uri,
             "conditions": [condition],
         })
+    }
+
+    /// How far behind each running trigger is.
+    pub async fn backlogs(&self) -> Vec<switchyard_dispatcher::Backlog> {
+        self.dispatcher.backlogs().await
     }
 
     /// Redelivers dead letters of a trigger; false when the trigger is not running.

@@ -3,6 +3,8 @@
 //! CLI's client commands. This crate is the only one that knows which log backend runs.
 
 pub mod client;
+#[cfg(feature = "kafka")]
+pub mod cluster;
 pub mod config;
 pub mod controller;
 mod filters;

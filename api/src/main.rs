@@ -140,13 +140,25 @@ struct Settings {
     /// Export spans over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 [default: none].
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// The event log: embedded, or kafka://host:port[,host:port] [default: embedded].
+    #[arg(long)]
+    log: Option<String>,
+    /// Prefix of Kafka topics and groups; nodes with the same one form a cluster [default: switchyard.].
+    #[arg(long)]
+    kafka_topic_prefix: Option<String>,
 }
 
 impl Settings {
     /// Defaults ← file ← environment ← flags.
     fn resolve(self) -> anyhow::Result<ServeConfig> {
         let env = |var: &str| std::env::var(var).ok();
-        let flags = Flags { listen: self.listen, data_dir: self.data_dir, otlp_endpoint: self.otlp_endpoint };
+        let flags = Flags {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            otlp_endpoint: self.otlp_endpoint,
+            log: self.log,
+            kafka_topic_prefix: self.kafka_topic_prefix,
+        };
         Ok(ServeConfig::resolve_with(self.config.as_deref(), &env, flags)?)
     }
 }

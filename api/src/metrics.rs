@@ -23,6 +23,9 @@ pub const INGEST_BYTES: &str = "switchyard_ingest_bytes_total";
 pub const INGEST_REJECTED: &str = "switchyard_ingest_rejected_requests_total";
 /// Time to answer an ingest request (accepted or not), including the durable append.
 pub const INGEST_DURATION: &str = "switchyard_ingest_duration_seconds";
+/// Time from ingest's append call to the events being durable (fsynced, or acknowledged by
+/// Kafka), whichever the backend.
+pub const APPEND_DURATION: &str = "switchyard_log_append_duration_seconds";
 
 /// Latencies from 100 µs to 60 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -81,11 +84,7 @@ fn describe() {
         "Events whose delivery failed for good, by destination (sink or store)."
     );
     describe_counter!(dispatch::REPLIES, "Reply events from subscribers, by outcome.");
-    describe_histogram!(
-        embedded::METRIC_APPEND_DURATION,
-        Unit::Seconds,
-        "Time from an append to its events being durable."
-    );
+    describe_histogram!(APPEND_DURATION, Unit::Seconds, "Time from an append to its events being durable.");
     describe_histogram!(embedded::METRIC_FSYNC_BATCH, "Append requests made durable by one fsync (group commit).");
     describe_counter!(embedded::METRIC_APPENDED_EVENTS, "Events made durable in the embedded log.");
     describe_counter!(embedded::METRIC_WRITTEN_BYTES, Unit::Bytes, "Record bytes made durable in the embedded log.");
@@ -101,6 +100,11 @@ pub fn ingested(mode: ContentMode, events: usize, bytes: usize) {
     };
     metrics::counter!(INGEST_EVENTS, "mode" => mode).increment(events as u64);
     metrics::counter!(INGEST_BYTES).increment(bytes as u64);
+}
+
+/// Records how long ingest's append took to be durable (successful or not).
+pub fn appended(elapsed: Duration) {
+    metrics::histogram!(APPEND_DURATION).record(elapsed.as_secs_f64());
 }
 
 /// Records an ingest request's answer time and, when refused, why (from its status: every

@@ -11,7 +11,7 @@ use switchyard_log::EventLog;
 use switchyard_log_embedded::{EmbeddedConfig, EmbeddedLog};
 use switchyard_meta::Store;
 
-use crate::config::ServeConfig;
+use crate::config::{LogBackend, ServeConfig};
 use crate::controller::Controller;
 use crate::server::{router, AppState, Limits};
 
@@ -21,20 +21,26 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     crate::metrics::exporter();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory '{}'", config.data_dir.display()))?;
-    let mut log_config = EmbeddedConfig::new(config.data_dir.join("log"));
-    log_config.retention_age = config.retention_age;
-    log_config.retention_bytes = config.retention_bytes;
-    let log: Arc<dyn EventLog> = EmbeddedLog::open(log_config).await.context("cannot open the event log")?;
-    let store = Store::open(&config.data_dir.join("meta.redb")).context("cannot open the metadata store")?;
     let exporter = start_otlp(&config)?;
     let spans = exporter.as_ref().map(|e| e.sink());
     let mut sender = Sender::new().context("cannot build the HTTP client")?;
     if let Some(spans) = &spans {
         sender = sender.with_spans(spans.clone());
     }
-    let dispatcher = Dispatcher::new(log.clone(), sender);
-    let controller =
-        Controller::start(store, log.clone(), dispatcher).await.context("cannot start brokers and triggers")?;
+    let (log, controller) = match &config.log {
+        LogBackend::Embedded => {
+            let mut log_config = EmbeddedConfig::new(config.data_dir.join("log"));
+            log_config.retention_age = config.retention_age;
+            log_config.retention_bytes = config.retention_bytes;
+            let log: Arc<dyn EventLog> = EmbeddedLog::open(log_config).await.context("cannot open the event log")?;
+            let store = Store::open(&config.data_dir.join("meta.redb")).context("cannot open the metadata store")?;
+            let dispatcher = Dispatcher::new(log.clone(), sender);
+            let controller =
+                Controller::start(store, log.clone(), dispatcher).await.context("cannot start brokers and triggers")?;
+            (log, Arc::new(controller))
+        }
+        LogBackend::Kafka { .. } => start_kafka(&config, sender).await?,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on '{}'", config.listen))?;
@@ -70,6 +76,45 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     http.await.context("http server task")??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Kafka mode: the log, and a controller that follows the shared declarations. Returns once
+/// every declaration already made in the cluster is applied here, so a node is ready only when
+/// it runs every trigger.
+#[cfg(feature = "kafka")]
+async fn start_kafka(config: &ServeConfig, sender: Sender) -> anyhow::Result<(Arc<dyn EventLog>, Arc<Controller>)> {
+    use switchyard_log_kafka::{KafkaConfig, KafkaLog};
+    let LogBackend::Kafka { bootstrap_servers, topic_prefix, partitions, replication_factor } = &config.log else {
+        unreachable!("start_kafka is called in Kafka mode only")
+    };
+    let mut kafka = KafkaConfig::new(bootstrap_servers.join(","));
+    kafka.topic_prefix.clone_from(topic_prefix);
+    kafka.partitions = *partitions;
+    kafka.replication_factor =
+        u16::try_from(*replication_factor).context("invalid config key 'kafka.replication_factor'")?;
+    let log: Arc<dyn EventLog> = Arc::new(KafkaLog::connect(kafka.clone()).await.context("cannot connect to kafka")?);
+    let (declarations, changes) =
+        crate::cluster::KafkaDeclarations::open(&kafka).await.context("cannot follow the shared declarations")?;
+    let known = declarations.received();
+    let store = Store::in_memory().context("cannot open the metadata store")?;
+    let dispatcher = Dispatcher::new(log.clone(), sender);
+    let controller = Arc::new(Controller::shared(store, log.clone(), dispatcher, Arc::new(declarations)));
+    let applier = Arc::downgrade(&controller);
+    tokio::spawn(async move {
+        let mut changes = changes;
+        while let Some(change) = changes.recv().await {
+            let Some(controller) = applier.upgrade() else { break };
+            controller.apply(change).await;
+        }
+    });
+    controller.applied(known).await;
+    tracing::info!(declarations = known, prefix = %kafka.topic_prefix, "following the shared declarations");
+    Ok((log, controller))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn start_kafka(_: &ServeConfig, _: Sender) -> anyhow::Result<(Arc<dyn EventLog>, Arc<Controller>)> {
+    anyhow::bail!("invalid config key 'log': this switchyard was built without the 'kafka' feature")
 }
 
 #[cfg(feature = "otlp")]

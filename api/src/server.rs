@@ -43,7 +43,7 @@ const MAX_RESOURCE_BYTES: usize = 1 << 20;
 /// What every handler shares.
 pub struct AppState {
     /// Declarations and their application.
-    pub controller: Controller,
+    pub controller: Arc<Controller>,
     /// The event log.
     pub log: Arc<dyn EventLog>,
     /// Ingest limits.
@@ -264,7 +264,9 @@ async fn ingest(
             tracecontext::adopt_request_context(event, context);
         }
     }
+    let append_started = std::time::Instant::now();
     let appended = state.log.append(&topic, &events).await;
+    crate::metrics::appended(append_started.elapsed());
     if let Some(spans) = &state.spans {
         let error = appended.as_ref().err().map(ToString::to_string);
         let key = format!("{namespace}/{broker}");

@@ -32,6 +32,24 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// The Kafka the tests use: `$SWITCHYARD_TEST_KAFKA` (what `deploy/kafka/local.sh up` prints),
+/// default `127.0.0.1:19092`.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("SWITCHYARD_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
+}
+
+/// Whether this run's servers use the Kafka backend (`SWITCHYARD_TEST_BACKEND=kafka`) rather
+/// than the embedded log: the same suites run against both.
+pub fn on_kafka() -> bool {
+    std::env::var("SWITCHYARD_TEST_BACKEND").is_ok_and(|backend| backend == "kafka")
+}
+
+/// A cluster name no other test uses: Kafka topics, groups and the shared declarations of
+/// servers started with it are prefixed with it, so tests sharing one Kafka never meet.
+pub fn fresh_cluster() -> String {
+    format!("t{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A running `switchyard serve`.
 pub struct Server {
     child: Option<Child>,
@@ -40,6 +58,8 @@ pub struct Server {
     port: u16,
     data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// On Kafka, the bootstrap servers and the cluster this server belongs to.
+    cluster: Option<(String, String)>,
     temp: Option<tempfile::TempDir>,
 }
 
@@ -54,8 +74,24 @@ impl Server {
         Server::start_in(None, extra_args).await
     }
 
-    /// Starts a server on `data_dir` (a fresh temporary one when `None`).
+    /// Starts a server on `data_dir` (a fresh temporary one when `None`), on this run's backend
+    /// (a cluster of its own on Kafka).
     pub async fn start_in(data_dir: Option<PathBuf>, extra_args: &[&str]) -> Server {
+        Server::launch(data_dir, extra_args, on_kafka().then(|| (kafka_bootstrap(), fresh_cluster()))).await
+    }
+
+    /// Starts one node of a Kafka-backed cluster: nodes started with the same `cluster` share
+    /// their brokers, triggers and events.
+    pub async fn start_node(cluster: &str) -> Server {
+        Server::start_node_on(&kafka_bootstrap(), cluster).await
+    }
+
+    /// [`Server::start_node`] on the Kafka at `bootstrap`.
+    pub async fn start_node_on(bootstrap: &str, cluster: &str) -> Server {
+        Server::launch(None, &[], Some((bootstrap.to_owned(), cluster.to_owned()))).await
+    }
+
+    async fn launch(data_dir: Option<PathBuf>, extra_args: &[&str], cluster: Option<(String, String)>) -> Server {
         let temp = tempfile::tempdir().expect("tempdir");
         let data_dir = data_dir.unwrap_or_else(|| temp.path().join("data"));
         let port = free_port();
@@ -65,6 +101,7 @@ impl Server {
             port,
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            cluster,
             temp: Some(temp),
         };
         server.spawn().await;
@@ -103,6 +140,14 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
+            .args(self.cluster.iter().flat_map(|(bootstrap, cluster)| {
+                [
+                    "--log".to_owned(),
+                    format!("kafka://{bootstrap}"),
+                    "--kafka-topic-prefix".to_owned(),
+                    format!("{cluster}."),
+                ]
+            }))
             .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

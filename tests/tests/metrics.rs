@@ -128,12 +128,15 @@ async fn metrics_count_ingest_delivery_dead_letters_replies_and_the_log() {
     assert_eq!(scrape.value(r#"switchyard_delivery_duration_seconds_bucket{le="+Inf"}"#), 10.0);
     assert_eq!(scrape.value(r#"switchyard_dead_lettered_events_total{destination="store"}"#), 3.0);
     assert_eq!(scrape.value(r#"switchyard_reply_events_total{outcome="written"}"#), 1.0);
-    // 4 ingested + 1 reply.
-    assert_eq!(scrape.value("switchyard_log_appended_events_total"), 5.0);
-    assert!(scrape.value("switchyard_log_fsyncs_total") >= 1.0);
-    assert_eq!(scrape.value("switchyard_log_append_duration_seconds_count"), 5.0);
-    assert!(scrape.value("switchyard_log_fsync_batch_appends_count") >= 1.0);
-    assert!(scrape.value("switchyard_log_written_bytes_total") > 0.0);
+    // One append per accepted ingest request, whatever the backend.
+    assert_eq!(scrape.value("switchyard_log_append_duration_seconds_count"), 4.0);
+    if !switchyard_tests::on_kafka() {
+        // The embedded log's own writes: 4 ingested events + 1 reply.
+        assert_eq!(scrape.value("switchyard_log_appended_events_total"), 5.0);
+        assert!(scrape.value("switchyard_log_fsyncs_total") >= 1.0);
+        assert!(scrape.value("switchyard_log_fsync_batch_appends_count") >= 1.0);
+        assert!(scrape.value("switchyard_log_written_bytes_total") > 0.0);
+    }
 
     // Names follow switchyard_<thing>_<unit>[_total]; each family has a type; label sets are
     // the closed ones.

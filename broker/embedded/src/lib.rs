@@ -108,8 +108,6 @@ pub(crate) struct Counters {
 
 /// Appends (requests) written per fsync: the group-commit batch size.
 pub const METRIC_FSYNC_BATCH: &str = "switchyard_log_fsync_batch_appends";
-/// Time from an append call to its events being durable.
-pub const METRIC_APPEND_DURATION: &str = "switchyard_log_append_duration_seconds";
 /// Events made durable.
 pub const METRIC_APPENDED_EVENTS: &str = "switchyard_log_appended_events_total";
 /// Record bytes made durable.
@@ -588,12 +586,9 @@ impl EventLog for EmbeddedLog {
             }
         };
         let sender = sender.ok_or_else(gone)?;
-        let started = std::time::Instant::now();
         sender.send(AppendRequest { frames, reply }).await.map_err(|_| gone())?;
         drop(sender);
-        outcome.await.map_err(|_| LogError::Unavailable(format!("the writer of topic '{topic}' stopped")))??;
-        metrics::histogram!(METRIC_APPEND_DURATION).record(started.elapsed().as_secs_f64());
-        Ok(())
+        outcome.await.map_err(|_| LogError::Unavailable(format!("the writer of topic '{topic}' stopped")))?
     }
 
     async fn create_group(&self, topic: &str, group: &str) -> Result<(), LogError> {

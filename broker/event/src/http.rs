@@ -226,11 +226,11 @@ pub fn encode_batch(events: &[Event]) -> (HeaderValue, Bytes) {
     (batch_content_type(), Bytes::from(json::encode_batch(events)))
 }
 
-fn starts_with_ignore_ascii_case(text: &str, prefix: &str) -> bool {
+pub(crate) fn starts_with_ignore_ascii_case(text: &str, prefix: &str) -> bool {
     text.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
-fn invalid(name: &str, reason: &str) -> EventError {
+pub(crate) fn invalid(name: &str, reason: &str) -> EventError {
     EventError::InvalidAttribute { name: name.to_owned(), reason: reason.to_owned() }
 }
 

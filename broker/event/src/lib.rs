@@ -12,12 +12,13 @@
 pub mod error;
 pub mod http;
 pub mod json;
+pub mod kafka;
 pub mod knative;
 pub mod model;
 pub mod storage;
-pub mod tracecontext;
 #[cfg(test)]
 mod testing;
+pub mod tracecontext;
 
 pub use error::EventError;
 pub use model::{AttrValue, Data, DataForm, Event};

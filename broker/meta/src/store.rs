@@ -30,7 +30,16 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // Declarations are small; redb's default 1 GiB page cache is far more than they need.
-        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
+        Store::init(Database::builder().set_cache_size(16 << 20).create(path)?)
+    }
+
+    /// A store in memory: for a node whose declarations live in a shared log and are replayed
+    /// from it at every start.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Store::init(Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?)
+    }
+
+    fn init(db: Database) -> Result<Store, StoreError> {
         let tx = db.begin_write()?;
         tx.open_table(BROKERS)?;
         tx.open_table(TRIGGERS)?;
@@ -46,6 +55,27 @@ impl Store {
     /// Creates or replaces a trigger, filling in the server-set metadata.
     pub fn put_trigger(&self, trigger: Trigger) -> Result<(Trigger, Upsert), StoreError> {
         self.put(Kind::Trigger, trigger)
+    }
+
+    /// The broker as `put_broker` would store it (server-set metadata filled in against the
+    /// stored one), without storing it: for publishing to a shared log first.
+    pub fn prepare_broker(&self, broker: Broker) -> Result<(Broker, Upsert), StoreError> {
+        self.prepare(Kind::Broker, broker)
+    }
+
+    /// The trigger as `put_trigger` would store it, without storing it.
+    pub fn prepare_trigger(&self, trigger: Trigger) -> Result<(Trigger, Upsert), StoreError> {
+        self.prepare(Kind::Trigger, trigger)
+    }
+
+    /// Stores a broker exactly as given (prepared by `prepare_broker`, here or on another node).
+    pub fn replace_broker(&self, broker: &Broker) -> Result<(), StoreError> {
+        self.replace(Kind::Broker, broker)
+    }
+
+    /// Stores a trigger exactly as given.
+    pub fn replace_trigger(&self, trigger: &Trigger) -> Result<(), StoreError> {
+        self.replace(Kind::Trigger, trigger)
     }
 
     /// A broker.
@@ -81,41 +111,39 @@ impl Store {
     fn put<S: Serialize + DeserializeOwned + PartialEq>(
         &self,
         kind: Kind,
-        mut resource: Resource<S>,
+        resource: Resource<S>,
     ) -> Result<(Resource<S>, Upsert), StoreError> {
-        let namespace = resource.metadata.namespace.clone().unwrap_or_default();
-        let name = resource.metadata.name.clone().unwrap_or_default();
-        let key = key(&namespace, &name);
+        let key = resource_key(&resource);
         let tx = self.db.begin_write()?;
-        let upsert = {
+        let prepared = {
             let mut table = tx.open_table(table(kind))?;
-            let existing: Option<Resource<S>> = match table.get(key.as_str())? {
+            let existing = match table.get(key.as_str())? {
                 Some(bytes) => Some(decode(&key, bytes.value())?),
                 None => None,
             };
-            let upsert = match existing {
-                Some(existing) => {
-                    let generation = existing.metadata.generation.unwrap_or(1);
-                    resource.metadata.uid = existing.metadata.uid;
-                    resource.metadata.creation_timestamp = existing.metadata.creation_timestamp;
-                    resource.metadata.generation =
-                        Some(if existing.spec == resource.spec { generation } else { generation + 1 });
-                    Upsert::Replaced
-                }
-                None => {
-                    resource.metadata.uid = Some(new_uid());
-                    resource.metadata.creation_timestamp = Some(now_rfc3339());
-                    resource.metadata.generation = Some(1);
-                    Upsert::Created
-                }
-            };
-            resource.status = serde_json::Value::Null;
-            let bytes = serde_json::to_vec(&resource).map_err(|e| StoreError::Database(e.to_string()))?;
-            table.insert(key.as_str(), bytes.as_slice())?;
-            upsert
+            let prepared = fill_metadata(existing, resource);
+            table.insert(key.as_str(), encode(&prepared.0)?.as_slice())?;
+            prepared
         };
         tx.commit()?;
-        Ok((resource, upsert))
+        Ok(prepared)
+    }
+
+    fn prepare<S: Serialize + DeserializeOwned + PartialEq>(
+        &self,
+        kind: Kind,
+        resource: Resource<S>,
+    ) -> Result<(Resource<S>, Upsert), StoreError> {
+        let existing = self.get(kind, &resource_key(&resource))?;
+        Ok(fill_metadata(existing, resource))
+    }
+
+    fn replace<S: Serialize>(&self, kind: Kind, resource: &Resource<S>) -> Result<(), StoreError> {
+        let key = resource_key(resource);
+        let tx = self.db.begin_write()?;
+        tx.open_table(table(kind))?.insert(key.as_str(), encode(resource)?.as_slice())?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn get<S: DeserializeOwned>(&self, kind: Kind, key: &str) -> Result<Option<Resource<S>>, StoreError> {
@@ -157,6 +185,39 @@ fn table(kind: Kind) -> TableDefinition<'static, &'static str, &'static [u8]> {
 
 fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
+}
+
+fn resource_key<S>(resource: &Resource<S>) -> String {
+    let metadata = &resource.metadata;
+    key(metadata.namespace.as_deref().unwrap_or_default(), metadata.name.as_deref().unwrap_or_default())
+}
+
+/// The server-set metadata of a create or replace: a new uid and generation 1, or the stored
+/// uid and creation time with the generation bumped when the spec changed. Status is never
+/// stored.
+fn fill_metadata<S: PartialEq>(existing: Option<Resource<S>>, mut resource: Resource<S>) -> (Resource<S>, Upsert) {
+    let upsert = match existing {
+        Some(existing) => {
+            let generation = existing.metadata.generation.unwrap_or(1);
+            resource.metadata.uid = existing.metadata.uid;
+            resource.metadata.creation_timestamp = existing.metadata.creation_timestamp;
+            resource.metadata.generation =
+                Some(if existing.spec == resource.spec { generation } else { generation + 1 });
+            Upsert::Replaced
+        }
+        None => {
+            resource.metadata.uid = Some(new_uid());
+            resource.metadata.creation_timestamp = Some(now_rfc3339());
+            resource.metadata.generation = Some(1);
+            Upsert::Created
+        }
+    };
+    resource.status = serde_json::Value::Null;
+    (resource, upsert)
+}
+
+fn encode<S: Serialize>(resource: &Resource<S>) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(resource).map_err(|e| StoreError::Database(e.to_string()))
 }
 
 fn decode<S: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<Resource<S>, StoreError> {
@@ -213,5 +274,24 @@ mod tests {
         assert!(store.delete_trigger("ns1", "t").unwrap());
         assert!(!store.delete_trigger("ns1", "t").unwrap());
         assert!(store.get_trigger("ns1", "t").unwrap().is_none());
+    }
+
+    #[test]
+    fn prepared_resources_are_stored_verbatim_elsewhere() {
+        let here = Store::in_memory().unwrap();
+        let there = Store::in_memory().unwrap();
+        let t = parse_trigger("ns", "t", br#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"}}}"#).unwrap();
+        let (prepared, upsert) = here.prepare_trigger(t.clone()).unwrap();
+        assert_eq!(upsert, Upsert::Created);
+        assert!(here.get_trigger("ns", "t").unwrap().is_none(), "prepare stores nothing");
+        there.replace_trigger(&prepared).unwrap();
+        here.replace_trigger(&prepared).unwrap();
+        assert_eq!(there.get_trigger("ns", "t").unwrap(), Some(prepared.clone()));
+        let changed = parse_trigger("ns", "t", br#"{"spec":{"broker":"b","subscriber":{"uri":"http://y/"}}}"#).unwrap();
+        let (next, upsert) = here.prepare_trigger(changed).unwrap();
+        assert_eq!(
+            (upsert, next.metadata.uid.clone(), next.metadata.generation),
+            (Upsert::Replaced, prepared.metadata.uid, Some(2))
+        );
     }
 }

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# A real, single-node Apache Kafka (KRaft: combined broker + controller) on 127.0.0.1 for
+# development, tests and CI. No Docker: the broker's jars come from Maven Central through the
+# pom beside this script (cached in the local Maven repository) and run with `java`.
+#
+#   deploy/kafka/local.sh up     # start (idempotent; keeps the data of an earlier `stop`);
+#                                # prints the bootstrap address once it answers
+#   deploy/kafka/local.sh stop   # stop, keeping its data (an outage, for tests)
+#   deploy/kafka/local.sh down   # stop and delete its data
+#   deploy/kafka/local.sh status # exit 0 when it answers a metadata request
+#
+# KAFKA_PORT (default 19092) is the client port; the controller listens on KAFKA_PORT + 1.
+# KAFKA_DIR (default /tmp/switchyard-kafka-$KAFKA_PORT) holds its data, pid and log.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+port="${KAFKA_PORT:-19092}"
+controller_port="$((port + 1))"
+dir="${KAFKA_DIR:-/tmp/switchyard-kafka-$port}"
+libs="$here/target/libs"
+pidfile="$dir/kafka.pid"
+
+log() { printf '%s\n' "$*" >&2; }
+
+install_tools() {
+    local missing=()
+    command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null 2>&1 || missing+=(maven)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+fetch_jars() {
+    if [[ -f "$libs/.complete" && "$libs/.complete" -nt "$here/pom.xml" ]]; then
+        return
+    fi
+    log "fetching the Kafka broker from Maven Central"
+    rm -rf "$libs"
+    (cd "$here" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies)
+    touch "$libs/.complete"
+}
+
+answers() {
+    python3 "$here/metadata_probe.py" "127.0.0.1:$port"
+}
+
+running() {
+    [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+up() {
+    if running && answers; then
+        echo "127.0.0.1:$port"
+        return
+    fi
+    install_tools
+    fetch_jars
+    if running; then
+        log "a broker is starting (pid $(cat "$pidfile")); waiting for it"
+    elif [[ -f "$dir/data/meta.properties" ]]; then
+        launch
+    else
+        format
+        launch
+    fi
+    for _ in $(seq 1 120); do
+        if answers; then
+            echo "127.0.0.1:$port"
+            return
+        fi
+        if ! running; then
+            log "kafka exited; its log ($dir/kafka.log) ends with:"
+            tail -n 30 "$dir/kafka.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.5
+    done
+    log "kafka did not answer within 60 s; see $dir/kafka.log"
+    exit 1
+}
+
+java_opts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$here/log4j2.properties")
+
+format() {
+    rm -rf "$dir"
+    mkdir -p "$dir/data"
+    cat >"$dir/server.properties" <<PROPERTIES
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.consumer.heartbeat.interval.ms=1000
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.session.timeout.ms=6000
+group.consumer.min.session.timeout.ms=6000
+PROPERTIES
+    local cluster_id
+    cluster_id="$(java "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+    java "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
+        -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+        || { cat "$dir/format.log" >&2; exit 1; }
+}
+
+launch() {
+    log "starting kafka on 127.0.0.1:$port (data in $dir)"
+    nohup java "${java_opts[@]}" -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
+        >>"$dir/kafka.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+}
+
+stop() {
+    if running; then
+        local pid
+        pid="$(cat "$pidfile")"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 40); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+}
+
+down() {
+    stop
+    rm -rf "$dir"
+}
+
+case "${1:-}" in
+    up) up ;;
+    stop) stop ;;
+    down) down ;;
+    status) answers ;;
+    *)
+        echo "usage: $0 up|stop|down|status" >&2
+        exit 2
+        ;;
+esac
