@@ -15,11 +15,6 @@ if ! python3 -c 'import cloudevents, sys; sys.exit(0 if cloudevents.__version__.
         || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'cloudevents==2.2.0'
 fi
 
-log "system packages: headers rdkafka's bundled librdkafka build includes (rust-rdkafka #829)"
-if ! dpkg -s libcurl4-openssl-dev >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq libcurl4-openssl-dev >/dev/null
-fi
-
 log "rust: toolchain components"
 if command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -152,8 +152,9 @@ impl KafkaConfig {
         config
     }
 
-    /// The producer of event records and compacted-topic entries.
-    pub(crate) fn producer(&self) -> ClientConfig {
+    /// The librdkafka settings of the producer of event records and compacted-topic entries
+    /// (public so that a benchmark can measure a raw producer with the very same settings).
+    pub fn producer(&self) -> ClientConfig {
         let mut config = self.base();
         config
             // Durable means acknowledged by every in-sync replica; idempotence keeps the
