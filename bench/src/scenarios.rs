@@ -1,0 +1,757 @@
+//! The scenarios: each starts the release binary on fresh data directories, measures, and
+//! returns its rows of the table. Every number is the median of `runs` runs.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+use crate::load::{closed_loop, open_loop, Length, MakeRequest, MakeTimedRequest};
+use crate::noop::NoopProcess;
+use crate::report::{median, quantile, thousands, Met, Row};
+use crate::server::{cpu_time, dir_bytes, rss_mb, Backend, Switchyard};
+use crate::subscriber::LatencySubscriber;
+
+/// Connections of the batch ingest client.
+const BATCH_CONNECTIONS: usize = 16;
+/// Concurrency of the delivery comparison: the load tool's connections, and the trigger's
+/// `maxInFlight` (Switchyard's default).
+const DELIVERY_CONNECTIONS: usize = 100;
+/// The offered rate of the latency scenario.
+const LATENCY_RATE: f64 = 2000.0;
+/// Data of the "small" events (batch ingest, restart).
+const SMALL_DATA_BYTES: usize = 100;
+
+/// What every scenario needs.
+pub(crate) struct Ctx {
+    /// The release `switchyard` binary.
+    pub(crate) switchyard: PathBuf,
+    /// This binary (for `noop-server`).
+    pub(crate) bench_exe: PathBuf,
+    /// Where data directories are made (and removed).
+    pub(crate) data_root: PathBuf,
+    pub(crate) runs: usize,
+    pub(crate) quick: bool,
+    /// Connections of the ingest comparison.
+    pub(crate) connections: usize,
+    /// A Kafka target for the Kafka latency row (issue 5).
+    pub(crate) kafka: Option<String>,
+}
+
+impl Ctx {
+    /// A fresh directory, removed when dropped.
+    fn scratch(&self) -> anyhow::Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix("switchyard-bench-")
+            .tempdir_in(&self.data_root)
+            .with_context(|| format!("cannot make a directory in '{}'", self.data_root.display()))
+    }
+
+    /// A server on the embedded log in `dir`, with broker `default/b`.
+    async fn server(&self, dir: &tempfile::TempDir) -> anyhow::Result<Switchyard> {
+        self.server_on(&Backend::Embedded, dir).await
+    }
+
+    async fn server_on(&self, backend: &Backend, dir: &tempfile::TempDir) -> anyhow::Result<Switchyard> {
+        let server = Switchyard::start(&self.switchyard, backend, &dir.path().join("data")).await?;
+        server.broker("b").await?;
+        Ok(server)
+    }
+
+    /// Warm-up and measured window of a timed closed-loop run.
+    fn window(&self) -> Length {
+        if self.quick {
+            Length::Timed { warmup: Duration::from_millis(500), measure: Duration::from_secs(2) }
+        } else {
+            Length::Timed { warmup: Duration::from_secs(1), measure: Duration::from_secs(5) }
+        }
+    }
+
+    fn size(&self, full: u64, quick: u64) -> u64 {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+}
+
+/// Of runs measured as (ours, baseline), the one with the median ratio (the lower middle one
+/// for an even count), so the table's ratio and the rates beside it come from the same run.
+fn median_run(runs: &[(f64, f64)]) -> (f64, f64) {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+    sorted[(sorted.len() - 1) / 2]
+}
+
+fn progress(scenario: &str, message: impl AsRef<str>) {
+    eprintln!("[{scenario}] {}", message.as_ref());
+}
+
+/// A binary-mode event of type `t` with `data` as its body, `ce-id` = the sequence number.
+fn binary_event(addr: std::net::SocketAddr, path: &'static str, data: Bytes) -> MakeRequest {
+    let host = addr.to_string();
+    Arc::new(move |seq| {
+        Request::post(path)
+            .header(HOST, &host)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", seq)
+            .header("ce-type", "t")
+            .header("ce-source", "/bench")
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(data.clone()))
+            .expect("a valid request")
+    })
+}
+
+/// The same batch body on every request.
+fn batch_request(addr: std::net::SocketAddr, path: &'static str, body: Bytes) -> MakeRequest {
+    let host = addr.to_string();
+    Arc::new(move |_| {
+        Request::post(path)
+            .header(HOST, &host)
+            .header(CONTENT_TYPE, "application/cloudevents-batch+json")
+            .body(Full::new(body.clone()))
+            .expect("a valid request")
+    })
+}
+
+/// A batch of `count` events: type from `ty(i)`, `data_bytes` of text data (none when 0).
+fn batch_body(count: usize, ty: impl Fn(usize) -> String, data_bytes: usize) -> Bytes {
+    let data = "x".repeat(data_bytes);
+    let events: Vec<Value> = (0..count)
+        .map(|i| {
+            let mut event = json!({"specversion": "1.0", "id": format!("e{i}"), "type": ty(i), "source": "/bench"});
+            if data_bytes > 0 {
+                event["datacontenttype"] = json!("text/plain");
+                event["data"] = json!(data);
+            }
+            event
+        })
+        .collect();
+    Bytes::from(serde_json::to_vec(&events).expect("json"))
+}
+
+/// Ingests `events` events in batches of 100 (`events` a multiple of 100).
+async fn ingest_batches(server: &Switchyard, events: u64, connections: usize, body: Bytes) -> anyhow::Result<Duration> {
+    let make = batch_request(server.addr, "/default/b", body);
+    let report = closed_loop(server.addr, connections, StatusCode::ACCEPTED, Length::Total(events / 100), make).await?;
+    Ok(report.elapsed)
+}
+
+/// Waits until `noop` has answered at least `count` requests; returns when that was seen.
+async fn wait_answered(noop: &NoopProcess, count: u64, timeout: Duration) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answered = noop.answered().await?;
+        if answered >= count {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("the subscriber answered {answered} of {count} requests in {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Declares `count` triggers on broker `b`, 16 at a time: exact `type` filters (`type.{i}`),
+/// one in a hundred a CESQL filter instead, all delivering to `subscriber`.
+async fn declare_triggers(server: &Switchyard, count: usize, subscriber: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let mut spec = json!({"broker": "b", "subscriber": {"uri": subscriber}});
+        if i % 100 == 99 {
+            spec["filters"] = json!([{"cesql": format!("type = 'type.{i}' AND EXISTS source")}]);
+        } else {
+            spec["filter"] = json!({"attributes": {"type": format!("type.{i}")}});
+        }
+        let request =
+            client.put(format!("{}/v1/namespaces/default/triggers/t{i}", server.url)).json(&json!({ "spec": spec }));
+        pending.spawn(async move {
+            let response = request.send().await?;
+            let status = response.status();
+            if !status.is_success() {
+                bail!("declaring trigger t{i} answered {status}: {}", response.text().await.unwrap_or_default());
+            }
+            Ok(())
+        });
+        if pending.len() >= 16 {
+            pending.join_next().await.expect("a task")??;
+        }
+    }
+    while let Some(result) = pending.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+/// The embedded log's group commit, from `/metrics` (empty when the server has no such series).
+async fn log_counters(server: &Switchyard, elapsed: Duration) -> String {
+    let fsyncs = server.metric("switchyard_log_fsyncs_total").await;
+    let batch_sum = server.metric("switchyard_log_fsync_batch_appends_sum").await;
+    let batch_count = server.metric("switchyard_log_fsync_batch_appends_count").await;
+    let append_sum = server.metric("switchyard_log_append_duration_seconds_sum").await;
+    let append_count = server.metric("switchyard_log_append_duration_seconds_count").await;
+    match (fsyncs, batch_sum, batch_count, append_sum, append_count) {
+        (Some(fsyncs), Some(batch_sum), Some(batch_count), Some(append_sum), Some(append_count))
+            if batch_count > 0.0 && append_count > 0.0 =>
+        {
+            format!(
+                "; /metrics: {:.0} fsyncs/s, {:.1} appends per fsync, mean append (until durable) {:.2} ms",
+                fsyncs / elapsed.as_secs_f64(),
+                batch_sum / batch_count,
+                append_sum / append_count * 1e3
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+/// Samples a process's RSS until stopped; the peak in MB.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<Mutex<f64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(Mutex::new(0.0_f64));
+        let (flag, max) = (stop.clone(), peak.clone());
+        let task = tokio::spawn(async move {
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(rss) = rss_mb(pid) {
+                    let mut max = max.lock().expect("peak");
+                    *max = max.max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        RssSampler { stop, peak, task }
+    }
+
+    async fn finish(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let peak = *self.peak.lock().expect("peak");
+        peak
+    }
+}
+
+/// Ingest requests/s of 1 KiB binary events, durable, against a no-op axum handler answering
+/// 202, with the same client and connection count.
+pub(crate) async fn ingest(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let noop = NoopProcess::start(&ctx.bench_exe)?;
+    let data = Bytes::from(vec![b'x'; 1024]);
+    let mut runs = Vec::new();
+    for run in 1..=ctx.runs {
+        let dir = ctx.scratch()?;
+        let server = ctx.server(&dir).await?;
+        let against_noop = || async {
+            let make = binary_event(noop.addr, "/default/b", data.clone());
+            let report = closed_loop(noop.addr, ctx.connections, StatusCode::ACCEPTED, ctx.window(), make).await;
+            anyhow::Ok(report.context("against the no-op server")?.per_sec())
+        };
+        // The baseline is measured before and after, so drift on a shared machine hits both sides.
+        let before = against_noop().await?;
+        let (cpu, wall) = (server.cpu()?, Instant::now());
+        let rate = closed_loop(
+            server.addr,
+            ctx.connections,
+            StatusCode::ACCEPTED,
+            ctx.window(),
+            binary_event(server.addr, "/default/b", data.clone()),
+        )
+        .await
+        .context("against switchyard")?
+        .per_sec();
+        let cores = (server.cpu()? - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
+        let counters = log_counters(&server, wall.elapsed()).await;
+        let baseline = (before + against_noop().await?) / 2.0;
+        progress(
+            "ingest",
+            format!(
+                "run {run}/{}: switchyard {} req/s, no-op {} req/s, ratio {:.2}; switchyard used {cores:.2} cores, {:.0} µs CPU per request{}",
+                ctx.runs,
+                thousands(rate),
+                thousands(baseline),
+                rate / baseline,
+                cores / rate * 1e6,
+                counters
+            ),
+        );
+        runs.push((rate, baseline));
+    }
+    let (ours, theirs) = median_run(&runs);
+    let ratio = ours / theirs;
+    Ok(vec![Row::new(
+        10,
+        format!(
+            "ingest, 1 KiB binary events, durable, {} connections: Switchyard ÷ no-op axum handler (202)",
+            ctx.connections
+        ),
+        format!("{ratio:.2} ({} vs {} req/s)", thousands(ours), thousands(theirs)),
+        "≥ 0.6",
+        Met::from(ratio >= 0.6),
+    )])
+}
+
+/// Batch ingest events/s, 100 events per request.
+pub(crate) async fn batch(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let small = batch_body(100, |_| "t".to_owned(), SMALL_DATA_BYTES);
+    let large = batch_body(100, |_| "t".to_owned(), 1024);
+    let (mut small_rates, mut large_rates) = (Vec::new(), Vec::new());
+    for run in 1..=ctx.runs {
+        let dir = ctx.scratch()?;
+        let server = ctx.server(&dir).await?;
+        let rate = |body: &Bytes| {
+            let make = batch_request(server.addr, "/default/b", body.clone());
+            closed_loop(server.addr, BATCH_CONNECTIONS, StatusCode::ACCEPTED, ctx.window(), make)
+        };
+        let small_rate = rate(&small).await?.per_sec() * 100.0;
+        let large_rate = rate(&large).await?.per_sec() * 100.0;
+        progress(
+            "batch",
+            format!(
+                "run {run}/{}: {} events/s ({SMALL_DATA_BYTES} B data), {} events/s (1 KiB data)",
+                ctx.runs,
+                thousands(small_rate),
+                thousands(large_rate)
+            ),
+        );
+        small_rates.push(small_rate);
+        large_rates.push(large_rate);
+    }
+    let small_rate = median(&small_rates);
+    Ok(vec![
+        Row::new(
+            20,
+            format!(
+                "batch ingest, 100 events/request, {SMALL_DATA_BYTES} B data, {BATCH_CONNECTIONS} connections, embedded log"
+            ),
+            format!("{} events/s", thousands(small_rate)),
+            "≥ 250,000/s",
+            Met::from(small_rate >= 250_000.0),
+        ),
+        Row::new(
+            21,
+            format!("batch ingest, 100 events/request, 1 KiB data, {BATCH_CONNECTIONS} connections (for reference)"),
+            format!("{} events/s", thousands(median(&large_rates))),
+            "—",
+            Met::NotApplicable,
+        ),
+    ])
+}
+
+/// End-to-end latency at a fixed offered rate, on each backend.
+pub(crate) async fn latency(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let metric = |backend: &str| {
+        format!(
+            "end-to-end latency ingest → local subscriber, {} events/s of 1 KiB, {backend}: p50 / p99 / p99.9",
+            thousands(LATENCY_RATE)
+        )
+    };
+    let mut rows = Vec::new();
+    let (p50, p99, p999) = latency_on(ctx, &Backend::Embedded).await?;
+    rows.push(Row::new(
+        30,
+        metric("embedded"),
+        format!("{p50:.2} / {p99:.2} / {p999:.2} ms"),
+        "p50 ≤ 1 ms, p99 ≤ 5 ms",
+        Met::from(p50 <= 1.0 && p99 <= 5.0),
+    ));
+    let kafka = match &ctx.kafka {
+        None => Row::new(
+            31,
+            metric("Kafka"),
+            "not measured: needs --kafka kafka://HOST:PORT",
+            "p50 ≤ 3 ms, p99 ≤ 10 ms",
+            Met::NotApplicable,
+        ),
+        Some(url) => match latency_on(ctx, &Backend::Kafka(url.clone())).await {
+            Ok((p50, p99, p999)) => Row::new(
+                31,
+                metric("Kafka"),
+                format!("{p50:.2} / {p99:.2} / {p999:.2} ms"),
+                "p50 ≤ 3 ms, p99 ≤ 10 ms",
+                Met::from(p50 <= 3.0 && p99 <= 10.0),
+            ),
+            Err(error) => {
+                Row::new(31, metric("Kafka"), format!("error: {error:#}"), "p50 ≤ 3 ms, p99 ≤ 10 ms", Met::No)
+            }
+        },
+    };
+    rows.push(kafka);
+    Ok(rows)
+}
+
+/// Median p50, p99 and p99.9 in ms over the runs, on `backend`.
+async fn latency_on(ctx: &Ctx, backend: &Backend) -> anyhow::Result<(f64, f64, f64)> {
+    let (warmup_secs, measure_secs) = if ctx.quick { (1.0, 3.0) } else { (2.0, 10.0) };
+    let warmup = (LATENCY_RATE * warmup_secs) as u64;
+    let total = warmup + (LATENCY_RATE * measure_secs) as u64;
+    let data = Bytes::from(vec![b'x'; 1024]);
+    let (mut p50s, mut p99s, mut p999s) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=ctx.runs {
+        let dir = ctx.scratch()?;
+        let server = ctx.server_on(backend, &dir).await?;
+        let subscriber = LatencySubscriber::start().await?;
+        server
+            .trigger(
+                "latency",
+                json!({"broker": "b", "filter": {"attributes": {"type": "t"}}, "subscriber": {"uri": subscriber.url}}),
+            )
+            .await?;
+        prime(&server, &subscriber).await?;
+        let host = server.addr.to_string();
+        let data = data.clone();
+        let make: MakeTimedRequest = Arc::new(move |seq, sent| {
+            Request::post("/default/b")
+                .header(HOST, &host)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", seq)
+                .header("ce-type", "t")
+                .header("ce-source", "/bench")
+                .header("ce-benchsent", sent)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(Full::new(data.clone()))
+                .expect("a valid request")
+        });
+        let (cpu, wall) = (server.cpu()?, Instant::now());
+        let acks = open_loop(server.addr, LATENCY_RATE, total, make).await?;
+        let mut acks = acks[warmup as usize..].to_vec();
+        acks.sort_unstable();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (subscriber.count() as u64) < total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (latencies, missing) = subscriber.latencies(warmup, total);
+        if missing > 0 {
+            bail!("{missing} events were not delivered within 30 s");
+        }
+        let ms = |q: f64| quantile(&latencies, q) as f64 / 1e6;
+        let ack_ms = |q: f64| quantile(&acks, q) as f64 / 1e6;
+        let (p50, p99, p999) = (ms(0.5), ms(0.99), ms(0.999));
+        let cores = (server.cpu()? - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
+        let counters = log_counters(&server, wall.elapsed()).await;
+        progress(
+            "latency",
+            format!(
+                "run {run}/{} ({}): p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {:.2} ms over {} events; \
+                 the 202 itself: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; switchyard used {cores:.2} cores{counters}",
+                ctx.runs,
+                backend.label(),
+                ms(1.0),
+                latencies.len(),
+                ack_ms(0.5),
+                ack_ms(0.99),
+                ack_ms(0.999),
+            ),
+        );
+        p50s.push(p50);
+        p99s.push(p99);
+        p999s.push(p999);
+    }
+    Ok((median(&p50s), median(&p99s), median(&p999s)))
+}
+
+/// Sends one untimed event and waits for its delivery, so the measurement starts once the
+/// trigger is consuming (on Kafka, once its consumer group has its partitions).
+async fn prime(server: &Switchyard, subscriber: &LatencySubscriber) -> anyhow::Result<()> {
+    let make = binary_event(server.addr, "/default/b", Bytes::from_static(b"primer"));
+    closed_loop(server.addr, 1, StatusCode::ACCEPTED, Length::Total(1), make).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while subscriber.requests() == 0 {
+        if Instant::now() > deadline {
+            bail!("the first event was not delivered within 120 s; server log tail:\n{}", server.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Delivery rate to a fast subscriber from a pre-ingested backlog, next to the load tool's own
+/// rate against that subscriber.
+pub(crate) async fn delivery(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let backlog = ctx.size(200_000, 20_000);
+    let noop = NoopProcess::start(&ctx.bench_exe)?;
+    let data = Bytes::from(vec![b'x'; 1024]);
+    let body = batch_body(100, |_| "t".to_owned(), 1024);
+    let mut runs = Vec::new();
+    for run in 1..=ctx.runs {
+        // The load tool's rate and CPU; measured before and after, so drift on a shared machine
+        // hits both sides.
+        let load_tool = || async {
+            let (cpu, wall) = (cpu_time(std::process::id())?, Instant::now());
+            let make = binary_event(noop.addr, "/", data.clone());
+            let report = closed_loop(noop.addr, DELIVERY_CONNECTIONS, StatusCode::ACCEPTED, ctx.window(), make)
+                .await
+                .context("load tool against the subscriber")?;
+            let cores = (cpu_time(std::process::id())? - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
+            anyhow::Ok((report.per_sec(), cores))
+        };
+        let (tool_before, cores_before) = load_tool().await?;
+        let dir = ctx.scratch()?;
+        let server = ctx.server(&dir).await?;
+        // Held while the backlog is ingested: the first deliveries wait in the subscriber.
+        noop.hold().await?;
+        server
+            .trigger(
+                "fast",
+                json!({
+                    "broker": "b",
+                    "filter": {"attributes": {"type": "t"}},
+                    "subscriber": {"uri": noop.url},
+                    "delivery": {"timeout": "PT300S", "maxInFlight": DELIVERY_CONNECTIONS},
+                }),
+            )
+            .await?;
+        let before = noop.answered().await?;
+        ingest_batches(&server, backlog, 8, body.clone()).await?;
+        let (server_cpu, noop_cpu) = (server.cpu()?, noop.cpu()?);
+        let released = Instant::now();
+        noop.release().await?;
+        let done = wait_answered(&noop, before + backlog, Duration::from_secs(600)).await?;
+        let wall = (done - released).as_secs_f64();
+        let rate = backlog as f64 / wall;
+        let server_cores = (server.cpu()? - server_cpu).as_secs_f64() / wall;
+        let noop_cores = (noop.cpu()? - noop_cpu).as_secs_f64() / wall;
+        drop(server);
+        let (tool_after, cores_after) = load_tool().await?;
+        let (tool, tool_cores) = ((tool_before + tool_after) / 2.0, (cores_before + cores_after) / 2.0);
+        progress(
+            "delivery",
+            format!(
+                "run {run}/{}: delivered {} events/s, load tool {} req/s, ratio {:.2}; switchyard used {server_cores:.2} cores ({:.0} µs CPU per event) and the subscriber {noop_cores:.2}; the load tool {tool_cores:.2} cores ({:.0} µs per request)",
+                ctx.runs,
+                thousands(rate),
+                thousands(tool),
+                rate / tool,
+                server_cores / rate * 1e6,
+                tool_cores / tool * 1e6
+            ),
+        );
+        runs.push((rate, tool));
+    }
+    let (ours, theirs) = median_run(&runs);
+    let ratio = ours / theirs;
+    Ok(vec![Row::new(
+        40,
+        format!(
+            "delivery to a fast subscriber (no-op, 202) from a {}-event backlog, maxInFlight {DELIVERY_CONNECTIONS} ÷ load tool, {DELIVERY_CONNECTIONS} connections, against it",
+            thousands(backlog as f64)
+        ),
+        format!("{ratio:.2} ({} events/s vs {} req/s)", thousands(ours), thousands(theirs)),
+        "≥ 0.5",
+        Met::from(ratio >= 0.5),
+    )])
+}
+
+/// Dispatch throughput with 10 and with 10,000 triggers on one broker (and RSS with 10,000).
+pub(crate) async fn triggers(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let many = ctx.size(10_000, 1_000) as usize;
+    let events = ctx.size(50_000, 10_000);
+    let body = batch_body(100, |i| format!("type.{}", i % 10), 0);
+    let mut results = Vec::new();
+    for count in [10, many] {
+        let dir = ctx.scratch()?;
+        let server = ctx.server(&dir).await?;
+        let noop = NoopProcess::start(&ctx.bench_exe)?;
+        let declared = Instant::now();
+        declare_triggers(&server, count, &noop.url).await?;
+        let declare_secs = declared.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cpu = server.cpu()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_cores = (server.cpu()? - cpu).as_secs_f64() / 2.0;
+        let idle_rss = server.rss_mb()?;
+        progress(
+            "triggers",
+            format!(
+                "{count} triggers declared in {declare_secs:.1} s; RSS {idle_rss:.1} MB before any event, {} open fds; idle CPU {:.0}% of a core",
+                server.open_fds(),
+                idle_cores * 100.0
+            ),
+        );
+        let (mut rates, mut rss) = (Vec::new(), Vec::new());
+        for run in 1..=ctx.runs {
+            let before = noop.answered().await?;
+            let cpu = server.cpu()?;
+            let started = Instant::now();
+            ingest_batches(&server, events, 4, body.clone()).await?;
+            let done = wait_answered(&noop, before + events, Duration::from_secs(600)).await?;
+            let wall = (done - started).as_secs_f64();
+            let rate = events as f64 / wall;
+            let cores = (server.cpu()? - cpu).as_secs_f64() / wall;
+            let after = server.rss_mb()?;
+            progress(
+                "triggers",
+                format!(
+                    "{count} triggers, run {run}/{}: {} events/s from first ingest to last delivery; switchyard used {cores:.2} cores; RSS {after:.1} MB, {} open fds",
+                    ctx.runs,
+                    thousands(rate),
+                    server.open_fds()
+                ),
+            );
+            rates.push(rate);
+            rss.push(after);
+        }
+        results.push((count, median(&rates), idle_rss, median(&rss)));
+    }
+    let (_, few_rate, _, _) = results[0];
+    let (many, many_rate, many_idle, many_rss) = results[1];
+    let ratio = many_rate / few_rate;
+    let rss = many_rss.max(many_idle);
+    Ok(vec![
+        Row::new(
+            50,
+            format!(
+                "dispatch throughput, {} triggers ÷ 10 triggers ({} events over 10 matching triggers, ingest → last delivery)",
+                thousands(many as f64),
+                thousands(events as f64)
+            ),
+            format!("{ratio:.2} ({} vs {} events/s)", thousands(many_rate), thousands(few_rate)),
+            "≥ 0.5",
+            Met::from(ratio >= 0.5),
+        ),
+        Row::new(
+            61,
+            format!("RSS with {} triggers (after declaring; after the dispatch runs)", thousands(many as f64)),
+            format!("{rss:.1} MB ({many_idle:.1}; {many_rss:.1})"),
+            "≤ 150 MB",
+            Met::from(rss <= 150.0),
+        ),
+    ])
+}
+
+/// RSS of an idle server: one broker, 10 triggers, no traffic.
+pub(crate) async fn idle(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let settle = Duration::from_secs(ctx.size(3, 1));
+    let mut rss = Vec::new();
+    for run in 1..=ctx.runs {
+        let dir = ctx.scratch()?;
+        let server = ctx.server(&dir).await?;
+        declare_triggers(&server, 10, "http://127.0.0.1:9/").await?;
+        tokio::time::sleep(settle).await;
+        let now = server.rss_mb()?;
+        progress("idle", format!("run {run}/{}: RSS {now:.1} MB", ctx.runs));
+        rss.push(now);
+    }
+    let rss = median(&rss);
+    Ok(vec![Row::new(
+        60,
+        "RSS idle (one broker, 10 triggers, no traffic)",
+        format!("{rss:.1} MB"),
+        "≤ 30 MB",
+        Met::from(rss <= 30.0),
+    )])
+}
+
+/// RSS with a stalled subscriber while a backlog of 1 KiB events builds up and stays.
+pub(crate) async fn backlog(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let events = ctx.size(1_000_000, 50_000);
+    let settle = Duration::from_secs(ctx.size(5, 2));
+    let noop = NoopProcess::start(&ctx.bench_exe)?;
+    noop.hold().await?;
+    let body = batch_body(100, |_| "t".to_owned(), 1024);
+    let (mut settled, mut peaks, mut ingest_secs) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=ctx.runs {
+        let dir = ctx.scratch()?;
+        let server = ctx.server(&dir).await?;
+        server
+            .trigger(
+                "stalled",
+                json!({"broker": "b", "filter": {"attributes": {"type": "t"}}, "subscriber": {"uri": noop.url}}),
+            )
+            .await?;
+        let sampler = RssSampler::start(server_pid(&server)?);
+        let took = ingest_batches(&server, events, 8, body.clone()).await?;
+        tokio::time::sleep(settle).await;
+        let now = server.rss_mb()?;
+        let peak = sampler.finish().await.max(now);
+        progress(
+            "backlog",
+            format!(
+                "run {run}/{}: {} events ingested in {:.1} s; RSS {now:.1} MB {} s later, peak {peak:.1} MB",
+                ctx.runs,
+                thousands(events as f64),
+                took.as_secs_f64(),
+                settle.as_secs()
+            ),
+        );
+        settled.push(now);
+        peaks.push(peak);
+        ingest_secs.push(took.as_secs_f64());
+    }
+    let rss = median(&settled);
+    Ok(vec![Row::new(
+        62,
+        format!(
+            "RSS with a stalled subscriber holding a {}-event backlog (1 KiB events; {} s after ingest; peak while ingesting)",
+            thousands(events as f64),
+            settle.as_secs()
+        ),
+        format!("{rss:.1} MB (peak {:.1})", median(&peaks)),
+        "≤ 150 MB",
+        Met::from(rss <= 150.0),
+    )])
+}
+
+fn server_pid(server: &Switchyard) -> anyhow::Result<u32> {
+    server.pid().context("the server is not running")
+}
+
+/// Restart-to-ready time with many events retained.
+pub(crate) async fn restart(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let events = ctx.size(10_000_000, 200_000);
+    let dir = ctx.scratch()?;
+    let mut server = ctx.server(&dir).await?;
+    let body = batch_body(100, |_| "t".to_owned(), SMALL_DATA_BYTES);
+    let took = ingest_batches(&server, events, BATCH_CONNECTIONS, body).await?;
+    let disk_gb = dir_bytes(&dir.path().join("data")) as f64 / 1e9;
+    progress(
+        "restart",
+        format!(
+            "{} events ingested in {:.1} s ({} events/s); {disk_gb:.2} GB on disk",
+            thousands(events as f64),
+            took.as_secs_f64(),
+            thousands(events as f64 / took.as_secs_f64())
+        ),
+    );
+    let (mut ready, mut stops) = (Vec::new(), Vec::new());
+    let restarts = ctx.runs.max(3);
+    for run in 1..=restarts {
+        let stop = server.stop().await?;
+        let up = server.spawn().await?;
+        progress(
+            "restart",
+            format!(
+                "restart {run}/{restarts}: stopped in {:.3} s, ready in {:.3} s",
+                stop.as_secs_f64(),
+                up.as_secs_f64()
+            ),
+        );
+        ready.push(up.as_secs_f64());
+        stops.push(stop.as_secs_f64());
+    }
+    let ready = median(&ready);
+    Ok(vec![Row::new(
+        70,
+        format!(
+            "restart-to-ready (spawn → first 200 from /readyz), {} events retained ({SMALL_DATA_BYTES} B data, {disk_gb:.1} GB on disk), median of {restarts}",
+            thousands(events as f64)
+        ),
+        format!("{ready:.3} s (SIGTERM stop {:.3} s)", median(&stops)),
+        "≤ 2 s",
+        Met::from(ready <= 2.0),
+    )])
+}
