@@ -10,5 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p switchyard -p switchyard-bench
+# The Kafka ingest ceiling (`--kafka`): a raw rdkafka producer, built where rdkafka lives.
+cargo build --release --locked -p switchyard-log-kafka --example raw_producer
 target="${CARGO_TARGET_DIR:-target}/release"
 exec "$target/switchyard-bench" --switchyard "$target/switchyard" "$@"

@@ -46,8 +46,8 @@ struct Cli {
     /// Connections of the ingest comparison (the same against Switchyard and the no-op server).
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Also measure the Kafka latency row against this cluster (`serve --log URL`), e.g.
-    /// kafka://127.0.0.1:19092 after `deploy/kafka/local.sh up`.
+    /// Also measure on this Kafka (`serve --log URL`), e.g. kafka://127.0.0.1:19092 after
+    /// `deploy/kafka/local.sh up`: the Kafka latency row and the Kafka ingest comparisons.
     #[arg(long)]
     kafka: Option<String>,
     /// Where the data directories go (each is removed after its scenario) [default: the
@@ -73,6 +73,8 @@ enum Scenario {
     Idle,
     /// Ingest requests/s next to a no-op handler.
     Ingest,
+    /// Ingest on Kafka next to the embedded log and a raw rdkafka producer (with --kafka).
+    KafkaIngest,
     /// Batch ingest events/s.
     Batch,
     /// End-to-end latency at a fixed offered rate.
@@ -88,9 +90,10 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 9] = [
         Scenario::Idle,
         Scenario::Ingest,
+        Scenario::KafkaIngest,
         Scenario::Batch,
         Scenario::Latency,
         Scenario::Delivery,
@@ -103,6 +106,7 @@ impl Scenario {
         match self {
             Scenario::Idle => "idle",
             Scenario::Ingest => "ingest",
+            Scenario::KafkaIngest => "kafka-ingest",
             Scenario::Batch => "batch",
             Scenario::Latency => "latency",
             Scenario::Delivery => "delivery",
@@ -117,6 +121,7 @@ impl Scenario {
         match self {
             Scenario::Idle => 60,
             Scenario::Ingest => 10,
+            Scenario::KafkaIngest => 15,
             Scenario::Batch => 20,
             Scenario::Latency => 30,
             Scenario::Delivery => 40,
@@ -130,6 +135,7 @@ impl Scenario {
         match self {
             Scenario::Idle => scenarios::idle(ctx).await,
             Scenario::Ingest => scenarios::ingest(ctx).await,
+            Scenario::KafkaIngest => scenarios::kafka_ingest(ctx).await,
             Scenario::Batch => scenarios::batch(ctx).await,
             Scenario::Latency => scenarios::latency(ctx).await,
             Scenario::Delivery => scenarios::delivery(ctx).await,

@@ -755,3 +755,86 @@ pub(crate) async fn restart(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         Met::from(ready <= 2.0),
     )])
 }
+
+/// Kafka ingest next to the embedded log and next to a raw rdkafka producer (the backend's own
+/// producer settings, as many senders as connections, each awaiting its record) against the
+/// same Kafka, all in one run, so the ratios compare like with like.
+pub(crate) async fn kafka_ingest(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let Some(url) = &ctx.kafka else {
+        return Ok(vec![Row::new(
+            15,
+            "ingest on Kafka, 1 KiB binary events: ÷ the embedded log, ÷ a raw rdkafka producer",
+            "not measured: needs --kafka kafka://HOST:PORT",
+            "—",
+            Met::NotApplicable,
+        )]);
+    };
+    let bootstrap = url.strip_prefix("kafka://").context("--kafka must be kafka://host:port")?;
+    let raw_producer = ctx.bench_exe.parent().context("this binary has no folder")?.join("examples/raw_producer");
+    anyhow::ensure!(
+        raw_producer.is_file(),
+        "'{}' is missing: build it with `cargo build --release -p switchyard-log-kafka --example raw_producer`",
+        raw_producer.display()
+    );
+    let data = Bytes::from(vec![b'x'; 1024]);
+    let measure = |backend: Backend| {
+        let data = data.clone();
+        async move {
+            let dir = ctx.scratch()?;
+            let server = ctx.server_on(&backend, &dir).await?;
+            let make = binary_event(server.addr, "/default/b", data);
+            let report = closed_loop(server.addr, ctx.connections, StatusCode::ACCEPTED, ctx.window(), make).await;
+            anyhow::Ok(report.with_context(|| format!("ingest on {}", backend.label()))?.per_sec())
+        }
+    };
+    let Length::Timed { measure: window, .. } = ctx.window() else { bail!("ingest windows are timed") };
+    let mut runs = Vec::new();
+    for run in 1..=ctx.runs {
+        let embedded = measure(Backend::Embedded).await?;
+        let kafka = measure(Backend::Kafka(url.clone())).await?;
+        let output = tokio::process::Command::new(&raw_producer)
+            .args([bootstrap, &window.as_secs().to_string(), "1024", &ctx.connections.to_string()])
+            .output()
+            .await
+            .context("cannot run the raw producer")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let raw: f64 = text
+            .trim()
+            .strip_prefix("records_per_sec=")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("raw producer said '{text}' ({})", String::from_utf8_lossy(&output.stderr)))?;
+        progress(
+            "kafka-ingest",
+            format!(
+                "run {run}/{}: kafka {} req/s, embedded {} req/s, raw producer {} records/s",
+                ctx.runs,
+                thousands(kafka),
+                thousands(embedded),
+                thousands(raw)
+            ),
+        );
+        runs.push((kafka, embedded, raw));
+    }
+    let kafka = median(&runs.iter().map(|r| r.0).collect::<Vec<_>>());
+    let embedded = median(&runs.iter().map(|r| r.1).collect::<Vec<_>>());
+    let raw = median(&runs.iter().map(|r| r.2).collect::<Vec<_>>());
+    Ok(vec![
+        Row::new(
+            15,
+            format!("ingest on Kafka, 1 KiB binary events, {} connections: ÷ the embedded log", ctx.connections),
+            format!("{:.2} ({} vs {} req/s)", kafka / embedded, thousands(kafka), thousands(embedded)),
+            "—",
+            Met::NotApplicable,
+        ),
+        Row::new(
+            16,
+            format!(
+                "ingest on Kafka, 1 KiB binary events, {} connections: ÷ a raw rdkafka producer with the same settings and {} senders",
+                ctx.connections, ctx.connections
+            ),
+            format!("{:.2} ({} req/s vs {} records/s)", kafka / raw, thousands(kafka), thousands(raw)),
+            "—",
+            Met::NotApplicable,
+        ),
+    ])
+}

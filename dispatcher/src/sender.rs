@@ -76,6 +76,9 @@ impl Sender {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
+            // Enough idle keep-alive connections per subscriber for busy triggers, without
+            // keeping one for every attempt ever in flight across thousands of triggers.
+            .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .build()?;

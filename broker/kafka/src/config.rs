@@ -161,9 +161,9 @@ impl KafkaConfig {
             // producer's retries from duplicating or reordering records within a partition.
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            // The append waits for its records: a short linger keeps ingest latency low while
-            // still batching concurrent appends.
-            .set("linger.ms", "2")
+            // The append waits for its records, so none lingers: records that arrive while a
+            // request is in flight still go out together in the next one.
+            .set("linger.ms", "0")
             .set("message.timeout.ms", millis(self.append_timeout))
             .set("request.timeout.ms", millis(self.append_timeout))
             // Java-compatible key hashing: a Java producer writing the same `partitionkey`
