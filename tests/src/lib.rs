@@ -113,13 +113,6 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The server's resident memory in KiB (`VmRSS`).
-    pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
