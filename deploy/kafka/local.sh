@@ -39,7 +39,9 @@ fetch_jars() {
     fi
     log "fetching the Kafka broker from Maven Central"
     rm -rf "$libs"
-    (cd "$here" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies)
+    # Maven writes to standard output even with -q (terminal escape codes): keep standard
+    # output for the bootstrap address alone, which callers capture.
+    (cd "$here" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies) >&2
     touch "$libs/.complete"
 }
 
