@@ -22,6 +22,7 @@ mod groups;
 mod reader;
 mod record;
 mod segment;
+mod state;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,11 +36,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use switchyard_event::Event;
-use switchyard_log::{DeadLetterStore, EventLog, LogError, Subscription};
+use switchyard_log::{DeadLetterStore, EventLog, LogError, StateStore, Subscription};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::deadletters::DeadLetters;
+use crate::state::State;
 use crate::groups::Groups;
 use crate::reader::EmbeddedSubscription;
 use crate::segment::Segment;
@@ -325,6 +327,7 @@ pub struct EmbeddedLog {
     groups: Arc<Groups>,
     /// Shares the groups' database, and closes with it.
     dead_letters: Arc<DeadLetters>,
+    state: Arc<State>,
     counters: Arc<Counters>,
     background: Mutex<Vec<Background>>,
     closed: AtomicBool,
@@ -368,6 +371,7 @@ impl EmbeddedLog {
         }
         let groups = Arc::new(Groups::open(&config.dir.join("offsets.redb"))?);
         let dead_letters = Arc::new(DeadLetters::open(groups.database())?);
+        let state = Arc::new(State::open(groups.database())?);
         let counters = Arc::new(Counters::default());
 
         let mut topics = HashMap::new();
@@ -416,6 +420,7 @@ impl EmbeddedLog {
             admin: tokio::sync::Mutex::new(()),
             groups,
             dead_letters,
+            state,
             counters,
             background: Mutex::new(vec![flusher, retention]),
             closed: AtomicBool::new(false),
@@ -522,6 +527,10 @@ fn remove_topic_dir(topics_dir: &Path, trash_dir: &Path, name: &str) -> Result<(
 impl EventLog for EmbeddedLog {
     fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
         Arc::clone(&self.dead_letters) as Arc<dyn DeadLetterStore>
+    }
+
+    fn state(&self) -> Arc<dyn StateStore> {
+        Arc::clone(&self.state) as Arc<dyn StateStore>
     }
 
     async fn create_topic(&self, topic: &str) -> Result<(), LogError> {

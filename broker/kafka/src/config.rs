@@ -129,6 +129,11 @@ impl KafkaConfig {
         format!("{}deadletters", self.topic_prefix)
     }
 
+    /// The compacted topic of the state table (sources' progress).
+    pub fn state_topic(&self) -> String {
+        format!("{}state", self.topic_prefix)
+    }
+
     /// Settings every client shares.
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();

@@ -11,6 +11,7 @@
 //! | group `ns.trigger` | consumer group `{prefix}ns.trigger`, created with committed offsets at the end of every partition |
 //! | [`Subscription::commit`] | the group's committed offset (stored at once, committed every second, on revocation, on `flush` and on close) |
 //! | dead letters | the compacted topic `{prefix}deadletters` ([`KafkaDeadLetters`]) |
+//! | the state table ([`switchyard_log::StateStore`]) | the compacted topic `{prefix}state` ([`KafkaState`]) |
 //!
 //! # Behaviour worth knowing
 //!
@@ -45,6 +46,7 @@ mod client;
 mod config;
 mod deadletters;
 mod follower;
+mod state;
 mod subscription;
 
 use std::collections::HashMap;
@@ -60,7 +62,7 @@ use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use switchyard_event::kafka::{self as binding, KafkaRecord};
 use switchyard_event::Event;
-use switchyard_log::{DeadLetterStore, EventLog, LogError, Subscription};
+use switchyard_log::{DeadLetterStore, EventLog, LogError, StateStore, Subscription};
 
 use crate::client::{blocking, unavailable, Context, Control, Producer};
 use crate::subscription::{KafkaSubscription, Registry, Start};
@@ -68,6 +70,7 @@ use crate::subscription::{KafkaSubscription, Registry, Start};
 pub use crate::config::{KafkaConfig, KafkaConfigError};
 pub use crate::deadletters::KafkaDeadLetters;
 pub use crate::follower::CompactedTopic;
+pub use crate::state::KafkaState;
 
 /// The Kafka log backend. Cheap to share behind an `Arc`; every node of a Switchyard cluster
 /// opens its own against the same Kafka cluster and prefix.
@@ -83,6 +86,7 @@ pub struct KafkaLog {
     topics: Mutex<HashMap<String, u32>>,
     subscriptions: Arc<Registry>,
     dead_letters: Arc<KafkaDeadLetters>,
+    state: Arc<KafkaState>,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -120,6 +124,7 @@ impl KafkaLog {
         let producer = client::create(&config.producer(), context.clone())?;
         let admin = client::create(&config.control(None), context.clone())?;
         let dead_letters = Arc::new(KafkaDeadLetters::open(&config).await?);
+        let state = Arc::new(KafkaState::open(&config).await?);
         Ok(KafkaLog {
             config,
             context,
@@ -129,6 +134,7 @@ impl KafkaLog {
             topics: Mutex::new(HashMap::new()),
             subscriptions: Arc::default(),
             dead_letters,
+            state,
         })
     }
 
@@ -306,6 +312,10 @@ impl KafkaLog {
 impl EventLog for KafkaLog {
     fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
         Arc::clone(&self.dead_letters) as Arc<dyn DeadLetterStore>
+    }
+
+    fn state(&self) -> Arc<dyn StateStore> {
+        Arc::clone(&self.state) as Arc<dyn StateStore>
     }
 
     async fn create_topic(&self, topic: &str) -> Result<(), LogError> {

@@ -112,11 +112,33 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     async fn purge(&self, scope: &str) -> Result<u64, LogError>;
 }
 
+/// A small durable key/value table kept in the log backend, for progress that is neither an
+/// event nor a group position: a source's last fired tick, the webhook deliveries it already
+/// took. Keys are short paths (`ping/ns/name`); values are opaque bytes. Meant for thousands of
+/// entries, not millions: the Kafka backend holds the whole table in memory on every node.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// The value of `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, LogError>;
+
+    /// Sets `key` to `value`, durably on return.
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), LogError>;
+
+    /// Removes `key`, durably on return; removing a missing key succeeds.
+    async fn remove(&self, key: &str) -> Result<(), LogError>;
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, LogError>;
+}
+
 /// A durable, partitioned event log.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// The backend's dead-letter store.
     fn dead_letters(&self) -> Arc<dyn DeadLetterStore>;
+
+    /// The backend's key/value table for sources' progress.
+    fn state(&self) -> Arc<dyn StateStore>;
 
     /// Creates a topic. Idempotent: creating an existing topic succeeds and keeps its events.
     async fn create_topic(&self, topic: &str) -> Result<(), LogError>;

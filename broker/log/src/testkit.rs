@@ -530,6 +530,33 @@ pub async fn dead_letters_outlive_topics(log: &Arc<dyn EventLog>, topic: &str) -
     Ok(())
 }
 
+/// The state table: put, get, overwrite, scan by prefix (in key order, nothing outside the
+/// prefix), remove (idempotent), and entries outliving the topics.
+pub async fn state_roundtrip(log: &Arc<dyn EventLog>, prefix: &str) -> CheckResult {
+    const CHECK: &str = "state_roundtrip";
+    let state = log.state();
+    let key = |name: &str| format!("{prefix}/{name}");
+    ensure!(CHECK, op(CHECK, "get", state.get(&key("a")).await)?.is_none(), "a key never written has a value");
+    op(CHECK, "put", state.put(&key("b"), b"2").await)?;
+    op(CHECK, "put", state.put(&key("a"), b"1").await)?;
+    op(CHECK, "put", state.put(&key("a"), b"\x00one").await)?;
+    op(CHECK, "put", state.put(&format!("{prefix}x/outside"), b"no").await)?;
+    let value = op(CHECK, "get", state.get(&key("a")).await)?;
+    ensure!(CHECK, value.as_deref() == Some(b"\x00one".as_slice()), "get after overwrite returned {value:?}");
+    let scanned = op(CHECK, "scan", state.scan(&format!("{prefix}/")).await)?;
+    let expected = vec![(key("a"), b"\x00one".to_vec()), (key("b"), b"2".to_vec())];
+    ensure!(CHECK, scanned == expected, "scan returned {scanned:?}, expected {expected:?}");
+    op(CHECK, "remove", state.remove(&key("a")).await)?;
+    op(CHECK, "remove", state.remove(&key("a")).await)?;
+    ensure!(CHECK, op(CHECK, "get", state.get(&key("a")).await)?.is_none(), "a removed key still has a value");
+    let scanned = op(CHECK, "scan", state.scan(&format!("{prefix}/")).await)?;
+    ensure!(CHECK, scanned.len() == 1, "scan after remove returned {scanned:?}");
+    for leftover in [key("b"), format!("{prefix}x/outside")] {
+        op(CHECK, "remove", state.remove(&leftover).await)?;
+    }
+    Ok(())
+}
+
 /// Runs every check, each on its own topic `<prefix>.<check>` (dead-letter checks on scope
 /// `<prefix>/<check>`).
 pub async fn run_all(log: Arc<dyn EventLog>, prefix: &str) -> CheckResult {
@@ -543,5 +570,6 @@ pub async fn run_all(log: Arc<dyn EventLog>, prefix: &str) -> CheckResult {
     dead_letters_roundtrip(&log, &format!("{prefix}/dead-letters-roundtrip")).await?;
     dead_letters_paging_and_removal(&log, &format!("{prefix}/dead-letters-paging")).await?;
     dead_letters_outlive_topics(&log, &format!("{prefix}.dead-letters-outlive-topics")).await?;
+    state_roundtrip(&log, &format!("{prefix}/state")).await?;
     Ok(())
 }

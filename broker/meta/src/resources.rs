@@ -332,6 +332,21 @@ fn parse<S: serde::de::DeserializeOwned + Default>(
     name: &str,
     body: &[u8],
 ) -> Result<Resource<S>, ValidationError> {
+    parse_resource(kind.name(), &[API_VERSION], namespace, name, body)
+}
+
+/// Parses a submitted resource of `kind` for `namespace/name`: `{"spec": …}`, `{}` (or an
+/// empty body), or a whole Knative object whose `apiVersion` is one of `api_versions`, whose
+/// `kind` matches and whose `metadata.name`/`namespace` match the path. The spec is only
+/// deserialised as `S`; validating it is the caller's. Server-set metadata is cleared, and the
+/// resource carries the first of `api_versions`.
+pub fn parse_resource<S: serde::de::DeserializeOwned + Default>(
+    kind: &str,
+    api_versions: &[&str],
+    namespace: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Resource<S>, ValidationError> {
     validate_dns_label("namespace", namespace)?;
     validate_dns_label("name", name)?;
     let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
@@ -342,18 +357,18 @@ fn parse<S: serde::de::DeserializeOwned + Default>(
     })?;
     json.end().map_err(|e| ValidationError::Body { path: ".".to_owned(), message: e.to_string() })?;
     if let Some(api_version) = &submitted.api_version {
-        if api_version != API_VERSION {
+        if !api_versions.contains(&api_version.as_str()) {
             return Err(ValidationError::field(
                 "apiVersion",
-                format!("'{api_version}' is not supported: use '{API_VERSION}'"),
+                format!("'{api_version}' is not supported: use '{}'", api_versions.join("' or '")),
             ));
         }
     }
     if let Some(submitted_kind) = &submitted.kind {
-        if submitted_kind != kind.name() {
+        if submitted_kind != kind {
             return Err(ValidationError::field(
                 "kind",
-                format!("'{submitted_kind}' does not match the path: expected '{}'", kind.name()),
+                format!("'{submitted_kind}' does not match the path: expected '{kind}'"),
             ));
         }
     }
@@ -377,8 +392,8 @@ fn parse<S: serde::de::DeserializeOwned + Default>(
     metadata.creation_timestamp = None;
     metadata.generation = None;
     Ok(Resource {
-        api_version: API_VERSION.to_owned(),
-        kind: kind.name().to_owned(),
+        api_version: api_versions.first().copied().unwrap_or(API_VERSION).to_owned(),
+        kind: kind.to_owned(),
         metadata,
         spec: submitted.spec.unwrap_or_default(),
         status: serde_json::Value::Null,

@@ -1,0 +1,149 @@
+//! Source adapters: what happens elsewhere — a GitHub webhook delivery, a cron tick, a record on
+//! a Kafka topic — turned into CloudEvents on a broker (or any HTTP sink), declared with
+//! Knative's kinds and spec fields and run inside the serving process.
+//!
+//! # Shape
+//!
+//! - **One folder per source** ([`github`], [`ping`], [`kafka`]): its spec (the Knative fields,
+//!   validated on the way in), and what runs. Adding a source is its folder plus one line in
+//!   [`kinds`].
+//! - **Two behaviours**: an [`Activity`] runs while this node holds the source (a timer, a
+//!   consumer); a [`Webhook`] turns requests on `/webhooks/{path}/{ns}/{name}` into events, on
+//!   whichever node they reach.
+//! - **The runtime** ([`Sources`]) keeps every declared source compiled, runs the activities of
+//!   the sources this node holds ([`Placement`]: all of them on the embedded log, a share of
+//!   them on Kafka), and sends what they produce through [`Sinks`], which the binary implements
+//!   over its broker ingest and its HTTP client.
+//!
+//! # The promise
+//!
+//! An upstream acknowledgement — a 2xx to GitHub, a committed Kafka offset, a recorded tick —
+//! happens only after the events are durable on the broker (or accepted by the sink URI): a
+//! crash between the two repeats the events, it never loses them.
+
+pub mod github;
+mod metrics;
+pub mod ping;
+mod resource;
+mod runtime;
+mod sink;
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use switchyard_event::Event;
+use switchyard_meta::ValidationError;
+
+pub use crate::resource::{parse_source, CeOverrides, Declared, Sink, SinkSpec, Source, SourceRef, SOURCES_API_GROUP};
+pub use crate::runtime::{Everything, Placement, SourceStatus, Sources, Stopped, WebhookAnswer, WebhookFailure};
+pub use crate::sink::{Emitter, SinkError, Sinks};
+
+/// Every kind of source this build knows, in the order the API lists them.
+pub fn kinds() -> &'static [&'static dyn SourceKind] {
+    static KINDS: OnceLock<Vec<&'static dyn SourceKind>> = OnceLock::new();
+    KINDS.get_or_init(|| {
+        #[allow(unused_mut)] // without the kafka feature nothing is pushed
+        let mut kinds: Vec<&'static dyn SourceKind> = vec![&github::GitHub, &ping::Ping];
+        #[cfg(feature = "kafka")]
+        kinds.push(&kafka::Kafka);
+        kinds
+    })
+}
+
+/// The kind whose REST path segment is `plural` (`pingsources`).
+pub fn kind_by_plural(plural: &str) -> Option<&'static dyn SourceKind> {
+    kinds().iter().copied().find(|kind| kind.plural() == plural)
+}
+
+/// The kind named `name` (`PingSource`), case-insensitively: shared declarations key it in
+/// lower case.
+pub fn kind_by_name(name: &str) -> Option<&'static dyn SourceKind> {
+    kinds().iter().copied().find(|kind| kind.kind().eq_ignore_ascii_case(name))
+}
+
+/// One kind of source: how it is declared, and what runs for it.
+pub trait SourceKind: Send + Sync + 'static {
+    /// The Knative kind, e.g. `PingSource`.
+    fn kind(&self) -> &'static str;
+
+    /// The REST path segment, e.g. `pingsources`.
+    fn plural(&self) -> &'static str;
+
+    /// The accepted `apiVersion`s; the first is the one stored and answered.
+    fn api_versions(&self) -> &'static [&'static str];
+
+    /// Validates a submitted `spec` (the whole object, `null` when absent) and returns its
+    /// canonical form, which is stored. Errors name the field under `spec.`.
+    fn validate(&self, spec: &serde_json::Value) -> Result<serde_json::Value, ValidationError>;
+
+    /// What runs for a declared source whose spec passed [`SourceKind::validate`]. A source that
+    /// cannot run here yet (a secret missing from the environment) is not ready, with why.
+    fn compile(&self, source: &Declared) -> Result<Behaviour, NotReady>;
+
+    /// For a webhook source, the path segment of its endpoint: `/webhooks/{path}/{ns}/{name}`.
+    fn webhook_path(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// Why a declared source does not run: a Knative condition's reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// CamelCase, e.g. `SecretNotFound`.
+    pub reason: &'static str,
+    /// What to fix.
+    pub message: String,
+}
+
+/// What runs for a source.
+pub enum Behaviour {
+    /// Runs while this node holds the source.
+    Active(Arc<dyn Activity>),
+    /// Answers webhook requests, on every node.
+    Webhook(Arc<dyn Webhook>),
+}
+
+/// A source that does something by itself while it runs: fires on a schedule, consumes a topic.
+#[async_trait]
+pub trait Activity: Send + Sync + 'static {
+    /// Runs until `context.stopped()`; it may be started again later (on this node or another),
+    /// so everything it must not repeat is recorded in `context.state()` or upstream.
+    async fn run(&self, context: runtime::RunContext);
+}
+
+/// A source that turns HTTP requests into events.
+pub trait Webhook: Send + Sync + 'static {
+    /// Authenticates and decodes one request. Pure: no I/O. The runtime deduplicates the events
+    /// by `id`, sends them to the sink, and answers 202 once they are durable.
+    fn receive(&self, headers: &http::HeaderMap, body: &Bytes) -> Result<Receipt, WebhookError>;
+}
+
+/// What a webhook request carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Receipt {
+    /// Events to send to the sink.
+    Events(Vec<Event>),
+    /// Nothing to send, and nothing wrong: answered 200 so that the sender does not retry (an
+    /// event type the source does not take, a ping), with why.
+    Ignored(String),
+}
+
+/// A webhook request refused; the message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// Missing or wrong signature: 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Missing headers, malformed body: 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A body in a media type the source does not read: 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+}
+
+pub use crate::runtime::RunContext;

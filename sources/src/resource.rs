@@ -1,0 +1,295 @@
+//! What every source's spec has in common (Knative's duck `SourceSpec`): `sink`, a Knative
+//! Destination, and `ceOverrides`; and the parsing of a submitted source into the stored
+//! resource.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use switchyard_event::AttrValue;
+use switchyard_meta::resources::{parse_resource, validate_dns_label, validate_http_url, Resource};
+use switchyard_meta::ValidationError;
+use url::Url;
+
+use crate::SourceKind;
+
+/// The API group of Knative's sources (`sources.knative.dev/v1`, `…/v1beta1`, …).
+pub const SOURCES_API_GROUP: &str = "sources.knative.dev";
+
+/// The Knative API version of the Broker a sink may name.
+const BROKER_API_VERSION: &str = "eventing.knative.dev/v1";
+
+/// A source as stored and answered: Knative metadata, and the spec in its canonical form
+/// (what [`SourceKind::validate`] returned).
+pub type Source = Resource<serde_json::Value>;
+
+/// `spec.sink`: a Knative Destination. Without Kubernetes, a `ref` can only name a Switchyard
+/// broker in the source's namespace.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SinkSpec {
+    /// A Broker in the source's namespace: `{"kind": "Broker", "name": …}`.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<SinkRef>,
+    /// Or an absolute http(s) URL that receives every event in binary mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// PEM CA certificates for the sink (Knative field; not supported: refused when set).
+    #[serde(default, rename = "CACerts", skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
+    /// OIDC audience (Knative field; not supported: refused when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// `spec.sink.ref`: a Knative KReference to a Broker.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SinkRef {
+    /// `eventing.knative.dev/v1` if present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `Broker`.
+    pub kind: String,
+    /// The broker's name.
+    pub name: String,
+    /// The source's namespace if present (a sink in another namespace is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// `spec.ceOverrides`: extensions set on every event the source sends (replacing any the
+/// event already has, as Knative's overrides do).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CeOverrides {
+    /// Extension name (`[a-z0-9]+`, not a context attribute) → string value.
+    #[serde(default)]
+    pub extensions: BTreeMap<String, String>,
+}
+
+impl CeOverrides {
+    /// The overrides as attributes, validated.
+    pub fn attributes(&self) -> Vec<(String, AttrValue)> {
+        self.extensions.iter().map(|(name, value)| (name.clone(), AttrValue::String(value.clone()))).collect()
+    }
+}
+
+/// Checks `spec.sink` and `spec.ceOverrides`, the fields every source has.
+pub(crate) fn check_common(sink: Option<&SinkSpec>, overrides: Option<&CeOverrides>) -> Result<(), ValidationError> {
+    let sink = sink.ok_or_else(|| ValidationError::field("spec.sink", "is required".to_owned()))?;
+    for (field, value) in [("spec.sink.CACerts", &sink.ca_certs), ("spec.sink.audience", &sink.audience)] {
+        if value.is_some() {
+            return Err(ValidationError::field(field, "is not supported: sinks are reached without TLS or OIDC settings".to_owned()));
+        }
+    }
+    match (&sink.reference, &sink.uri) {
+        (Some(_), Some(_)) => {
+            return Err(ValidationError::field("spec.sink", "give either 'ref' or 'uri', not both".to_owned()))
+        }
+        (None, None) => {
+            return Err(ValidationError::field("spec.sink", "needs 'ref' (a Broker) or 'uri'".to_owned()))
+        }
+        (Some(reference), None) => {
+            if reference.kind != "Broker" {
+                return Err(ValidationError::field(
+                    "spec.sink.ref.kind",
+                    format!("'{}' cannot be resolved without Kubernetes: use 'Broker' or give a 'uri'", reference.kind),
+                ));
+            }
+            if let Some(api_version) = reference.api_version.as_deref().filter(|v| *v != BROKER_API_VERSION) {
+                return Err(ValidationError::field(
+                    "spec.sink.ref.apiVersion",
+                    format!("'{api_version}' is not supported: use '{BROKER_API_VERSION}'"),
+                ));
+            }
+            validate_dns_label("spec.sink.ref.name", &reference.name)?;
+        }
+        (None, Some(uri)) => validate_http_url("spec.sink.uri", uri)?,
+    }
+    if let Some(overrides) = overrides {
+        for name in overrides.extensions.keys() {
+            let field = format!("spec.ceOverrides.extensions.{name}");
+            let event_rule = switchyard_event::model::validate_name(name).err();
+            if let Some(error) = event_rule {
+                return Err(ValidationError::field(&field, format!("invalid extension name: {error}")));
+            }
+            if switchyard_event::model::REQUIRED_ATTRIBUTES.contains(&name.as_str())
+                || switchyard_event::model::OPTIONAL_ATTRIBUTES.contains(&name.as_str())
+            {
+                return Err(ValidationError::field(
+                    &field,
+                    format!("'{name}' is a context attribute, not an extension: it cannot be overridden"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deserialises a spec into its typed form, with errors that name the field under `spec.`.
+pub(crate) fn typed_spec<S: serde::de::DeserializeOwned + Default>(
+    spec: &serde_json::Value,
+) -> Result<S, ValidationError> {
+    if spec.is_null() {
+        return Ok(S::default());
+    }
+    serde_path_to_error::deserialize(spec).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." { "spec".to_owned() } else { format!("spec.{inner}") };
+        ValidationError::Body { path, message: e.into_inner().to_string() }
+    })
+}
+
+/// The canonical JSON form of a typed spec.
+pub(crate) fn canonical<S: Serialize>(spec: &S) -> serde_json::Value {
+    serde_json::to_value(spec).unwrap_or(serde_json::Value::Null)
+}
+
+/// Parses and validates a submitted source of `kind` for `namespace/name` (a `{"spec": …}` body
+/// or a whole Knative object).
+pub fn parse_source(
+    kind: &dyn SourceKind,
+    namespace: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Source, ValidationError> {
+    let mut source: Source = parse_resource(kind.kind(), kind.api_versions(), namespace, name, body)?;
+    source.spec = kind.validate(&source.spec)?;
+    if let Some(other) = source.spec.pointer("/sink/ref/namespace").and_then(|v| v.as_str()) {
+        if other != namespace {
+            return Err(ValidationError::field(
+                "spec.sink.ref.namespace",
+                format!("'{other}' is not the source's namespace '{namespace}': a source sends to a broker of its own namespace"),
+            ));
+        }
+    }
+    Ok(source)
+}
+
+/// A source's identity: kind, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceRef {
+    /// The Knative kind (`PingSource`).
+    pub kind: &'static str,
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl std::fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.kind.to_ascii_lowercase(), self.namespace, self.name)
+    }
+}
+
+/// Where a source's events go, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// A broker of the source's namespace.
+    Broker(String),
+    /// An HTTP endpoint.
+    Uri(Url),
+}
+
+/// A stored source ready to compile: its identity, spec and common fields.
+#[derive(Debug, Clone)]
+pub struct Declared {
+    /// Kind, namespace, name.
+    pub id: SourceRef,
+    /// Server-set: this incarnation of the resource (a source deleted and declared again has
+    /// another), so progress recorded for an earlier one is not taken for its own.
+    pub uid: String,
+    /// The spec, canonical.
+    pub spec: serde_json::Value,
+    /// Where events go.
+    pub sink: Sink,
+    /// Extensions set on every event.
+    pub overrides: Vec<(String, AttrValue)>,
+}
+
+impl Declared {
+    /// The declared view of a stored source of `kind`; `None` for a spec that does not hold a
+    /// valid sink (stored by a version with other rules), with why.
+    pub fn new(kind: &'static dyn SourceKind, source: &Source) -> Result<Declared, ValidationError> {
+        let namespace = source.metadata.namespace.clone().unwrap_or_default();
+        let name = source.metadata.name.clone().unwrap_or_default();
+        let sink: SinkSpec = source
+            .spec
+            .get("sink")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| ValidationError::field("spec.sink", e.to_string()))?
+            .unwrap_or_default();
+        let overrides: CeOverrides = source
+            .spec
+            .get("ceOverrides")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| ValidationError::field("spec.ceOverrides", e.to_string()))?
+            .unwrap_or_default();
+        check_common(Some(&sink), Some(&overrides))?;
+        let sink = match (sink.reference, sink.uri) {
+            (Some(reference), _) => Sink::Broker(reference.name),
+            (None, Some(uri)) => {
+                Sink::Uri(Url::parse(&uri).map_err(|e| ValidationError::field("spec.sink.uri", e.to_string()))?)
+            }
+            (None, None) => return Err(ValidationError::field("spec.sink", "is required".to_owned())),
+        };
+        Ok(Declared {
+            id: SourceRef { kind: kind.kind(), namespace, name },
+            uid: source.metadata.uid.clone().unwrap_or_default(),
+            spec: source.spec.clone(),
+            sink,
+            overrides: overrides.attributes(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(json: serde_json::Value) -> Result<(), ValidationError> {
+        let spec: SinkSpec = serde_json::from_value(json).map_err(|e| ValidationError::field("x", e.to_string()))?;
+        check_common(Some(&spec), None)
+    }
+
+    #[test]
+    fn sinks_are_a_broker_or_a_uri() {
+        sink(serde_json::json!({"ref": {"kind": "Broker", "name": "default"}})).unwrap();
+        sink(serde_json::json!({"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}}))
+            .unwrap();
+        sink(serde_json::json!({"uri": "http://127.0.0.1:9000/x"})).unwrap();
+        let cases = [
+            (serde_json::json!({}), "spec.sink"),
+            (serde_json::json!({"ref": {"kind": "Service", "name": "s"}}), "spec.sink.ref.kind"),
+            (serde_json::json!({"ref": {"apiVersion": "v1", "kind": "Broker", "name": "s"}}), "spec.sink.ref.apiVersion"),
+            (serde_json::json!({"ref": {"kind": "Broker", "name": "B_"}}), "spec.sink.ref.name"),
+            (serde_json::json!({"uri": "/relative"}), "spec.sink.uri"),
+            (serde_json::json!({"uri": "http://x/", "ref": {"kind": "Broker", "name": "b"}}), "spec.sink"),
+            (serde_json::json!({"uri": "http://x/", "audience": "a"}), "spec.sink.audience"),
+        ];
+        for (json, field) in cases {
+            let error = sink(json.clone()).expect_err(&json.to_string());
+            let ValidationError::Field { field: actual, .. } = &error else { panic!("{json}: {error}") };
+            assert_eq!(actual, field, "{json}: {error}");
+        }
+    }
+
+    #[test]
+    fn overrides_must_be_extension_names() {
+        let uri = SinkSpec { uri: Some("http://x/".into()), ..SinkSpec::default() };
+        let overrides = |name: &str| CeOverrides { extensions: [(name.to_owned(), "v".to_owned())].into() };
+        check_common(Some(&uri), Some(&overrides("team"))).unwrap();
+        for bad in ["Team", "te-am", "", "type", "id", "subject"] {
+            let error = check_common(Some(&uri), Some(&overrides(bad))).expect_err(bad).to_string();
+            assert!(error.contains("spec.ceOverrides.extensions"), "{bad}: {error}");
+        }
+    }
+}

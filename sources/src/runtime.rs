@@ -1,0 +1,595 @@
+//! The sources of this node: every declared source compiled, the activities of the ones this
+//! node holds running, and webhook requests answered.
+//!
+//! - **Placement.** Each source hashes to one of [`Placement::slots`] slots, and a node runs the
+//!   activities of the sources whose slot it holds. With the embedded log one node holds them
+//!   all; on Kafka the slots are partitions of a lease topic shared out by Kafka's group
+//!   protocol, so each source runs on exactly one live node, and moves when that node goes.
+//!   Before a slot is given up, [`Sources::release`] stops what runs on it.
+//! - **Webhooks** are answered on any node: a request names its source, and the events go to
+//!   the sink from the node that received them. A delivery whose event id this source already
+//!   took is answered as accepted and not sent again (the ids are kept for
+//!   [`SEEN_RETENTION`]).
+//! - **Progress** a source must not repeat lives in the backend's [`StateStore`], under keys
+//!   that start with the source's identity (`pingsource/ns/name/…`); deleting a source removes
+//!   them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use switchyard_event::Event;
+use switchyard_log::{LogError, StateStore};
+use switchyard_meta::resources::Condition;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::resource::{Declared, Sink, Source, SourceRef};
+use crate::sink::{sink_uri, Emitter, SinkError, Sinks};
+use crate::{Activity, Behaviour, NotReady, Receipt, SourceKind, Webhook, WebhookError};
+
+/// How long a webhook source remembers the event ids it took: GitHub lets a delivery be
+/// redelivered for three days.
+pub(crate) const SEEN_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
+/// How often the ids older than that are forgotten.
+const SEEN_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long a webhook request waits for its sink before answering 503: GitHub gives up on a
+/// delivery after 10 s.
+const WEBHOOK_SINK_DEADLINE: Duration = Duration::from_secs(5);
+/// The first and the longest wait between attempts at a sink that refused.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Which sources this node runs.
+pub trait Placement: Send + Sync + 'static {
+    /// How many slots the sources are shared out over (at least 1).
+    fn slots(&self) -> u32;
+
+    /// The slots this node holds now; changes as nodes come and go.
+    fn held(&self) -> watch::Receiver<BTreeSet<u32>>;
+}
+
+/// One node holds every slot: the embedded log.
+pub struct Everything(watch::Sender<BTreeSet<u32>>);
+
+impl Default for Everything {
+    fn default() -> Everything {
+        Everything(watch::channel(BTreeSet::from([0])).0)
+    }
+}
+
+impl Placement for Everything {
+    fn slots(&self) -> u32 {
+        1
+    }
+
+    fn held(&self) -> watch::Receiver<BTreeSet<u32>> {
+        self.0.subscribe()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The slot of a source: FNV-1a of its identity, stable across versions and nodes.
+pub(crate) fn slot_of(id: &SourceRef, slots: u32) -> u32 {
+    let hash =
+        id.to_string().bytes().fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    hash % slots.max(1)
+}
+
+struct Entry {
+    declared: Arc<Declared>,
+    behaviour: Result<Behaviour, NotReady>,
+    /// What the running activity last reported, if anything is wrong.
+    problem: Arc<Mutex<Option<NotReady>>>,
+    running: Option<Running>,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "a source's task failed");
+        }
+    }
+}
+
+/// The sources of this node.
+pub struct Sources {
+    sinks: Arc<dyn Sinks>,
+    state: Arc<dyn StateStore>,
+    placement: Arc<dyn Placement>,
+    entries: Mutex<HashMap<SourceRef, Entry>>,
+    /// Serialises every change to what runs (declarations, placement, shutdown).
+    changes: tokio::sync::Mutex<bool>,
+}
+
+/// A webhook request that was answered with success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAnswer {
+    /// Every event is durable in the sink (`duplicates` of them had been already).
+    Accepted {
+        /// The event ids.
+        ids: Vec<String>,
+        /// How many were taken before and not sent again.
+        duplicates: usize,
+    },
+    /// Nothing to send, with why.
+    Ignored(String),
+}
+
+/// A webhook request that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookFailure {
+    /// No such source (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is wrong (401, 400, 415).
+    #[error(transparent)]
+    Refused(#[from] WebhookError),
+    /// The source cannot take events (its secret is missing): 503.
+    #[error("{0}")]
+    NotReady(String),
+    /// The sink did not take the events in time: 503, retry later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A source's observed state, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    /// The generation of the spec this status is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<u64>,
+    /// `Ready`, or `Ready=False` with a reason.
+    pub conditions: Vec<Condition>,
+    /// Where events go: a URI, or the ingest URL of the broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink_uri: Option<String>,
+    /// For a webhook source, the URL to give the sender.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+}
+
+impl Sources {
+    /// The sources runtime: events go through `sinks`, progress into `state`, and activities
+    /// run for the slots `placement` gives this node.
+    pub fn start(sinks: Arc<dyn Sinks>, state: Arc<dyn StateStore>, placement: Arc<dyn Placement>) -> Arc<Sources> {
+        let sources = Arc::new(Sources {
+            sinks,
+            state,
+            placement,
+            entries: Mutex::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(false),
+        });
+        tokio::spawn(follow_placement(Arc::downgrade(&sources), sources.placement.held()));
+        tokio::spawn(forget_old_ids(Arc::downgrade(&sources)));
+        sources
+    }
+
+    /// The runtime with every slot held here: the embedded log.
+    pub fn local(sinks: Arc<dyn Sinks>, state: Arc<dyn StateStore>) -> Arc<Sources> {
+        Sources::start(sinks, state, Arc::new(Everything::default()))
+    }
+
+    /// Applies a declared (created or replaced) source: compiles it, and (re)starts its
+    /// activity if this node holds it.
+    pub async fn apply(&self, kind: &'static dyn SourceKind, source: &Source) {
+        let stopped = self.changes.lock().await;
+        if *stopped {
+            return;
+        }
+        let declared = match Declared::new(kind, source) {
+            Ok(declared) => declared,
+            Err(error) => {
+                tracing::error!(kind = kind.kind(), %error, "stored source is invalid: fix it with a PUT");
+                return;
+            }
+        };
+        let behaviour = kind.compile(&declared);
+        if let Err(not_ready) = &behaviour {
+            tracing::warn!(source = %declared.id, reason = not_ready.reason, message = %not_ready.message, "source not ready");
+        }
+        let id = declared.id.clone();
+        let previous = lock(&self.entries).remove(&id).and_then(|entry| entry.running);
+        if let Some(previous) = previous {
+            previous.stop().await;
+        }
+        let entry = Entry {
+            declared: Arc::new(declared),
+            behaviour,
+            problem: Arc::default(),
+            running: None,
+        };
+        lock(&self.entries).insert(id.clone(), entry);
+        let held = self.placement.held().borrow().clone();
+        self.start_if_held(&id, &held);
+    }
+
+    /// Removes a deleted source: stops it and forgets its progress.
+    pub async fn remove(&self, id: &SourceRef) {
+        let _changes = self.changes.lock().await;
+        let running = lock(&self.entries).remove(id).and_then(|entry| entry.running);
+        if let Some(running) = running {
+            running.stop().await;
+        }
+        let prefix = format!("{id}/");
+        match self.state.scan(&prefix).await {
+            Ok(entries) => {
+                for (key, _) in entries {
+                    if let Err(error) = self.state.remove(&key).await {
+                        tracing::warn!(source = %id, key, %error, "cannot forget a deleted source's progress");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(source = %id, %error, "cannot forget a deleted source's progress"),
+        }
+    }
+
+    /// Stops what runs on `slots`, before this node gives them up; returns once it has stopped.
+    pub async fn release(&self, slots: &BTreeSet<u32>) {
+        let _changes = self.changes.lock().await;
+        let total = self.placement.slots();
+        let stopping: Vec<Running> = lock(&self.entries)
+            .iter_mut()
+            .filter(|(id, _)| slots.contains(&slot_of(id, total)))
+            .filter_map(|(_, entry)| entry.running.take())
+            .collect();
+        for running in stopping {
+            running.stop().await;
+        }
+    }
+
+    /// Starts and stops activities to match the slots held now.
+    async fn follow(&self, held: &BTreeSet<u32>) {
+        let stopped = self.changes.lock().await;
+        if *stopped {
+            return;
+        }
+        let total = self.placement.slots();
+        let (to_stop, to_start) = {
+            let mut entries = lock(&self.entries);
+            let mut to_stop = Vec::new();
+            let mut to_start = Vec::new();
+            for (id, entry) in entries.iter_mut() {
+                let holds = held.contains(&slot_of(id, total));
+                match (&entry.running, holds) {
+                    (Some(_), false) => to_stop.extend(entry.running.take()),
+                    (None, true) => to_start.push(id.clone()),
+                    _ => {}
+                }
+            }
+            (to_stop, to_start)
+        };
+        for running in to_stop {
+            running.stop().await;
+        }
+        for id in to_start {
+            self.start_if_held(&id, held);
+        }
+    }
+
+    fn start_if_held(&self, id: &SourceRef, held: &BTreeSet<u32>) {
+        if !held.contains(&slot_of(id, self.placement.slots())) {
+            return;
+        }
+        let mut entries = lock(&self.entries);
+        let Some(entry) = entries.get_mut(id) else { return };
+        let Ok(Behaviour::Active(activity)) = &entry.behaviour else { return };
+        if entry.running.is_some() {
+            return;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let context = RunContext {
+            declared: Arc::clone(&entry.declared),
+            emitter: self.emitter(&entry.declared),
+            state: Arc::clone(&self.state),
+            stop: stopped,
+            problem: Arc::clone(&entry.problem),
+        };
+        let activity: Arc<dyn Activity> = Arc::clone(activity);
+        tracing::info!(source = %id, "source started");
+        let task = tokio::spawn(async move { activity.run(context).await });
+        entry.running = Some(Running { stop, task });
+    }
+
+    fn emitter(&self, declared: &Declared) -> Emitter {
+        Emitter::new(
+            declared.id.namespace.clone(),
+            declared.sink.clone(),
+            declared.overrides.clone(),
+            Arc::clone(&self.sinks),
+        )
+    }
+
+    /// Stops every activity (for shutdown); nothing starts afterwards.
+    pub async fn shutdown(&self) {
+        let mut stopped = self.changes.lock().await;
+        *stopped = true;
+        let running: Vec<Running> = lock(&self.entries).values_mut().filter_map(|entry| entry.running.take()).collect();
+        for running in running {
+            running.stop().await;
+        }
+    }
+
+    /// Whether the activity of `id` runs on this node.
+    pub fn runs_here(&self, id: &SourceRef) -> bool {
+        lock(&self.entries).get(id).is_some_and(|entry| entry.running.is_some())
+    }
+
+    /// The observed state of a stored source; `base_url` is where this server is reached.
+    pub fn status(&self, kind: &'static dyn SourceKind, source: &Source, base_url: &str) -> SourceStatus {
+        let mut status = SourceStatus {
+            observed_generation: source.metadata.generation,
+            conditions: Vec::new(),
+            sink_uri: None,
+            webhook_url: None,
+        };
+        let declared = match Declared::new(kind, source) {
+            Ok(declared) => declared,
+            Err(error) => {
+                status.conditions.push(Condition::not_ready("InvalidSpec", error.to_string()));
+                return status;
+            }
+        };
+        let namespace = &declared.id.namespace;
+        status.sink_uri = Some(sink_uri(base_url, namespace, &declared.sink));
+        if let Some(path) = kind.webhook_path() {
+            status.webhook_url = Some(format!("{base_url}/webhooks/{path}/{namespace}/{}", declared.id.name));
+        }
+        let entries = lock(&self.entries);
+        let entry = entries.get(&declared.id);
+        let not_ready = match entry.map(|entry| &entry.behaviour) {
+            Some(Err(not_ready)) => Some(not_ready.clone()),
+            _ => None,
+        };
+        let condition = if let Some(not_ready) = not_ready {
+            Condition::not_ready(not_ready.reason, not_ready.message)
+        } else if let Sink::Broker(broker) = &declared.sink {
+            if self.sinks.broker_exists(namespace, broker) {
+                None
+            } else {
+                Some(Condition::not_ready("SinkNotFound", format!("broker '{namespace}/{broker}' does not exist")))
+            }
+            .or_else(|| entry.and_then(|entry| lock(&entry.problem).clone()).map(|p| Condition::not_ready(p.reason, p.message)))
+            .unwrap_or_else(Condition::ready)
+        } else {
+            entry
+                .and_then(|entry| lock(&entry.problem).clone())
+                .map_or_else(Condition::ready, |p| Condition::not_ready(p.reason, p.message))
+        };
+        status.conditions.push(condition);
+        status
+    }
+
+    /// Answers a request to `/webhooks/{path}/{namespace}/{name}`.
+    pub async fn webhook(
+        &self,
+        path: &str,
+        namespace: &str,
+        name: &str,
+        headers: &http::HeaderMap,
+        body: &Bytes,
+    ) -> Result<WebhookAnswer, WebhookFailure> {
+        let kind = crate::kinds()
+            .iter()
+            .copied()
+            .find(|kind| kind.webhook_path() == Some(path))
+            .ok_or_else(|| WebhookFailure::NotFound(format!("no webhook source kind '{path}'")))?;
+        let id = SourceRef { kind: kind.kind(), namespace: namespace.to_owned(), name: name.to_owned() };
+        let (declared, webhook) = {
+            let entries = lock(&self.entries);
+            let entry = entries
+                .get(&id)
+                .ok_or_else(|| WebhookFailure::NotFound(format!("{} '{namespace}/{name}' does not exist", kind.kind())))?;
+            let webhook: Arc<dyn Webhook> = match &entry.behaviour {
+                Ok(Behaviour::Webhook(webhook)) => Arc::clone(webhook),
+                Ok(Behaviour::Active(_)) => {
+                    return Err(WebhookFailure::NotFound(format!("{} '{namespace}/{name}' takes no webhooks", kind.kind())))
+                }
+                Err(not_ready) => {
+                    return Err(WebhookFailure::NotReady(format!(
+                        "{} '{namespace}/{name}' is not ready: {}",
+                        kind.kind(),
+                        not_ready.message
+                    )))
+                }
+            };
+            (Arc::clone(&entry.declared), webhook)
+        };
+        let events = match webhook.receive(headers, body) {
+            Ok(Receipt::Events(events)) => events,
+            Ok(Receipt::Ignored(reason)) => {
+                crate::metrics::events(kind.kind(), "ignored", 1);
+                return Ok(WebhookAnswer::Ignored(reason));
+            }
+            Err(error) => {
+                crate::metrics::events(kind.kind(), "refused", 1);
+                return Err(error.into());
+            }
+        };
+        let ids: Vec<String> = events.iter().map(|event| event.id().to_owned()).collect();
+        let mut fresh = Vec::with_capacity(events.len());
+        for event in events {
+            let seen = self.state.get(&seen_key(&id, event.id())).await.map_err(unavailable)?;
+            if seen.is_none() {
+                fresh.push(event);
+            }
+        }
+        let duplicates = ids.len() - fresh.len();
+        crate::metrics::events(kind.kind(), "duplicate", duplicates);
+        if !fresh.is_empty() {
+            let fresh_ids: Vec<String> = fresh.iter().map(|event| event.id().to_owned()).collect();
+            let count = fresh.len();
+            self.emit_within(&declared, fresh, WEBHOOK_SINK_DEADLINE).await?;
+            crate::metrics::events(kind.kind(), "sent", count);
+            let now = now_ms().to_string();
+            for event_id in fresh_ids {
+                // The events are durable: a failure to remember them only risks a duplicate
+                // if the sender delivers them again.
+                if let Err(error) = self.state.put(&seen_key(&id, &event_id), now.as_bytes()).await {
+                    tracing::warn!(source = %id, event_id, %error, "cannot record a delivery id; a redelivery would be sent again");
+                }
+            }
+        }
+        Ok(WebhookAnswer::Accepted { ids, duplicates })
+    }
+
+    /// Sends to the sink, retrying for up to `deadline`.
+    async fn emit_within(&self, declared: &Declared, events: Vec<Event>, deadline: Duration) -> Result<(), WebhookFailure> {
+        let emitter = self.emitter(declared);
+        let give_up = tokio::time::Instant::now() + deadline;
+        let mut wait = RETRY_FIRST;
+        loop {
+            match emitter.emit(events.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    if tokio::time::Instant::now() + wait >= give_up {
+                        tracing::warn!(source = %declared.id, %error, "webhook events not taken by the sink");
+                        crate::metrics::events(declared.id.kind, "failed", events.len());
+                        return Err(WebhookFailure::Unavailable(format!("the sink did not take the events: {error}")));
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Forgets webhook event ids older than [`SEEN_RETENTION`].
+    async fn forget_old_ids(&self) {
+        let cutoff = now_ms().saturating_sub(SEEN_RETENTION.as_millis() as u64);
+        let webhook_kinds: Vec<&str> =
+            crate::kinds().iter().filter(|kind| kind.webhook_path().is_some()).map(|kind| kind.kind()).collect();
+        for kind in webhook_kinds {
+            let Ok(entries) = self.state.scan(&format!("{}/", kind.to_ascii_lowercase())).await else { continue };
+            for (key, value) in entries {
+                let taken = std::str::from_utf8(&value).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                if key.contains("/seen/") && taken < cutoff {
+                    let _ = self.state.remove(&key).await;
+                }
+            }
+        }
+    }
+}
+
+fn seen_key(id: &SourceRef, event_id: &str) -> String {
+    format!("{id}/seen/{event_id}")
+}
+
+fn unavailable(error: LogError) -> WebhookFailure {
+    WebhookFailure::Unavailable(format!("cannot check earlier deliveries: {error}"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn follow_placement(sources: std::sync::Weak<Sources>, mut held: watch::Receiver<BTreeSet<u32>>) {
+    while held.changed().await.is_ok() {
+        let Some(sources) = sources.upgrade() else { return };
+        let now = held.borrow_and_update().clone();
+        sources.follow(&now).await;
+    }
+}
+
+async fn forget_old_ids(sources: std::sync::Weak<Sources>) {
+    let mut interval = tokio::time::interval(SEEN_SWEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        let Some(sources) = sources.upgrade() else { return };
+        sources.forget_old_ids().await;
+    }
+}
+
+/// What an [`Activity`] runs with.
+pub struct RunContext {
+    declared: Arc<Declared>,
+    emitter: Emitter,
+    state: Arc<dyn StateStore>,
+    stop: watch::Receiver<bool>,
+    problem: Arc<Mutex<Option<NotReady>>>,
+}
+
+/// The activity was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl RunContext {
+    /// The source.
+    pub fn source(&self) -> &Declared {
+        &self.declared
+    }
+
+    /// The backend's state table.
+    pub fn state(&self) -> &dyn StateStore {
+        self.state.as_ref()
+    }
+
+    /// The key of this source's `name` in the state table (removed with the source).
+    pub fn state_key(&self, name: &str) -> String {
+        format!("{}/{name}", self.declared.id)
+    }
+
+    /// Resolves once the activity should stop.
+    pub async fn stopped(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether the activity should stop.
+    pub fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps for `duration`, or less if asked to stop; `Err` then.
+    pub async fn sleep(&self, duration: Duration) -> Result<(), Stopped> {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => if self.is_stopped() { Err(Stopped) } else { Ok(()) },
+            () = self.stopped() => Err(Stopped),
+        }
+    }
+
+    /// Sends `events` to the sink, retrying until they are durable there (an attempt in flight
+    /// is finished, not abandoned) or the activity is asked to stop.
+    pub async fn deliver(&self, events: Vec<Event>) -> Result<(), Stopped> {
+        let mut wait = RETRY_FIRST;
+        let count = events.len();
+        loop {
+            match self.emitter.emit(events.clone()).await {
+                Ok(()) => {
+                    self.report(None);
+                    crate::metrics::events(self.declared.id.kind, "sent", count);
+                    return Ok(());
+                }
+                Err(error) => {
+                    let reason = match error {
+                        SinkError::UnknownBroker(_) => "SinkNotFound",
+                        SinkError::Unavailable(_) => "SinkUnavailable",
+                    };
+                    let first = lock(&self.problem).as_ref().is_none_or(|p| p.reason != reason);
+                    if first {
+                        tracing::warn!(source = %self.declared.id, %error, "the sink does not take events; retrying");
+                    }
+                    self.report(Some(NotReady { reason, message: error.to_string() }));
+                    self.sleep(wait).await?;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Sets (or, with `None`, clears) what the source's status says is wrong.
+    pub fn report(&self, problem: Option<NotReady>) {
+        *lock(&self.problem) = problem;
+    }
+}
