@@ -1,16 +1,22 @@
 //! What every part of the backend shares: the librdkafka client context (logs into `tracing`),
-//! blocking calls moved off the async runtime, topic metadata, and error mapping.
+//! blocking calls moved off the async runtime, topic metadata and creation, what the threads
+//! that drive group members share (backpressure, offset store and commit, headers), and error
+//! mapping.
 
+use std::fmt::Display;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchyard_log::LogError;
 
 use crate::config::KafkaConfig;
@@ -63,6 +69,24 @@ pub(crate) fn create<T: FromClientConfigAndContext<C>, C: ClientContext>(
 ) -> Result<T, LogError> {
     T::from_config_and_context(config, context)
         .map_err(|e| LogError::Unavailable(format!("cannot create a kafka client: {e}")))
+}
+
+/// A control client of the cluster, once it answered a metadata request: fails with
+/// `LogError::Unavailable`, naming the address, when it does not within
+/// [`KafkaConfig::connect_timeout`].
+pub(crate) async fn reach(config: &KafkaConfig, context: &Context) -> Result<Arc<Control>, LogError> {
+    let control: Arc<Control> = Arc::new(create(&config.control(None), context.clone())?);
+    let (probe, timeout) = (Arc::clone(&control), config.connect_timeout);
+    blocking(move || probe.fetch_metadata(None, timeout)).await?.map_err(|e| unreachable(config, &e))?;
+    Ok(control)
+}
+
+/// The cluster did not answer within the connect timeout.
+pub(crate) fn unreachable(config: &KafkaConfig, error: &KafkaError) -> LogError {
+    LogError::Unavailable(format!(
+        "kafka at '{}' did not answer within {:?}: {error}",
+        config.bootstrap_servers, config.connect_timeout
+    ))
 }
 
 /// Runs a blocking librdkafka call on the blocking pool, so that waiting for the cluster never
@@ -204,6 +228,171 @@ pub(crate) fn kafka_partition(partition: u32) -> Result<i32, LogError> {
             format!("partition {partition} is beyond what kafka can hold"),
         ))
     })
+}
+
+/// Creates `topic` with `partitions` partitions, the configured replication factor and
+/// `settings` (topic configs such as `cleanup.policy`) unless it exists, and waits until every
+/// partition is served. Returns its partition count: an existing topic keeps its own.
+pub(crate) async fn ensure_topic(
+    config: &KafkaConfig,
+    control: &Arc<Control>,
+    topic: &str,
+    partitions: u32,
+    settings: &[(&str, &str)],
+) -> Result<u32, LogError> {
+    let timeout = config.request_timeout;
+    let lookup = {
+        let (control, topic) = (Arc::clone(control), topic.to_owned());
+        move || partition_count(&control, &topic, timeout)
+    };
+    if let Some(partitions) =
+        blocking(lookup.clone()).await?.map_err(|e| unavailable(format!("cannot look up topic '{topic}'"), &e))?
+    {
+        return Ok(partitions);
+    }
+    let invalid = |reason: String| LogError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, reason));
+    let count = i32::try_from(partitions)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| invalid(format!("cannot create topic '{topic}' with {partitions} partitions")))?;
+    let admin: AdminClient<Context> = create(&config.control(None), Context::new(config))?;
+    let mut new_topic = NewTopic::new(topic, count, TopicReplication::Fixed(i32::from(config.replication_factor)));
+    for (name, value) in settings {
+        new_topic = new_topic.set(name, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    let results = admin
+        .create_topics([&new_topic], &options)
+        .await
+        .map_err(|e| unavailable(format!("cannot create topic '{topic}'"), &e))?;
+    for result in results {
+        match result {
+            // Another node may have created it meanwhile.
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => {
+                return Err(LogError::Unavailable(format!("kafka refused to create topic '{topic}': {code}")))
+            }
+        }
+    }
+    let (control_ready, topic_ready) = (Arc::clone(control), topic.to_owned());
+    let ready = blocking(move || {
+        let ready = wait_until(timeout, |left| self::topic_ready(&control_ready, &topic_ready, left.min(timeout)))?;
+        // Leaders are named a moment before they answer: served means every partition tells
+        // its end.
+        let partitions = partition_count(&control_ready, &topic_ready, timeout)?.unwrap_or(0);
+        Ok::<bool, KafkaError>(
+            ready && high_watermarks(&control_ready, &topic_ready, 0..partitions as i32, timeout).is_ok(),
+        )
+    })
+    .await?
+    .map_err(|e| unavailable(format!("cannot look up topic '{topic}'"), &e))?;
+    if !ready {
+        return Err(LogError::Unavailable(format!("topic '{topic}' was created but is not served within {timeout:?}")));
+    }
+    blocking(lookup)
+        .await?
+        .map_err(|e| unavailable(format!("cannot look up topic '{topic}'"), &e))?
+        .ok_or_else(|| LogError::Unavailable(format!("topic '{topic}' vanished right after its creation")))
+}
+
+/// Fetching pauses while this many records, or bytes, wait in the buffer of a thread that
+/// drives a group member, and resumes below half of both. With the reader taking up to a few
+/// hundred at a time, this keeps it fed, while a reader that stalls holds at most this (plus
+/// librdkafka's prefetch, see `KafkaConfig::group_member`) in memory: its backlog stays in
+/// Kafka.
+pub(crate) const BUFFER_RECORDS: usize = 1024;
+/// See [`BUFFER_RECORDS`].
+pub(crate) const BUFFER_BYTES: usize = 4 << 20;
+
+/// Pauses fetching while `buffered` (records, bytes) is full, resumes once it has drained to
+/// half. Returns whether fetching is paused.
+pub(crate) fn backpressure<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    (records, bytes): (usize, usize),
+    paused: bool,
+    what: &dyn Display,
+) -> bool {
+    let full = records >= BUFFER_RECORDS || bytes >= BUFFER_BYTES;
+    let drained = records <= BUFFER_RECORDS / 2 && bytes <= BUFFER_BYTES / 2;
+    let pause = full || (paused && !drained);
+    if pause || paused {
+        if let Ok(assignment) = consumer.assignment() {
+            // Paused again on every round while full: a rebalance may have assigned
+            // partitions since, which start unpaused.
+            let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+            if let Err(error) = result {
+                tracing::debug!(%what, %error, "pause or resume");
+            }
+        }
+    }
+    pause
+}
+
+/// Hands the reader's commits (topic, partition, next offset) to librdkafka's offset store
+/// (committed by auto-commit, on revocation, on flush and on close).
+pub(crate) fn store_offsets<'a, C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    commits: impl IntoIterator<Item = (&'a str, i32, i64)>,
+    what: &dyn Display,
+) {
+    let mut offsets = TopicPartitionList::new();
+    for (topic, partition, offset) in commits {
+        if offsets.add_partition_offset(topic, partition, Offset::Offset(offset)).is_err() {
+            continue;
+        }
+    }
+    if offsets.count() == 0 {
+        return;
+    }
+    // Fails only for partitions that were revoked meanwhile: their commits are moot, as the
+    // next owner resumes from the group's last commit.
+    if let Err(error) = consumer.store_offsets(&offsets) {
+        tracing::debug!(%what, %error, "storing offsets");
+    }
+}
+
+/// Commits the stored offsets synchronously; `Err` with the reason when Kafka refused.
+pub(crate) fn commit_stored<C: ConsumerContext>(consumer: &BaseConsumer<C>, what: &dyn Display) -> Result<(), String> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        // Nothing stored since the last commit.
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%what, %error, "commit failed");
+            Err(format!("cannot commit offsets on {what}: {error}"))
+        }
+    }
+}
+
+/// A record header as read: its name and value (`None`: a header without one).
+pub(crate) type Header<'a> = (&'a str, Option<&'a [u8]>);
+
+/// The headers of a record, in order, and whether some were left out because their name is
+/// not UTF-8: rdkafka panics on those (it hands names over as `&str`), and any producer can
+/// write them, so each header is read on its own behind `catch_unwind`.
+pub(crate) fn headers<'a>(message: &'a BorrowedMessage<'_>) -> (Vec<Header<'a>>, bool) {
+    let Some(headers) = message.headers() else { return (Vec::new(), false) };
+    let mut read = Vec::with_capacity(headers.count());
+    let mut skipped = false;
+    for index in 0..headers.count() {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| headers.try_get(index))) {
+            Ok(Some(header)) => read.push((header.key, header.value)),
+            Ok(None) => {}
+            Err(_) => skipped = true,
+        }
+    }
+    (read, skipped)
+}
+
+/// Whether `error` should be logged: librdkafka retries by itself and reports the same error
+/// on every poll, so a repeated one is said once a minute. `last` remembers what was said.
+pub(crate) fn say_again(last: &mut Option<(String, Instant)>, error: &dyn Display) -> bool {
+    let text = error.to_string();
+    if last.as_ref().is_some_and(|(said, at)| *said == text && at.elapsed() < Duration::from_secs(60)) {
+        return false;
+    }
+    *last = Some((text, Instant::now()));
+    true
 }
 
 /// Milliseconds since the Unix epoch.

@@ -134,6 +134,12 @@ impl KafkaConfig {
         format!("{}state", self.topic_prefix)
     }
 
+    /// The topic whose partitions are the slots of [`crate::Leases`]; its consumer group has
+    /// the same name. No record is ever written to it.
+    pub fn leases_topic(&self) -> String {
+        format!("{}leases", self.topic_prefix)
+    }
+
     /// Settings every client shares.
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -189,6 +195,43 @@ impl KafkaConfig {
 
     /// A member of consumer group `group_id`.
     pub(crate) fn group_member(&self, group_id: &str) -> ClientConfig {
+        let config = self.member(group_id);
+        self.finish(config)
+    }
+
+    /// A member of any cluster's consumer group `group_id` reading records for a source:
+    /// committed like a trigger's group, but a group without committed offsets starts where
+    /// `auto_offset_reset` (`earliest` or `latest`) says.
+    pub(crate) fn record_consumer(&self, group_id: &str, auto_offset_reset: &str) -> ClientConfig {
+        let mut config = self.member(group_id);
+        config.set("auto.offset.reset", auto_offset_reset);
+        self.finish(config)
+    }
+
+    /// A member of the lease group `group_id`: it holds partitions and never reads them.
+    pub(crate) fn lease_member(&self, group_id: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group_id)
+            // A node joining or leaving moves only the slots that change owner, and a slot is
+            // assigned to its new owner only after the old one revoked it.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // A node that dies (kill -9) loses its slots after 6 s.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            // Nothing is read, so nothing is committed.
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "latest")
+            // The partitions are paused as soon as they are assigned; should a fetch go out
+            // before, it prefetches next to nothing (and the topic holds no records anyway).
+            .set("queued.max.messages.kbytes", "1")
+            .set("queued.min.messages", "1");
+        self.finish(config)
+    }
+
+    /// What every member of a consumer group that commits shares (without the user's
+    /// properties).
+    fn member(&self, group_id: &str) -> ClientConfig {
         let mut config = self.base();
         config
             .set("group.id", group_id)
@@ -209,7 +252,7 @@ impl KafkaConfig {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1500");
         self.consumer_buffers(&mut config);
-        self.finish(config)
+        config
     }
 
     /// An assign-only reader. librdkafka wants a group id to assign partitions; this one
@@ -247,6 +290,7 @@ mod tests {
         assert_eq!(config.kafka_topic("shop.default"), "sy-shop.default");
         assert_eq!(config.group_id("shop.orders"), "sy-shop.orders");
         assert_eq!(config.dead_letter_topic(), "sy-deadletters");
+        assert_eq!(config.leases_topic(), "sy-leases");
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -82,7 +81,7 @@ impl CompactedTopic {
         let context = Context::new(config);
         let control: Arc<Control> = Arc::new(client::create(&config.control(None), context.clone())?);
         let producer: Producer = client::create(&config.producer(), context.clone())?;
-        let partitions = ensure_topic(config, &control, topic).await?;
+        let partitions = client::ensure_topic(config, &control, topic, 1, &[("cleanup.policy", "compact")]).await?;
 
         let consumer: BaseConsumer<Context> = client::create(
             &config.reader(&format!("{}follower-{:016x}", config.topic_prefix, fastrand::u64(..))),
@@ -220,52 +219,6 @@ impl Drop for CompactedTopic {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
     }
-}
-
-/// Creates `topic` as a compacted topic unless it exists; returns its partition count.
-async fn ensure_topic(config: &KafkaConfig, control: &Arc<Control>, topic: &str) -> Result<u32, LogError> {
-    let timeout = config.request_timeout;
-    let lookup = {
-        let (control, topic) = (Arc::clone(control), topic.to_owned());
-        move || client::partition_count(&control, &topic, timeout)
-    };
-    if let Some(partitions) =
-        blocking(lookup.clone()).await?.map_err(|e| unavailable(format!("cannot look up topic '{topic}'"), &e))?
-    {
-        return Ok(partitions);
-    }
-    let admin: AdminClient<Context> = client::create(&config.control(None), Context::new(config))?;
-    let replication = i32::from(config.replication_factor);
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication)).set("cleanup.policy", "compact");
-    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
-    let results = admin
-        .create_topics([&new_topic], &options)
-        .await
-        .map_err(|e| unavailable(format!("cannot create topic '{topic}'"), &e))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => {
-                return Err(LogError::Unavailable(format!("kafka refused to create topic '{topic}': {code}")))
-            }
-        }
-    }
-    let (control_ready, topic_ready) = (Arc::clone(control), topic.to_owned());
-    let ready = blocking(move || {
-        let ready =
-            client::wait_until(timeout, |left| client::topic_ready(&control_ready, &topic_ready, left.min(timeout)))?;
-        // Leaders are named a moment before they answer.
-        Ok::<bool, KafkaError>(ready && client::high_watermarks(&control_ready, &topic_ready, [0], timeout).is_ok())
-    })
-    .await?
-    .map_err(|e| unavailable(format!("cannot look up topic '{topic}'"), &e))?;
-    if !ready {
-        return Err(LogError::Unavailable(format!("topic '{topic}' was created but is not served within {timeout:?}")));
-    }
-    blocking(lookup)
-        .await?
-        .map_err(|e| unavailable(format!("cannot look up topic '{topic}'"), &e))?
-        .ok_or_else(|| LogError::Unavailable(format!("topic '{topic}' vanished right after its creation")))
 }
 
 /// The thread that reads the topic and applies its changes.

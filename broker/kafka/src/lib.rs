@@ -1,6 +1,8 @@
 //! The Kafka log backend: [`switchyard_log::EventLog`] on an Apache Kafka cluster, following
 //! Knative's Kafka broker (one topic per broker, one consumer group per trigger). This is the
-//! only crate that links librdkafka.
+//! only crate that links librdkafka, so it also holds the other Kafka clients Switchyard
+//! needs: [`RecordConsumer`], a consumer-group member of any cluster's topics (what a
+//! KafkaSource reads), and [`Leases`], slots shared out among the nodes by the group protocol.
 //!
 //! # Mapping
 //!
@@ -12,6 +14,7 @@
 //! | [`Subscription::commit`] | the group's committed offset (stored at once, committed every second, on revocation, on `flush` and on close) |
 //! | dead letters | the compacted topic `{prefix}deadletters` ([`KafkaDeadLetters`]) |
 //! | the state table ([`switchyard_log::StateStore`]) | the compacted topic `{prefix}state` ([`KafkaState`]) |
+//! | the slots of [`Leases`] (which node runs what) | the partitions of the topic `{prefix}leases` (no records), held by the members of the consumer group `{prefix}leases` |
 //!
 //! # Behaviour worth knowing
 //!
@@ -46,6 +49,8 @@ mod client;
 mod config;
 mod deadletters;
 mod follower;
+mod leases;
+mod records;
 mod state;
 mod subscription;
 
@@ -70,6 +75,8 @@ use crate::subscription::{KafkaSubscription, Registry, Start};
 pub use crate::config::{KafkaConfig, KafkaConfigError};
 pub use crate::deadletters::KafkaDeadLetters;
 pub use crate::follower::CompactedTopic;
+pub use crate::leases::Leases;
+pub use crate::records::{valid_topic_name, InitialOffset, Record, RecordConsumer, RecordConsumerConfig};
 pub use crate::state::KafkaState;
 
 /// The Kafka log backend. Cheap to share behind an `Arc`; every node of a Switchyard cluster
@@ -113,14 +120,7 @@ impl KafkaLog {
     /// within [`KafkaConfig::connect_timeout`].
     pub async fn connect(config: KafkaConfig) -> Result<KafkaLog, LogError> {
         let context = Context::new(&config);
-        let control: Arc<Control> = Arc::new(client::create(&config.control(None), context.clone())?);
-        let (probe, timeout) = (Arc::clone(&control), config.connect_timeout);
-        blocking(move || probe.fetch_metadata(None, timeout)).await?.map_err(|e| {
-            LogError::Unavailable(format!(
-                "kafka at '{}' did not answer within {:?}: {e}",
-                config.bootstrap_servers, config.connect_timeout
-            ))
-        })?;
+        let control = client::reach(&config, &context).await?;
         let producer = client::create(&config.producer(), context.clone())?;
         let admin = client::create(&config.control(None), context.clone())?;
         let dead_letters = Arc::new(KafkaDeadLetters::open(&config).await?);

@@ -8,7 +8,6 @@
 //! bounded buffer; when the buffer is full it pauses fetching, but keeps polling.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,9 +16,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use switchyard_event::kafka;
 use switchyard_log::{LogError, LogEvent, Position, Subscription};
@@ -30,13 +29,6 @@ use crate::client::{self, kafka_offset, kafka_partition, now_ms, Context};
 /// How long one poll waits: the latency of seeks, commits handed to the thread, flushes and
 /// stopping (records themselves are handed over as soon as they arrive).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Fetching pauses while this many records, or bytes, wait in the buffer, and resumes below
-/// half of both. With `next_batch` taking up to a few hundred at a time, this keeps the
-/// dispatcher fed, while a trigger whose subscriber stalls holds at most this (plus
-/// librdkafka's prefetch, see `KafkaConfig::group_member`) in memory: its backlog stays in
-/// Kafka.
-const BUFFER_RECORDS: usize = 1024;
-const BUFFER_BYTES: usize = 4 << 20;
 /// How long a flush waits for one subscription's commit.
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -398,7 +390,7 @@ impl ConsumerContext for MemberContext {
                 store_commits(consumer, &self.shared, &self.kafka_topic);
                 // A failure is logged; the partitions go either way, and their next owner
                 // resumes from the last commit that succeeded.
-                let _ = commit_stored(consumer, &self.kafka_topic);
+                let _ = client::commit_stored(consumer, &format_args!("topic '{}'", self.kafka_topic));
                 let mut state = self.shared.lock();
                 for element in revoked.elements_for_topic(&self.kafka_topic) {
                     let partition = element.partition() as u32;
@@ -435,32 +427,8 @@ impl ConsumerContext for MemberContext {
 /// revocation, on flush and on close).
 fn store_commits(consumer: &BaseConsumer<MemberContext>, shared: &Shared, kafka_topic: &str) {
     let commits = std::mem::take(&mut shared.lock().commits);
-    if commits.is_empty() {
-        return;
-    }
-    let mut offsets = TopicPartitionList::new();
-    for (partition, offset) in &commits {
-        if offsets.add_partition_offset(kafka_topic, *partition as i32, Offset::Offset(*offset)).is_err() {
-            continue;
-        }
-    }
-    // Fails only for partitions that were revoked meanwhile: ignored, as in `commit`.
-    if let Err(error) = consumer.store_offsets(&offsets) {
-        tracing::debug!(topic = %kafka_topic, %error, "storing offsets");
-    }
-}
-
-/// Commits the stored offsets synchronously; `Err` with the reason when Kafka refused.
-fn commit_stored(consumer: &BaseConsumer<MemberContext>, kafka_topic: &str) -> Result<(), String> {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => Ok(()),
-        // Nothing stored since the last commit.
-        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-        Err(error) => {
-            tracing::warn!(topic = %kafka_topic, %error, "commit failed");
-            Err(format!("cannot commit offsets on topic '{kafka_topic}': {error}"))
-        }
-    }
+    let offsets = commits.iter().map(|(partition, offset)| (kafka_topic, *partition as i32, *offset));
+    client::store_offsets(consumer, offsets, &format_args!("topic '{kafka_topic}'"));
 }
 
 /// The thread that drives one consumer.
@@ -522,7 +490,11 @@ impl Worker {
         }
         let flushes = std::mem::take(&mut self.shared.lock().flushes);
         if !flushes.is_empty() {
-            let committed = if self.shared.group { commit_stored(&self.consumer, &self.kafka_topic) } else { Ok(()) };
+            let committed = if self.shared.group {
+                client::commit_stored(&self.consumer, &format_args!("topic '{}'", self.kafka_topic))
+            } else {
+                Ok(())
+            };
             for flush in flushes {
                 let _ = flush.send(committed.clone());
             }
@@ -532,24 +504,11 @@ impl Worker {
     /// Pauses fetching while the buffer is full, resumes once it has drained to half. Returns
     /// whether fetching is paused.
     fn backpressure(&self, paused: bool) -> bool {
-        let (records, bytes) = {
+        let buffered = {
             let state = self.shared.lock();
             (state.buffer.len(), state.buffered_bytes)
         };
-        let full = records >= BUFFER_RECORDS || bytes >= BUFFER_BYTES;
-        let drained = records <= BUFFER_RECORDS / 2 && bytes <= BUFFER_BYTES / 2;
-        let pause = full || (paused && !drained);
-        if pause || paused {
-            if let Ok(assignment) = self.consumer.assignment() {
-                // Paused again on every round while full: a rebalance may have assigned
-                // partitions since, which start unpaused.
-                let result = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
-                if let Err(error) = result {
-                    tracing::debug!(topic = %self.topic, %error, "pause or resume");
-                }
-            }
-        }
-        pause
+        client::backpressure(&self.consumer, buffered, paused, &format_args!("topic '{}'", self.topic))
     }
 
     fn hand_over(&self, message: &BorrowedMessage<'_>) {
@@ -582,11 +541,8 @@ impl Worker {
             self.shared.wake.notify_one();
             return;
         }
-        // librdkafka retries by itself; say it once a minute, not on every poll.
-        let text = error.to_string();
-        if !last_error.as_ref().is_some_and(|(last, at)| *last == text && at.elapsed() < Duration::from_secs(60)) {
+        if client::say_again(last_error, error) {
             tracing::warn!(topic = %self.topic, %error, "reading the topic");
-            *last_error = Some((text, Instant::now()));
         }
     }
 
@@ -594,7 +550,7 @@ impl Worker {
     fn close(self) {
         let committed = if self.shared.group {
             store_commits(&self.consumer, &self.shared, &self.kafka_topic);
-            commit_stored(&self.consumer, &self.kafka_topic)
+            client::commit_stored(&self.consumer, &format_args!("topic '{}'", self.kafka_topic))
         } else {
             Ok(())
         };
@@ -615,15 +571,12 @@ impl Worker {
 
 /// The event a record carries, or why it carries none.
 fn decode(message: &BorrowedMessage<'_>) -> Result<switchyard_event::Event, String> {
-    // rdkafka panics on a header name that is not UTF-8 (it hands names over as `&str`), and
-    // any producer can write to the topic: such a record is corrupt, not a reason to stop.
-    let headers = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        message
-            .headers()
-            .map(|headers| headers.iter().map(|h| (h.key, h.value)).collect::<Vec<_>>())
-            .unwrap_or_default()
-    }))
-    .map_err(|_| "a header name is not valid utf-8".to_owned())?;
+    // Any producer can write to the topic: a header whose name is not UTF-8 makes the record
+    // corrupt, not a reason to stop.
+    let (headers, skipped) = client::headers(message);
+    if skipped {
+        return Err("a header name is not valid utf-8".to_owned());
+    }
     let value = message.payload().map(Bytes::copy_from_slice);
     kafka::decode(headers, message.key(), value).map_err(|e| e.to_string())
 }

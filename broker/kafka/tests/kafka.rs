@@ -3,14 +3,14 @@
 //! random topic prefix, so reruns and concurrent runs never share topics or groups; none stops
 //! or reconfigures the cluster, which other tests share.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::OwnKafka;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -132,58 +132,12 @@ async fn connecting_to_nothing_fails_quickly_naming_the_address() {
     assert!(error.to_string().contains("'127.0.0.1:1'"), "{error}");
 }
 
-/// A Kafka broker of the test's own (`deploy/kafka/local.sh` on a free port), so that the test
-/// can stop it: the shared one stays up for everybody else.
-struct OwnKafka {
-    port: u16,
-    dir: PathBuf,
-    script: PathBuf,
-}
-
-impl OwnKafka {
-    fn start() -> OwnKafka {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kafka/local.sh");
-        // The broker listens on the port, its controller on the next one.
-        let port = loop {
-            let port = 20_000 + fastrand::u16(..20_000);
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-                break port;
-            }
-        };
-        let dir = std::env::temp_dir().join(format!("switchyard-kafka-outage-{port}"));
-        let kafka = OwnKafka { port, dir, script };
-        let output = kafka.script("up").output().expect("deploy/kafka/local.sh runs");
-        assert!(output.status.success(), "kafka did not start: {}", String::from_utf8_lossy(&output.stderr));
-        kafka
-    }
-
-    fn script(&self, command: &str) -> Command {
-        let mut script = Command::new(&self.script);
-        script.arg(command).env("KAFKA_PORT", self.port.to_string()).env("KAFKA_DIR", &self.dir);
-        script
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&self) {
-        let _ = self.script("down").status();
-    }
-}
-
-impl Drop for OwnKafka {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Kafka goes away under a connected log: appends (to a topic it knows and to one it does not)
 /// and dead-letter writes fail with `Unavailable` within ten seconds, the bound ingest needs to
 /// answer 503 rather than hang, and never succeed falsely.
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_during_an_outage_are_unavailable_within_ten_seconds() {
-    let kafka = tokio::task::spawn_blocking(OwnKafka::start).await.unwrap();
+    let kafka = tokio::task::spawn_blocking(|| OwnKafka::start("outage")).await.unwrap();
     let mut config = KafkaConfig::new(kafka.address());
     config.topic_prefix = format!("sytest-{:08x}.", fastrand::u32(..));
     let log = connect(&config).await;
