@@ -41,10 +41,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::deadletters::DeadLetters;
-use crate::state::State;
 use crate::groups::Groups;
 use crate::reader::EmbeddedSubscription;
 use crate::segment::Segment;
+use crate::state::State;
 use crate::writer::{AppendRequest, Writer};
 
 /// Segments larger than this are not allowed: index entries hold 32-bit file positions.

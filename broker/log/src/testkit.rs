@@ -554,6 +554,26 @@ pub async fn state_roundtrip(log: &Arc<dyn EventLog>, prefix: &str) -> CheckResu
     for leftover in [key("b"), format!("{prefix}x/outside")] {
         op(CHECK, "remove", state.remove(&leftover).await)?;
     }
+
+    // Concurrent writes all land, each durable when its own call returns.
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let (state, key) = (Arc::clone(&state), key(&format!("c{i:02}")));
+        writers.spawn(async move { state.put(&key, key.as_bytes()).await });
+    }
+    while let Some(written) = writers.join_next().await {
+        op(CHECK, "put", written.map_err(|e| LogError::Unavailable(e.to_string())).and_then(|r| r))?;
+    }
+    let scanned = op(CHECK, "scan", state.scan(&format!("{prefix}/c")).await)?;
+    ensure!(CHECK, scanned.len() == 32, "{} of 32 concurrent puts are there", scanned.len());
+    ensure!(
+        CHECK,
+        scanned.iter().all(|(key, value)| key.as_bytes() == value.as_slice()),
+        "a concurrent put kept another's value"
+    );
+    for (key, _) in scanned {
+        op(CHECK, "remove", state.remove(&key).await)?;
+    }
     Ok(())
 }
 
