@@ -26,8 +26,9 @@ cargo fmt --all -- --check
 log "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "build (the end-to-end tests run this binary)"
+log "build (the end-to-end tests run this binary, and kafka_tool to prepare Kafka)"
 cargo build --workspace --bins --locked
+cargo build -p switchyard-log-kafka --example kafka_tool --locked
 
 log "kafka: a real single-node broker for the Kafka backend's tests"
 SWITCHYARD_TEST_KAFKA="$(deploy/kafka/local.sh up)"
@@ -36,10 +37,11 @@ export SWITCHYARD_TEST_KAFKA
 log "test"
 cargo test --workspace --locked
 
-log "test again on kafka: the core, delivery and filter suites with the kafka log backend"
+log "test again on kafka: the core, delivery, filter and sources suites with the kafka log backend"
 SWITCHYARD_TEST_BACKEND=kafka cargo test -p switchyard-tests --locked \
     --test ingest --test rest --test delivery --test delivery_semantics --test filters \
-    --test cli --test tracing --test openapi --test metrics --test interop
+    --test cli --test tracing --test openapi --test metrics --test interop \
+    --test sources --test sources_ping --test sources_github --test sources_kafka
 
 log "fuzz smoke (10 s per target; ./scripts/fuzz.sh 600 for a real run)"
 ./scripts/fuzz.sh 10

@@ -106,7 +106,8 @@ impl Client {
         Ok(id)
     }
 
-    /// `switchyard apply -f`: PUT every Broker and Trigger document.
+    /// `switchyard apply -f`: PUT every Broker, Trigger and source document, each to the path
+    /// of its `kind`.
     pub async fn apply(&self, documents: &str) -> anyhow::Result<Vec<String>> {
         let mut applied = Vec::new();
         for document in serde_yaml::Deserializer::from_str(documents) {
@@ -270,13 +271,23 @@ pub fn dead_letter_table(value: &Value) -> String {
     lines.join("\n")
 }
 
-/// The REST path segment of a kind.
+/// The REST path segment of a kind, named singular or plural in any case (`PingSource`,
+/// `pingsources`).
 pub fn resource_plural(kind: &str) -> anyhow::Result<&'static str> {
-    match kind.to_ascii_lowercase().as_str() {
-        "broker" | "brokers" => Ok("brokers"),
-        "trigger" | "triggers" => Ok("triggers"),
-        _ => bail!("unsupported kind '{kind}': use Broker or Trigger"),
+    let lower = kind.to_ascii_lowercase();
+    match lower.as_str() {
+        "broker" | "brokers" => return Ok("brokers"),
+        "trigger" | "triggers" => return Ok("triggers"),
+        _ => {}
     }
+    let sources = switchyard_sources::kinds();
+    if let Some(source) =
+        sources.iter().find(|source| source.plural() == lower || source.kind().eq_ignore_ascii_case(&lower))
+    {
+        return Ok(source.plural());
+    }
+    let known: Vec<&str> = sources.iter().map(|source| source.kind()).collect();
+    bail!("unsupported kind '{kind}': use Broker, Trigger, {}", known.join(", "))
 }
 
 fn split_qualified(broker: &str) -> anyhow::Result<(&str, &str)> {
@@ -319,7 +330,8 @@ pub fn table(value: &Value, plural: &str) -> String {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
     let mut rows = vec![match plural {
         "brokers" => ["NAMESPACE", "NAME", "READY", "URL"].map(str::to_owned),
-        _ => ["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"].map(str::to_owned),
+        "triggers" => ["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"].map(str::to_owned),
+        _ => ["NAMESPACE", "NAME", "READY", "SINK"].map(str::to_owned),
     }];
     for item in items {
         let metadata = item.get("metadata");
@@ -330,7 +342,13 @@ pub fn table(value: &Value, plural: &str) -> String {
                 let ready = item.pointer("/status/conditions/0/status");
                 [namespace, name, text(ready), text(item.pointer("/status/address/url"))]
             }
-            _ => [namespace, name, text(item.pointer("/spec/broker")), text(item.pointer("/spec/subscriber/uri"))],
+            "triggers" => {
+                [namespace, name, text(item.pointer("/spec/broker")), text(item.pointer("/spec/subscriber/uri"))]
+            }
+            _ => {
+                let ready = item.pointer("/status/conditions/0/status");
+                [namespace, name, text(ready), text(item.pointer("/status/sinkUri"))]
+            }
         };
         rows.push(row);
     }

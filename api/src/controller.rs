@@ -13,8 +13,9 @@ use switchyard_meta::resources::Kind;
 use switchyard_meta::resources::{
     resolve_delivery, AttributesFilter, BackoffPolicy, Condition, DeliveryFormat, DeliveryOrdering, SubscriptionsFilter,
 };
-use switchyard_meta::store::Upsert;
+use switchyard_meta::store::{Source, Upsert};
 use switchyard_meta::{Broker, Store, StoreError, Trigger};
+use switchyard_sources::{SourceKind, SourceRef, SourceStatus, Sources};
 use tokio::sync::{watch, Mutex};
 
 /// A failure while applying a declaration.
@@ -72,6 +73,28 @@ pub struct Change {
     pub value: Option<Vec<u8>>,
 }
 
+/// The brokers that exist, for ingest's fast lookup: `(namespace, name)` → topic. Shared with
+/// the sources, whose events enter brokers the way ingest's do.
+#[derive(Default)]
+pub struct Brokers(RwLock<HashMap<(String, String), String>>);
+
+impl Brokers {
+    /// The topic of an existing broker.
+    pub fn topic(&self, namespace: &str, name: &str) -> Option<String> {
+        let brokers = self.0.read().unwrap_or_else(|e| e.into_inner());
+        brokers.get(&(namespace.to_owned(), name.to_owned())).cloned()
+    }
+
+    fn insert(&self, namespace: &str, name: &str) {
+        let mut brokers = self.0.write().unwrap_or_else(|e| e.into_inner());
+        brokers.insert((namespace.to_owned(), name.to_owned()), topic_name(namespace, name));
+    }
+
+    fn remove(&self, namespace: &str, name: &str) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(&(namespace.to_owned(), name.to_owned()));
+    }
+}
+
 /// How long a REST write waits for this node to apply its own published change.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,14 +116,28 @@ enum Mode {
     },
 }
 
+/// What a controller drives.
+pub struct Parts {
+    /// Where declarations are kept (this node's copy, in shared mode).
+    pub store: Store,
+    /// The event log.
+    pub log: Arc<dyn EventLog>,
+    /// The triggers' workers.
+    pub dispatcher: Dispatcher,
+    /// The sources' runtime.
+    pub sources: Arc<Sources>,
+    /// The brokers that exist (shared with the sources' sinks).
+    pub brokers: Arc<Brokers>,
+}
+
 /// Declarations applied to the running system.
 pub struct Controller {
     store: Store,
     log: Arc<dyn EventLog>,
     dispatcher: Dispatcher,
+    sources: Arc<Sources>,
     mode: Mode,
-    /// Brokers that exist, for ingest's fast lookup: `(namespace, name)` → topic.
-    brokers: RwLock<HashMap<(String, String), String>>,
+    brokers: Arc<Brokers>,
     /// Serialises changes to the store, the log and the dispatcher.
     writes: Mutex<()>,
     /// The sequence number after the last change applied from the shared log.
@@ -108,42 +145,40 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Brings up every stored broker and trigger; declarations live in `store` only.
-    pub async fn start(
-        store: Store,
-        log: Arc<dyn EventLog>,
-        dispatcher: Dispatcher,
-    ) -> Result<Controller, ControlError> {
-        let controller = Controller::new(store, log, dispatcher, Mode::Local);
+    /// Brings up every stored broker, trigger and source; declarations live in `store` only.
+    pub async fn start(parts: Parts) -> Result<Controller, ControlError> {
+        let controller = Controller::new(parts, Mode::Local);
         for broker in controller.store.list_brokers(None)? {
             let (namespace, name) = names(&broker.metadata);
             controller.log.create_topic(&topic_name(namespace, name)).await?;
-            controller.register_broker(namespace, name);
+            controller.brokers.insert(namespace, name);
         }
         for trigger in controller.store.list_triggers(None)? {
             controller.activate_or_report(&trigger).await?;
+        }
+        for &kind in switchyard_sources::kinds() {
+            for source in controller.store.list_sources(kind.kind(), None)? {
+                controller.sources.apply(kind, &source).await;
+            }
         }
         Ok(controller)
     }
 
     /// A controller whose declarations live in a shared log: `store` is this node's copy,
     /// filled by [`Controller::apply`] from every change read from the log.
-    pub fn shared(
-        store: Store,
-        log: Arc<dyn EventLog>,
-        dispatcher: Dispatcher,
-        declarations: Arc<dyn SharedDeclarations>,
-    ) -> Controller {
-        Controller::new(store, log, dispatcher, Mode::Shared { log: declarations, publishing: Mutex::new(()) })
+    pub fn shared(parts: Parts, declarations: Arc<dyn SharedDeclarations>) -> Controller {
+        Controller::new(parts, Mode::Shared { log: declarations, publishing: Mutex::new(()) })
     }
 
-    fn new(store: Store, log: Arc<dyn EventLog>, dispatcher: Dispatcher, mode: Mode) -> Controller {
+    fn new(parts: Parts, mode: Mode) -> Controller {
+        let Parts { store, log, dispatcher, sources, brokers } = parts;
         Controller {
             store,
             log,
             dispatcher,
+            sources,
             mode,
-            brokers: RwLock::new(HashMap::new()),
+            brokers,
             writes: Mutex::new(()),
             applied: watch::channel(0).0,
         }
@@ -151,8 +186,12 @@ impl Controller {
 
     /// The topic of an existing broker.
     pub fn broker_topic(&self, namespace: &str, name: &str) -> Option<String> {
-        let brokers = self.brokers.read().unwrap_or_else(|e| e.into_inner());
-        brokers.get(&(namespace.to_owned(), name.to_owned())).cloned()
+        self.brokers.topic(namespace, name)
+    }
+
+    /// The sources' runtime (webhooks are answered there).
+    pub fn sources(&self) -> &Sources {
+        &self.sources
     }
 
     /// The store, for reads.
@@ -257,6 +296,74 @@ impl Controller {
         }
     }
 
+    /// Creates or replaces a source (parsed and validated by its kind).
+    pub async fn put_source(
+        &self,
+        kind: &'static dyn SourceKind,
+        source: Source,
+    ) -> Result<(Source, Upsert), ControlError> {
+        match &self.mode {
+            Mode::Local => {
+                let _guard = self.writes.lock().await;
+                let (stored, upsert) = self.store.put_source(kind.kind(), source)?;
+                self.sources.apply(kind, &stored).await;
+                Ok((stored, upsert))
+            }
+            Mode::Shared { log, publishing } => {
+                let _guard = publishing.lock().await;
+                let (prepared, upsert) = self.store.prepare_source(kind.kind(), source)?;
+                let (namespace, name) = names(&prepared.metadata);
+                let key = change_key(Kind::Source(kind.kind()), namespace, name);
+                self.publish(log.as_ref(), key, Some(json(&prepared)?)).await?;
+                Ok((prepared, upsert))
+            }
+        }
+    }
+
+    /// Deletes a source and its recorded progress.
+    pub async fn delete_source(
+        &self,
+        kind: &'static dyn SourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Source>, ControlError> {
+        match &self.mode {
+            Mode::Local => {
+                let _guard = self.writes.lock().await;
+                let source = self.store.get_source(kind.kind(), namespace, name)?;
+                if source.is_some() {
+                    self.source_removed(kind, namespace, name).await?;
+                }
+                Ok(source)
+            }
+            Mode::Shared { log, publishing } => {
+                let _guard = publishing.lock().await;
+                let source = self.store.get_source(kind.kind(), namespace, name)?;
+                if source.is_some() {
+                    self.publish(log.as_ref(), change_key(Kind::Source(kind.kind()), namespace, name), None).await?;
+                }
+                Ok(source)
+            }
+        }
+    }
+
+    async fn source_removed(
+        &self,
+        kind: &'static dyn SourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), ControlError> {
+        self.store.delete_source(kind.kind(), namespace, name)?;
+        let id = SourceRef { kind: kind.kind(), namespace: namespace.to_owned(), name: name.to_owned() };
+        self.sources.remove(&id).await;
+        Ok(())
+    }
+
+    /// A source's status; `base_url` is where this server is reached.
+    pub fn source_status(&self, kind: &'static dyn SourceKind, source: &Source, base_url: &str) -> SourceStatus {
+        self.sources.status(kind, source, base_url)
+    }
+
     async fn publish(
         &self,
         log: &dyn SharedDeclarations,
@@ -309,24 +416,39 @@ impl Controller {
                 Some(trigger) => self.trigger_removed(&trigger).await,
                 None => Ok(()),
             },
-            _ => Err(ControlError::UnknownChange(change.key.clone())),
+            (kind, value) => {
+                let kind = switchyard_sources::kind_by_name(kind)
+                    .ok_or_else(|| ControlError::UnknownChange(change.key.clone()))?;
+                match value {
+                    Some(bytes) => {
+                        let source: Source = serde_json::from_value(decode(bytes)?)
+                            .map_err(|e| ControlError::UnknownChange(format!("{}: {e}", change.key)))?;
+                        self.store.replace_source(kind.kind(), &source)?;
+                        self.sources.apply(kind, &source).await;
+                        Ok(())
+                    }
+                    None => self.source_removed(kind, namespace, name).await,
+                }
+            }
         }
     }
 
     /// A broker was stored: serve its ingest and (re)start the triggers that use it, since
     /// they inherit its delivery spec.
     async fn broker_stored(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
-        self.register_broker(namespace, name);
         for trigger in self.store.list_triggers(Some(namespace))? {
             if trigger.spec.broker == name {
                 self.activate_or_report(&trigger).await?;
             }
         }
+        // Only now can events enter (ingest, sources): a trigger declared before its broker
+        // has its group already, so it misses none of them.
+        self.brokers.insert(namespace, name);
         Ok(())
     }
 
     async fn broker_removed(&self, namespace: &str, name: &str) -> Result<(), ControlError> {
-        self.brokers.write().unwrap_or_else(|e| e.into_inner()).remove(&(namespace.to_owned(), name.to_owned()));
+        self.brokers.remove(namespace, name);
         for trigger in self.store.list_triggers(Some(namespace))? {
             if trigger.spec.broker == name {
                 let (_, trigger_name) = names(&trigger.metadata);
@@ -396,14 +518,11 @@ impl Controller {
         self.dispatcher.redrive(namespace, name, selection).await
     }
 
-    /// Stops every trigger, letting in-flight deliveries finish for up to `grace`.
+    /// Stops every source, then every trigger, letting in-flight deliveries finish for up to
+    /// `grace`.
     pub async fn shutdown(&self, grace: Duration) {
+        self.sources.shutdown().await;
         self.dispatcher.shutdown(grace).await;
-    }
-
-    fn register_broker(&self, namespace: &str, name: &str) {
-        let mut brokers = self.brokers.write().unwrap_or_else(|e| e.into_inner());
-        brokers.insert((namespace.to_owned(), name.to_owned()), topic_name(namespace, name));
     }
 
     /// Like `activate`, but a trigger stored before a validation rule existed is reported and

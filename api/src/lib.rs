@@ -15,3 +15,4 @@ pub mod otlp;
 pub mod problem;
 pub mod serve;
 pub mod server;
+pub mod sources;

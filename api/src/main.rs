@@ -61,7 +61,7 @@ enum Command {
         #[arg(long)]
         structured: bool,
     },
-    /// Create or replace the Brokers and Triggers in a Knative YAML file (multi-document).
+    /// Create or replace the Brokers, Triggers and sources in a Knative YAML file (multi-document).
     Apply {
         #[command(flatten)]
         server: ServerArg,
@@ -69,11 +69,11 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
-    /// Show brokers or triggers.
+    /// Show brokers, triggers or sources.
     Get {
         #[command(flatten)]
         server: ServerArg,
-        /// brokers or triggers.
+        /// brokers, triggers, githubsources, pingsources or kafkasources.
         kind: String,
         /// One resource by name.
         name: Option<String>,
@@ -111,11 +111,11 @@ enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
-    /// Delete a broker or a trigger.
+    /// Delete a broker, a trigger or a source.
     Delete {
         #[command(flatten)]
         server: ServerArg,
-        /// broker or trigger.
+        /// broker, trigger, githubsource, pingsource or kafkasource.
         kind: String,
         /// The name.
         name: String,

@@ -35,6 +35,7 @@ use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
         (name = "brokers", description = "Broker resources (Knative `eventing.knative.dev/v1` Broker)."),
         (name = "triggers", description = "Trigger resources (Knative `eventing.knative.dev/v1` Trigger)."),
         (name = "dead letters", description = "Events a trigger could not deliver: inspect, redrive, delete."),
+        (name = "sources", description = "Source resources (Knative `sources.knative.dev` GitHubSource, PingSource, KafkaSource) and the webhook endpoint of webhook sources."),
         (name = "filters", description = "Trying filters and CESQL expressions without declaring a trigger."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     )
@@ -139,6 +140,76 @@ pub(crate) struct BinaryModeHeaders {
     /// Binary mode, optional: the data schema (an absolute URI).
     #[param(value_type = String, required = false)]
     ce_dataschema: Option<String>,
+}
+
+/// A path parameter whose values are a closed list known at run time.
+fn choice_parameter(name: &str, description: &str, choices: Vec<&'static str>) -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(utoipa::openapi::Required::True)
+        .description(Some(description))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(choices))))
+        .build()
+}
+
+fn label_parameter(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(utoipa::openapi::Required::True)
+        .description(Some(description))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+fn source_kinds_parameter() -> utoipa::openapi::path::Parameter {
+    let plurals = switchyard_sources::kinds().iter().map(|kind| kind.plural()).collect();
+    choice_parameter("sources", "The source kind, plural and lower case as in Kubernetes.", plurals)
+}
+
+/// `/v1/{sources}`: the source kinds this build registers.
+pub(crate) struct SourceKindPath;
+
+impl IntoParams for SourceKindPath {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![source_kinds_parameter()]
+    }
+}
+
+/// `{namespace}/{sources}/{name}` of a source.
+pub(crate) struct SourcePath;
+
+impl IntoParams for SourcePath {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        vec![
+            label_parameter("namespace", "The namespace (a DNS-1123 label)."),
+            source_kinds_parameter(),
+            label_parameter("name", "The source name (a DNS-1123 label)."),
+        ]
+    }
+}
+
+/// `/webhooks/{webhook}/{namespace}/{name}`.
+pub(crate) struct WebhookPath;
+
+impl IntoParams for WebhookPath {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        let paths = switchyard_sources::kinds().iter().filter_map(|kind| kind.webhook_path()).collect();
+        vec![
+            choice_parameter("webhook", "The kind of webhook source (`github`: a GitHubSource).", paths),
+            label_parameter("namespace", "The source's namespace."),
+            label_parameter("name", "The source's name."),
+        ]
+    }
 }
 
 /// The webhook abuse-protection handshake's request header.
@@ -329,6 +400,94 @@ pub(crate) mod schemas {
         /// Ignored: the status is the server's.
         #[schema(value_type = Option<Object>)]
         status: Option<Value>,
+    }
+
+    /// A source (Knative `sources.knative.dev`): its spec is its kind's (see `SourceRequest`).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct Source {
+        /// The kind's API version, e.g. `sources.knative.dev/v1`.
+        #[schema(examples("sources.knative.dev/v1"))]
+        api_version: String,
+        /// `GitHubSource`, `PingSource` or `KafkaSource`.
+        #[schema(examples("PingSource"))]
+        kind: String,
+        /// Name, namespace and server-set fields.
+        metadata: Metadata,
+        /// What was declared, in its canonical form.
+        #[schema(value_type = Object)]
+        spec: Value,
+        /// What the server observes; absent in the answer to a DELETE.
+        status: Option<SourceStatus>,
+    }
+
+    /// A source's observed state.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct SourceStatus {
+        /// The generation of the spec this status is about.
+        observed_generation: Option<u64>,
+        /// `Ready`, or `Ready=False` with a reason (`SinkNotFound`, `SecretNotFound`, `KafkaUnavailable`, …).
+        conditions: Vec<Condition>,
+        /// Where events go: a URI, or the ingest URL of the sink broker.
+        sink_uri: Option<String>,
+        /// For a webhook source: the URL to give the sender.
+        webhook_url: Option<String>,
+    }
+
+    /// A source's spec, by kind.
+    #[derive(ToSchema)]
+    #[serde(untagged)]
+    pub(crate) enum SourceSpec {
+        /// A GitHubSource's.
+        GitHub(switchyard_sources::github::GitHubSourceSpec),
+        /// A PingSource's.
+        Ping(switchyard_sources::ping::PingSourceSpec),
+        /// A KafkaSource's.
+        #[cfg(feature = "kafka")]
+        Kafka(switchyard_sources::kafka::KafkaSourceSpec),
+    }
+
+    /// A PUT body: `{"spec": …}` or a whole Knative object of the kind in the path. Unknown
+    /// fields are refused, with the field named.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub(crate) struct SourceRequest {
+        /// The kind's API version if present (`sources.knative.dev/v1alpha1` for GitHubSource,
+        /// `…/v1` or `…/v1beta2` for PingSource, `…/v1beta1` for KafkaSource).
+        api_version: Option<String>,
+        /// The kind if present; it must match the path.
+        kind: Option<String>,
+        /// If present, `name` and `namespace` must match the path; server-set fields are ignored.
+        metadata: Option<Metadata>,
+        /// The source's spec; `sink` is required.
+        spec: Option<SourceSpec>,
+        /// Ignored: the status is the server's.
+        #[schema(value_type = Option<Object>)]
+        status: Option<Value>,
+    }
+
+    /// Sources of one kind.
+    #[derive(ToSchema)]
+    pub(crate) struct SourceList {
+        /// The resources.
+        items: Vec<Source>,
+    }
+
+    /// A webhook delivery taken.
+    #[derive(ToSchema)]
+    pub(crate) struct WebhookAccepted {
+        /// The ids of the events it carried.
+        ids: Vec<String>,
+        /// How many of them had been taken before and were not sent again.
+        duplicates: u64,
+    }
+
+    /// A webhook delivery with nothing to send.
+    #[derive(ToSchema)]
+    pub(crate) struct WebhookIgnored {
+        /// Why (e.g. the event type is not in the source's `eventTypes`).
+        ignored: String,
     }
 
     /// Brokers.

@@ -10,10 +10,12 @@ use switchyard_dispatcher::{Dispatcher, Sender};
 use switchyard_log::EventLog;
 use switchyard_log_embedded::{EmbeddedConfig, EmbeddedLog};
 use switchyard_meta::Store;
+use switchyard_sources::Sources;
 
 use crate::config::{LogBackend, ServeConfig};
-use crate::controller::Controller;
+use crate::controller::{Brokers, Controller, Parts};
 use crate::server::{router, AppState, Limits};
+use crate::sources::BinarySinks;
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -34,9 +36,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             log_config.retention_bytes = config.retention_bytes;
             let log: Arc<dyn EventLog> = EmbeddedLog::open(log_config).await.context("cannot open the event log")?;
             let store = Store::open(&config.data_dir.join("meta.redb")).context("cannot open the metadata store")?;
+            let brokers = Arc::new(Brokers::default());
+            let sinks = Arc::new(BinarySinks::new(brokers.clone(), log.clone(), sender.clone()));
+            let sources = Sources::local(sinks, log.state());
             let dispatcher = Dispatcher::new(log.clone(), sender);
-            let controller =
-                Controller::start(store, log.clone(), dispatcher).await.context("cannot start brokers and triggers")?;
+            let parts = Parts { store, log: log.clone(), dispatcher, sources, brokers };
+            let controller = Controller::start(parts).await.context("cannot start brokers, triggers and sources")?;
             (log, Arc::new(controller))
         }
         LogBackend::Kafka { .. } => start_kafka(&config, sender).await?,
@@ -97,8 +102,14 @@ async fn start_kafka(config: &ServeConfig, sender: Sender) -> anyhow::Result<(Ar
         crate::cluster::KafkaDeclarations::open(&kafka).await.context("cannot follow the shared declarations")?;
     let known = declarations.received();
     let store = Store::in_memory().context("cannot open the metadata store")?;
+    let brokers = Arc::new(Brokers::default());
+    let sinks = Arc::new(BinarySinks::new(brokers.clone(), log.clone(), sender.clone()));
+    let sources = crate::cluster::KafkaPlacement::start_sources(&kafka, sinks, log.state())
+        .await
+        .context("cannot join the cluster's source placement")?;
     let dispatcher = Dispatcher::new(log.clone(), sender);
-    let controller = Arc::new(Controller::shared(store, log.clone(), dispatcher, Arc::new(declarations)));
+    let parts = Parts { store, log: log.clone(), dispatcher, sources, brokers };
+    let controller = Arc::new(Controller::shared(parts, Arc::new(declarations)));
     let applier = Arc::downgrade(&controller);
     tokio::spawn(async move {
         let mut changes = changes;

@@ -89,6 +89,12 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_dead_letters, purge_dead_letters))
         .routes(routes!(redrive_dead_letters))
         .routes(routes!(get_dead_letter, delete_dead_letter))
+        // `/v1/{sources}` has the shape of an ingest path too: every method but GET is ingest
+        // into namespace `v1`, as it was before sources had a list there.
+        .routes(routes!(crate::sources::list_all_sources).map(|methods| methods.fallback(v1_ingest)))
+        .routes(routes!(crate::sources::list_sources))
+        .routes(routes!(crate::sources::get_source, crate::sources::put_source, crate::sources::delete_source))
+        .routes(routes!(crate::sources::receive_webhook))
         // Any other method on the ingest path: 405 with `Allow: POST, OPTIONS`.
         .routes(routes!(ingest_post, ingest_options).map(|methods| methods.fallback(ingest_endpoint)))
 }
@@ -206,6 +212,18 @@ async fn ingest_endpoint(
     answer
 }
 
+/// Ingest into a broker of namespace `v1`, whose path `/v1/{broker}` the sources' list route
+/// shares.
+async fn v1_ingest(
+    state: State<Arc<AppState>>,
+    Path(broker): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_endpoint(state, Path(("v1".to_owned(), broker)), method, headers, body).await
+}
+
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -319,11 +337,11 @@ fn webhook_handshake(headers: &HeaderMap) -> Response {
 // ---- REST ----
 
 #[derive(Serialize)]
-struct List<T> {
-    items: Vec<T>,
+pub(crate) struct List<T> {
+    pub(crate) items: Vec<T>,
 }
 
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_RESOURCE_BYTES).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -332,18 +350,18 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     })
 }
 
-fn validation_error(error: ValidationError) -> ApiError {
+pub(crate) fn validation_error(error: ValidationError) -> ApiError {
     ApiError::bad_request(error.to_string())
 }
 
-fn control_error(error: ControlError) -> ApiError {
+pub(crate) fn control_error(error: ControlError) -> ApiError {
     match error {
         ControlError::Log(error) => log_error(error),
         _ => ApiError::internal(error),
     }
 }
 
-fn checked_namespace(namespace: Option<Path<String>>) -> Result<Option<String>, ApiError> {
+pub(crate) fn checked_namespace(namespace: Option<Path<String>>) -> Result<Option<String>, ApiError> {
     let namespace = namespace.map(|Path(namespace)| namespace);
     if let Some(namespace) = &namespace {
         validate_dns_label("namespace", namespace).map_err(validation_error)?;
@@ -351,7 +369,7 @@ fn checked_namespace(namespace: Option<Path<String>>) -> Result<Option<String>, 
     Ok(namespace)
 }
 
-fn upsert_status(upsert: Upsert) -> StatusCode {
+pub(crate) fn upsert_status(upsert: Upsert) -> StatusCode {
     match upsert {
         Upsert::Created => StatusCode::CREATED,
         Upsert::Replaced => StatusCode::OK,

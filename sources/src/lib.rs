@@ -38,7 +38,7 @@ use bytes::Bytes;
 use switchyard_event::Event;
 use switchyard_meta::ValidationError;
 
-pub use crate::resource::{parse_source, CeOverrides, Declared, Sink, SinkSpec, Source, SourceRef, SOURCES_API_GROUP};
+pub use crate::resource::{parse_source, CeOverrides, Declared, Sink, SinkSpec, Source, SourceRef};
 pub use crate::runtime::{Everything, Placement, SourceStatus, Sources, Stopped, WebhookAnswer, WebhookFailure};
 pub use crate::sink::{Emitter, SinkError, Sinks};
 

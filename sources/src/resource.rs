@@ -6,21 +6,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use switchyard_event::AttrValue;
-use switchyard_meta::resources::{parse_resource, validate_dns_label, validate_http_url, Resource};
+use switchyard_meta::resources::{parse_resource, validate_dns_label, validate_http_url};
 use switchyard_meta::ValidationError;
 use url::Url;
 
 use crate::SourceKind;
-
-/// The API group of Knative's sources (`sources.knative.dev/v1`, `…/v1beta1`, …).
-pub const SOURCES_API_GROUP: &str = "sources.knative.dev";
 
 /// The Knative API version of the Broker a sink may name.
 const BROKER_API_VERSION: &str = "eventing.knative.dev/v1";
 
 /// A source as stored and answered: Knative metadata, and the spec in its canonical form
 /// (what [`SourceKind::validate`] returned).
-pub type Source = Resource<serde_json::Value>;
+pub use switchyard_meta::store::Source;
 
 /// `spec.sink`: a Knative Destination. Without Kubernetes, a `ref` can only name a Switchyard
 /// broker in the source's namespace.
@@ -82,16 +79,17 @@ pub(crate) fn check_common(sink: Option<&SinkSpec>, overrides: Option<&CeOverrid
     let sink = sink.ok_or_else(|| ValidationError::field("spec.sink", "is required".to_owned()))?;
     for (field, value) in [("spec.sink.CACerts", &sink.ca_certs), ("spec.sink.audience", &sink.audience)] {
         if value.is_some() {
-            return Err(ValidationError::field(field, "is not supported: sinks are reached without TLS or OIDC settings".to_owned()));
+            return Err(ValidationError::field(
+                field,
+                "is not supported: sinks are reached without TLS or OIDC settings".to_owned(),
+            ));
         }
     }
     match (&sink.reference, &sink.uri) {
         (Some(_), Some(_)) => {
             return Err(ValidationError::field("spec.sink", "give either 'ref' or 'uri', not both".to_owned()))
         }
-        (None, None) => {
-            return Err(ValidationError::field("spec.sink", "needs 'ref' (a Broker) or 'uri'".to_owned()))
-        }
+        (None, None) => return Err(ValidationError::field("spec.sink", "needs 'ref' (a Broker) or 'uri'".to_owned())),
         (Some(reference), None) => {
             if reference.kind != "Broker" {
                 return Err(ValidationError::field(
@@ -212,8 +210,8 @@ pub struct Declared {
 }
 
 impl Declared {
-    /// The declared view of a stored source of `kind`; `None` for a spec that does not hold a
-    /// valid sink (stored by a version with other rules), with why.
+    /// The declared view of a stored source of `kind`; an error for a spec whose sink or
+    /// overrides no longer pass validation (stored by a version with other rules).
     pub fn new(kind: &'static dyn SourceKind, source: &Source) -> Result<Declared, ValidationError> {
         let namespace = source.metadata.namespace.clone().unwrap_or_default();
         let name = source.metadata.name.clone().unwrap_or_default();
@@ -269,7 +267,10 @@ mod tests {
         let cases = [
             (serde_json::json!({}), "spec.sink"),
             (serde_json::json!({"ref": {"kind": "Service", "name": "s"}}), "spec.sink.ref.kind"),
-            (serde_json::json!({"ref": {"apiVersion": "v1", "kind": "Broker", "name": "s"}}), "spec.sink.ref.apiVersion"),
+            (
+                serde_json::json!({"ref": {"apiVersion": "v1", "kind": "Broker", "name": "s"}}),
+                "spec.sink.ref.apiVersion",
+            ),
             (serde_json::json!({"ref": {"kind": "Broker", "name": "B_"}}), "spec.sink.ref.name"),
             (serde_json::json!({"uri": "/relative"}), "spec.sink.uri"),
             (serde_json::json!({"uri": "http://x/", "ref": {"kind": "Broker", "name": "b"}}), "spec.sink"),

@@ -42,12 +42,17 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Which sources this node runs.
+#[async_trait::async_trait]
 pub trait Placement: Send + Sync + 'static {
     /// How many slots the sources are shared out over (at least 1).
     fn slots(&self) -> u32;
 
     /// The slots this node holds now; changes as nodes come and go.
     fn held(&self) -> watch::Receiver<BTreeSet<u32>>;
+
+    /// Gives every slot up (at shutdown, once nothing runs), so that other nodes take the
+    /// sources over at once rather than when this node's lease expires.
+    async fn leave(&self) {}
 }
 
 /// One node holds every slot: the embedded log.
@@ -204,12 +209,7 @@ impl Sources {
         if let Some(previous) = previous {
             previous.stop().await;
         }
-        let entry = Entry {
-            declared: Arc::new(declared),
-            behaviour,
-            problem: Arc::default(),
-            running: None,
-        };
+        let entry = Entry { declared: Arc::new(declared), behaviour, problem: Arc::default(), running: None };
         lock(&self.entries).insert(id.clone(), entry);
         let held = self.placement.held().borrow().clone();
         self.start_if_held(&id, &held);
@@ -303,27 +303,22 @@ impl Sources {
     }
 
     fn emitter(&self, declared: &Declared) -> Emitter {
-        Emitter::new(
-            declared.id.namespace.clone(),
-            declared.sink.clone(),
-            declared.overrides.clone(),
-            Arc::clone(&self.sinks),
-        )
+        Emitter::new(declared.id.clone(), declared.sink.clone(), declared.overrides.clone(), Arc::clone(&self.sinks))
     }
 
-    /// Stops every activity (for shutdown); nothing starts afterwards.
+    /// Stops every activity and gives the slots up (for shutdown); nothing starts afterwards.
     pub async fn shutdown(&self) {
-        let mut stopped = self.changes.lock().await;
-        *stopped = true;
-        let running: Vec<Running> = lock(&self.entries).values_mut().filter_map(|entry| entry.running.take()).collect();
-        for running in running {
-            running.stop().await;
+        {
+            let mut stopped = self.changes.lock().await;
+            *stopped = true;
+            let running: Vec<Running> =
+                lock(&self.entries).values_mut().filter_map(|entry| entry.running.take()).collect();
+            for running in running {
+                running.stop().await;
+            }
         }
-    }
-
-    /// Whether the activity of `id` runs on this node.
-    pub fn runs_here(&self, id: &SourceRef) -> bool {
-        lock(&self.entries).get(id).is_some_and(|entry| entry.running.is_some())
+        // Not under `changes`: leaving releases the slots through `release`, which takes it.
+        self.placement.leave().await;
     }
 
     /// The observed state of a stored source; `base_url` is where this server is reached.
@@ -346,27 +341,23 @@ impl Sources {
         if let Some(path) = kind.webhook_path() {
             status.webhook_url = Some(format!("{base_url}/webhooks/{path}/{namespace}/{}", declared.id.name));
         }
+        // The first thing wrong, in the order a user fixes them: the declaration, the sink,
+        // then what the running source last reported.
         let entries = lock(&self.entries);
         let entry = entries.get(&declared.id);
-        let not_ready = match entry.map(|entry| &entry.behaviour) {
-            Some(Err(not_ready)) => Some(not_ready.clone()),
+        let compiled = entry.and_then(|entry| entry.behaviour.as_ref().err().cloned());
+        let missing_broker = match &declared.sink {
+            Sink::Broker(broker) if !self.sinks.broker_exists(namespace, broker) => Some(NotReady {
+                reason: "SinkNotFound",
+                message: format!("broker '{namespace}/{broker}' does not exist"),
+            }),
             _ => None,
         };
-        let condition = if let Some(not_ready) = not_ready {
-            Condition::not_ready(not_ready.reason, not_ready.message)
-        } else if let Sink::Broker(broker) = &declared.sink {
-            if self.sinks.broker_exists(namespace, broker) {
-                None
-            } else {
-                Some(Condition::not_ready("SinkNotFound", format!("broker '{namespace}/{broker}' does not exist")))
-            }
-            .or_else(|| entry.and_then(|entry| lock(&entry.problem).clone()).map(|p| Condition::not_ready(p.reason, p.message)))
-            .unwrap_or_else(Condition::ready)
-        } else {
-            entry
-                .and_then(|entry| lock(&entry.problem).clone())
-                .map_or_else(Condition::ready, |p| Condition::not_ready(p.reason, p.message))
-        };
+        let reported = || entry.and_then(|entry| lock(&entry.problem).clone());
+        let condition = compiled
+            .or(missing_broker)
+            .or_else(reported)
+            .map_or_else(Condition::ready, |problem| Condition::not_ready(problem.reason, problem.message));
         status.conditions.push(condition);
         status
     }
@@ -388,13 +379,16 @@ impl Sources {
         let id = SourceRef { kind: kind.kind(), namespace: namespace.to_owned(), name: name.to_owned() };
         let (declared, webhook) = {
             let entries = lock(&self.entries);
-            let entry = entries
-                .get(&id)
-                .ok_or_else(|| WebhookFailure::NotFound(format!("{} '{namespace}/{name}' does not exist", kind.kind())))?;
+            let entry = entries.get(&id).ok_or_else(|| {
+                WebhookFailure::NotFound(format!("{} '{namespace}/{name}' does not exist", kind.kind()))
+            })?;
             let webhook: Arc<dyn Webhook> = match &entry.behaviour {
                 Ok(Behaviour::Webhook(webhook)) => Arc::clone(webhook),
                 Ok(Behaviour::Active(_)) => {
-                    return Err(WebhookFailure::NotFound(format!("{} '{namespace}/{name}' takes no webhooks", kind.kind())))
+                    return Err(WebhookFailure::NotFound(format!(
+                        "{} '{namespace}/{name}' takes no webhooks",
+                        kind.kind()
+                    )))
                 }
                 Err(not_ready) => {
                     return Err(WebhookFailure::NotReady(format!(
@@ -445,7 +439,12 @@ impl Sources {
     }
 
     /// Sends to the sink, retrying for up to `deadline`.
-    async fn emit_within(&self, declared: &Declared, events: Vec<Event>, deadline: Duration) -> Result<(), WebhookFailure> {
+    async fn emit_within(
+        &self,
+        declared: &Declared,
+        events: Vec<Event>,
+        deadline: Duration,
+    ) -> Result<(), WebhookFailure> {
         let emitter = self.emitter(declared);
         let give_up = tokio::time::Instant::now() + deadline;
         let mut wait = RETRY_FIRST;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use switchyard_event::{AttrValue, Event};
 use url::Url;
 
-use crate::resource::Sink;
+use crate::resource::{Sink, SourceRef};
 
 /// What the binary provides to sources: its broker ingest and its HTTP client.
 #[async_trait]
@@ -16,9 +16,9 @@ pub trait Sinks: Send + Sync + 'static {
     /// budget) and returns once they are durable.
     async fn append(&self, namespace: &str, broker: &str, events: Vec<Event>) -> Result<(), SinkError>;
 
-    /// POSTs the events to `uri` one after the other in binary mode; returns once each was
-    /// answered 2xx.
-    async fn post(&self, namespace: &str, uri: &Url, events: Vec<Event>) -> Result<(), SinkError>;
+    /// POSTs the events of `source` to `uri` one after the other in binary mode; returns once
+    /// each was answered 2xx.
+    async fn post(&self, source: &SourceRef, uri: &Url, events: Vec<Event>) -> Result<(), SinkError>;
 
     /// Whether broker `namespace/broker` exists.
     fn broker_exists(&self, namespace: &str, broker: &str) -> bool;
@@ -38,15 +38,20 @@ pub enum SinkError {
 /// Sends one source's events to its sink, with its `ceOverrides` applied.
 #[derive(Clone)]
 pub struct Emitter {
-    namespace: String,
+    source: SourceRef,
     sink: Sink,
     overrides: Arc<[(String, AttrValue)]>,
     sinks: Arc<dyn Sinks>,
 }
 
 impl Emitter {
-    pub(crate) fn new(namespace: String, sink: Sink, overrides: Vec<(String, AttrValue)>, sinks: Arc<dyn Sinks>) -> Emitter {
-        Emitter { namespace, sink, overrides: overrides.into(), sinks }
+    pub(crate) fn new(
+        source: SourceRef,
+        sink: Sink,
+        overrides: Vec<(String, AttrValue)>,
+        sinks: Arc<dyn Sinks>,
+    ) -> Emitter {
+        Emitter { source, sink, overrides: overrides.into(), sinks }
     }
 
     /// One attempt: `Ok` once every event is durable on the broker (or accepted by the URI).
@@ -58,8 +63,8 @@ impl Emitter {
             }
         }
         match &self.sink {
-            Sink::Broker(broker) => self.sinks.append(&self.namespace, broker, events).await,
-            Sink::Uri(uri) => self.sinks.post(&self.namespace, uri, events).await,
+            Sink::Broker(broker) => self.sinks.append(&self.source.namespace, broker, events).await,
+            Sink::Uri(uri) => self.sinks.post(&self.source, uri, events).await,
         }
     }
 }

@@ -44,6 +44,56 @@ pub fn on_kafka() -> bool {
     std::env::var("SWITCHYARD_TEST_BACKEND").is_ok_and(|backend| backend == "kafka")
 }
 
+/// The `kafka_tool` example of the Kafka backend (`target/<profile>/examples/kafka_tool`, built by
+/// the test command): creates topics and produces records, so that tests reach Kafka without
+/// linking a Kafka client themselves.
+pub fn kafka_tool() -> PathBuf {
+    let path = binary().parent().expect("target/<profile>").join("examples/kafka_tool");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p switchyard-log-kafka --example kafka_tool` first",
+        path.display()
+    );
+    path
+}
+
+/// Creates `topic` with `partitions` on the test Kafka (idempotent).
+pub fn create_topic(topic: &str, partitions: u32) {
+    let status = Command::new(kafka_tool())
+        .args([kafka_bootstrap().as_str(), "create-topic", topic, &partitions.to_string()])
+        .status()
+        .expect("run kafka_tool");
+    assert!(status.success(), "kafka_tool create-topic {topic} failed");
+}
+
+/// Produces records to `topic` on the test Kafka, one JSON object each (`key`, `value`,
+/// `value_base64`, `headers`, `partition`: see `broker/kafka/examples/kafka_tool.rs`); returns
+/// each record's `(partition, offset)`.
+pub fn produce(topic: &str, records: &[Value]) -> Vec<(i32, i64)> {
+    use std::io::Write;
+    let mut child = Command::new(kafka_tool())
+        .args([kafka_bootstrap().as_str(), "produce", topic])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run kafka_tool");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for record in records {
+            writeln!(stdin, "{record}").expect("write a record");
+        }
+    }
+    let output = child.wait_with_output().expect("kafka_tool");
+    assert!(output.status.success(), "kafka_tool produce {topic} failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let (partition, offset) = line.split_once(' ').expect("partition offset");
+            (partition.parse().expect("partition"), offset.parse().expect("offset"))
+        })
+        .collect()
+}
+
 /// A cluster name no other test uses: Kafka topics, groups and the shared declarations of
 /// servers started with it are prefixed with it, so tests sharing one Kafka never meet.
 pub fn fresh_cluster() -> String {
@@ -58,6 +108,8 @@ pub struct Server {
     port: u16,
     data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Environment variables of the server process.
+    env: Vec<(String, String)>,
     /// On Kafka, the bootstrap servers and the cluster this server belongs to.
     cluster: Option<(String, String)>,
     temp: Option<tempfile::TempDir>,
@@ -77,7 +129,12 @@ impl Server {
     /// Starts a server on `data_dir` (a fresh temporary one when `None`), on this run's backend
     /// (a cluster of its own on Kafka).
     pub async fn start_in(data_dir: Option<PathBuf>, extra_args: &[&str]) -> Server {
-        Server::launch(data_dir, extra_args, on_kafka().then(|| (kafka_bootstrap(), fresh_cluster()))).await
+        Server::launch(data_dir, extra_args, &[], on_kafka().then(|| (kafka_bootstrap(), fresh_cluster()))).await
+    }
+
+    /// Starts a server with these environment variables, on this run's backend.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Server {
+        Server::launch(None, &[], env, on_kafka().then(|| (kafka_bootstrap(), fresh_cluster()))).await
     }
 
     /// Starts one node of a Kafka-backed cluster: nodes started with the same `cluster` share
@@ -88,10 +145,15 @@ impl Server {
 
     /// [`Server::start_node`] on the Kafka at `bootstrap`.
     pub async fn start_node_on(bootstrap: &str, cluster: &str) -> Server {
-        Server::launch(None, &[], Some((bootstrap.to_owned(), cluster.to_owned()))).await
+        Server::launch(None, &[], &[], Some((bootstrap.to_owned(), cluster.to_owned()))).await
     }
 
-    async fn launch(data_dir: Option<PathBuf>, extra_args: &[&str], cluster: Option<(String, String)>) -> Server {
+    async fn launch(
+        data_dir: Option<PathBuf>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        cluster: Option<(String, String)>,
+    ) -> Server {
         let temp = tempfile::tempdir().expect("tempdir");
         let data_dir = data_dir.unwrap_or_else(|| temp.path().join("data"));
         let port = free_port();
@@ -101,6 +163,7 @@ impl Server {
             port,
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             cluster,
             temp: Some(temp),
         };
@@ -142,6 +205,7 @@ impl Server {
                 ]
             }))
             .env("SWITCHYARD_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -188,7 +252,8 @@ impl Server {
         tokio::task::spawn_blocking(move || child.wait().expect("wait")).await.expect("wait task")
     }
 
-    /// Starts the server again on the same data directory and port.
+    /// Starts the server again on the same data directory and port (after `kill -9`, when it
+    /// still runs).
     pub async fn restart(&mut self) {
         self.kill9();
         self.spawn().await;
@@ -290,6 +355,13 @@ impl Received {
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A binary-mode attribute (`ce-<name>`), percent-decoded as the HTTP binding encodes
+    /// values (§3.1.3.2).
+    pub fn attribute(&self, name: &str) -> Option<String> {
+        let value = self.header(&format!("ce-{name}"))?;
+        Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
     }
 }
 

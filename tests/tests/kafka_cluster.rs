@@ -209,3 +209,68 @@ async fn a_kafka_outage_is_503_never_a_false_202_and_loses_nothing() {
     acked.insert("after-outage".to_owned());
     wait_for_ids(&subscriber, &acked).await;
 }
+
+/// The tick (`ce-time`, in seconds) of each ping received, and the distinct ids.
+fn ping_ticks(subscriber: &Subscriber) -> (Vec<i64>, BTreeSet<String>) {
+    let received = subscriber.received();
+    let ticks = received
+        .iter()
+        .map(|r| {
+            let time = r.header("ce-time").expect("ce-time");
+            time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+                .expect("rfc 3339")
+                .unix_timestamp()
+        })
+        .collect();
+    (ticks, subscriber.ids())
+}
+
+#[tokio::test]
+async fn a_ping_source_runs_on_exactly_one_node_and_moves_when_that_node_dies() {
+    let cluster = fresh_cluster();
+    let mut nodes = [Server::start_node(&cluster).await, Server::start_node(&cluster).await];
+    let subscriber = Subscriber::start().await;
+    nodes[0].broker("default", "b").await;
+    nodes[0].trigger("default", "pings", json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
+    let (status, body) = nodes[1]
+        .put(
+            "/v1/namespaces/default/pingsources/every-second",
+            json!({"spec": {"schedule": "* * * * * *", "sink": {"ref": {"kind": "Broker", "name": "b"}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Both nodes know it; one runs it: each tick arrives once, not once per node.
+    subscriber.wait_for(6, WAIT).await;
+    let (ticks, ids) = ping_ticks(&subscriber);
+    assert_eq!(ticks.len(), ids.len(), "a tick was sent by two nodes: {ticks:?}");
+    let distinct: BTreeSet<i64> = ticks.iter().copied().collect();
+    assert_eq!(distinct.len(), ticks.len(), "{ticks:?}");
+    let runs_here = |node: &Server| node.log().contains("source started");
+    let runner = match (runs_here(&nodes[0]), runs_here(&nodes[1])) {
+        (true, false) => 0,
+        (false, true) => 1,
+        other => panic!("the source should run on exactly one node, got {other:?}"),
+    };
+
+    // kill -9 the node running it: the other takes it over after Kafka's session timeout and
+    // sends the ticks it missed, once (a redelivery of the same event aside: same id).
+    nodes[runner].kill9();
+    let killed_at = *distinct.last().unwrap();
+    eventually("the surviving node runs the source", async || runs_here(&nodes[1 - runner]).then_some(())).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ticks, _) = ping_ticks(&subscriber);
+        if ticks.iter().any(|t| *t > killed_at + 10) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ticks after the failover: {ticks:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ticks, ids) = ping_ticks(&subscriber);
+    let distinct: BTreeSet<i64> = ticks.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "one id per tick: {ticks:?}");
+    let (first, last) = (*distinct.first().unwrap(), *distinct.last().unwrap());
+    let missing: Vec<i64> = (first..=last).filter(|t| !distinct.contains(t)).collect();
+    assert!(missing.is_empty(), "ticks lost in the failover: {missing:?}; log: {}", nodes[1 - runner].log());
+}

@@ -18,6 +18,23 @@ const NAMESPACE: &str = "default";
 const BROKER: &str = "b";
 const TRIGGER: &str = "t";
 const EVENT_TYPE: &str = "openapi.test";
+const SOURCE: &str = "gh";
+const WEBHOOK_SECRET: &str = "openapi-secret";
+
+fn source_spec() -> Value {
+    json!({
+        "ownerAndRepository": "o/r",
+        "eventTypes": ["push"],
+        "secretToken": {"value": WEBHOOK_SECRET},
+        "sink": {"ref": {"kind": "Broker", "name": BROKER}},
+    })
+}
+
+fn signature(body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, WEBHOOK_SECRET.as_bytes());
+    let hex: String = ring::hmac::sign(&key, body).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
 
 fn event(id: &str) -> Value {
     json!({
@@ -142,7 +159,7 @@ fn media_type(content_type: &str) -> &str {
 /// One request of the sweep.
 struct Request {
     content_type: Option<&'static str>,
-    headers: Vec<(&'static str, &'static str)>,
+    headers: Vec<(&'static str, String)>,
     body: Option<Vec<u8>>,
 }
 
@@ -165,11 +182,21 @@ fn requests_for(operation_id: &str, operation: &Value, subscriber: &str, redrive
         "test_filter" => Some(json!({"filters": [{"cesql": "type = 'openapi.test'"}], "event": event("f")})),
         "evaluate_cesql" => Some(json!({"expression": "type LIKE 'openapi.%'", "event": event("c")})),
         "redrive_dead_letters" => Some(json!({"ids": [redrive_id]})),
+        "put_source" => Some(json!({"spec": source_spec()})),
         _ => None,
     };
     let Some(content) = operation["requestBody"]["content"].as_object() else {
         return vec![Request::empty()];
     };
+    if operation_id == "receive_webhook" {
+        let body = br#"{"ref":"refs/heads/main","repository":{"full_name":"o/r"}}"#.to_vec();
+        let headers = vec![
+            ("x-github-event", "push".to_owned()),
+            ("x-github-delivery", "openapi-1".to_owned()),
+            ("x-hub-signature-256", signature(&body)),
+        ];
+        return vec![Request { content_type: Some("application/json"), headers, body: Some(body) }];
+    }
     if operation_id == "ingest_post" {
         return content
             .keys()
@@ -180,12 +207,14 @@ fn requests_for(operation_id: &str, operation: &Value, subscriber: &str, redrive
                 }
                 "*/*" => Request {
                     content_type: Some("application/json"),
-                    headers: vec![
+                    headers: [
                         ("ce-specversion", "1.0"),
                         ("ce-id", "binary"),
                         ("ce-source", "/openapi"),
                         ("ce-type", EVENT_TYPE),
-                    ],
+                    ]
+                    .map(|(name, value)| (name, value.to_owned()))
+                    .to_vec(),
                     body: Some(br#"{"n":1}"#.to_vec()),
                 },
                 other => panic!("no sample ingest request for media type {other}: add one to tests/tests/openapi.rs"),
@@ -201,10 +230,18 @@ fn requests_for(operation_id: &str, operation: &Value, subscriber: &str, redrive
 
 /// Fills the path template with the declared resources.
 fn concrete_path(template: &str, dead_letter_id: &str) -> String {
-    let name = if template.contains("/brokers/{name}") { BROKER } else { TRIGGER };
+    let name = if template.contains("/brokers/{name}") {
+        BROKER
+    } else if template.contains("{sources}") || template.contains("{webhook}") {
+        SOURCE
+    } else {
+        TRIGGER
+    };
     template
         .replace("{namespace}", NAMESPACE)
         .replace("{broker}", BROKER)
+        .replace("{sources}", "githubsources")
+        .replace("{webhook}", "github")
         .replace("{name}", name)
         .replace("{id}", dead_letter_id)
 }
@@ -254,6 +291,9 @@ async fn every_documented_operation_is_served_with_a_documented_answer() {
     subscriber.always(StatusCode::BAD_REQUEST);
     server.broker(NAMESPACE, BROKER).await;
     server.trigger(NAMESPACE, TRIGGER, trigger_spec(&subscriber.url)).await;
+    let (status, body) =
+        server.put(&format!("/v1/namespaces/{NAMESPACE}/githubsources/{SOURCE}"), json!({"spec": source_spec()})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let status = server.send_batch(NAMESPACE, BROKER, &[event("first"), event("second")]).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let ids = dead_letter_ids(&server, 2).await;
@@ -281,7 +321,7 @@ async fn every_documented_operation_is_served_with_a_documented_answer() {
                 builder = builder.header("content-type", content_type);
             }
             for (name, value) in &request.headers {
-                builder = builder.header(*name, *value);
+                builder = builder.header(*name, value);
             }
             if let Some(body) = request.body {
                 builder = builder.body(body);
@@ -326,7 +366,7 @@ async fn every_documented_operation_is_served_with_a_documented_answer() {
     assert!(exercised.len() >= operations.len(), "{exercised:?}");
 
     // Control: the checks above do notice a route the router lacks or a method it refuses.
-    let (status, body) = server.get("/v1/namespaces/default/nothing/here").await;
+    let (status, body) = server.get("/v1/namespaces/default/nothing/here/at/all").await;
     assert_eq!((status, body["detail"].as_str()), (StatusCode::NOT_FOUND, Some("no such endpoint")));
     let response = client.patch(format!("{}/v1/brokers", server.url)).send().await.expect("patch");
     assert_eq!(response.status().as_u16(), 405);

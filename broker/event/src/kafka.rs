@@ -266,7 +266,9 @@ fn apply_types(
 
 /// The data form a binary-mode reader infers, as the HTTP binding's binary mode does: JSON when
 /// the content type says so and the bytes are JSON, opaque bytes otherwise.
-fn inferred_form(content_type: Option<&str>, bytes: &[u8]) -> DataForm {
+/// How a binary-mode payload is represented (§3.2.2): JSON when its content type is JSON and it
+/// parses as JSON, opaque bytes otherwise.
+pub fn inferred_form(content_type: Option<&str>, bytes: &[u8]) -> DataForm {
     // UTF-8 is checked apart: serde_json does not check it inside strings it skips.
     let is_json = content_type.is_some_and(json::is_json_content_type)
         && std::str::from_utf8(bytes).is_ok()

@@ -298,6 +298,8 @@ pub enum Kind {
     Broker,
     /// `Trigger`.
     Trigger,
+    /// A source, by its Knative kind name (`PingSource`); its spec is the sources crate's.
+    Source(&'static str),
 }
 
 impl Kind {
@@ -306,6 +308,7 @@ impl Kind {
         match self {
             Kind::Broker => "Broker",
             Kind::Trigger => "Trigger",
+            Kind::Source(kind) => kind,
         }
     }
 }

@@ -9,8 +9,13 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::error::StoreError;
 use crate::resources::{Broker, Kind, Resource, Trigger};
 
+/// A source as stored: its spec is the sources crate's business, kept as JSON.
+pub type Source = Resource<serde_json::Value>;
+
 const BROKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("brokers");
 const TRIGGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("triggers");
+/// Sources of every kind, keyed `Kind/namespace/name` (`PingSource/ns/p`).
+const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("sources");
 
 /// The metadata store.
 pub struct Store {
@@ -43,6 +48,7 @@ impl Store {
         let tx = db.begin_write()?;
         tx.open_table(BROKERS)?;
         tx.open_table(TRIGGERS)?;
+        tx.open_table(SOURCES)?;
         tx.commit()?;
         Ok(Store { db })
     }
@@ -57,6 +63,11 @@ impl Store {
         self.put(Kind::Trigger, trigger)
     }
 
+    /// Creates or replaces a source of `kind`, filling in the server-set metadata.
+    pub fn put_source(&self, kind: &'static str, source: Source) -> Result<(Source, Upsert), StoreError> {
+        self.put(Kind::Source(kind), source)
+    }
+
     /// The broker as `put_broker` would store it (server-set metadata filled in against the
     /// stored one), without storing it: for publishing to a shared log first.
     pub fn prepare_broker(&self, broker: Broker) -> Result<(Broker, Upsert), StoreError> {
@@ -66,6 +77,11 @@ impl Store {
     /// The trigger as `put_trigger` would store it, without storing it.
     pub fn prepare_trigger(&self, trigger: Trigger) -> Result<(Trigger, Upsert), StoreError> {
         self.prepare(Kind::Trigger, trigger)
+    }
+
+    /// The source as `put_source` would store it, without storing it.
+    pub fn prepare_source(&self, kind: &'static str, source: Source) -> Result<(Source, Upsert), StoreError> {
+        self.prepare(Kind::Source(kind), source)
     }
 
     /// Stores a broker exactly as given (prepared by `prepare_broker`, here or on another node).
@@ -78,14 +94,24 @@ impl Store {
         self.replace(Kind::Trigger, trigger)
     }
 
+    /// Stores a source of `kind` exactly as given.
+    pub fn replace_source(&self, kind: &'static str, source: &Source) -> Result<(), StoreError> {
+        self.replace(Kind::Source(kind), source)
+    }
+
     /// A broker.
     pub fn get_broker(&self, namespace: &str, name: &str) -> Result<Option<Broker>, StoreError> {
-        self.get(Kind::Broker, &key(namespace, name))
+        self.get(Kind::Broker, namespace, name)
     }
 
     /// A trigger.
     pub fn get_trigger(&self, namespace: &str, name: &str) -> Result<Option<Trigger>, StoreError> {
-        self.get(Kind::Trigger, &key(namespace, name))
+        self.get(Kind::Trigger, namespace, name)
+    }
+
+    /// A source of `kind`.
+    pub fn get_source(&self, kind: &'static str, namespace: &str, name: &str) -> Result<Option<Source>, StoreError> {
+        self.get(Kind::Source(kind), namespace, name)
     }
 
     /// Brokers in a namespace, or in all namespaces, sorted by namespace and name.
@@ -98,14 +124,24 @@ impl Store {
         self.list(Kind::Trigger, namespace)
     }
 
+    /// Sources of `kind` in a namespace, or in all namespaces, sorted by namespace and name.
+    pub fn list_sources(&self, kind: &'static str, namespace: Option<&str>) -> Result<Vec<Source>, StoreError> {
+        self.list(Kind::Source(kind), namespace)
+    }
+
     /// Deletes a broker; returns whether it existed.
     pub fn delete_broker(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
-        self.delete(Kind::Broker, &key(namespace, name))
+        self.delete(Kind::Broker, namespace, name)
     }
 
     /// Deletes a trigger; returns whether it existed.
     pub fn delete_trigger(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
-        self.delete(Kind::Trigger, &key(namespace, name))
+        self.delete(Kind::Trigger, namespace, name)
+    }
+
+    /// Deletes a source of `kind`; returns whether it existed.
+    pub fn delete_source(&self, kind: &'static str, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        self.delete(Kind::Source(kind), namespace, name)
     }
 
     fn put<S: Serialize + DeserializeOwned + PartialEq>(
@@ -113,7 +149,7 @@ impl Store {
         kind: Kind,
         resource: Resource<S>,
     ) -> Result<(Resource<S>, Upsert), StoreError> {
-        let key = resource_key(&resource);
+        let key = resource_key(kind, &resource);
         let tx = self.db.begin_write()?;
         let prepared = {
             let mut table = tx.open_table(table(kind))?;
@@ -134,30 +170,41 @@ impl Store {
         kind: Kind,
         resource: Resource<S>,
     ) -> Result<(Resource<S>, Upsert), StoreError> {
-        let existing = self.get(kind, &resource_key(&resource))?;
+        let (namespace, name) = names(&resource);
+        let existing = self.get(kind, namespace, name)?;
         Ok(fill_metadata(existing, resource))
     }
 
     fn replace<S: Serialize>(&self, kind: Kind, resource: &Resource<S>) -> Result<(), StoreError> {
-        let key = resource_key(resource);
+        let key = resource_key(kind, resource);
         let tx = self.db.begin_write()?;
         tx.open_table(table(kind))?.insert(key.as_str(), encode(resource)?.as_slice())?;
         tx.commit()?;
         Ok(())
     }
 
-    fn get<S: DeserializeOwned>(&self, kind: Kind, key: &str) -> Result<Option<Resource<S>>, StoreError> {
+    fn get<S: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Resource<S>>, StoreError> {
+        let key = key(kind, namespace, name);
         let tx = self.db.begin_read()?;
         let table = tx.open_table(table(kind))?;
-        let value = table.get(key)?;
-        value.map(|bytes| decode(key, bytes.value())).transpose()
+        let value = table.get(key.as_str())?;
+        value.map(|bytes| decode(&key, bytes.value())).transpose()
     }
 
     fn list<S: DeserializeOwned>(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<Resource<S>>, StoreError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(table(kind))?;
         let mut items = Vec::new();
-        let prefix = namespace.map(|ns| format!("{ns}/"));
+        let prefix = match (kind, namespace) {
+            (Kind::Source(kind), Some(ns)) => Some(format!("{kind}/{ns}/")),
+            (Kind::Source(kind), None) => Some(format!("{kind}/")),
+            (_, namespace) => namespace.map(|ns| format!("{ns}/")),
+        };
         for entry in table.iter()? {
             let (key, value) = entry?;
             if prefix.as_deref().is_some_and(|p| !key.value().starts_with(p)) {
@@ -168,9 +215,10 @@ impl Store {
         Ok(items)
     }
 
-    fn delete(&self, kind: Kind, key: &str) -> Result<bool, StoreError> {
+    fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let key = key(kind, namespace, name);
         let tx = self.db.begin_write()?;
-        let existed = tx.open_table(table(kind))?.remove(key)?.is_some();
+        let existed = tx.open_table(table(kind))?.remove(key.as_str())?.is_some();
         tx.commit()?;
         Ok(existed)
     }
@@ -180,16 +228,25 @@ fn table(kind: Kind) -> TableDefinition<'static, &'static str, &'static [u8]> {
     match kind {
         Kind::Broker => BROKERS,
         Kind::Trigger => TRIGGERS,
+        Kind::Source(_) => SOURCES,
     }
 }
 
-fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+fn key(kind: Kind, namespace: &str, name: &str) -> String {
+    match kind {
+        Kind::Source(kind) => format!("{kind}/{namespace}/{name}"),
+        Kind::Broker | Kind::Trigger => format!("{namespace}/{name}"),
+    }
 }
 
-fn resource_key<S>(resource: &Resource<S>) -> String {
+fn names<S>(resource: &Resource<S>) -> (&str, &str) {
     let metadata = &resource.metadata;
-    key(metadata.namespace.as_deref().unwrap_or_default(), metadata.name.as_deref().unwrap_or_default())
+    (metadata.namespace.as_deref().unwrap_or_default(), metadata.name.as_deref().unwrap_or_default())
+}
+
+fn resource_key<S>(kind: Kind, resource: &Resource<S>) -> String {
+    let (namespace, name) = names(resource);
+    key(kind, namespace, name)
 }
 
 /// The server-set metadata of a create or replace: a new uid and generation 1, or the stored
@@ -274,6 +331,40 @@ mod tests {
         assert!(store.delete_trigger("ns1", "t").unwrap());
         assert!(!store.delete_trigger("ns1", "t").unwrap());
         assert!(store.get_trigger("ns1", "t").unwrap().is_none());
+    }
+
+    #[test]
+    fn sources_are_kept_apart_by_kind_and_namespace() {
+        let store = Store::in_memory().unwrap();
+        let source = |ns: &str, name: &str, spec: serde_json::Value| {
+            let body = serde_json::json!({ "spec": spec }).to_string();
+            crate::resources::parse_resource::<serde_json::Value>(
+                "PingSource",
+                &["sources.knative.dev/v1"],
+                ns,
+                name,
+                body.as_bytes(),
+            )
+            .unwrap()
+        };
+        let (stored, upsert) = store.put_source("PingSource", source("ns", "a", serde_json::json!({"n": 1}))).unwrap();
+        assert_eq!((upsert, stored.metadata.generation), (Upsert::Created, Some(1)));
+        assert_eq!(stored.api_version, "sources.knative.dev/v1");
+        store.put_source("PingSource", source("ns2", "a", serde_json::json!({}))).unwrap();
+        store.put_source("GitHubSource", source("ns", "a", serde_json::json!({}))).unwrap();
+        let (again, upsert) = store.put_source("PingSource", source("ns", "a", serde_json::json!({"n": 2}))).unwrap();
+        assert_eq!(
+            (upsert, again.metadata.generation, again.metadata.uid),
+            (Upsert::Replaced, Some(2), stored.metadata.uid)
+        );
+        assert_eq!(store.list_sources("PingSource", None).unwrap().len(), 2);
+        assert_eq!(store.list_sources("PingSource", Some("ns")).unwrap().len(), 1);
+        assert_eq!(store.list_sources("GitHubSource", None).unwrap().len(), 1);
+        assert!(store.list_brokers(None).unwrap().is_empty());
+        assert_eq!(store.get_source("PingSource", "ns", "a").unwrap().unwrap().spec["n"], 2);
+        assert!(store.delete_source("PingSource", "ns", "a").unwrap());
+        assert!(store.get_source("PingSource", "ns", "a").unwrap().is_none());
+        assert!(store.get_source("GitHubSource", "ns", "a").unwrap().is_some());
     }
 
     #[test]

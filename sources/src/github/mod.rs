@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use switchyard_meta::ValidationError;
 
-use crate::resource::{canonical, check_common, typed_spec, CeOverrides, SinkSpec, Declared};
+use crate::resource::{canonical, check_common, typed_spec, CeOverrides, Declared, SinkSpec};
 use crate::{Behaviour, NotReady, SourceKind};
 
 pub use webhook::GitHubWebhook;
@@ -98,7 +98,10 @@ impl SourceKind for GitHub {
     fn validate(&self, spec: &serde_json::Value) -> Result<serde_json::Value, ValidationError> {
         let spec: GitHubSourceSpec = typed_spec(spec)?;
         if spec.owner_and_repository.is_empty() {
-            return Err(ValidationError::field("spec.ownerAndRepository", "is required: 'owner/repository' or an organisation".to_owned()));
+            return Err(ValidationError::field(
+                "spec.ownerAndRepository",
+                "is required: 'owner/repository' or an organisation".to_owned(),
+            ));
         }
         let parts: Vec<&str> = spec.owner_and_repository.split('/').collect();
         if parts.len() > 2 || parts.iter().any(|part| !is_github_name(part)) {
@@ -114,10 +117,14 @@ impl SourceKind for GitHub {
             ));
         }
         for (i, event_type) in spec.event_types.iter().enumerate() {
-            if event_type.is_empty() || !event_type.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            let valid = event_type.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && event_type.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
                 return Err(ValidationError::field(
                     &format!("spec.eventTypes[{i}]"),
-                    format!("'{event_type}' is not a GitHub event name (lower case and '_', e.g. 'pull_request')"),
+                    format!(
+                        "'{event_type}' is not a GitHub event name (lower case, digits and '_', e.g. 'pull_request')"
+                    ),
                 ));
             }
         }
@@ -138,12 +145,16 @@ impl SourceKind for GitHub {
                 ))
             }
             (Some(_), Some(_)) => {
-                return Err(ValidationError::field("spec.secretToken", "give either 'value' or 'env', not both".to_owned()))
+                return Err(ValidationError::field(
+                    "spec.secretToken",
+                    "give either 'value' or 'env', not both".to_owned(),
+                ))
             }
             _ => {
                 return Err(ValidationError::field(
                     "spec.secretToken",
-                    "is required: the webhook secret as 'value', or the environment variable holding it as 'env'".to_owned(),
+                    "is required: the webhook secret as 'value', or the environment variable holding it as 'env'"
+                        .to_owned(),
                 ))
             }
         }
@@ -159,7 +170,9 @@ impl SourceKind for GitHub {
             (Some(value), _) => value.clone(),
             (None, Some(env)) => std::env::var(env).ok().filter(|v| !v.is_empty()).ok_or_else(|| NotReady {
                 reason: "SecretNotFound",
-                message: format!("the environment variable '{env}' holding the webhook secret is not set on this server"),
+                message: format!(
+                    "the environment variable '{env}' holding the webhook secret is not set on this server"
+                ),
             })?,
             (None, None) => {
                 return Err(NotReady { reason: "SecretNotFound", message: "no webhook secret is given".to_owned() })
@@ -226,7 +239,11 @@ mod tests {
             ("secretToken", serde_json::json!({}), "spec.secretToken"),
             ("secretToken", serde_json::json!({"value": "a", "env": "B"}), "spec.secretToken"),
             ("secretToken", serde_json::json!({"env": "1X"}), "spec.secretToken.env"),
-            ("secretToken", serde_json::json!({"secretKeyRef": {"name": "s", "key": "k"}}), "spec.secretToken.secretKeyRef"),
+            (
+                "secretToken",
+                serde_json::json!({"secretKeyRef": {"name": "s", "key": "k"}}),
+                "spec.secretToken.secretKeyRef",
+            ),
             ("sink", serde_json::json!({"ref": {"kind": "Service", "name": "s"}}), "spec.sink.ref.kind"),
         ];
         for (field, value, expected) in cases {

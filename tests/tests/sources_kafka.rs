@@ -1,0 +1,182 @@
+//! KafkaSource end to end against the real Kafka of `deploy/kafka/local.sh` (any cluster: the
+//! broker's log may be the embedded one or Kafka): plain records are wrapped as Knative wraps
+//! them, CloudEvents records pass through, offsets are committed only once the events are
+//! durable, and a `kill -9` mid-stream loses no record.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use switchyard_tests::{create_topic, kafka_bootstrap, produce, Received, Server, Subscriber};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+fn fresh(name: &str) -> String {
+    format!(
+        "{name}-{:016x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+            ^ u64::from(std::process::id())
+    )
+}
+
+async fn kafka_source(server: &Server, name: &str, topics: &[&str], broker: &str) {
+    let (status, body) = server
+        .put(
+            &format!("/v1/namespaces/default/kafkasources/{name}"),
+            json!({
+                "apiVersion": "sources.knative.dev/v1beta1",
+                "kind": "KafkaSource",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "bootstrapServers": [kafka_bootstrap()],
+                    "topics": topics,
+                    "consumerGroup": fresh("switchyard-test"),
+                    "initialOffset": "earliest",
+                    "sink": {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": broker}},
+                },
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+fn by_id<'a>(received: &'a [Received], id: &str) -> &'a Received {
+    received.iter().find(|r| r.header("ce-id") == Some(id)).unwrap_or_else(|| panic!("no event {id} in {received:?}"))
+}
+
+#[tokio::test]
+async fn plain_records_are_wrapped_and_cloudevents_records_pass_through() {
+    let topic = fresh("orders");
+    create_topic(&topic, 3);
+    let server = Server::start().await;
+    let subscriber = Subscriber::start().await;
+    server.broker("default", "b").await;
+    server.trigger("default", "all", json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
+    kafka_source(&server, "orders", &[&topic], "b").await;
+
+    let offsets = produce(
+        &topic,
+        &[
+            json!({"key": "customer-7", "value": "{\"sku\":\"A1\"}", "partition": 0,
+                   "headers": [["content-type", "application/json"], ["X-Trace", "abc"]]}),
+            json!({"value_base64": "AAECAw==", "partition": 1}),
+            json!({"key": "order-1", "value": "{\"n\":1}", "partition": 2, "headers": [
+                ["ce_specversion", "1.0"], ["ce_id", "order-1"], ["ce_type", "order.created"],
+                ["ce_source", "/shop"], ["ce_region", "eu"], ["content-type", "application/json"]]}),
+            json!({"value": json!({"specversion": "1.0", "id": "order-2", "type": "order.shipped", "source": "/shop",
+                                   "datacontenttype": "text/plain", "data": "by boat"}).to_string(),
+                   "partition": 2, "headers": [["content-type", "application/cloudevents+json"]]}),
+        ],
+    );
+    let received = subscriber.wait_for(4, WAIT).await;
+
+    let (partition, offset) = offsets[0];
+    let plain = by_id(&received, &format!("partition:{partition}/offset:{offset}"));
+    assert_eq!(plain.header("ce-type"), Some("dev.knative.kafka.event"));
+    assert_eq!(plain.attribute("source"), Some(format!("/apis/v1/namespaces/default/kafkasources/orders#{topic}")));
+    assert_eq!(plain.attribute("subject"), Some(format!("partition:{partition}#{offset}")));
+    assert_eq!(plain.header("ce-key"), Some("customer-7"));
+    assert_eq!(plain.header("ce-partitionkey"), Some("customer-7"));
+    assert_eq!(plain.header("ce-kafkaheaderxtrace"), Some("abc"));
+    assert_eq!(plain.header("content-type"), Some("application/json"));
+    assert!(plain.header("ce-time").is_some_and(|t| t.ends_with('Z')), "the record timestamp");
+    assert_eq!(&plain.body[..], b"{\"sku\":\"A1\"}");
+    let (partition, offset) = offsets[1];
+    let binary = by_id(&received, &format!("partition:{partition}/offset:{offset}"));
+    assert_eq!(&binary.body[..], &[0, 1, 2, 3], "the value, byte for byte");
+    assert!(binary.header("ce-key").is_none());
+
+    let binary_ce = by_id(&received, "order-1");
+    assert_eq!(binary_ce.header("ce-type"), Some("order.created"));
+    assert_eq!(binary_ce.header("ce-region"), Some("eu"));
+    assert!(binary_ce.header("ce-kafkaheaderceid").is_none(), "a CloudEvent is not wrapped");
+    assert_eq!(&binary_ce.body[..], b"{\"n\":1}");
+    let structured = by_id(&received, "order-2");
+    assert_eq!(structured.header("ce-type"), Some("order.shipped"));
+    assert_eq!(&structured.body[..], b"by boat");
+
+    let (_, body) = server.get("/v1/namespaces/default/kafkasources/orders").await;
+    assert_eq!(body["status"]["conditions"][0]["status"], "True", "{body}");
+}
+
+/// `n` records with distinct values, spread over the partitions; returns their event ids.
+fn produce_numbered(topic: &str, from: usize, n: usize) -> BTreeSet<String> {
+    let records: Vec<Value> =
+        (from..from + n).map(|i| json!({"key": format!("k{}", i % 7), "value": format!("record {i}")})).collect();
+    produce(topic, &records).into_iter().map(|(p, o)| format!("partition:{p}/offset:{o}")).collect()
+}
+
+async fn wait_for_ids(subscriber: &Subscriber, expected: &BTreeSet<String>, server: &Server) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let missing: Vec<String> = expected.difference(&subscriber.ids()).cloned().collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} records never delivered, e.g. {:?}; log: {}",
+            missing.len(),
+            expected.len(),
+            &missing[..missing.len().min(5)],
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_kill_mid_stream_loses_no_record() {
+    let topic = fresh("stream");
+    create_topic(&topic, 3);
+    let mut server = Server::start().await;
+    let subscriber = Subscriber::start().await;
+    server.broker("default", "b").await;
+    server.trigger("default", "all", json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
+    kafka_source(&server, "stream", &[&topic], "b").await;
+    let mut expected = produce_numbered(&topic, 0, 300);
+    // Mid-stream: some records are taken, some are not, some are in flight.
+    subscriber.wait_for(30, WAIT).await;
+    server.kill9();
+    expected.extend(produce_numbered(&topic, 300, 100));
+    server.restart().await;
+    wait_for_ids(&subscriber, &expected, &server).await;
+}
+
+async fn wait_for_reason(server: &Server, path: &str, reason: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, body) = server.get(path).await;
+        if body["status"]["conditions"][0]["reason"] == reason {
+            return;
+        }
+        assert!(Instant::now() < deadline, "expected {reason}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn topics_may_come_later_and_records_wait_in_kafka_while_the_sink_is_missing() {
+    let topic = fresh("later");
+    let server = Server::start().await;
+    let subscriber = Subscriber::start().await;
+    server.broker("default", "b").await;
+    server.trigger("default", "early", json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
+    kafka_source(&server, "early", &[&topic], "b").await;
+    wait_for_reason(&server, "/v1/namespaces/default/kafkasources/early", "TopicNotFound").await;
+    create_topic(&topic, 2);
+    let expected = produce_numbered(&topic, 0, 20);
+    wait_for_ids(&subscriber, &expected, &server).await;
+
+    // A second source on the same records, whose broker does not exist yet: it reads them but
+    // cannot send them, so it commits nothing, and they arrive once the broker exists. Its
+    // trigger is declared first, so that it has every event the broker gets.
+    let late = Subscriber::start().await;
+    server.trigger("default", "late", json!({"broker": "later", "subscriber": {"uri": late.url}})).await;
+    kafka_source(&server, "waits", &[&topic], "later").await;
+    wait_for_reason(&server, "/v1/namespaces/default/kafkasources/waits", "SinkNotFound").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.broker("default", "later").await;
+    wait_for_ids(&late, &expected, &server).await;
+}

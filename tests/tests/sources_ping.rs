@@ -1,0 +1,205 @@
+//! PingSource end to end: a real server fires on a seconds schedule into a broker (or straight
+//! to a URI), a trigger delivers to a real subscriber; restarts neither fire a tick twice nor
+//! lose one.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use switchyard_tests::{Received, Server, Subscriber};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The tick each ping event is for (`ce-time`), with its id.
+fn ticks(received: &[Received]) -> Vec<(String, String)> {
+    received
+        .iter()
+        .map(|r| (r.header("ce-time").expect("ce-time").to_owned(), r.header("ce-id").expect("ce-id").to_owned()))
+        .collect()
+}
+
+fn seconds(time: &str) -> i64 {
+    time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+        .expect("rfc 3339")
+        .unix_timestamp()
+}
+
+/// Every second from the first tick to the last is there, each with one id, and no id stands
+/// for two ticks.
+fn assert_every_tick_once(received: &[Received], log: &str) {
+    let ticks = ticks(received);
+    let times: BTreeSet<i64> = ticks.iter().map(|(time, _)| seconds(time)).collect();
+    let ids: BTreeSet<&str> = ticks.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids.len(), times.len(), "one id per tick: {ticks:?}");
+    let (first, last) = (*times.first().expect("ticks"), *times.last().expect("ticks"));
+    let missing: Vec<i64> = (first..=last).filter(|t| !times.contains(t)).collect();
+    assert!(missing.is_empty(), "ticks missing between {first} and {last}: {missing:?}; log: {log}");
+}
+
+async fn ping_into_broker(server: &Server, subscriber: &Subscriber) {
+    server.broker("default", "b").await;
+    server
+        .trigger(
+            "default",
+            "pings",
+            json!({"broker": "b", "filter": {"attributes": {"type": "dev.knative.sources.ping"}}, "subscriber": {"uri": subscriber.url}}),
+        )
+        .await;
+    let (status, body) = server
+        .put(
+            "/v1/namespaces/default/pingsources/every-second",
+            json!({
+                "apiVersion": "sources.knative.dev/v1",
+                "kind": "PingSource",
+                "metadata": {"name": "every-second", "namespace": "default"},
+                "spec": {
+                    "schedule": "* * * * * *",
+                    "contentType": "application/json",
+                    "data": "{\"message\": \"Hello world!\"}",
+                    "sink": {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}},
+                    "ceOverrides": {"extensions": {"team": "core"}},
+                },
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn a_seconds_schedule_fires_once_a_second_into_the_broker() {
+    let server = Server::start().await;
+    let subscriber = Subscriber::start().await;
+    ping_into_broker(&server, &subscriber).await;
+    let started = Instant::now();
+    subscriber.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let received = subscriber.received();
+    let elapsed = started.elapsed().as_secs_f64();
+    // One a second: within a tick either way of the time the source ran.
+    assert!(
+        (received.len() as f64 - elapsed).abs() <= 1.5,
+        "{} events in {elapsed:.1} s; log: {}",
+        received.len(),
+        server.log()
+    );
+    assert_every_tick_once(&received, &server.log());
+    for event in &received {
+        assert_eq!(event.header("ce-type"), Some("dev.knative.sources.ping"));
+        assert_eq!(event.header("ce-source"), Some("/apis/v1/namespaces/default/pingsources/every-second"));
+        assert_eq!(event.header("content-type"), Some("application/json"));
+        assert_eq!(event.header("ce-team"), Some("core"), "ceOverrides.extensions");
+        assert_eq!(&event.body[..], b"{\"message\": \"Hello world!\"}");
+        let time = event.header("ce-time").expect("time");
+        assert!(time.ends_with('Z') && !time.contains('.'), "the tick, a whole second in UTC: {time}");
+    }
+    let (_, body) = server.get("/v1/namespaces/default/pingsources/every-second").await;
+    assert_eq!(body["status"]["conditions"][0]["status"], "True", "{body}");
+    assert_eq!(body["status"]["sinkUri"], format!("{}/default/b", server.url));
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"switchyard_source_events_total{kind="PingSource",outcome="sent"}"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn restarts_neither_fire_a_tick_twice_nor_lose_one() {
+    let mut server = Server::start().await;
+    let subscriber = Subscriber::start().await;
+    ping_into_broker(&server, &subscriber).await;
+    subscriber.wait_for(2, WAIT).await;
+
+    // A clean stop, three seconds down, a start: the missed ticks come once, none twice.
+    assert!(server.terminate().await.success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.restart().await;
+    let before = subscriber.received().len();
+    subscriber.wait_for(before + 5, WAIT).await;
+    let received = subscriber.received();
+    let ticks = ticks(&received);
+    let distinct: BTreeSet<&String> = ticks.iter().map(|(time, _)| time).collect();
+    assert_eq!(distinct.len(), ticks.len(), "a tick fired twice across a clean restart: {ticks:?}");
+    assert_every_tick_once(&received, &server.log());
+
+    // kill -9: a tick may be delivered again (at least once), but only as the same event.
+    server.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().await;
+    let before = subscriber.received().len();
+    subscriber.wait_for(before + 4, WAIT).await;
+    assert_every_tick_once(&subscriber.received(), &server.log());
+}
+
+#[tokio::test]
+async fn a_uri_sink_that_is_down_loses_no_tick() {
+    let server = Server::start().await;
+    let sink = Subscriber::start().await;
+    let (status, body) = server
+        .put(
+            "/v1/namespaces/default/pingsources/direct",
+            json!({"spec": {"schedule": "* * * * * *", "data": "tick", "sink": {"uri": sink.url}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    sink.wait_for(2, WAIT).await;
+    sink.set_down(true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, body) = server.get("/v1/namespaces/default/pingsources/direct").await;
+    assert_eq!(body["status"]["conditions"][0]["reason"], "SinkUnavailable", "{body}");
+    sink.set_down(false);
+    let before = sink.received().len();
+    sink.wait_for(before + 4, WAIT).await;
+    let received = sink.received();
+    assert_every_tick_once(&received, &server.log());
+    assert!(received.iter().all(|r| &r.body[..] == b"tick" && r.header("ce-specversion") == Some("1.0")));
+}
+
+#[tokio::test]
+async fn deleting_a_ping_source_stops_it_and_a_new_one_starts_afresh() {
+    let server = Server::start().await;
+    let subscriber = Subscriber::start().await;
+    ping_into_broker(&server, &subscriber).await;
+    subscriber.wait_for(1, WAIT).await;
+    let (status, _) = server.delete("/v1/namespaces/default/pingsources/every-second").await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_delete = subscriber.received().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(subscriber.received().len(), after_delete, "a deleted source still fires");
+    let (status, _) = server.get("/v1/namespaces/default/pingsources/every-second").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Declared again, it does not send the ticks of the time it did not exist.
+    let (status, _) = server
+        .put(
+            "/v1/namespaces/default/pingsources/every-second",
+            json!({"spec": {"schedule": "* * * * * *", "sink": {"ref": {"kind": "Broker", "name": "b"}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    subscriber.wait_for(after_delete + 2, WAIT).await;
+    let received = subscriber.received();
+    let recent: Vec<i64> = ticks(&received[after_delete..]).iter().map(|(time, _)| seconds(time)).collect();
+    let gap_start = ticks(&received[..after_delete]).iter().map(|(time, _)| seconds(time)).max().unwrap_or(0);
+    assert!(
+        recent.iter().all(|t| *t > gap_start + 2),
+        "ticks of the deleted time were sent: {recent:?} after {gap_start}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_ping_sources_are_refused_with_the_field_named() {
+    let server = Server::start().await;
+    let cases: [(Value, &str); 6] = [
+        (json!({"spec": {"schedule": "every minute", "sink": {"uri": "http://127.0.0.1:1/"}}}), "spec.schedule"),
+        (json!({"spec": {"timezone": "Mars/Base", "sink": {"uri": "http://127.0.0.1:1/"}}}), "spec.timezone"),
+        (json!({"spec": {"schedule": "* * * * *"}}), "spec.sink"),
+        (json!({"spec": {"sink": {"ref": {"kind": "Service", "name": "x"}}}}), "spec.sink.ref.kind"),
+        (json!({"spec": {"sink": {"uri": "http://x/"}, "colour": "red"}}), "colour"),
+        (json!({"apiVersion": "sources.knative.dev/v1", "kind": "GitHubSource", "spec": {}}), "kind"),
+    ];
+    for (body, field) in cases {
+        let (status, problem) = server.put("/v1/namespaces/default/pingsources/p", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field), "{body}: {detail}");
+    }
+}
