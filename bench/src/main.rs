@@ -77,6 +77,8 @@ enum Scenario {
     KafkaIngest,
     /// Batch ingest events/s.
     Batch,
+    /// GitHub webhook deliveries/s next to plain ingest of the same payload.
+    Webhook,
     /// End-to-end latency at a fixed offered rate.
     Latency,
     /// Delivery rate next to the load tool's rate.
@@ -90,11 +92,12 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 10] = [
         Scenario::Idle,
         Scenario::Ingest,
         Scenario::KafkaIngest,
         Scenario::Batch,
+        Scenario::Webhook,
         Scenario::Latency,
         Scenario::Delivery,
         Scenario::Triggers,
@@ -108,6 +111,7 @@ impl Scenario {
             Scenario::Ingest => "ingest",
             Scenario::KafkaIngest => "kafka-ingest",
             Scenario::Batch => "batch",
+            Scenario::Webhook => "webhook",
             Scenario::Latency => "latency",
             Scenario::Delivery => "delivery",
             Scenario::Triggers => "triggers",
@@ -123,6 +127,7 @@ impl Scenario {
             Scenario::Ingest => 10,
             Scenario::KafkaIngest => 15,
             Scenario::Batch => 20,
+            Scenario::Webhook => 25,
             Scenario::Latency => 30,
             Scenario::Delivery => 40,
             Scenario::Triggers => 50,
@@ -137,6 +142,7 @@ impl Scenario {
             Scenario::Ingest => scenarios::ingest(ctx).await,
             Scenario::KafkaIngest => scenarios::kafka_ingest(ctx).await,
             Scenario::Batch => scenarios::batch(ctx).await,
+            Scenario::Webhook => scenarios::webhook(ctx).await,
             Scenario::Latency => scenarios::latency(ctx).await,
             Scenario::Delivery => scenarios::delivery(ctx).await,
             Scenario::Triggers => scenarios::triggers(ctx).await,

@@ -305,6 +305,85 @@ pub(crate) async fn ingest(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     )])
 }
 
+/// The payload of the webhook scenario: a real GitHub `push` delivery (7.4 KB).
+const PUSH_PAYLOAD: &[u8] = include_bytes!("../../sources/src/github/testdata/push.with-installation.json");
+const WEBHOOK_SECRET: &str = "bench-secret";
+
+/// GitHub `push` deliveries, signed with the source's secret, each with its own delivery id.
+fn github_delivery(addr: std::net::SocketAddr, path: &'static str) -> MakeRequest {
+    let host = addr.to_string();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, WEBHOOK_SECRET.as_bytes());
+    let hex: String = ring::hmac::sign(&key, PUSH_PAYLOAD).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let signature = format!("sha256={hex}");
+    let body = Bytes::from_static(PUSH_PAYLOAD);
+    Arc::new(move |seq| {
+        Request::post(path)
+            .header(HOST, &host)
+            .header("x-github-event", "push")
+            .header("x-github-delivery", format!("bench-{seq}"))
+            .header("x-hub-signature-256", &signature)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+            .expect("a valid request")
+    })
+}
+
+/// GitHub webhook deliveries/s (signature checked, mapped, deduplicated, durable on the broker)
+/// next to binary-mode ingest of the same payload on the same server.
+pub(crate) async fn webhook(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let mut runs = Vec::new();
+    for run in 1..=ctx.runs {
+        let dir = ctx.scratch()?;
+        let server = ctx.server(&dir).await?;
+        let sink = json!({"ref": {"kind": "Broker", "name": "b"}});
+        let spec = json!({"ownerAndRepository": "o/r", "eventTypes": ["push"], "secretToken": {"value": WEBHOOK_SECRET}, "sink": sink});
+        server.source("githubsources", "repo", spec).await?;
+        let path = "/webhooks/github/default/repo";
+        let webhooks = closed_loop(
+            server.addr,
+            ctx.connections,
+            StatusCode::ACCEPTED,
+            ctx.window(),
+            github_delivery(server.addr, path),
+        )
+        .await
+        .context("webhook deliveries")?
+        .per_sec();
+        let ingest = closed_loop(
+            server.addr,
+            ctx.connections,
+            StatusCode::ACCEPTED,
+            ctx.window(),
+            binary_event(server.addr, "/default/b", Bytes::from_static(PUSH_PAYLOAD)),
+        )
+        .await
+        .context("binary ingest")?
+        .per_sec();
+        progress(
+            "webhook",
+            format!(
+                "run {run}/{}: {} deliveries/s, binary ingest {} req/s, ratio {:.2}",
+                ctx.runs,
+                thousands(webhooks),
+                thousands(ingest),
+                webhooks / ingest
+            ),
+        );
+        runs.push((webhooks, ingest));
+    }
+    let (ours, theirs) = median_run(&runs);
+    Ok(vec![Row::new(
+        25,
+        format!(
+            "GitHub webhook deliveries (7.4 KB push, signed, deduplicated, durable), {} connections: ÷ binary ingest of the same payload",
+            ctx.connections
+        ),
+        format!("{:.2} ({} vs {} req/s)", ours / theirs, thousands(ours), thousands(theirs)),
+        "—",
+        Met::NotApplicable,
+    )])
+}
+
 /// Batch ingest events/s, 100 events per request.
 pub(crate) async fn batch(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let small = batch_body(100, |_| "t".to_owned(), SMALL_DATA_BYTES);

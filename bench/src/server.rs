@@ -179,6 +179,11 @@ impl Switchyard {
         self.put(&format!("/v1/namespaces/default/triggers/{name}"), json!({ "spec": spec })).await
     }
 
+    /// Creates a source `default/{name}` of the kind whose REST path segment is `plural`.
+    pub(crate) async fn source(&self, plural: &str, name: &str, spec: Value) -> anyhow::Result<()> {
+        self.put(&format!("/v1/namespaces/default/{plural}/{name}"), json!({ "spec": spec })).await
+    }
+
     async fn put(&self, path: &str, body: Value) -> anyhow::Result<()> {
         let response = self
             .http
