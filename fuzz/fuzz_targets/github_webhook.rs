@@ -9,10 +9,12 @@
 //! `payload` field.
 #![no_main]
 
+#[path = "common/http_input.rs"]
+mod http_input;
+
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use ring::hmac;
 use switchyard_sources::github::GitHubWebhook;
@@ -42,18 +44,7 @@ fn expected_payload(headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
 
 fuzz_target!(|input: &[u8]| {
     let Some((&control, input)) = input.split_first() else { return };
-    let split = input.windows(2).position(|w| w == b"\n\n").unwrap_or(input.len());
-    let (head, body) = input.split_at(split);
-    let body = Bytes::copy_from_slice(body.get(2..).unwrap_or_default());
-    let mut headers = HeaderMap::new();
-    for line in head.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let (name, value) = line.split_at(colon);
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value[1..].trim_ascii()))
-        {
-            headers.append(name, value);
-        }
-    }
+    let (mut headers, body) = http_input::headers_and_body(input);
     let signed = signature(&body);
     if control & 1 == 1 {
         headers.insert("x-hub-signature-256", HeaderValue::from_str(&signed).expect("hex is a header value"));

@@ -2,8 +2,10 @@
 //! Decoding must never panic, and whatever it accepts must survive delivery in both modes.
 #![no_main]
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+#[path = "common/http_input.rs"]
+mod http_input;
+
+use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
 use switchyard_event::http::{decode_request, encode_binary, encode_structured};
 use switchyard_event::Event;
@@ -13,19 +15,8 @@ fn canonical(event: &Event) -> Vec<(String, String)> {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let split = input.windows(2).position(|w| w == b"\n\n").unwrap_or(input.len());
-    let (head, body) = input.split_at(split);
-    let body = body.get(2..).unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    for line in head.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let (name, value) = line.split_at(colon);
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value[1..].trim_ascii()))
-        {
-            headers.append(name, value);
-        }
-    }
-    let Ok(events) = decode_request(&headers, Bytes::copy_from_slice(body)) else { return };
+    let (headers, body) = http_input::headers_and_body(input);
+    let Ok(events) = decode_request(&headers, body) else { return };
     for event in events {
         let (binary_headers, binary_body) = encode_binary(&event);
         let delivered = decode_request(&binary_headers, binary_body).expect("binary delivery decodes");
