@@ -7,6 +7,7 @@
 
 mod record;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -249,14 +250,10 @@ impl Consumer {
             } else {
                 context.deliver(events).await?;
             }
-            // Durable in the sink: now, and only now, the records are done.
-            let mut next: Vec<((&str, i32), i64)> = Vec::new();
-            for record in &records {
-                match next.iter_mut().find(|(at, _)| *at == (record.topic.as_str(), record.partition)) {
-                    Some((_, offset)) => *offset = (*offset).max(record.offset + 1),
-                    None => next.push(((record.topic.as_str(), record.partition), record.offset + 1)),
-                }
-            }
+            // Durable in the sink: now, and only now, the records are done. A batch is in
+            // order per partition, so each partition's last record is its next offset.
+            let next: BTreeMap<(&str, i32), i64> =
+                records.iter().map(|record| ((record.topic.as_str(), record.partition), record.offset + 1)).collect();
             for ((topic, partition), offset) in next {
                 if let Err(error) = consumer.commit(topic, partition, offset) {
                     tracing::warn!(source = %id, topic, partition, offset, %error, "cannot commit");
