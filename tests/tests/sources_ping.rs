@@ -37,6 +37,31 @@ fn assert_every_tick_once(received: &[Received], log: &str) {
     assert!(missing.is_empty(), "ticks missing between {first} and {last}: {missing:?}; log: {log}");
 }
 
+/// Waits until the ticks up to `until` (Unix seconds) have arrived with none missing since the
+/// first — deliveries are concurrent, so a later tick may arrive before an earlier one, and a
+/// redelivery may arrive before either — then checks them with [`assert_every_tick_once`].
+async fn wait_for_every_tick_until(subscriber: &Subscriber, until: i64, server: &Server) -> Vec<Received> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let received = subscriber.received();
+        let times: BTreeSet<i64> = ticks(&received).iter().map(|(time, _)| seconds(time)).collect();
+        let complete = match (times.first(), times.last()) {
+            (Some(&first), Some(&last)) => last >= until && (first..=last).all(|t| times.contains(&t)),
+            _ => false,
+        };
+        if complete || std::time::Instant::now() > deadline {
+            assert_every_tick_once(&received, &server.log());
+            assert!(complete, "no tick at or after {until} within {WAIT:?}: {times:?}");
+            return received;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 async fn ping_into_broker(server: &Server, subscriber: &Subscriber) {
     server.broker("default", "b").await;
     server
@@ -71,13 +96,12 @@ async fn a_seconds_schedule_fires_once_a_second_into_the_broker() {
     let server = Server::start().await;
     let subscriber = Subscriber::start().await;
     ping_into_broker(&server, &subscriber).await;
-    let received = subscriber.wait_for(5, WAIT).await;
     // One event a second: every second between the first tick and the last, each once, and
     // the ticks keep up with the clock.
-    assert_every_tick_once(&received, &server.log());
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let started = now();
+    let received = wait_for_every_tick_until(&subscriber, started + 4, &server).await;
     let latest = ticks(&received).iter().map(|(time, _)| seconds(time)).max().unwrap_or_default();
-    assert!(now - latest <= 5, "the latest tick is {}s old; log: {}", now - latest, server.log());
+    assert!(now() - latest <= 5, "the latest tick is {}s old; log: {}", now() - latest, server.log());
     for event in &received {
         assert_eq!(event.header("ce-type"), Some("dev.knative.sources.ping"));
         assert_eq!(event.header("ce-source"), Some("/apis/v1/namespaces/default/pingsources/every-second"));
@@ -105,21 +129,16 @@ async fn restarts_neither_fire_a_tick_twice_nor_lose_one() {
     assert!(server.terminate().await.success());
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.restart().await;
-    let before = subscriber.received().len();
-    subscriber.wait_for(before + 5, WAIT).await;
-    let received = subscriber.received();
+    let received = wait_for_every_tick_until(&subscriber, now() + 3, &server).await;
     let ticks = ticks(&received);
     let distinct: BTreeSet<&String> = ticks.iter().map(|(time, _)| time).collect();
     assert_eq!(distinct.len(), ticks.len(), "a tick fired twice across a clean restart: {ticks:?}");
-    assert_every_tick_once(&received, &server.log());
 
     // kill -9: a tick may be delivered again (at least once), but only as the same event.
     server.kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.restart().await;
-    let before = subscriber.received().len();
-    subscriber.wait_for(before + 4, WAIT).await;
-    assert_every_tick_once(&subscriber.received(), &server.log());
+    wait_for_every_tick_until(&subscriber, now() + 3, &server).await;
 }
 
 #[tokio::test]
@@ -139,10 +158,7 @@ async fn a_uri_sink_that_is_down_loses_no_tick() {
     let (_, body) = server.get("/v1/namespaces/default/pingsources/direct").await;
     assert_eq!(body["status"]["conditions"][0]["reason"], "SinkUnavailable", "{body}");
     sink.set_down(false);
-    let before = sink.received().len();
-    sink.wait_for(before + 4, WAIT).await;
-    let received = sink.received();
-    assert_every_tick_once(&received, &server.log());
+    let received = wait_for_every_tick_until(&sink, now() + 3, &server).await;
     assert!(received.iter().all(|r| &r.body[..] == b"tick" && r.header("ce-specversion") == Some("1.0")));
 }
 
