@@ -101,7 +101,7 @@ pub(crate) async fn run(
     // Join the fanout at once: reading alone costs every trigger a pass over the log, which
     // with thousands of triggers is the cost the fanout exists to avoid. Only the gap between
     // this trigger's position and the fanout's is read alone.
-    let shareable = ctx.log.shared_reader();
+    let shareable = ctx.log.single_partition();
     let joined = if shareable { attach(&ctx, &fanouts, &state).await } else { None };
     if let Some((attached, joined)) = joined {
         source = attached;

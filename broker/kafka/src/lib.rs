@@ -514,7 +514,7 @@ impl EventLog for KafkaLog {
         self.subscriptions.flush().await
     }
 
-    fn shared_reader(&self) -> bool {
+    fn single_partition(&self) -> bool {
         // Each node reads only the partitions the group protocol gives it.
         false
     }

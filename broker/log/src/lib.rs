@@ -14,8 +14,52 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use switchyard_event::Event;
 
+mod declarations;
+mod placement;
+pub mod records;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+
+pub use declarations::{Change, Changes, DeclarationLog};
+pub use placement::{slot_of, Placement, Release, SingleNode};
+
+/// What a node runs on: the event log and the two things that make a cluster of nodes one
+/// system — the log of declarations they all apply, and the placement of work that runs on one
+/// node at a time. Each backend crate opens one; nothing above this crate knows which.
+#[derive(Clone)]
+pub struct Backend {
+    /// Events, groups, dead letters and the state table.
+    pub log: Arc<dyn EventLog>,
+    /// Brokers, triggers and sources, as changes every node applies.
+    pub declarations: Arc<dyn DeclarationLog>,
+    /// Which slots of one-node-at-a-time work this node holds.
+    pub placement: Arc<dyn Placement>,
+}
+
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution of samples.
+    Histogram,
+}
+
+/// A series a backend records through the `metrics` facade, described so that the exporter
+/// can give it help text without knowing the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDescription {
+    /// The series name, `switchyard_log_…`.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// `seconds`, `bytes`, or empty for a count.
+    pub unit: &'static str,
+    /// One sentence for `# HELP`.
+    pub help: &'static str,
+}
 
 /// Where an event sits in a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -168,12 +212,18 @@ pub trait EventLog: Send + Sync + 'static {
     /// Makes every commit made so far durable (called on shutdown).
     async fn flush(&self) -> Result<(), LogError>;
 
-    /// Whether one reader per topic may serve every group on this node: true when this node
-    /// reads every partition of every group (one process owns the log). A backend that
-    /// balances each group's partitions over several nodes (Kafka's group protocol) returns
-    /// false, and each group then reads only through its own subscription.
-    fn shared_reader(&self) -> bool {
+    /// Whether every topic is a single partition that this node reads in full (one process
+    /// owns the log): then one [`reader`](EventLog::reader) of partition 0 can serve every
+    /// group of a topic, which is what the dispatcher's per-broker fanout relies on. A backend
+    /// with several partitions per topic, balanced over nodes by a group protocol (Kafka),
+    /// returns false, and each group then reads only through its own subscription.
+    fn single_partition(&self) -> bool {
         true
+    }
+
+    /// The series this backend records, for the exporter's help text.
+    fn metrics(&self) -> &'static [MetricDescription] {
+        &[]
     }
 
     /// The offset the next appended event of each partition gets (index = partition): how far
