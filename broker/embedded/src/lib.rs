@@ -18,6 +18,7 @@
 //! tail of each topic's last segment is validated and cut at the first torn or corrupt record.
 
 mod deadletters;
+mod declarations;
 mod groups;
 mod reader;
 mod record;
@@ -36,7 +37,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use switchyard_event::Event;
-use switchyard_log::{DeadLetterStore, EventLog, LogError, StateStore, Subscription};
+use switchyard_log::{
+    Backend, DeadLetterStore, EventLog, LogError, MetricDescription, MetricKind, SingleNode, StateStore, Subscription,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -46,6 +49,16 @@ use crate::reader::EmbeddedSubscription;
 use crate::segment::Segment;
 use crate::state::State;
 use crate::writer::{AppendRequest, Writer};
+
+pub use crate::declarations::LocalDeclarations;
+
+/// A single node's backend: the log in `config.dir`, the declarations in `declarations` (a
+/// redb file, `meta.redb` in the data directory), and one node holding every slot.
+pub async fn open(config: EmbeddedConfig, declarations: &Path) -> Result<Backend, LogError> {
+    let log = EmbeddedLog::open(config).await?;
+    let declarations = LocalDeclarations::open(declarations)?;
+    Ok(Backend { log, declarations: Arc::new(declarations), placement: Arc::new(SingleNode::default()) })
+}
 
 /// Segments larger than this are not allowed: index entries hold 32-bit file positions.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
@@ -116,6 +129,34 @@ pub const METRIC_APPENDED_EVENTS: &str = "switchyard_log_appended_events_total";
 pub const METRIC_WRITTEN_BYTES: &str = "switchyard_log_written_bytes_total";
 /// Data fsyncs.
 pub const METRIC_FSYNCS: &str = "switchyard_log_fsyncs_total";
+
+/// The series above, described.
+const METRICS: &[MetricDescription] = &[
+    MetricDescription {
+        name: METRIC_FSYNC_BATCH,
+        kind: MetricKind::Histogram,
+        unit: "",
+        help: "Append requests made durable by one fsync (group commit).",
+    },
+    MetricDescription {
+        name: METRIC_APPENDED_EVENTS,
+        kind: MetricKind::Counter,
+        unit: "",
+        help: "Events made durable in the embedded log.",
+    },
+    MetricDescription {
+        name: METRIC_WRITTEN_BYTES,
+        kind: MetricKind::Counter,
+        unit: "bytes",
+        help: "Record bytes made durable in the embedded log.",
+    },
+    MetricDescription {
+        name: METRIC_FSYNCS,
+        kind: MetricKind::Counter,
+        unit: "",
+        help: "Data fsyncs of the embedded log.",
+    },
+];
 
 /// The counters behind [`LogStats`], mirrored into the `metrics` facade for the exporter.
 impl Counters {
@@ -525,6 +566,10 @@ fn remove_topic_dir(topics_dir: &Path, trash_dir: &Path, name: &str) -> Result<(
 
 #[async_trait]
 impl EventLog for EmbeddedLog {
+    fn metrics(&self) -> &'static [MetricDescription] {
+        METRICS
+    }
+
     fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
         Arc::clone(&self.dead_letters) as Arc<dyn DeadLetterStore>
     }
