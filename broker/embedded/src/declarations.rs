@@ -21,9 +21,11 @@ use tokio::sync::mpsc;
 
 use crate::lock;
 
-const DECLARATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("declarations");
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const DECLARATIONS: Table = TableDefinition::new("declarations");
 /// The tables of earlier versions, and the key prefix each one's entries get.
-const LEGACY: [(TableDefinition<'_, &str, &[u8]>, Option<&str>); 3] = [
+const LEGACY: [(Table, Option<&str>); 3] = [
     (TableDefinition::new("brokers"), Some("broker")),
     (TableDefinition::new("triggers"), Some("trigger")),
     // Keyed `Kind/namespace/name` already: only the kind is lower-cased.
