@@ -67,6 +67,17 @@ pub fn partition_key(event: &Event) -> Option<Vec<u8>> {
     event.get(PARTITION_KEY).map(|value| value.to_canonical_string().as_bytes().to_vec())
 }
 
+/// Whether `topic` is a name Kafka accepts as a topic (and not a librdkafka subscription
+/// pattern, which starts with `^`): 1 to 249 ASCII letters, digits, `.`, `_` and `-`, other
+/// than `.` and `..`.
+pub fn valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// The event as a binary-mode record (§3.2).
 ///
 /// - Every attribute becomes a `ce_<name>` header holding its canonical string as UTF-8
@@ -307,6 +318,16 @@ mod tests {
 
     fn with(extra: &[(&'static str, &'static [u8])]) -> Vec<(&'static str, &'static [u8])> {
         VALID.iter().chain(extra).copied().collect()
+    }
+
+    #[test]
+    fn topic_names_are_checked() {
+        for good in ["orders", "a.b-c_d", &"x".repeat(249)] {
+            assert!(valid_topic_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "^orders.*", "a b", "ä", &"x".repeat(250)] {
+            assert!(!valid_topic_name(bad), "{bad}");
+        }
     }
 
     #[test]
