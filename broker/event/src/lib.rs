@@ -14,6 +14,7 @@ pub mod http;
 pub mod json;
 pub mod kafka;
 pub mod knative;
+pub mod limits;
 pub mod model;
 pub mod storage;
 #[cfg(test)]

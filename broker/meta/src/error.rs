@@ -1,4 +1,4 @@
-//! Why a resource was refused or could not be stored.
+//! Why a submitted resource was refused.
 
 /// A submitted resource that is not valid. The message names the field so the client knows
 /// what to fix.
@@ -28,30 +28,3 @@ impl ValidationError {
         ValidationError::Field { field: field.to_owned(), message }
     }
 }
-
-/// A failure of the metadata store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("metadata store error: {0}")]
-    Database(String),
-    /// A stored resource could not be decoded.
-    #[error("corrupt stored resource '{key}': {message}")]
-    Corrupt {
-        /// The resource key.
-        key: String,
-        /// Why.
-        message: String,
-    },
-}
-
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> StoreError {
-                StoreError::Database(e.to_string())
-            }
-        }
-    )*};
-}
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);

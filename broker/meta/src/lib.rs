@@ -1,16 +1,16 @@
-//! Switchyard's declarations: Brokers and Triggers in Knative's `eventing.knative.dev/v1`
-//! shapes, validated on the way in ([`resources`]), and kept in a transactional embedded store
-//! in the data directory ([`store`]).
+//! Switchyard's declarations in Knative's shapes: Brokers and Triggers
+//! (`eventing.knative.dev/v1`), the metadata and parsing every declared kind shares
+//! ([`resources`]), what the server answers in `status` ([`status`]), and ISO-8601 durations.
 //!
-//! Validation happens once, here, when a resource is submitted: the rest of the system only
-//! ever sees resources that passed it.
+//! Plain data and pure functions: what a declaration means is compiled where it runs (the
+//! dispatcher's trigger plan, a source kind), and where declarations are kept is the log
+//! backend's `DeclarationLog`.
 
 pub mod duration;
 pub mod error;
 pub mod resources;
-pub mod store;
+pub mod status;
 
 pub use duration::{parse_iso8601_duration, DurationError};
-pub use error::{StoreError, ValidationError};
-pub use resources::{resolve_delivery, Broker, ResolvedDelivery, Trigger};
-pub use store::Store;
+pub use error::ValidationError;
+pub use resources::{Broker, Resource, Source, Trigger, Upsert};

@@ -1,13 +1,13 @@
-//! Broker and Trigger resources in Knative's shapes (`eventing.knative.dev/v1`), and their
-//! validation. A request body is either `{"spec": …}` or a whole Knative object; both are
-//! checked here before anything is stored, so nothing downstream sees an invalid resource.
+//! Broker and Trigger resources in Knative's shapes (`eventing.knative.dev/v1`), and the
+//! parsing every declared kind shares. A request body is either `{"spec": …}` or a whole
+//! Knative object. Parsing checks the shape and the names; what the fields mean is checked
+//! where they are compiled into what runs (the dispatcher's trigger plan, a source kind's
+//! `validate`), in one pass, so what is accepted is exactly what runs.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::parse_iso8601_duration;
 use crate::error::ValidationError;
 
 /// The Knative API version Switchyard speaks.
@@ -222,57 +222,114 @@ pub struct TriggerSpec {
     pub delivery: Option<DeliverySpec>,
 }
 
-/// A condition in `status.conditions`, Kubernetes style.
+/// A whole resource in Knative's shape: as declared and stored (`T` = `()`, no status), or as
+/// the API answers it, with the status the server observes (`T` = [`BrokerStatus`] …).
+///
+/// [`BrokerStatus`]: crate::status::BrokerStatus
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Condition {
-    /// e.g. `Ready`.
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// `True`, `False` or `Unknown`.
-    pub status: String,
-    /// Machine-readable reason when not ready.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Human-readable message when not ready.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-impl Condition {
-    /// `Ready=True`.
-    pub fn ready() -> Condition {
-        Condition { ty: "Ready".into(), status: "True".into(), reason: None, message: None }
-    }
-
-    /// `Ready=False` with a reason.
-    pub fn not_ready(reason: &str, message: String) -> Condition {
-        Condition { ty: "Ready".into(), status: "False".into(), reason: Some(reason.into()), message: Some(message) }
-    }
-}
-
-/// A whole resource as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Resource<S> {
-    /// Always [`API_VERSION`].
+pub struct Resource<S, T = ()> {
+    /// The API version, e.g. `eventing.knative.dev/v1`.
     pub api_version: String,
-    /// `Broker` or `Trigger`.
+    /// The kind, e.g. `Broker`.
     pub kind: String,
     /// Name, namespace and server-set fields.
     pub metadata: Metadata,
     /// What the user declared.
     pub spec: S,
-    /// What the server observed (not stored; filled in on read).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub status: serde_json::Value,
+    /// What the server observes; never stored, absent in the answer to a DELETE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<T>,
 }
 
-/// A Broker.
+impl<S, T> Resource<S, T> {
+    /// `(namespace, name)`: set on every resource that passed [`parse_resource`].
+    pub fn names(&self) -> (&str, &str) {
+        (self.metadata.namespace.as_deref().unwrap_or_default(), self.metadata.name.as_deref().unwrap_or_default())
+    }
+
+    /// The resource with `status`.
+    pub fn with_status<U>(self, status: U) -> Resource<S, U> {
+        Resource {
+            api_version: self.api_version,
+            kind: self.kind,
+            metadata: self.metadata,
+            spec: self.spec,
+            status: Some(status),
+        }
+    }
+
+    /// The resource as it is stored when it replaces `existing` (or is created): the server-set
+    /// metadata filled in — a new uid, creation time and generation 1, or the existing uid and
+    /// creation time with the generation bumped when the spec changed — and no status.
+    pub fn prepared(self, existing: Option<&Resource<S, T>>) -> (Resource<S>, Upsert)
+    where
+        S: PartialEq,
+    {
+        let mut resource = self.declared();
+        let upsert = match existing {
+            Some(existing) => {
+                let generation = existing.metadata.generation.unwrap_or(1);
+                resource.metadata.uid.clone_from(&existing.metadata.uid);
+                resource.metadata.creation_timestamp.clone_from(&existing.metadata.creation_timestamp);
+                resource.metadata.generation =
+                    Some(if existing.spec == resource.spec { generation } else { generation + 1 });
+                Upsert::Replaced
+            }
+            None => {
+                resource.metadata.uid = Some(new_uid());
+                resource.metadata.creation_timestamp = Some(now_rfc3339());
+                resource.metadata.generation = Some(1);
+                Upsert::Created
+            }
+        };
+        (resource, upsert)
+    }
+
+    /// The resource as declared, without a status.
+    pub fn declared(self) -> Resource<S> {
+        Resource {
+            api_version: self.api_version,
+            kind: self.kind,
+            metadata: self.metadata,
+            spec: self.spec,
+            status: None,
+        }
+    }
+}
+
+/// Whether a create-or-replace created the resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// The resource did not exist.
+    Created,
+    /// The resource existed and was replaced.
+    Replaced,
+}
+
+/// RFC 3339 UTC timestamp of now, second precision (Kubernetes style).
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn new_uid() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u128;
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed) as u128;
+    let bits = nanos ^ (count << 96) ^ (u128::from(std::process::id()) << 64);
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// A Broker as declared.
 pub type Broker = Resource<BrokerSpec>;
-/// A Trigger.
+/// A Trigger as declared.
 pub type Trigger = Resource<TriggerSpec>;
+/// A source as declared: its spec is its kind's, kept in canonical JSON form.
+pub type Source = Resource<serde_json::Value>;
 
 /// The body of a PUT: `{"spec": …}` or a whole Knative object.
 #[derive(Debug, Deserialize)]
@@ -291,51 +348,15 @@ struct Submitted<S> {
     status: Option<serde_json::Value>,
 }
 
-/// The kinds of resources the REST API serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `Broker`.
-    Broker,
-    /// `Trigger`.
-    Trigger,
-    /// A source, by its Knative kind name (`PingSource`); its spec is the sources crate's.
-    Source(&'static str),
-}
-
-impl Kind {
-    /// The Knative kind name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Broker => "Broker",
-            Kind::Trigger => "Trigger",
-            Kind::Source(kind) => kind,
-        }
-    }
-}
-
-/// Parses a submitted broker for `namespace/name`, validating everything.
+/// Parses a submitted Broker for `namespace/name` (its shape and names; what its fields mean
+/// is checked where they are compiled).
 pub fn parse_broker(namespace: &str, name: &str, body: &[u8]) -> Result<Broker, ValidationError> {
-    let broker: Broker = parse(Kind::Broker, namespace, name, body)?;
-    if let Some(delivery) = &broker.spec.delivery {
-        validate_delivery(delivery, "spec.delivery")?;
-    }
-    Ok(broker)
+    parse_resource("Broker", &[API_VERSION], namespace, name, body)
 }
 
-/// Parses a submitted trigger for `namespace/name`, validating everything.
+/// Parses a submitted Trigger for `namespace/name` (its shape and names).
 pub fn parse_trigger(namespace: &str, name: &str, body: &[u8]) -> Result<Trigger, ValidationError> {
-    let trigger: Trigger = parse(Kind::Trigger, namespace, name, body)?;
-    validate_trigger_spec(&trigger.spec)?;
-    Ok(trigger)
-}
-
-fn parse<S: serde::de::DeserializeOwned + Default>(
-    kind: Kind,
-    namespace: &str,
-    name: &str,
-    body: &[u8],
-) -> Result<Resource<S>, ValidationError> {
-    parse_resource(kind.name(), &[API_VERSION], namespace, name, body)
+    parse_resource("Trigger", &[API_VERSION], namespace, name, body)
 }
 
 /// Parses a submitted resource of `kind` for `namespace/name`: `{"spec": …}`, `{}` (or an
@@ -399,7 +420,7 @@ pub fn parse_resource<S: serde::de::DeserializeOwned + Default>(
         kind: kind.to_owned(),
         metadata,
         spec: submitted.spec.unwrap_or_default(),
-        status: serde_json::Value::Null,
+        status: None,
     })
 }
 
@@ -422,90 +443,6 @@ pub fn validate_dns_label(field: &str, value: &str) -> Result<(), ValidationErro
     }
 }
 
-fn validate_trigger_spec(spec: &TriggerSpec) -> Result<(), ValidationError> {
-    if spec.broker.is_empty() {
-        return Err(ValidationError::field("spec.broker", "is required".to_owned()));
-    }
-    validate_dns_label("spec.broker", &spec.broker)?;
-    validate_filters(spec.filter.as_ref(), &spec.filters, "spec.")?;
-    validate_destination(&spec.subscriber, "spec.subscriber", true)?;
-    if let Some(delivery) = &spec.delivery {
-        validate_delivery(delivery, "spec.delivery")?;
-    }
-    Ok(())
-}
-
-/// Validates a trigger's `filter` and `filters` (field names under `prefix`, e.g. `spec.`):
-/// attribute names, one dialect per element, parseable CESQL and JSONPath.
-pub fn validate_filters(
-    filter: Option<&AttributesFilter>,
-    filters: &[SubscriptionsFilter],
-    prefix: &str,
-) -> Result<(), ValidationError> {
-    if let Some(filter) = filter {
-        for key in filter.attributes.keys() {
-            validate_attribute_key(&format!("{prefix}filter.attributes"), key)?;
-        }
-    }
-    for (i, filter) in filters.iter().enumerate() {
-        validate_subscriptions_filter(filter, &format!("{prefix}filters[{i}]"))?;
-    }
-    Ok(())
-}
-
-/// Knative: filter keys match `^[a-z][a-z0-9]*$`.
-fn validate_attribute_key(field: &str, key: &str) -> Result<(), ValidationError> {
-    let mut bytes = key.bytes();
-    let valid = matches!(bytes.next(), Some(b) if b.is_ascii_lowercase())
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if valid {
-        Ok(())
-    } else {
-        Err(ValidationError::field(field, format!("invalid attribute name '{key}': must match ^[a-z][a-z0-9]*$")))
-    }
-}
-
-fn validate_subscriptions_filter(filter: &SubscriptionsFilter, field: &str) -> Result<(), ValidationError> {
-    match filter {
-        SubscriptionsFilter::Exact(map) | SubscriptionsFilter::Prefix(map) | SubscriptionsFilter::Suffix(map) => {
-            if map.is_empty() {
-                return Err(ValidationError::field(field, "needs at least one attribute".to_owned()));
-            }
-            for key in map.keys() {
-                validate_attribute_key(field, key)?;
-            }
-            Ok(())
-        }
-        SubscriptionsFilter::All(filters) | SubscriptionsFilter::Any(filters) => {
-            for (i, nested) in filters.iter().enumerate() {
-                validate_subscriptions_filter(nested, &format!("{field}[{i}]"))?;
-            }
-            Ok(())
-        }
-        SubscriptionsFilter::Not(nested) => validate_subscriptions_filter(nested, &format!("{field}.not")),
-        SubscriptionsFilter::Cesql(expression) => switchyard_cesql::parse(expression)
-            .map(drop)
-            .map_err(|e| ValidationError::field(field, format!("invalid CESQL expression '{expression}': {e}"))),
-        SubscriptionsFilter::Jsonpath(query) => jsonpath_rust::parser::parse_json_path(query)
-            .map(drop)
-            .map_err(|e| ValidationError::field(field, format!("invalid JSONPath query '{query}': {e}"))),
-    }
-}
-
-fn validate_destination(destination: &Destination, field: &str, required: bool) -> Result<(), ValidationError> {
-    if destination.r#ref.is_some() {
-        return Err(ValidationError::field(
-            &format!("{field}.ref"),
-            "object references need Kubernetes: give the address as 'uri'".to_owned(),
-        ));
-    }
-    match &destination.uri {
-        None if required => Err(ValidationError::field(&format!("{field}.uri"), "is required".to_owned())),
-        None => Ok(()),
-        Some(uri) => validate_http_url(&format!("{field}.uri"), uri),
-    }
-}
-
 /// An absolute http or https URL.
 pub fn validate_http_url(field: &str, uri: &str) -> Result<(), ValidationError> {
     match url::Url::parse(uri) {
@@ -513,175 +450,6 @@ pub fn validate_http_url(field: &str, uri: &str) -> Result<(), ValidationError> 
         Ok(_) => Err(ValidationError::field(field, format!("'{uri}' must be an http or https URL"))),
         Err(e) => Err(ValidationError::field(field, format!("'{uri}' is not an absolute URL: {e}"))),
     }
-}
-
-/// The most retries a delivery may ask for: with Knative's exponential backoff, far more than
-/// any subscriber outage lasts, and it bounds the attempts one event can cost.
-pub const MAX_RETRY: i64 = 1000;
-/// The most deliveries in flight per trigger that `maxInFlight` may ask for.
-pub const MAX_IN_FLIGHT: i64 = 10_000;
-
-/// How the wait between retries grows (Knative's `backoffPolicy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackoffPolicy {
-    /// `backoffDelay × n` before retry `n`.
-    Linear,
-    /// `backoffDelay × 2^(n−1)` before retry `n`.
-    Exponential,
-}
-
-/// The HTTP content mode of deliveries (`format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryFormat {
-    /// Attributes in `ce-` headers, data as the body.
-    Binary,
-    /// The whole event as `application/cloudevents+json`.
-    Json,
-}
-
-/// Whether a trigger's deliveries may overtake each other (`ordering`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryOrdering {
-    /// Deliveries run concurrently, up to `maxInFlight`.
-    Unordered,
-    /// Events with the same `partitionkey` go one at a time, in log order; other keys proceed.
-    Ordered,
-}
-
-/// A [`DeliverySpec`] with every field checked, parsed, and defaulted: what the dispatcher
-/// needs, in plain types.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResolvedDelivery {
-    /// Retries after the first attempt.
-    pub retry: u32,
-    /// How the wait between retries grows.
-    pub backoff_policy: BackoffPolicy,
-    /// The backoff unit.
-    pub backoff_delay: Duration,
-    /// Per-attempt timeout; never zero.
-    pub timeout: Duration,
-    /// The longest `Retry-After` honoured; zero ignores `Retry-After`.
-    pub retry_after_max: Duration,
-    /// The HTTP content mode.
-    pub format: DeliveryFormat,
-    /// Whether deliveries may overtake each other.
-    pub ordering: DeliveryOrdering,
-    /// Deliveries in flight at once, 1 to [`MAX_IN_FLIGHT`].
-    pub max_in_flight: u32,
-    /// Attempts per second, if limited; finite and positive.
-    pub rate_limit: Option<f64>,
-    /// The dead-letter sink's absolute http(s) URL, if any.
-    pub dead_letter_uri: Option<String>,
-}
-
-impl Default for ResolvedDelivery {
-    /// The server-wide defaults, used for every field a spec leaves unset.
-    fn default() -> ResolvedDelivery {
-        ResolvedDelivery {
-            retry: 10,
-            backoff_policy: BackoffPolicy::Exponential,
-            // Knative's default broker configuration (`config-br-defaults`): PT0.2S.
-            backoff_delay: Duration::from_millis(200),
-            timeout: Duration::from_secs(30),
-            retry_after_max: Duration::from_secs(300),
-            format: DeliveryFormat::Binary,
-            ordering: DeliveryOrdering::Unordered,
-            max_in_flight: 100,
-            rate_limit: None,
-            dead_letter_uri: None,
-        }
-    }
-}
-
-/// The concrete delivery settings of a (broker's or trigger's) `delivery`, with the
-/// server-wide defaults for whatever it leaves unset, and for everything when it is `None`.
-///
-/// Submitted resources are validated by the same code, so this fails only for a resource that
-/// was stored before a rule existed; the error names the field under `spec.delivery`.
-pub fn resolve_delivery(spec: Option<&DeliverySpec>) -> Result<ResolvedDelivery, ValidationError> {
-    match spec {
-        None => Ok(ResolvedDelivery::default()),
-        Some(spec) => resolve_delivery_at(spec, "spec.delivery"),
-    }
-}
-
-fn validate_delivery(delivery: &DeliverySpec, field: &str) -> Result<(), ValidationError> {
-    resolve_delivery_at(delivery, field).map(drop)
-}
-
-/// One of two names; the error quotes the value and lists both.
-fn one_of<T: Copy>(field: &str, value: &str, what: &str, choices: [(&str, T); 2]) -> Result<T, ValidationError> {
-    let [(first, _), (second, _)] = choices;
-    choices
-        .into_iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, chosen)| chosen)
-        .ok_or_else(|| ValidationError::field(field, format!("'{value}' is not {what}: use '{first}' or '{second}'")))
-}
-
-/// Validation and resolution in one pass, so that what is accepted is exactly what resolves.
-fn resolve_delivery_at(delivery: &DeliverySpec, field: &str) -> Result<ResolvedDelivery, ValidationError> {
-    let path = |name: &str| format!("{field}.{name}");
-    let mut resolved = ResolvedDelivery::default();
-    if let Some(sink) = &delivery.dead_letter_sink {
-        validate_destination(sink, &path("deadLetterSink"), true)?;
-        resolved.dead_letter_uri = sink.uri.clone();
-    }
-    if let Some(retry) = delivery.retry {
-        resolved.retry = u32::try_from(retry).ok().filter(|&r| i64::from(r) <= MAX_RETRY).ok_or_else(|| {
-            ValidationError::field(&path("retry"), format!("'{retry}' is out of range: use 0 to {MAX_RETRY}"))
-        })?;
-    }
-    if let Some(policy) = &delivery.backoff_policy {
-        let choices = [("linear", BackoffPolicy::Linear), ("exponential", BackoffPolicy::Exponential)];
-        resolved.backoff_policy = one_of(&path("backoffPolicy"), policy, "a backoff policy", choices)?;
-    }
-    if let Some(delay) = &delivery.backoff_delay {
-        resolved.backoff_delay = duration_field(&path("backoffDelay"), delay)?;
-    }
-    if let Some(timeout) = &delivery.timeout {
-        resolved.timeout = duration_field(&path("timeout"), timeout)?;
-        if resolved.timeout.is_zero() {
-            return Err(ValidationError::field(&path("timeout"), format!("'{timeout}' must be longer than zero")));
-        }
-    }
-    if let Some(max) = &delivery.retry_after_max {
-        resolved.retry_after_max = duration_field(&path("retryAfterMax"), max)?;
-    }
-    if let Some(format) = &delivery.format {
-        let choices = [("binary", DeliveryFormat::Binary), ("json", DeliveryFormat::Json)];
-        resolved.format = one_of(&path("format"), format, "a format", choices)?;
-    }
-    if let Some(ordering) = &delivery.ordering {
-        let choices = [("unordered", DeliveryOrdering::Unordered), ("ordered", DeliveryOrdering::Ordered)];
-        resolved.ordering = one_of(&path("ordering"), ordering, "an ordering", choices)?;
-    }
-    if let Some(max_in_flight) = delivery.max_in_flight {
-        resolved.max_in_flight = u32::try_from(max_in_flight)
-            .ok()
-            .filter(|&m| m >= 1 && i64::from(m) <= MAX_IN_FLIGHT)
-            .ok_or_else(|| {
-                ValidationError::field(
-                    &path("maxInFlight"),
-                    format!("'{max_in_flight}' is out of range: use 1 to {MAX_IN_FLIGHT}"),
-                )
-            })?;
-    }
-    if let Some(rate) = delivery.rate_limit {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(ValidationError::field(
-                &path("rateLimit"),
-                format!("'{rate}' is not a rate: use a number of attempts per second greater than zero"),
-            ));
-        }
-        resolved.rate_limit = Some(rate);
-    }
-    Ok(resolved)
-}
-
-fn duration_field(field: &str, text: &str) -> Result<Duration, ValidationError> {
-    parse_iso8601_duration(text)
-        .map_err(|e| ValidationError::field(field, format!("'{text}' is not a valid ISO-8601 duration: {e}")))
 }
 
 #[cfg(test)]
@@ -702,38 +470,25 @@ mod tests {
             "status":{"ready":true}}"#;
         let t = trigger(whole).unwrap();
         assert_eq!(t.spec.filter.unwrap().attributes["type"], "x");
+        assert_eq!(t.status, None, "a submitted status is ignored");
         let b = parse_broker("default", "b", b"").unwrap();
         assert_eq!(b.spec, BrokerSpec::default());
     }
 
     #[test]
-    fn invalid_triggers_name_the_field() {
+    fn malformed_triggers_name_the_field() {
         let cases = [
-            (r#"{"spec":{"subscriber":{"uri":"http://x/"}}}"#, "spec.broker"),
-            (r#"{"spec":{"broker":"b"}}"#, "spec.subscriber.uri"),
-            (r#"{"spec":{"broker":"b","subscriber":{"uri":"/relative"}}}"#, "spec.subscriber.uri"),
-            (r#"{"spec":{"broker":"b","subscriber":{"uri":"ftp://x/"}}}"#, "spec.subscriber.uri"),
-            (r#"{"spec":{"broker":"b","subscriber":{"ref":{"kind":"Service","name":"s"}}}}"#, "spec.subscriber.ref"),
-            (
-                r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filter":{"attributes":{"Type":"x"}}}}"#,
-                "Type",
-            ),
             (
                 r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filters":[{"exact":{"type":"a"},"prefix":{"type":"b"}}]}}"#,
                 "filters",
             ),
             (r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filters":[{"xpath":"/a"}]}}"#, "xpath"),
             (r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"colour":"red"}}"#, "colour"),
-            (
-                r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"delivery":{"format":"xml"}}}"#,
-                "spec.delivery.format",
-            ),
             (r#"{"kind":"Broker","spec":{"broker":"b","subscriber":{"uri":"http://x/"}}}"#, "kind"),
             (
                 r#"{"metadata":{"name":"other"},"spec":{"broker":"b","subscriber":{"uri":"http://x/"}}}"#,
                 "metadata.name",
             ),
-            (r#"{"spec":{"broker":"B_","subscriber":{"uri":"http://x/"}}}"#, "spec.broker"),
             (r#"[1]"#, "body"),
         ];
         for (body, needle) in cases {
@@ -742,109 +497,18 @@ mod tests {
         }
     }
 
-    fn delivery(json: &str) -> Result<ResolvedDelivery, ValidationError> {
-        let body = format!(r#"{{"spec":{{"broker":"b","subscriber":{{"uri":"http://x/"}},"delivery":{json}}}}}"#);
-        let trigger = trigger(&body)?;
-        resolve_delivery(trigger.spec.delivery.as_ref())
-    }
-
     #[test]
-    fn delivery_defaults() {
-        let defaults = ResolvedDelivery {
-            retry: 10,
-            backoff_policy: BackoffPolicy::Exponential,
-            backoff_delay: Duration::from_millis(200),
-            timeout: Duration::from_secs(30),
-            retry_after_max: Duration::from_secs(300),
-            format: DeliveryFormat::Binary,
-            ordering: DeliveryOrdering::Unordered,
-            max_in_flight: 100,
-            rate_limit: None,
-            dead_letter_uri: None,
-        };
-        assert_eq!(resolve_delivery(None).unwrap(), defaults);
-        assert_eq!(resolve_delivery(Some(&DeliverySpec::default())).unwrap(), defaults);
-        assert_eq!(delivery("{}").unwrap(), defaults);
-        assert_eq!(ResolvedDelivery::default(), defaults);
-    }
-
-    #[test]
-    fn delivery_overrides() {
-        let resolved = delivery(
-            r#"{"deadLetterSink":{"uri":"https://dls.example/x"},"retry":3,"backoffPolicy":"linear",
-                "backoffDelay":"PT1S","timeout":"PT2M","retryAfterMax":"PT0S","format":"json",
-                "ordering":"ordered","maxInFlight":1,"rateLimit":2.5}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            resolved,
-            ResolvedDelivery {
-                retry: 3,
-                backoff_policy: BackoffPolicy::Linear,
-                backoff_delay: Duration::from_secs(1),
-                timeout: Duration::from_secs(120),
-                retry_after_max: Duration::ZERO,
-                format: DeliveryFormat::Json,
-                ordering: DeliveryOrdering::Ordered,
-                max_in_flight: 1,
-                rate_limit: Some(2.5),
-                dead_letter_uri: Some("https://dls.example/x".to_owned()),
-            }
-        );
-        // One field set, the rest defaulted.
-        let resolved = delivery(r#"{"retry":0}"#).unwrap();
-        assert_eq!(resolved, ResolvedDelivery { retry: 0, ..ResolvedDelivery::default() });
-        let resolved = delivery(r#"{"retry":1000,"maxInFlight":10000,"backoffDelay":"PT0S"}"#).unwrap();
-        assert_eq!((resolved.retry, resolved.max_in_flight, resolved.backoff_delay), (1000, 10_000, Duration::ZERO));
-    }
-
-    #[test]
-    fn invalid_delivery_fields_are_named_and_quoted() {
-        let cases = [
-            (r#"{"retry":-1}"#, "spec.delivery.retry", "'-1'"),
-            (r#"{"retry":1001}"#, "spec.delivery.retry", "'1001'"),
-            (r#"{"retry":99999999999}"#, "spec.delivery.retry", "'99999999999'"),
-            (r#"{"backoffPolicy":"Linear"}"#, "spec.delivery.backoffPolicy", "'Linear'"),
-            (r#"{"backoffPolicy":"fibonacci"}"#, "spec.delivery.backoffPolicy", "'fibonacci'"),
-            (r#"{"backoffDelay":"200ms"}"#, "spec.delivery.backoffDelay", "'200ms'"),
-            (r#"{"backoffDelay":"P1M"}"#, "spec.delivery.backoffDelay", "no fixed length"),
-            (r#"{"backoffDelay":"-PT1S"}"#, "spec.delivery.backoffDelay", "'-PT1S'"),
-            (r#"{"backoffDelay":""}"#, "spec.delivery.backoffDelay", "''"),
-            (r#"{"timeout":"PT"}"#, "spec.delivery.timeout", "'PT'"),
-            (r#"{"timeout":"PT0S"}"#, "spec.delivery.timeout", "'PT0S' must be longer than zero"),
-            (r#"{"timeout":"pt30s"}"#, "spec.delivery.timeout", "write 'PT30S'"),
-            (r#"{"retryAfterMax":"P1Y"}"#, "spec.delivery.retryAfterMax", "'P1Y'"),
-            (r#"{"retryAfterMax":"5m"}"#, "spec.delivery.retryAfterMax", "'5m'"),
-            (r#"{"format":"xml"}"#, "spec.delivery.format", "'xml'"),
-            (r#"{"ordering":"fifo"}"#, "spec.delivery.ordering", "'fifo'"),
-            (r#"{"maxInFlight":0}"#, "spec.delivery.maxInFlight", "'0'"),
-            (r#"{"maxInFlight":-5}"#, "spec.delivery.maxInFlight", "'-5'"),
-            (r#"{"maxInFlight":10001}"#, "spec.delivery.maxInFlight", "'10001'"),
-            (r#"{"rateLimit":0}"#, "spec.delivery.rateLimit", "'0'"),
-            (r#"{"rateLimit":-1.5}"#, "spec.delivery.rateLimit", "'-1.5'"),
-            (r#"{"deadLetterSink":{}}"#, "spec.delivery.deadLetterSink.uri", "is required"),
-            (r#"{"deadLetterSink":{"uri":"/dls"}}"#, "spec.delivery.deadLetterSink.uri", "'/dls'"),
-            (r#"{"deadLetterSink":{"uri":"ftp://x/"}}"#, "spec.delivery.deadLetterSink.uri", "'ftp://x/'"),
-        ];
-        for (json, field, quoted) in cases {
-            let error = delivery(json).expect_err(json);
-            let ValidationError::Field { field: actual, message } = &error else { panic!("{json}: {error}") };
-            assert_eq!(actual, field, "{json}: {error}");
-            assert!(message.contains(quoted), "{json}: {error}");
-            // Brokers validate their delivery the same way.
-            let body = format!(r#"{{"spec":{{"delivery":{json}}}}}"#);
-            assert_eq!(parse_broker("default", "b", body.as_bytes()), Err(error), "{json}");
-        }
-    }
-
-    #[test]
-    fn non_finite_rate_limits_are_refused() {
-        // JSON cannot carry them, but a spec built in code can.
-        for rate in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let spec = DeliverySpec { rate_limit: Some(rate), ..DeliverySpec::default() };
-            let error = resolve_delivery(Some(&spec)).unwrap_err().to_string();
-            assert!(error.contains("spec.delivery.rateLimit"), "{error}");
-        }
+    fn prepared_metadata_is_created_then_kept_and_the_generation_follows_the_spec() {
+        let t = trigger(r#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"}}}"#).unwrap();
+        let (created, upsert) = t.clone().prepared(None);
+        assert_eq!((upsert, created.metadata.generation), (Upsert::Created, Some(1)));
+        assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+        let (same, upsert) = t.prepared(Some(&created));
+        assert_eq!((upsert, same.metadata.generation), (Upsert::Replaced, Some(1)));
+        assert_eq!(same.metadata.uid, created.metadata.uid);
+        let changed = trigger(r#"{"spec":{"broker":"b","subscriber":{"uri":"http://y/"}}}"#).unwrap();
+        let (next, _) = changed.prepared(Some(&same));
+        assert_eq!((next.metadata.generation, next.metadata.uid), (Some(2), created.metadata.uid));
     }
 
     #[test]
