@@ -110,8 +110,8 @@ impl Client {
     /// of its `kind`.
     pub async fn apply(&self, documents: &str) -> anyhow::Result<Vec<String>> {
         let mut applied = Vec::new();
-        for document in serde_yaml::Deserializer::from_str(documents) {
-            let value = serde_yaml::Value::deserialize(document).context("invalid YAML")?;
+        for document in yaml_serde::Deserializer::from_str(documents) {
+            let value = yaml_serde::Value::deserialize(document).context("invalid YAML")?;
             if value.is_null() {
                 continue;
             }
@@ -215,8 +215,8 @@ impl Client {
     /// `switchyard filter test`: the trigger's `filter`/`filters` (from the first Trigger in
     /// `trigger_yaml`) against `event`.
     pub async fn test_filter(&self, trigger_yaml: &str, event: Value) -> anyhow::Result<Value> {
-        let trigger = serde_yaml::Deserializer::from_str(trigger_yaml)
-            .map(|document| serde_yaml::Value::deserialize(document).context("invalid YAML"))
+        let trigger = yaml_serde::Deserializer::from_str(trigger_yaml)
+            .map(|document| yaml_serde::Value::deserialize(document).context("invalid YAML"))
             .collect::<anyhow::Result<Vec<_>>>()?
             .into_iter()
             .map(|document| serde_json::to_value(document).context("YAML document is not representable as JSON"))

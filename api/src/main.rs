@@ -297,7 +297,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             match output {
                 Output::Table => println!("{}", table(&value, plural)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
-                Output::Yaml => print!("{}", serde_yaml::to_string(&value)?),
+                Output::Yaml => print!("{}", yaml_serde::to_string(&value)?),
             }
             Ok(())
         }
@@ -335,7 +335,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     match output {
                         Output::Table => println!("{}", dead_letter_table(&value)),
                         Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
-                        Output::Yaml => print!("{}", serde_yaml::to_string(&value)?),
+                        Output::Yaml => print!("{}", yaml_serde::to_string(&value)?),
                     }
                 }
                 DeadLetterCommand::Redrive { trigger, namespace, ids } => {

@@ -10,9 +10,9 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_yaml::Value as Yaml;
 use switchyard_cesql::{parse, Value};
 use switchyard_event::{AttrValue, Event};
+use yaml_serde::Value as Yaml;
 
 #[derive(Debug, Deserialize)]
 struct File {
@@ -30,9 +30,9 @@ struct Case {
     #[serde(default)]
     error: Option<String>,
     #[serde(default)]
-    event: Option<serde_yaml::Mapping>,
+    event: Option<yaml_serde::Mapping>,
     #[serde(default)]
-    event_overrides: Option<serde_yaml::Mapping>,
+    event_overrides: Option<yaml_serde::Mapping>,
 }
 
 /// The event used when a case gives none, like the TCK runners' "full event".
@@ -137,7 +137,7 @@ fn tck() {
     assert_eq!(paths.len(), 14, "TCK files in {}", dir.display());
     let (mut passed, mut failures) = (0, Vec::new());
     for path in &paths {
-        let file: File = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap())
+        let file: File = yaml_serde::from_str(&std::fs::read_to_string(path).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for case in &file.tests {
             match run(case) {
