@@ -26,6 +26,18 @@ cargo fmt --all -- --check
 log "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "dependencies: licenses, bans and sources (deny.toml), and none unused"
+# Installed only when missing (a first run compiles them, a few minutes each); pinned to the
+# versions these checks were verified with, which build with the toolchain here.
+command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny@0.20.2
+command -v cargo-machete >/dev/null 2>&1 || cargo install --locked cargo-machete@0.9.2
+# No `advisories`: its database comes from GitHub, out of reach here (see deny.toml).
+cargo deny --locked check licenses bans sources
+# A search of each crate's sources for the names in its [dependencies] (not dev- or build-); a
+# false positive (a crate used only through a macro, say) goes in that crate's
+# `[package.metadata.cargo-machete] ignored`.
+cargo machete --skip-target-dir
+
 log "build (the end-to-end tests run this binary, and kafka_tool to prepare Kafka)"
 cargo build --workspace --bins --locked
 cargo build -p switchyard-log-kafka --example kafka_tool --locked
