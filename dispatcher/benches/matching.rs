@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use switchyard_dispatcher::filter::{parse_jsonpath, EventView, Filter};
+use switchyard_dispatcher::filter::{EventView, Filter};
 use switchyard_dispatcher::index::MatchIndex;
 use switchyard_event::{AttrValue, Data, DataForm, Event};
 
@@ -59,7 +59,9 @@ fn dialects(c: &mut Criterion) {
         ("cesql_3_clauses", cesql("type = 'com.example.order.created' AND source LIKE '/orders/%' AND EXISTS region")),
         (
             "jsonpath",
-            Filter::JsonPath(Arc::new(parse_jsonpath("$.data.items[?@.sku == 'A1']").expect("valid JSONPath"))),
+            Filter::JsonPath(Arc::new(
+                jsonpath_rust::parser::parse_json_path("$.data.items[?@.sku == 'A1']").expect("valid JSONPath"),
+            )),
         ),
     ];
     let mut group = c.benchmark_group("dialect");

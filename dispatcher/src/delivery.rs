@@ -9,34 +9,73 @@ use std::time::Duration;
 use base64::Engine;
 use http::HeaderMap;
 use switchyard_event::{knative, AttrValue, Event};
-use switchyard_log::{DeadLetter, DeadLetterStore, EventLog};
+use switchyard_log::backoff::ExponentialBackoff;
+use switchyard_log::{Admit, Admitted, DeadLetter, DeadLetterStore, EventLog, Origin};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::policy::{Failure, Verdict};
-use crate::sender::{trace_id, Answer, Attempt, Target};
-use crate::{metrics, Sender, TriggerConfig};
+use crate::http_client::{trace_id, Answer, Attempt, DeliveryClient, Target};
+use crate::retry::{Failure, Verdict};
+use crate::{metrics, TriggerPlan, TriggerRef};
 
-/// The longest pause between attempts to write a dead letter to a failing store.
+/// The first and the longest pause between attempts to write a dead letter to a failing store.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
 const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What one trigger's deliveries share.
 pub(crate) struct Context {
-    pub(crate) config: Arc<TriggerConfig>,
-    pub(crate) sender: Sender,
+    pub(crate) trigger: TriggerRef,
+    pub(crate) plan: TriggerPlan,
+    /// `namespace/name`, for logs and the dead-letter store.
+    scope: String,
+    subscriber: Target,
+    dead_letter_sink: Option<Target>,
+    client: DeliveryClient,
     pub(crate) log: Arc<dyn EventLog>,
+    admission: Arc<dyn Admit>,
     pub(crate) dead_letters: Arc<dyn DeadLetterStore>,
     /// `maxInFlight`: held for the length of one attempt, released while waiting to retry, so
     /// a retrying event does not keep others from being sent.
-    pub(crate) in_flight: Arc<Semaphore>,
-    pub(crate) rate: Option<RateLimiter>,
+    in_flight: Semaphore,
+    rate: Option<RateLimiter>,
     /// Dead letters being redriven, so two redrive requests do not deliver one twice.
     pub(crate) redriving: Mutex<HashSet<String>>,
 }
 
 impl Context {
-    fn scope(&self) -> String {
-        self.config.key()
+    pub(crate) fn new(
+        trigger: TriggerRef,
+        plan: TriggerPlan,
+        client: DeliveryClient,
+        log: Arc<dyn EventLog>,
+        admission: Arc<dyn Admit>,
+    ) -> Context {
+        let delivery = &plan.delivery;
+        let target = |url: &url::Url| Target {
+            url: url.clone(),
+            format: delivery.format,
+            namespace: trigger.namespace.clone(),
+            timeout: delivery.timeout,
+        };
+        Context {
+            scope: trigger.key(),
+            subscriber: target(&plan.subscriber),
+            dead_letter_sink: delivery.dead_letter_sink.as_ref().map(target),
+            in_flight: Semaphore::new(delivery.max_in_flight.max(1) as usize),
+            rate: delivery.rate_limit.map(RateLimiter::new),
+            dead_letters: log.dead_letters(),
+            trigger,
+            plan,
+            client,
+            log,
+            admission,
+            redriving: Mutex::default(),
+        }
+    }
+
+    /// `namespace/name`.
+    pub(crate) fn scope(&self) -> &str {
+        &self.scope
     }
 }
 
@@ -53,11 +92,21 @@ impl Exhausted {
     }
 }
 
+/// Where a successful attempt's reply goes, if it carries one.
+#[derive(Clone, Copy)]
+enum Replies {
+    /// Into the broker, through admission, as a reply (or a redriven event's reply) to an
+    /// event with this hop budget.
+    Admit { ttl: i32, redrive: bool },
+    /// Nowhere: the dead-letter sink's answers are not replies.
+    Ignore,
+}
+
 /// Delivers an event read from the log; returns once its outcome is final.
 pub(crate) async fn deliver(ctx: &Context, event: &Event) {
     let outgoing = knative::for_subscriber(event);
-    let ttl = knative::ttl(event);
-    match attempt(ctx, &ctx.config.target, &outgoing, Some(ttl)).await {
+    let replies = Replies::Admit { ttl: knative::ttl(event), redrive: false };
+    match attempt(ctx, &ctx.subscriber, &outgoing, replies).await {
         Ok(()) => {}
         Err(exhausted) => {
             if !dead_letter_to_sink(ctx, &outgoing, &exhausted).await {
@@ -71,12 +120,13 @@ pub(crate) async fn deliver(ctx: &Context, event: &Event) {
 /// from the store once delivered (or taken by the dead-letter sink).
 pub(crate) async fn redrive(ctx: &Context, entry: DeadLetter) {
     let outgoing = knative::for_subscriber(&entry.event);
-    let delivered = match attempt(ctx, &ctx.config.target, &outgoing, Some(knative::ttl(&entry.event))).await {
+    let replies = Replies::Admit { ttl: knative::ttl(&entry.event), redrive: true };
+    let delivered = match attempt(ctx, &ctx.subscriber, &outgoing, replies).await {
         Ok(()) => true,
         Err(exhausted) => dead_letter_to_sink(ctx, &outgoing, &exhausted).await,
     };
     if delivered {
-        match ctx.dead_letters.remove(&ctx.scope(), &entry.id).await {
+        match ctx.dead_letters.remove(ctx.scope(), &entry.id).await {
             Ok(_) => tracing::info!(trigger = %ctx.scope(), id = %entry.id, "dead letter redriven"),
             Err(error) => {
                 tracing::error!(trigger = %ctx.scope(), id = %entry.id, %error, "redriven, but could not remove the dead letter")
@@ -88,9 +138,9 @@ pub(crate) async fn redrive(ctx: &Context, entry: DeadLetter) {
     ctx.redriving.lock().unwrap_or_else(|e| e.into_inner()).remove(&entry.id);
 }
 
-/// Attempts until the target accepts or the policy gives up. With `reply_ttl`, a reply event
-/// in the answer is written to the broker before the attempt counts as a success.
-async fn attempt(ctx: &Context, target: &Target, event: &Event, reply_ttl: Option<i32>) -> Result<(), Exhausted> {
+/// Attempts until the target accepts or the policy gives up. A reply event in the answer is
+/// admitted into the broker (per `replies`) before the attempt counts as a success.
+async fn attempt(ctx: &Context, target: &Target, event: &Event, replies: Replies) -> Result<(), Exhausted> {
     let mut attempt = 1;
     loop {
         if let Some(rate) = &ctx.rate {
@@ -100,24 +150,23 @@ async fn attempt(ctx: &Context, target: &Target, event: &Event, reply_ttl: Optio
             // The semaphore is never closed; without a permit there is nothing to send with.
             let _permit = ctx.in_flight.acquire().await.ok();
             let started = Instant::now();
-            let dead_letter = ctx.config.dead_letter_sink.as_ref().is_some_and(|sink| std::ptr::eq(sink, target));
-            let scope = ctx.scope();
-            let result =
-                ctx.sender.send(target, event, Attempt { trigger: &scope, number: attempt, dead_letter }).await;
+            let dead_letter = ctx.dead_letter_sink.as_ref().is_some_and(|sink| std::ptr::eq(sink, target));
+            let number = attempt;
+            let result = ctx.client.send(target, event, Attempt { trigger: ctx.scope(), number, dead_letter }).await;
             metrics::attempt(&result, started.elapsed());
             result
         };
         let failure = match result {
-            Ok(answer) => match reply_ttl {
-                Some(ttl) => match write_reply(ctx, answer, ttl).await {
+            Ok(answer) => match replies {
+                Replies::Admit { ttl, redrive } => match admit_reply(ctx, answer, ttl, redrive).await {
                     Ok(()) => return Ok(()),
                     Err(failure) => failure,
                 },
-                None => return Ok(()),
+                Replies::Ignore => return Ok(()),
             },
             Err(failure) => failure,
         };
-        match ctx.config.retry.after_failure(attempt, &failure) {
+        match ctx.plan.delivery.retry.after_failure(attempt, &failure) {
             Verdict::RetryAfter(wait) => {
                 tracing::debug!(
                     trigger = %ctx.scope(), target = %target.url, attempt, %failure, trace_id = trace_id(event),
@@ -134,35 +183,35 @@ async fn attempt(ctx: &Context, target: &Target, event: &Event, reply_ttl: Optio
     }
 }
 
-/// Knative data-plane contract: a 2xx answer carrying a CloudEvent is a reply, written back to
-/// the broker with the hop counter decremented. A 202 is never a reply. An answer that claims
-/// to be a CloudEvent but is not a valid one is a failed attempt; other bodies are ignored.
-async fn write_reply(ctx: &Context, answer: Answer, ttl: i32) -> Result<(), Failure> {
+/// Knative data-plane contract: a 2xx answer carrying a CloudEvent is a reply, put into the
+/// broker like any event (admission decrements the hop counter and drops a reply whose budget
+/// is spent). A 202 is never a reply. An answer that claims to be a CloudEvent but is not a
+/// valid one, or that admission refuses, is a failed attempt; other bodies are ignored.
+async fn admit_reply(ctx: &Context, answer: Answer, ttl: i32, redrive: bool) -> Result<(), Failure> {
     if answer.status == http::StatusCode::ACCEPTED || !claims_cloudevent(&answer.headers) {
         return Ok(());
     }
+    let limit = ctx.client.max_reply_bytes();
     if answer.truncated {
-        return Err(reply_failure("the reply event is larger than 1 MiB".to_owned()));
+        let refused = switchyard_event::limits::LimitExceeded::EventTooLarge { index: None, limit };
+        return Err(reply_failure(format!("reply refused: {refused}")));
     }
     let mut events = switchyard_event::http::decode_request(&answer.headers, answer.body)
         .map_err(|e| reply_failure(format!("invalid reply event: {e}")))?;
-    let (Some(mut reply), None) = (events.pop(), events.pop()) else {
+    let (Some(reply), None) = (events.pop(), events.pop()) else {
         return Err(reply_failure("a reply must be exactly one event".to_owned()));
     };
-    let remaining = ttl - 1;
-    if remaining <= 0 {
-        metrics::reply("dropped");
-        tracing::warn!(trigger = %ctx.scope(), reply = %reply.id(), "reply dropped: its knativebrokerttl hop budget is spent");
-        return Ok(());
+    let trigger = ctx.scope().to_owned();
+    let origin = if redrive { Origin::Redrive { trigger, ttl } } else { Origin::Reply { trigger, ttl } };
+    let id = reply.id().to_owned();
+    match ctx.admission.admit(&ctx.trigger.namespace, &ctx.trigger.broker, vec![reply], origin).await {
+        Ok(Admitted::Stored) => Ok(()),
+        Ok(Admitted::HopsSpent) => {
+            tracing::warn!(trigger = %ctx.scope(), reply = %id, "reply dropped: its knativebrokerttl hop budget is spent");
+            Ok(())
+        }
+        Err(refusal) => Err(reply_failure(format!("reply refused: {refusal}"))),
     }
-    knative::stamp_ingress(&mut reply, &knative::now_rfc3339());
-    let _ = reply.set_extension(knative::BROKER_TTL, AttrValue::Integer(remaining));
-    ctx.log.append(&ctx.config.topic, std::slice::from_ref(&reply)).await.map_err(|e| {
-        metrics::reply("failed");
-        reply_failure(format!("cannot store the reply event: {e}"))
-    })?;
-    metrics::reply("written");
-    Ok(())
 }
 
 /// A binary-mode event announces itself with `ce-specversion`; any `application/cloudevents…`
@@ -181,9 +230,9 @@ fn reply_failure(error: String) -> Failure {
 /// Sends the event to the dead-letter sink with Knative's error extensions; true when the sink
 /// took it.
 async fn dead_letter_to_sink(ctx: &Context, event: &Event, exhausted: &Exhausted) -> bool {
-    let Some(sink) = &ctx.config.dead_letter_sink else { return false };
-    let annotated = with_error_extensions(event, &ctx.config.target, exhausted);
-    match attempt(ctx, sink, &annotated, None).await {
+    let Some(sink) = &ctx.dead_letter_sink else { return false };
+    let annotated = with_error_extensions(event, &ctx.subscriber, exhausted);
+    match attempt(ctx, sink, &annotated, Replies::Ignore).await {
         Ok(()) => {
             metrics::dead_lettered("sink");
             tracing::warn!(trigger = %ctx.scope(), id = %event.id(), trace_id = trace_id(event), reason = %exhausted.reason(), "event sent to the dead-letter sink");
@@ -221,7 +270,7 @@ fn with_error_extensions(event: &Event, target: &Target, exhausted: &Exhausted) 
 /// is not committed and a restart tries again).
 async fn store(ctx: &Context, event: &Event, exhausted: Exhausted) {
     let mut reason = exhausted.reason();
-    if let Some(sink) = &ctx.config.dead_letter_sink {
+    if let Some(sink) = &ctx.dead_letter_sink {
         reason = format!("{reason}; dead-letter sink {} failed too", sink.url);
     }
     let entry = DeadLetter {
@@ -233,9 +282,9 @@ async fn store(ctx: &Context, event: &Event, exhausted: Exhausted) {
         last_error: exhausted.failure.error.clone(),
         dead_lettered_at: knative::now_rfc3339(),
     };
-    let mut pause = Duration::from_millis(100);
+    let mut pause = ExponentialBackoff::new(STORE_RETRY_FIRST, STORE_RETRY_MAX);
     loop {
-        match ctx.dead_letters.put(&ctx.scope(), entry.clone()).await {
+        match ctx.dead_letters.put(ctx.scope(), entry.clone()).await {
             Ok(id) => {
                 metrics::dead_lettered("store");
                 tracing::warn!(trigger = %ctx.scope(), event = %event.id(), trace_id = trace_id(event), dead_letter = %id, reason = %entry.reason, "event kept in the dead-letter store");
@@ -243,8 +292,7 @@ async fn store(ctx: &Context, event: &Event, exhausted: Exhausted) {
             }
             Err(error) => {
                 tracing::error!(trigger = %ctx.scope(), event = %event.id(), trace_id = trace_id(event), %error, "cannot write to the dead-letter store; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(STORE_RETRY_MAX);
+                tokio::time::sleep(pause.next_delay()).await;
             }
         }
     }

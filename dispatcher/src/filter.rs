@@ -1,17 +1,15 @@
 //! Which events a trigger receives, with Knative's semantics, plus CESQL and JSONPath.
 
 use std::cell::OnceCell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use switchyard_event::Event;
+use switchyard_meta::resources::{AttributesFilter, SubscriptionsFilter};
+use switchyard_meta::ValidationError;
 
 /// A parsed JSONPath query (RFC 9535).
 pub type JsonPathQuery = jsonpath_rust::parser::model::JpQuery;
-
-/// Parses a JSONPath query; the error says what is wrong.
-pub fn parse_jsonpath(query: &str) -> Result<JsonPathQuery, String> {
-    jsonpath_rust::parser::parse_json_path(query).map_err(|e| e.to_string())
-}
 
 /// An event under evaluation, with its JSON form built at most once, and only if a JSONPath
 /// filter asks for it.
@@ -62,6 +60,38 @@ pub enum Filter {
 }
 
 impl Filter {
+    /// Compiles a trigger's `filter` and `filters` (field names under `prefix`, e.g. `spec.`),
+    /// checking them on the way: attribute names, one dialect per element, parseable CESQL and
+    /// JSONPath. Knative: a non-empty `filters` overrides `filter`; an empty one does not.
+    pub fn compile(
+        filter: Option<&AttributesFilter>,
+        filters: &[SubscriptionsFilter],
+        prefix: &str,
+    ) -> Result<Filter, ValidationError> {
+        // Both are checked, even the one that does not apply, so a declaration never holds a
+        // filter that would be refused on its own.
+        let attributes = match filter {
+            Some(filter) => {
+                let field = format!("{prefix}filter.attributes");
+                filter.attributes.keys().try_for_each(|key| check_attribute_name(&field, key))?;
+                pairs(&filter.attributes)
+            }
+            None => Vec::new(),
+        };
+        let subscriptions = filters
+            .iter()
+            .enumerate()
+            .map(|(i, filter)| compile_subscriptions_filter(filter, &format!("{prefix}filters[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(if !subscriptions.is_empty() {
+            Filter::AllOf(subscriptions)
+        } else if !attributes.is_empty() {
+            Filter::Attributes(attributes)
+        } else {
+            Filter::All
+        })
+    }
+
     /// Whether `event` passes. Names resolve to context attributes, then extensions (they share
     /// one namespace in the event); non-string values compare by their canonical string.
     pub fn matches(&self, event: &Event) -> bool {
@@ -119,6 +149,57 @@ impl Filter {
             },
         }
     }
+}
+
+fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Knative: filter keys match `^[a-z][a-z0-9]*$`.
+fn check_attribute_name(field: &str, key: &str) -> Result<(), ValidationError> {
+    let mut bytes = key.bytes();
+    let valid = matches!(bytes.next(), Some(b) if b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if valid {
+        Ok(())
+    } else {
+        Err(ValidationError::field(field, format!("invalid attribute name '{key}': must match ^[a-z][a-z0-9]*$")))
+    }
+}
+
+fn compile_subscriptions_filter(filter: &SubscriptionsFilter, field: &str) -> Result<Filter, ValidationError> {
+    let attributes = |map: &BTreeMap<String, String>| {
+        if map.is_empty() {
+            return Err(ValidationError::field(field, "needs at least one attribute".to_owned()));
+        }
+        map.keys().try_for_each(|key| check_attribute_name(field, key))?;
+        Ok(pairs(map))
+    };
+    let nested = |filters: &[SubscriptionsFilter]| {
+        filters
+            .iter()
+            .enumerate()
+            .map(|(i, nested)| compile_subscriptions_filter(nested, &format!("{field}[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(match filter {
+        SubscriptionsFilter::Exact(map) => Filter::Exact(attributes(map)?),
+        SubscriptionsFilter::Prefix(map) => Filter::Prefix(attributes(map)?),
+        SubscriptionsFilter::Suffix(map) => Filter::Suffix(attributes(map)?),
+        SubscriptionsFilter::All(filters) => Filter::AllOf(nested(filters)?),
+        SubscriptionsFilter::Any(filters) => Filter::AnyOf(nested(filters)?),
+        SubscriptionsFilter::Not(filter) => {
+            Filter::Not(Box::new(compile_subscriptions_filter(filter, &format!("{field}.not"))?))
+        }
+        SubscriptionsFilter::Cesql(expression) => Filter::Cesql(Arc::new(
+            switchyard_cesql::parse(expression)
+                .map_err(|e| ValidationError::field(field, format!("invalid CESQL expression '{expression}': {e}")))?,
+        )),
+        SubscriptionsFilter::Jsonpath(query) => Filter::JsonPath(Arc::new(
+            jsonpath_rust::parser::parse_json_path(query)
+                .map_err(|e| ValidationError::field(field, format!("invalid JSONPath query '{query}': {e}")))?,
+        )),
+    })
 }
 
 fn compare(event: &Event, pairs: &[(String, String)], test: impl Fn(&str, &str) -> bool) -> bool {

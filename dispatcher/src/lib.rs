@@ -12,36 +12,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use switchyard_log::EventLog;
-use tokio::sync::{mpsc, watch, Mutex, Semaphore};
+use switchyard_log::{Admit, EventLog};
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 
 mod delivery;
 mod fanout;
 pub mod filter;
+pub mod http_client;
 pub mod index;
 pub mod metrics;
-pub mod policy;
-pub mod sender;
+pub mod plan;
+pub mod retry;
 mod tracker;
 mod worker;
 
 pub use filter::Filter;
-pub use policy::{Failure, RetryPolicy, Verdict};
-pub use sender::{Format, Sender, Target};
+pub use http_client::{DeliveryClient, Target};
+pub use plan::{dead_letter_scope, DeliveryPolicy, Format, Ordering, TriggerPlan, TriggerRef};
+pub use retry::{Failure, KnativeRetry, Verdict};
 pub use worker::Redrive;
 use worker::Stop;
-
-/// Delivery order within a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Ordering {
-    /// Up to `max_in_flight` events at once, in any order.
-    #[default]
-    Unordered,
-    /// Events with the same `partitionkey` strictly in log order: the next is sent only once
-    /// the previous is delivered or dead-lettered. Other keys proceed meanwhile.
-    Ordered,
-}
 
 /// A trigger's progress as its worker last committed it, for the backlog metrics.
 #[derive(Debug, Default)]
@@ -68,45 +59,6 @@ pub struct Backlog {
     pub oldest_age: Duration,
 }
 
-/// Everything a trigger's worker needs, validated and resolved.
-#[derive(Debug, Clone)]
-pub struct TriggerConfig {
-    /// The trigger's namespace.
-    pub namespace: String,
-    /// The trigger's name.
-    pub name: String,
-    /// The broker's topic.
-    pub topic: String,
-    /// The trigger's group on that topic.
-    pub group: String,
-    /// Which events it receives.
-    pub filter: Filter,
-    /// Where and how they are delivered.
-    pub target: Target,
-    /// Where events go when the policy gives up (same format and timeout).
-    pub dead_letter_sink: Option<Target>,
-    /// Attempts in flight at once.
-    pub max_in_flight: usize,
-    /// Delivery order.
-    pub ordering: Ordering,
-    /// Attempts per second, if limited.
-    pub rate_limit: Option<f64>,
-    /// What follows a failed attempt (for the subscriber and the dead-letter sink alike).
-    pub retry: Arc<dyn RetryPolicy>,
-}
-
-impl TriggerConfig {
-    /// `namespace/name`: for logs, and the trigger's scope in the dead-letter store.
-    pub fn key(&self) -> String {
-        dead_letter_scope(&self.namespace, &self.name)
-    }
-}
-
-/// A trigger's scope in the dead-letter store.
-pub fn dead_letter_scope(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
 struct Worker {
     topic: String,
     progress: Arc<std::sync::Mutex<Progress>>,
@@ -125,7 +77,9 @@ impl Worker {
 /// Runs one worker per trigger.
 pub struct Dispatcher {
     log: Arc<dyn EventLog>,
-    sender: Sender,
+    client: DeliveryClient,
+    /// Where subscribers' replies enter their broker.
+    admission: Arc<dyn Admit>,
     fanouts: Arc<fanout::Fanouts>,
     workers: Mutex<HashMap<(String, String), Worker>>,
     /// How long a replaced trigger's in-flight deliveries may finish before the new one starts.
@@ -133,11 +87,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `log`.
-    pub fn new(log: Arc<dyn EventLog>, sender: Sender) -> Dispatcher {
+    /// A dispatcher reading `log`, delivering with `client`, and putting replies into their
+    /// broker through `admission`.
+    pub fn new(log: Arc<dyn EventLog>, client: DeliveryClient, admission: Arc<dyn Admit>) -> Dispatcher {
         Dispatcher {
             log,
-            sender,
+            client,
+            admission,
             fanouts: Arc::default(),
             workers: Mutex::new(HashMap::new()),
             replace_grace: Duration::from_secs(5),
@@ -146,24 +102,16 @@ impl Dispatcher {
 
     /// Starts the trigger's worker, replacing a running one (which first stops gracefully and
     /// commits, so the new one resumes where it left off).
-    pub async fn start(&self, config: TriggerConfig) {
-        let key = (config.namespace.clone(), config.name.clone());
+    pub async fn start(&self, trigger: TriggerRef, plan: TriggerPlan) {
+        let key = (trigger.namespace.clone(), trigger.name.clone());
         let mut workers = self.workers.lock().await;
         if let Some(old) = workers.remove(&key) {
             old.stop(Stop::Graceful(self.replace_grace)).await;
         }
         let (stop, stop_rx) = watch::channel(Stop::Run);
         let (redrive, redrive_rx) = mpsc::unbounded_channel();
-        let ctx = delivery::Context {
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            rate: config.rate_limit.map(delivery::RateLimiter::new),
-            config: Arc::new(config),
-            sender: self.sender.clone(),
-            dead_letters: self.log.dead_letters(),
-            log: self.log.clone(),
-            redriving: Default::default(),
-        };
-        let topic = ctx.config.topic.clone();
+        let ctx = delivery::Context::new(trigger, plan, self.client.clone(), self.log.clone(), self.admission.clone());
+        let topic = ctx.trigger.topic.clone();
         let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
         let task =
             tokio::spawn(worker::run(Arc::new(ctx), progress.clone(), self.fanouts.clone(), stop_rx, redrive_rx));

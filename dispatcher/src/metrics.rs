@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::policy::Failure;
+use crate::retry::Failure;
 
 /// Delivery attempts, by `outcome`.
 pub const DELIVERY_ATTEMPTS: &str = "switchyard_delivery_attempts_total";
@@ -11,9 +11,6 @@ pub const DELIVERY_ATTEMPTS: &str = "switchyard_delivery_attempts_total";
 pub const DELIVERY_DURATION: &str = "switchyard_delivery_duration_seconds";
 /// Events whose delivery failed for good, by `destination` (`sink` or `store`).
 pub const DEAD_LETTERED: &str = "switchyard_dead_lettered_events_total";
-/// Reply events from subscribers, by `outcome` (`written`, `dropped` for a spent hop budget,
-/// `failed` when the broker could not take them).
-pub const REPLIES: &str = "switchyard_reply_events_total";
 /// Events behind a trigger: the log's end minus the trigger's committed position.
 pub const TRIGGER_BACKLOG: &str = "switchyard_trigger_backlog";
 /// Age of the oldest event a trigger has read and not yet brought to a final outcome.
@@ -39,9 +36,4 @@ fn attempt_outcome<T>(result: &Result<T, Failure>) -> &'static str {
 /// An event went to the dead-letter sink (`sink`) or the dead-letter store (`store`).
 pub(crate) fn dead_lettered(destination: &'static str) {
     metrics::counter!(DEAD_LETTERED, "destination" => destination).increment(1);
-}
-
-/// A reply event was written, dropped or refused.
-pub(crate) fn reply(outcome: &'static str) {
-    metrics::counter!(REPLIES, "outcome" => outcome).increment(1);
 }

@@ -77,12 +77,12 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<Stop>,
     mut redrives: mpsc::UnboundedReceiver<Redrive>,
 ) {
-    let config = ctx.config.clone();
+    let trigger = &ctx.trigger;
     let mut subscription = loop {
-        match ctx.log.subscribe(&config.topic, &config.group).await {
+        match ctx.log.subscribe(&trigger.topic, &trigger.group).await {
             Ok(subscription) => break subscription,
             Err(error) => {
-                tracing::warn!(trigger = %config.key(), %error, "cannot subscribe; retrying");
+                tracing::warn!(trigger = %ctx.scope(), %error, "cannot subscribe; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(READ_ERROR_PAUSE) => {}
                     _ = stop.changed() => return,
@@ -94,7 +94,7 @@ pub(crate) async fn run(
     if let Some(start) = subscription.position(0) {
         state.tracker(0, start);
     }
-    let window = (10 * config.max_in_flight as u64).clamp(MIN_WINDOW, MAX_WINDOW);
+    let window = (10 * u64::from(ctx.plan.delivery.max_in_flight)).clamp(MIN_WINDOW, MAX_WINDOW);
     let mut source = Source::Reading;
     let mut fanout: Option<Fanout> = None;
     let mut position: Option<watch::Receiver<u64>> = None;
@@ -110,7 +110,7 @@ pub(crate) async fn run(
     }
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(trigger = %config.key(), subscriber = %config.target.url, "trigger started");
+    tracing::info!(trigger = %ctx.scope(), subscriber = %ctx.plan.subscriber, "trigger started");
     loop {
         let room = state.window() < window;
         let reading = !matches!(source, Source::Attached { .. });
@@ -144,7 +144,7 @@ pub(crate) async fn run(
                 }
                 Err(LogError::UnknownTopic(_) | LogError::UnknownGroup { .. } | LogError::Closed) => break,
                 Err(error) => {
-                    tracing::warn!(trigger = %config.key(), %error, "log read failed; retrying");
+                    tracing::warn!(trigger = %ctx.scope(), %error, "log read failed; retrying");
                     tokio::time::sleep(READ_ERROR_PAUSE).await;
                 }
             },
@@ -168,24 +168,24 @@ pub(crate) async fn run(
         while state.deliveries.try_join_next().is_some() {}
     }
     if let Some(fanout) = &fanout {
-        fanout.detach(&config.key());
+        fanout.detach(ctx.scope());
     }
     let stop_mode = *stop.borrow();
     if let Stop::Graceful(grace) = stop_mode {
         state.drain(grace, &mut *subscription).await;
     }
     state.deliveries.abort_all();
-    tracing::info!(trigger = %config.key(), in_flight = state.deliveries.len(), "trigger stopped");
+    tracing::info!(trigger = %ctx.scope(), in_flight = state.deliveries.len(), "trigger stopped");
 }
 
 /// Joins the broker's fanout from where this trigger has read up to, so the log is read once
 /// for all triggers. Below the fanout's position, the trigger catches up alone first.
 async fn attach(ctx: &Context, fanouts: &Fanouts, state: &State) -> Option<(Source, Fanout)> {
     let from = state.read_upto();
-    let fanout = fanouts.get(&ctx.log, &ctx.config.topic, from);
-    let filter = Arc::new(ctx.config.filter.clone());
-    let attachment = fanout.attach(&ctx.config.key(), filter, from).await?;
-    tracing::debug!(trigger = %ctx.config.key(), from, at = attachment.at, "attached to the fanout");
+    let fanout = fanouts.get(&ctx.log, &ctx.trigger.topic, from);
+    let filter = Arc::new(ctx.plan.filter.clone());
+    let attachment = fanout.attach(ctx.scope(), filter, from).await?;
+    tracing::debug!(trigger = %ctx.scope(), from, at = attachment.at, "attached to the fanout");
     let source = if attachment.at > from {
         let until = attachment.at;
         Source::CatchingUp { attachment, until }
@@ -260,7 +260,7 @@ impl State {
                 break;
             }
             self.tracker(position.partition, position.offset).advance(position.offset + 1);
-            if self.ctx.config.filter.matches(&log_event.event) {
+            if self.ctx.plan.filter.matches(&log_event.event) {
                 self.take(position, log_event.timestamp_ms, log_event.event);
             }
         }
@@ -294,7 +294,7 @@ impl State {
                     let detached_at = attachment.detached_at.load(AtomicOrdering::Acquire);
                     if detached_at != u64::MAX {
                         self.advance(detached_at, subscription);
-                        tracing::info!(trigger = %self.ctx.config.key(), detached_at, "fell behind: detached from the fanout, reading alone");
+                        tracing::info!(trigger = %self.ctx.scope(), detached_at, "fell behind: detached from the fanout, reading alone");
                     }
                     return self.read_alone(subscription);
                 }
@@ -305,7 +305,7 @@ impl State {
     fn read_alone(&mut self, subscription: &mut dyn Subscription) -> Source {
         let from = self.read_upto();
         if let Err(error) = subscription.seek(0, from) {
-            tracing::warn!(trigger = %self.ctx.config.key(), %error, "cannot seek");
+            tracing::warn!(trigger = %self.ctx.scope(), %error, "cannot seek");
         }
         Source::Reading
     }
@@ -314,7 +314,7 @@ impl State {
     fn take(&mut self, position: Position, timestamp_ms: i64, event: Arc<switchyard_event::Event>) {
         self.tracker(position.partition, position.offset).track(position.offset, timestamp_ms);
         let log_event = LogEvent { position, timestamp_ms, event };
-        match self.ctx.config.ordering {
+        match self.ctx.plan.delivery.ordering {
             Ordering::Unordered => self.spawn(log_event, None),
             Ordering::Ordered => {
                 // Events without the extension share one key (the empty one).
@@ -382,7 +382,7 @@ impl State {
                     Ok(()) => {
                         self.committed.insert(partition, watermark);
                     }
-                    Err(error) => tracing::warn!(trigger = %self.ctx.config.key(), %error, "commit failed"),
+                    Err(error) => tracing::warn!(trigger = %self.ctx.scope(), %error, "commit failed"),
                 }
             }
         }
@@ -411,9 +411,9 @@ impl State {
 /// Redelivers dead letters, at most `maxInFlight` at a time, reading the store page by page so
 /// that a large store is not loaded into memory.
 async fn redrive(ctx: Arc<Context>, selection: Redrive) {
-    let scope = ctx.config.key();
+    let scope = ctx.scope();
     let mut tasks = JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.config.max_in_flight.max(1)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.plan.delivery.max_in_flight.max(1) as usize));
     let mut after: Option<String> = None;
     let mut ids = match &selection {
         Redrive::Ids(ids) => Some(ids.clone().into_iter()),
@@ -424,7 +424,7 @@ async fn redrive(ctx: Arc<Context>, selection: Redrive) {
             Some(ids) => {
                 let mut page = Vec::new();
                 for id in ids.by_ref().take(REDRIVE_PAGE) {
-                    match ctx.dead_letters.get(&scope, &id).await {
+                    match ctx.dead_letters.get(scope, &id).await {
                         Ok(Some(entry)) => page.push(entry),
                         Ok(None) => {}
                         Err(error) => tracing::error!(trigger = %scope, %id, %error, "cannot read dead letter"),
@@ -432,7 +432,7 @@ async fn redrive(ctx: Arc<Context>, selection: Redrive) {
                 }
                 page
             }
-            None => match ctx.dead_letters.list(&scope, after.as_deref(), REDRIVE_PAGE).await {
+            None => match ctx.dead_letters.list(scope, after.as_deref(), REDRIVE_PAGE).await {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::error!(trigger = %scope, %error, "cannot list dead letters; redrive stopped");

@@ -14,12 +14,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use switchyard_event::Event;
 
+pub mod admission;
+pub mod backoff;
 mod declarations;
 mod placement;
 pub mod records;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use admission::{Admit, Admitted, Origin, Refusal};
 pub use declarations::{Change, Changes, DeclarationLog};
 pub use placement::{slot_of, Placement, Release, SingleNode};
 

@@ -1,12 +1,11 @@
-//! What to do after a failed delivery attempt. The delivery loop obeys a policy object and
-//! knows nothing of backoff arithmetic (vector's `RetryLogic` shape), so retry limits,
-//! Retry-After and dead-lettering plug in here without touching the loop.
+//! Why a delivery attempt failed ([`Failure`]), and what follows ([`KnativeRetry`]). The
+//! delivery loop obeys the policy object and knows nothing of backoff arithmetic (vector's
+//! `RetryLogic` shape), so retry limits and Retry-After live here, not in the loop.
 //!
 //! [`KnativeRetry`] is Knative's delivery policy (`retry`, `backoffPolicy`, `backoffDelay`,
-//! `retryAfterMax` of a `DeliverySpec`); the worker dead-letters (or drops) an event the policy
-//! gives up on.
+//! `retryAfterMax` of a `DeliverySpec`); the worker dead-letters an event the policy gives up
+//! on.
 
-use std::fmt::Debug;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -64,12 +63,6 @@ pub enum Verdict {
     GiveUp,
 }
 
-/// Decides what follows a failed attempt.
-pub trait RetryPolicy: Send + Sync + Debug + 'static {
-    /// Called after attempt number `attempt` (1-based) failed.
-    fn after_failure(&self, attempt: u32, failure: &Failure) -> Verdict;
-}
-
 /// How the wait between retries grows (Knative's `backoffPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backoff {
@@ -102,19 +95,6 @@ pub struct KnativeRetry {
     /// The longest `Retry-After` honoured. Zero ignores `Retry-After` (Knative: `PT0S` opts
     /// out of respecting it).
     pub retry_after_max: Duration,
-}
-
-impl Default for KnativeRetry {
-    /// The server-wide defaults of an unset `delivery`: 10 exponential retries from PT0.2S
-    /// (Knative's default broker configuration), `Retry-After` honoured up to 5 minutes.
-    fn default() -> KnativeRetry {
-        KnativeRetry {
-            retries: 10,
-            backoff: Backoff::Exponential,
-            delay: Duration::from_millis(200),
-            retry_after_max: Duration::from_secs(300),
-        }
-    }
 }
 
 impl KnativeRetry {
@@ -161,8 +141,9 @@ impl KnativeRetry {
     }
 }
 
-impl RetryPolicy for KnativeRetry {
-    fn after_failure(&self, attempt: u32, failure: &Failure) -> Verdict {
+impl KnativeRetry {
+    /// What follows failed attempt number `attempt` (1-based).
+    pub fn after_failure(&self, attempt: u32, failure: &Failure) -> Verdict {
         self.verdict(attempt, failure, SystemTime::now())
     }
 }
@@ -242,7 +223,7 @@ mod tests {
         for status in retryable {
             assert!(answered(status).is_retryable(), "{status}");
         }
-        let policy = KnativeRetry::default();
+        let policy = policy(10, Backoff::Exponential, 200);
         for status in final_ {
             assert!(!answered(status).is_retryable(), "{status}");
             assert_eq!(policy.verdict(1, &answered(status), SystemTime::now()), Verdict::GiveUp, "{status}");
@@ -359,18 +340,5 @@ mod tests {
         assert_eq!(parse("Sun Nov  6 08:49:47 1994"), Some(Duration::from_secs(10)));
         assert_eq!(parse("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse("tomorrow"), None);
-    }
-
-    #[test]
-    fn defaults_match_the_server_wide_delivery_defaults() {
-        assert_eq!(
-            KnativeRetry::default(),
-            KnativeRetry {
-                retries: 10,
-                backoff: Backoff::Exponential,
-                delay: Duration::from_millis(200),
-                retry_after_max: Duration::from_secs(300),
-            }
-        );
     }
 }

@@ -1,4 +1,5 @@
-//! One delivery attempt: an HTTP POST of the event to the subscriber.
+//! The HTTP delivery client: one attempt is one HTTP POST of an event to a subscriber (or a
+//! dead-letter sink, or a source's sink URI).
 //!
 //! Every attempt is a span of the event's trace when the event carries one (its Distributed
 //! Tracing extension): the request has a W3C `traceparent` header with the event's trace id and
@@ -13,24 +14,13 @@ use switchyard_event::tracecontext::{Span, SpanId, SpanKind, SpanSink, SpanValue
 use switchyard_event::Event;
 use url::Url;
 
-use crate::policy::Failure;
+use crate::plan::Format;
+use crate::retry::Failure;
 
 /// How much of a failed answer's body is kept (Knative's `knativeerrordata` keeps 1024).
 const ERROR_BODY_PREFIX: usize = 1024;
-/// The largest reply event read from a subscriber's answer.
-pub const MAX_REPLY_BYTES: usize = 1 << 20;
 /// Bytes of an answer read so the connection can be reused; more is dropped.
 const MAX_DRAINED_BODY: usize = 4 << 20;
-
-/// The HTTP content mode of deliveries (HTTP binding §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// Attributes in `ce-` headers, data as the body (the default, as in Knative).
-    #[default]
-    Binary,
-    /// The whole event as `application/cloudevents+json`.
-    Json,
-}
 
 /// Where and how one trigger delivers.
 #[derive(Debug, Clone)]
@@ -58,21 +48,25 @@ pub struct Attempt<'a> {
 
 /// Sends events over a pooled HTTP client.
 #[derive(Clone)]
-pub struct Sender {
+pub struct DeliveryClient {
     client: reqwest::Client,
     spans: Option<Arc<dyn SpanSink>>,
+    /// The largest reply event read from an answer: the brokers' event size limit, so a larger
+    /// reply is refused as any larger event is.
+    max_reply_bytes: usize,
 }
 
-impl std::fmt::Debug for Sender {
+impl std::fmt::Debug for DeliveryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender").field("client", &self.client).field("spans", &self.spans.is_some()).finish()
+        f.debug_struct("DeliveryClient").field("client", &self.client).field("spans", &self.spans.is_some()).finish()
     }
 }
 
-impl Sender {
+impl DeliveryClient {
     /// A client with keep-alive pooling, HTTP/2 where the subscriber offers it (ALPN), TLS
-    /// verified, and no redirects followed (a redirect is an answer, not a delivery).
-    pub fn new() -> Result<Sender, reqwest::Error> {
+    /// verified, and no redirects followed (a redirect is an answer, not a delivery). Replies
+    /// are read up to `max_reply_bytes`.
+    pub fn new(max_reply_bytes: usize) -> Result<DeliveryClient, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -82,11 +76,16 @@ impl Sender {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Sender { client, spans: None })
+        Ok(DeliveryClient { client, spans: None, max_reply_bytes })
+    }
+
+    /// The largest reply event read from an answer.
+    pub fn max_reply_bytes(&self) -> usize {
+        self.max_reply_bytes
     }
 
     /// Reports every traced attempt to `spans` once it is finished.
-    pub fn with_spans(mut self, spans: Arc<dyn SpanSink>) -> Sender {
+    pub fn with_spans(mut self, spans: Arc<dyn SpanSink>) -> DeliveryClient {
         self.spans = Some(spans);
         self
     }
@@ -124,7 +123,7 @@ impl Sender {
         let status = response.status();
         // A 2xx body may be a reply event (kept whole, up to the limit); a failure's body only
         // matters for its first bytes (`knativeerrordata`).
-        let keep = if status.is_success() { MAX_REPLY_BYTES } else { ERROR_BODY_PREFIX };
+        let keep = if status.is_success() { self.max_reply_bytes } else { ERROR_BODY_PREFIX };
         let mut kept = Vec::new();
         let mut truncated = false;
         let mut read = 0;
@@ -215,7 +214,7 @@ pub struct Answer {
     pub headers: HeaderMap,
     /// The body, up to the reply size limit.
     pub body: Bytes,
-    /// Whether the body was longer than the limit.
+    /// Whether the body was longer than the reply limit.
     pub truncated: bool,
 }
 
