@@ -12,8 +12,9 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// Prefix of every topic and group this backend names (default `switchyard.`): broker
     /// topic `ns.broker` is Kafka topic `{prefix}ns.broker`, trigger group `ns.trigger` is
-    /// consumer group `{prefix}ns.trigger`, and the dead letters live in `{prefix}deadletters`.
-    /// Several Switchyard installations can share a cluster under different prefixes.
+    /// consumer group `{prefix}ns.trigger`, and the backend's own topics are
+    /// `{prefix}deadletters`, `{prefix}state`, `{prefix}config` and `{prefix}leases`. Several
+    /// Switchyard installations can share a cluster under different prefixes.
     pub topic_prefix: String,
     /// Partitions of a new broker topic (default 8). Existing topics keep theirs.
     pub partitions: u32,
@@ -132,6 +133,12 @@ impl KafkaConfig {
     /// The compacted topic of the state table (sources' progress).
     pub fn state_topic(&self) -> String {
         format!("{}state", self.topic_prefix)
+    }
+
+    /// The compacted topic of the declarations every node applies ([`crate::KafkaDeclarations`]),
+    /// named as in Kafka Connect's config-topic pattern.
+    pub fn declarations_topic(&self) -> String {
+        format!("{}config", self.topic_prefix)
     }
 
     /// The topic whose partitions are the slots of [`crate::Leases`]; its consumer group has
@@ -290,6 +297,7 @@ mod tests {
         assert_eq!(config.kafka_topic("shop.default"), "sy-shop.default");
         assert_eq!(config.group_id("shop.orders"), "sy-shop.orders");
         assert_eq!(config.dead_letter_topic(), "sy-deadletters");
+        assert_eq!(config.declarations_topic(), "sy-config");
         assert_eq!(config.leases_topic(), "sy-leases");
     }
 

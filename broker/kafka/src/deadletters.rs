@@ -15,8 +15,8 @@ use switchyard_event::{json, storage, Event};
 use switchyard_log::{DeadLetter, DeadLetterStore, LogError};
 
 use crate::client::now_ms;
+use crate::cluster::CompactedTopic;
 use crate::config::KafkaConfig;
-use crate::follower::CompactedTopic;
 
 /// The dead-letter store on Kafka.
 ///

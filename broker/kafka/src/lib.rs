@@ -1,8 +1,11 @@
-//! The Kafka log backend: [`switchyard_log::EventLog`] on an Apache Kafka cluster, following
-//! Knative's Kafka broker (one topic per broker, one consumer group per trigger). This is the
-//! only crate that links librdkafka, so it also holds the other Kafka clients Switchyard
-//! needs: [`RecordConsumer`], a consumer-group member of any cluster's topics (what a
-//! KafkaSource reads), and [`Leases`], slots shared out among the nodes by the group protocol.
+//! The Kafka backend: [`switchyard_log::EventLog`] on an Apache Kafka cluster, following
+//! Knative's Kafka broker (one topic per broker, one consumer group per trigger), and what the
+//! nodes sharing that cluster share besides events: the declarations every node applies
+//! ([`KafkaDeclarations`]) and the placement of work that runs on one node at a time
+//! ([`KafkaPlacement`]). [`open`] opens all three as a [`switchyard_log::Backend`].
+//!
+//! This is the only crate that links librdkafka, so it also holds the reader of outside
+//! clusters' records that KafkaSource uses ([`RecordConsumer`]).
 //!
 //! # Mapping
 //!
@@ -14,7 +17,8 @@
 //! | [`Subscription::commit`] | the group's committed offset (stored at once, committed every second, on revocation, on `flush` and on close) |
 //! | dead letters | the compacted topic `{prefix}deadletters` ([`KafkaDeadLetters`]) |
 //! | the state table ([`switchyard_log::StateStore`]) | the compacted topic `{prefix}state` ([`KafkaState`]) |
-//! | the slots of [`Leases`] (which node runs what) | the partitions of the topic `{prefix}leases` (no records), held by the members of the consumer group `{prefix}leases` |
+//! | declarations ([`switchyard_log::DeclarationLog`]) | the compacted topic `{prefix}config` ([`KafkaDeclarations`], on a [`CompactedTopic`]) |
+//! | the slots of the placement ([`switchyard_log::Placement`]) | the partitions of the topic `{prefix}leases` (16 when this backend creates it; no records), held by the members of the consumer group `{prefix}leases` ([`KafkaPlacement`], on [`Leases`]) |
 //!
 //! # Behaviour worth knowing
 //!
@@ -42,14 +46,20 @@
 //! - **Deleting a topic** deletes its events and, through Kafka, the committed offsets of every
 //!   group on it. Deleting a group deletes the Kafka consumer group: a group id is one trigger's,
 //!   on one topic.
+//! - **Declarations** are numbered on every node in the order of the config topic, which is
+//!   the same everywhere: a change published on any node is applied by all of them, in the same
+//!   order, within moments. A publish returns once this node's follower has read it back.
+//! - **Placement**: a slot is held by one live node, and moves only after its old node stopped
+//!   what runs on it ([`switchyard_log::Release`]); a node that dies loses its slots after its
+//!   6 s session. Across a network partition, exactly one holder is not guaranteed (see
+//!   [`Leases`]).
 //! - **Cost per trigger and node**: one librdkafka consumer (a few threads and connections) and
 //!   one thread of ours, with at most a few MiB buffered.
 
 mod client;
+mod cluster;
 mod config;
 mod deadletters;
-mod follower;
-mod leases;
 mod records;
 mod state;
 mod subscription;
@@ -67,17 +77,27 @@ use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use switchyard_event::kafka::{self as binding, KafkaRecord};
 use switchyard_event::Event;
-use switchyard_log::{DeadLetterStore, EventLog, LogError, StateStore, Subscription};
+use switchyard_log::{Backend, DeadLetterStore, EventLog, LogError, MetricDescription, StateStore, Subscription};
 
 use crate::client::{blocking, unavailable, Context, Control, Producer};
 use crate::subscription::{KafkaSubscription, Registry, Start};
 
+pub use crate::cluster::{CompactedTopic, KafkaDeclarations, KafkaPlacement, Leases};
 pub use crate::config::{KafkaConfig, KafkaConfigError};
 pub use crate::deadletters::KafkaDeadLetters;
-pub use crate::follower::CompactedTopic;
-pub use crate::leases::Leases;
 pub use crate::records::{valid_topic_name, InitialOffset, Record, RecordConsumer, RecordConsumerConfig};
 pub use crate::state::KafkaState;
+
+/// Opens the Kafka backend of one node: connects the log (loading its dead letters and state
+/// table), follows the declarations and joins the placement's lease group, creating the topics
+/// they need. Fails with `LogError::Unavailable`, naming the address, when the cluster does not
+/// answer within [`KafkaConfig::connect_timeout`].
+pub async fn open(config: KafkaConfig) -> Result<Backend, LogError> {
+    let log = KafkaLog::connect(config).await?;
+    let declarations = KafkaDeclarations::open(log.config()).await?;
+    let placement = KafkaPlacement::join(log.config()).await?;
+    Ok(Backend { log: Arc::new(log), declarations: Arc::new(declarations), placement: Arc::new(placement) })
+}
 
 /// The Kafka log backend. Cheap to share behind an `Arc`; every node of a Switchyard cluster
 /// opens its own against the same Kafka cluster and prefix.
@@ -517,6 +537,12 @@ impl EventLog for KafkaLog {
     fn single_partition(&self) -> bool {
         // Each node reads only the partitions the group protocol gives it.
         false
+    }
+
+    fn metrics(&self) -> &'static [MetricDescription] {
+        // This backend records no series of its own: what it does shows in the callers'
+        // (ingest, delivery, backlog), and librdkafka's statistics are not collected.
+        &[]
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, LogError> {

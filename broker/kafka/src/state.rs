@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use switchyard_log::{LogError, StateStore};
 
+use crate::cluster::CompactedTopic;
 use crate::config::KafkaConfig;
-use crate::follower::CompactedTopic;
 
 /// [`StateStore`] on Kafka: every entry is a record of the compacted topic `{prefix}state`
 /// (key and value as given; a removal is a tombstone), and every node keeps the whole table in

@@ -19,7 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchyard_event::{AttrValue, Data, DataForm, Event};
 use switchyard_log::testkit::{sample_dead_letter, sample_event};
-use switchyard_log::{EventLog, LogError, LogEvent, Subscription};
+use switchyard_log::{Backend, Change, Changes, EventLog, LogError, LogEvent, Release, Subscription};
 use switchyard_log_kafka::{CompactedTopic, KafkaConfig, KafkaLog};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -554,4 +554,101 @@ async fn a_compacted_topic_replicates_a_table() {
     assert_eq!(other_table.lock().unwrap().get(&b"k"[..]).map(Vec::as_slice), Some(&b"v"[..]));
 
     drop((writer, other));
+}
+
+/// Each release of a node's placement: the slots released, and what the node held meanwhile.
+type Released = Arc<std::sync::Mutex<Vec<(BTreeSet<u32>, BTreeSet<u32>)>>>;
+
+/// Records what a node's placement releases.
+struct Releases {
+    held: tokio::sync::watch::Receiver<BTreeSet<u32>>,
+    released: Released,
+}
+
+#[async_trait::async_trait]
+impl Release for Releases {
+    async fn release(&self, slots: &BTreeSet<u32>) {
+        let held = self.held.borrow().clone();
+        self.released.lock().unwrap().push((slots.clone(), held));
+    }
+}
+
+fn on_release(backend: &Backend) -> Released {
+    let released = Released::default();
+    let releases = Releases { held: backend.placement.held(), released: Arc::clone(&released) };
+    backend.placement.on_release(Arc::new(releases));
+    released
+}
+
+async fn changes(changes: &mut Changes, n: usize) -> Vec<Change> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.push(tokio::time::timeout(WAIT, changes.receiver.recv()).await.expect("a change").expect("open"));
+    }
+    got
+}
+
+/// What `open` gives a node besides the log: declarations every node applies in one order
+/// (replayed to a node that opens later, handed out once), and slots shared out among the nodes,
+/// each released through the hook once the node no longer counts it as held.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_share_declarations_and_placement() {
+    let (config, _cleanup) = config();
+    let a = switchyard_log_kafka::open(config.clone()).await.unwrap();
+    let a_released = on_release(&a);
+    let mut a_changes = a.declarations.changes().unwrap();
+    assert_eq!(a_changes.replayed, 0);
+    assert!(a.declarations.changes().is_err(), "the changes are handed out once");
+    let published = [
+        ("broker/shop/default", Some(b"{}".to_vec())),
+        ("trigger/shop/orders", Some(b"{\"v\":1}".to_vec())),
+        ("broker/shop/default", None),
+    ];
+    for (sequence, (key, value)) in (0..).zip(&published) {
+        assert_eq!(a.declarations.publish(key, value.clone()).await.unwrap(), sequence);
+    }
+    let expected: Vec<Change> = (0..)
+        .zip(&published)
+        .map(|(sequence, (key, value))| Change { sequence, key: (*key).to_owned(), value: value.clone() })
+        .collect();
+    assert_eq!(changes(&mut a_changes, 3).await, expected);
+
+    let b = switchyard_log_kafka::open(config.clone()).await.unwrap();
+    let b_released = on_release(&b);
+    let mut b_changes = b.declarations.changes().unwrap();
+    assert_eq!(b_changes.replayed, 3, "what was in the topic when b opened");
+    assert_eq!(changes(&mut b_changes, 3).await, expected);
+    assert_eq!(b.declarations.publish("trigger/shop/orders", None).await.unwrap(), 3);
+    let deleted = Change { sequence: 3, key: "trigger/shop/orders".to_owned(), value: None };
+    let deleted = [deleted];
+    assert_eq!(changes(&mut a_changes, 1).await, deleted, "a applies b's change");
+    assert_eq!(changes(&mut b_changes, 1).await, deleted);
+
+    let all: BTreeSet<u32> = (0..16).collect();
+    assert_eq!((a.placement.slots(), b.placement.slots()), (16, 16));
+    let started = Instant::now();
+    loop {
+        let (held_a, held_b) = (a.placement.held().borrow().clone(), b.placement.held().borrow().clone());
+        if !held_a.is_empty() && !held_b.is_empty() && held_a.is_disjoint(&held_b) && held_a.len() + held_b.len() == 16
+        {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the slots were not shared out: {held_a:?} / {held_b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b_held = b.placement.held().borrow().clone();
+    b.placement.leave().await;
+    assert!(b.placement.held().borrow().is_empty(), "b holds nothing once it left");
+    let mut a_held = a.placement.held();
+    tokio::time::timeout(WAIT, a_held.wait_for(|held| *held == all)).await.unwrap().unwrap();
+
+    let b_released = b_released.lock().unwrap().clone();
+    let released: BTreeSet<u32> = b_released.iter().flat_map(|(slots, _)| slots.iter().copied()).collect();
+    assert_eq!(released, b_held, "b released what it held, through the hook");
+    let a_released = a_released.lock().unwrap().clone();
+    assert!(!a_released.is_empty(), "a released the slots b got");
+    for (slots, held) in a_released.iter().chain(&b_released) {
+        assert!(slots.is_disjoint(held), "{slots:?} still counted as held ({held:?}) while released");
+    }
+    a.placement.leave().await;
 }

@@ -1,5 +1,5 @@
 //! A compacted topic every node follows from the beginning: a small replicated key/value table.
-//! The dead-letter store is built on it, and so can the shared broker and trigger declarations.
+//! The declarations, the dead-letter store and the state table are built on it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,15 +36,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 ///   tombstones themselves are removed after the topic's `delete.retention.ms` (default one
 ///   day), so a follower that starts later never sees keys deleted long ago.
 ///
-/// To consume the changes as a stream, send them into a channel from the callback:
-///
-/// ```ignore
-/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-/// let config_topic = CompactedTopic::open(&config, "switchyard.config", move |key, value| {
-///     let _ = tx.send((key.to_vec(), value.map(<[u8]>::to_vec)));
-/// })
-/// .await?;
-/// ```
+/// To consume the changes as a stream, send them into a channel from the callback, as
+/// [`KafkaDeclarations`](crate::KafkaDeclarations) does.
 ///
 /// The callback runs on the follower's own thread: it must not block for long, and must not
 /// wait for a write to this topic (that write waits for the callback).
@@ -67,7 +60,7 @@ impl std::fmt::Debug for CompactedTopic {
 
 impl CompactedTopic {
     /// Follows the compacted Kafka topic `topic` (its full name, e.g.
-    /// `format!("{}config", config.topic_prefix)`), creating it if missing (one partition,
+    /// [`KafkaConfig::declarations_topic`]), creating it if missing (one partition,
     /// `cleanup.policy=compact`, the configured replication factor).
     ///
     /// `apply(key, value)` is called for every record from the beginning of the topic, in
@@ -255,17 +248,10 @@ impl Follower {
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(error)) => {
-                    // librdkafka retries by itself; say it once a minute, not on every poll.
-                    let text = error.to_string();
-                    let repeated = last_error
-                        .as_ref()
-                        .is_some_and(|(last, at)| *last == text && at.elapsed() < Duration::from_secs(60));
-                    if !repeated {
-                        tracing::warn!(topic = %self.topic, %error, "following the topic");
-                        last_error = Some((text, Instant::now()));
-                    }
+                Some(Err(error)) if client::say_again(&mut last_error, &error) => {
+                    tracing::warn!(topic = %self.topic, %error, "following the topic");
                 }
+                Some(Err(_)) => {}
             }
         }
     }
