@@ -1,7 +1,6 @@
 //! What every part of the backend shares: the librdkafka client context (logs into `tracing`),
-//! blocking calls moved off the async runtime, topic metadata and creation, what the threads
-//! that drive group members share (backpressure, offset store and commit, headers), and error
-//! mapping.
+//! blocking calls moved off the async runtime, topic metadata and creation, record headers,
+//! and error mapping.
 
 use std::fmt::Display;
 use std::panic::AssertUnwindSafe;
@@ -11,12 +10,12 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use switchyard_log::LogError;
 
 use crate::config::KafkaConfig;
@@ -293,75 +292,6 @@ pub(crate) async fn ensure_topic(
         .await?
         .map_err(|e| unavailable(format!("cannot look up topic '{topic}'"), &e))?
         .ok_or_else(|| LogError::Unavailable(format!("topic '{topic}' vanished right after its creation")))
-}
-
-/// Fetching pauses while this many records, or bytes, wait in the buffer of a thread that
-/// drives a group member, and resumes below half of both. With the reader taking up to a few
-/// hundred at a time, this keeps it fed, while a reader that stalls holds at most this (plus
-/// librdkafka's prefetch, see `KafkaConfig::group_member`) in memory: its backlog stays in
-/// Kafka.
-pub(crate) const BUFFER_RECORDS: usize = 1024;
-/// See [`BUFFER_RECORDS`].
-pub(crate) const BUFFER_BYTES: usize = 4 << 20;
-
-/// Pauses fetching while `buffered` (records, bytes) is full, resumes once it has drained to
-/// half. Returns whether fetching is paused.
-pub(crate) fn backpressure<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    (records, bytes): (usize, usize),
-    paused: bool,
-    what: &dyn Display,
-) -> bool {
-    let full = records >= BUFFER_RECORDS || bytes >= BUFFER_BYTES;
-    let drained = records <= BUFFER_RECORDS / 2 && bytes <= BUFFER_BYTES / 2;
-    let pause = full || (paused && !drained);
-    if pause || paused {
-        if let Ok(assignment) = consumer.assignment() {
-            // Paused again on every round while full: a rebalance may have assigned
-            // partitions since, which start unpaused.
-            let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
-            if let Err(error) = result {
-                tracing::debug!(%what, %error, "pause or resume");
-            }
-        }
-    }
-    pause
-}
-
-/// Hands the reader's commits (topic, partition, next offset) to librdkafka's offset store
-/// (committed by auto-commit, on revocation, on flush and on close).
-pub(crate) fn store_offsets<'a, C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    commits: impl IntoIterator<Item = (&'a str, i32, i64)>,
-    what: &dyn Display,
-) {
-    let mut offsets = TopicPartitionList::new();
-    for (topic, partition, offset) in commits {
-        if offsets.add_partition_offset(topic, partition, Offset::Offset(offset)).is_err() {
-            continue;
-        }
-    }
-    if offsets.count() == 0 {
-        return;
-    }
-    // Fails only for partitions that were revoked meanwhile: their commits are moot, as the
-    // next owner resumes from the group's last commit.
-    if let Err(error) = consumer.store_offsets(&offsets) {
-        tracing::debug!(%what, %error, "storing offsets");
-    }
-}
-
-/// Commits the stored offsets synchronously; `Err` with the reason when Kafka refused.
-pub(crate) fn commit_stored<C: ConsumerContext>(consumer: &BaseConsumer<C>, what: &dyn Display) -> Result<(), String> {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => Ok(()),
-        // Nothing stored since the last commit.
-        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-        Err(error) => {
-            tracing::warn!(%what, %error, "commit failed");
-            Err(format!("cannot commit offsets on {what}: {error}"))
-        }
-    }
 }
 
 /// A record header as read: its name and value (`None`: a header without one).

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use switchyard_log::records::InitialOffset;
 
 /// Settings of the Kafka backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,10 +209,14 @@ impl KafkaConfig {
 
     /// A member of any cluster's consumer group `group_id` reading records for a source:
     /// committed like a trigger's group, but a group without committed offsets starts where
-    /// `auto_offset_reset` (`earliest` or `latest`) says.
-    pub(crate) fn record_consumer(&self, group_id: &str, auto_offset_reset: &str) -> ClientConfig {
+    /// `initial_offset` says.
+    pub(crate) fn record_consumer(&self, group_id: &str, initial_offset: InitialOffset) -> ClientConfig {
         let mut config = self.member(group_id);
-        config.set("auto.offset.reset", auto_offset_reset);
+        let reset = match initial_offset {
+            InitialOffset::Earliest => "earliest",
+            InitialOffset::Latest => "latest",
+        };
+        config.set("auto.offset.reset", reset);
         self.finish(config)
     }
 

@@ -5,7 +5,12 @@
 //! ([`KafkaPlacement`]). [`open`] opens all three as a [`switchyard_log::Backend`].
 //!
 //! This is the only crate that links librdkafka, so it also holds the reader of outside
-//! clusters' records that KafkaSource uses ([`RecordConsumer`]).
+//! clusters' records that KafkaSource uses ([`KafkaRecords`]).
+//!
+//! Every consumer that hands records to an async reader (a trigger's subscription, a reader of
+//! one partition, a KafkaSource's group member) runs on one core: a thread per librdkafka
+//! consumer that polls all the time, so that rebalances are served even while the reader is
+//! slow, and a bounded buffer between them.
 //!
 //! # Mapping
 //!
@@ -59,6 +64,7 @@
 mod client;
 mod cluster;
 mod config;
+mod consumer;
 mod deadletters;
 mod records;
 mod state;
@@ -85,7 +91,7 @@ use crate::subscription::{KafkaSubscription, Registry, Start};
 pub use crate::cluster::{CompactedTopic, KafkaDeclarations, KafkaPlacement, Leases};
 pub use crate::config::{KafkaConfig, KafkaConfigError};
 pub use crate::deadletters::KafkaDeadLetters;
-pub use crate::records::{valid_topic_name, InitialOffset, Record, RecordConsumer, RecordConsumerConfig};
+pub use crate::records::KafkaRecords;
 pub use crate::state::KafkaState;
 
 /// Opens the Kafka backend of one node: connects the log (loading its dead letters and state

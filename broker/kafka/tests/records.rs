@@ -1,4 +1,4 @@
-//! `RecordConsumer`, `Leases` and the `kafka_tool` example against a real Kafka cluster:
+//! `KafkaRecords`, `Leases` and the `kafka_tool` example against a real Kafka cluster:
 //! `SWITCHYARD_TEST_KAFKA` (default `127.0.0.1:19092`, what `deploy/kafka/local.sh up`
 //! starts). Every test names its topics and groups under its own random prefix and deletes
 //! them when it ends, so runs can share the cluster.
@@ -18,8 +18,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use switchyard_log::records::{InitialOffset, Record, RecordConnector, RecordConsumer, RecordConsumerConfig};
 use switchyard_log::LogError;
-use switchyard_log_kafka::{InitialOffset, KafkaConfig, Leases, Record, RecordConsumer, RecordConsumerConfig};
+use switchyard_log_kafka::{KafkaConfig, KafkaRecords, Leases};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -163,12 +164,14 @@ fn consumer_config(group: &str, topics: &[&str], initial_offset: InitialOffset) 
     config
 }
 
-async fn connect(config: RecordConsumerConfig) -> RecordConsumer {
-    RecordConsumer::connect(config).await.expect("kafka answers (deploy/kafka/local.sh up)")
+type Member = Box<dyn RecordConsumer>;
+
+async fn connect(config: RecordConsumerConfig) -> Member {
+    KafkaRecords.connect(config).await.expect("kafka answers (deploy/kafka/local.sh up)")
 }
 
 /// Reads until `n` records arrived, failing after [`WAIT`].
-async fn read(consumer: &mut RecordConsumer, n: usize) -> Vec<Record> {
+async fn read(consumer: &mut Member, n: usize) -> Vec<Record> {
     let mut read = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     while read.len() < n {
@@ -182,7 +185,7 @@ async fn read(consumer: &mut RecordConsumer, n: usize) -> Vec<Record> {
 }
 
 /// Whatever arrives within `within`.
-async fn read_for(consumer: &mut RecordConsumer, within: Duration) -> Vec<Record> {
+async fn read_for(consumer: &mut Member, within: Duration) -> Vec<Record> {
     let mut read = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
     while let Ok(batch) = tokio::time::timeout_at(deadline, consumer.next_batch(100)).await {
@@ -229,7 +232,7 @@ fn ends(records: &[Record]) -> BTreeMap<(String, i32), i64> {
     ends
 }
 
-fn commit_all(consumer: &mut RecordConsumer, records: &[Record]) {
+fn commit_all(consumer: &mut Member, records: &[Record]) {
     for ((topic, partition), next) in ends(records) {
         consumer.commit(&topic, partition, next).unwrap();
     }
@@ -390,7 +393,7 @@ async fn connecting_to_nothing_fails_quickly_naming_the_address() {
     config.bootstrap_servers = "127.0.0.1:1".to_owned();
     config.connect_timeout = Duration::from_secs(2);
     let started = Instant::now();
-    let error = RecordConsumer::connect(config).await.unwrap_err();
+    let Err(error) = KafkaRecords.connect(config).await else { panic!("connected to nothing") };
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(matches!(error, LogError::Unavailable(_)), "{error:?}");
     assert!(error.to_string().contains("'127.0.0.1:1'"), "{error}");
@@ -451,7 +454,7 @@ async fn two_members_share_the_partitions_and_miss_nothing() {
     };
     let seen: Arc<Mutex<Vec<(char, Record)>>> = Arc::default();
     let expected: HashSet<Vec<u8>> = sent.iter().map(|s| s.value.clone().unwrap()).collect();
-    let reader = |name: char, mut consumer: RecordConsumer| {
+    let reader = |name: char, mut consumer: Member| {
         let (seen, expected) = (Arc::clone(&seen), expected.clone());
         tokio::spawn(async move {
             let deadline = Instant::now() + WAIT;
