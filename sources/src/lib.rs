@@ -11,9 +11,11 @@
 //!   consumer); a [`Webhook`] turns requests on `/webhooks/{path}/{ns}/{name}` into events, on
 //!   whichever node they reach.
 //! - **The runtime** ([`Sources`]) keeps every declared source compiled, runs the activities of
-//!   the sources this node holds ([`Placement`]: all of them on the embedded log, a share of
-//!   them on Kafka), and sends what they produce through [`Sinks`], which the binary implements
-//!   over its broker ingest and its HTTP client.
+//!   the sources this node holds (the backend's `Placement`: all of them on the embedded log, a
+//!   share of them on Kafka), and sends what they produce through [`Outlets`]: the engine's
+//!   admission into brokers (the one way events enter a broker) and its HTTP client.
+//! - **Clients** a kind needs from outside (a Kafka client for KafkaSource) come as traits
+//!   ([`Clients`]): this crate names no backend.
 //!
 //! # The promise
 //!
@@ -22,36 +24,37 @@
 //! crash between the two repeats the events, it never loses them.
 
 pub mod github;
+pub mod kafka;
 mod metrics;
 pub mod ping;
 mod resource;
 mod runtime;
 mod sink;
 
-#[cfg(feature = "kafka")]
-pub mod kafka;
-
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use switchyard_event::Event;
+use switchyard_log::records::RecordConnector;
 use switchyard_meta::ValidationError;
 
 pub use crate::resource::{parse_source, CeOverrides, Declared, Sink, SinkSpec, Source, SourceRef};
-pub use crate::runtime::{Everything, Placement, SourceStatus, Sources, Stopped, WebhookAnswer, WebhookFailure};
-pub use crate::sink::{Emitter, SinkError, Sinks};
+pub use crate::runtime::{Sources, Stopped, WebhookAnswer, WebhookFailure};
+pub use crate::sink::{Emitter, HttpSink, Outlets, SinkError};
 
-/// Every kind of source this build knows, in the order the API lists them.
+/// Every kind of source, in the order the API lists them. Adding a source is its folder plus
+/// one line here: the REST routes, the OpenAPI enum of kinds and the CLI's kinds come from
+/// this list.
 pub fn kinds() -> &'static [&'static dyn SourceKind] {
-    static KINDS: OnceLock<Vec<&'static dyn SourceKind>> = OnceLock::new();
-    KINDS.get_or_init(|| {
-        #[allow(unused_mut)] // without the kafka feature nothing is pushed
-        let mut kinds: Vec<&'static dyn SourceKind> = vec![&github::GitHub, &ping::Ping];
-        #[cfg(feature = "kafka")]
-        kinds.push(&kafka::Kafka);
-        kinds
-    })
+    &[&github::GitHub, &ping::Ping, &kafka::Kafka]
+}
+
+/// Clients of outside systems that some kinds need, given by the binary (which links them).
+#[derive(Clone, Default)]
+pub struct Clients {
+    /// Connects consumers to Kafka clusters (KafkaSource); `None` in a build without Kafka.
+    pub kafka: Option<Arc<dyn RecordConnector>>,
 }
 
 /// The kind whose REST path segment is `plural` (`pingsources`).
@@ -80,13 +83,40 @@ pub trait SourceKind: Send + Sync + 'static {
     /// canonical form, which is stored. Errors name the field under `spec.`.
     fn validate(&self, spec: &serde_json::Value) -> Result<serde_json::Value, ValidationError>;
 
-    /// What runs for a declared source whose spec passed [`SourceKind::validate`]. A source that
-    /// cannot run here yet (a secret missing from the environment) is not ready, with why.
-    fn compile(&self, source: &Declared) -> Result<Behaviour, NotReady>;
+    /// What runs for a declared source whose spec passed [`SourceKind::validate`], with the
+    /// outside clients this node has. A source that cannot run here yet (a secret missing from
+    /// the environment, no Kafka client in this build) is not ready, with why.
+    fn compile(&self, source: &Declared, clients: &Clients) -> Result<Behaviour, NotReady>;
+
+    /// The schema of the kind's spec, for the API documentation.
+    #[cfg(feature = "openapi")]
+    fn spec_schema(&self) -> SpecSchema;
 
     /// For a webhook source, the path segment of its endpoint: `/webhooks/{path}/{ns}/{name}`.
     fn webhook_path(&self) -> Option<&'static str> {
         None
+    }
+}
+
+/// A kind's spec as the OpenAPI document describes it: its schema's name, the schema, and
+/// the schemas it refers to.
+#[cfg(feature = "openapi")]
+pub struct SpecSchema {
+    /// The component name, e.g. `PingSourceSpec`.
+    pub name: String,
+    /// The spec's schema.
+    pub schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    /// The components it refers to.
+    pub components: Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>,
+}
+
+#[cfg(feature = "openapi")]
+impl SpecSchema {
+    /// The schema of spec type `S`.
+    pub fn of<S: utoipa::ToSchema>() -> SpecSchema {
+        let mut components = Vec::new();
+        S::schemas(&mut components);
+        SpecSchema { name: S::name().into_owned(), schema: S::schema(), components }
     }
 }
 

@@ -17,7 +17,7 @@ const BROKER_API_VERSION: &str = "eventing.knative.dev/v1";
 
 /// A source as stored and answered: Knative metadata, and the spec in its canonical form
 /// (what [`SourceKind::validate`] returned).
-pub use switchyard_meta::store::Source;
+pub use switchyard_meta::Source;
 
 /// `spec.sink`: a Knative Destination. Without Kubernetes, a `ref` can only name a Switchyard
 /// broker in the source's namespace.

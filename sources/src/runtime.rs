@@ -19,15 +19,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use switchyard_event::limits::LimitExceeded;
 use switchyard_event::Event;
-use switchyard_log::{LogError, StateStore};
-use switchyard_meta::resources::Condition;
+use switchyard_log::backoff::ExponentialBackoff;
+use switchyard_log::{slot_of, LogError, Placement, Release, StateStore};
+use switchyard_meta::status::{Condition, SourceStatus};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::resource::{Declared, Sink, Source, SourceRef};
-use crate::sink::{sink_uri, Emitter, SinkError, Sinks};
-use crate::{Activity, Behaviour, NotReady, Receipt, SourceKind, Webhook, WebhookError};
+use crate::sink::{sink_uri, Emitter, Outlets, SinkError};
+use crate::{Activity, Behaviour, Clients, NotReady, Receipt, SourceKind, Webhook, WebhookError};
 
 /// How long a webhook source remembers the event ids it took: GitHub lets a delivery be
 /// redelivered for three days.
@@ -41,48 +43,13 @@ const WEBHOOK_SINK_DEADLINE: Duration = Duration::from_secs(5);
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Which sources this node runs.
-#[async_trait::async_trait]
-pub trait Placement: Send + Sync + 'static {
-    /// How many slots the sources are shared out over (at least 1).
-    fn slots(&self) -> u32;
-
-    /// The slots this node holds now; changes as nodes come and go.
-    fn held(&self) -> watch::Receiver<BTreeSet<u32>>;
-
-    /// Gives every slot up (at shutdown, once nothing runs), so that other nodes take the
-    /// sources over at once rather than when this node's lease expires.
-    async fn leave(&self) {}
-}
-
-/// One node holds every slot: the embedded log.
-pub struct Everything(watch::Sender<BTreeSet<u32>>);
-
-impl Default for Everything {
-    fn default() -> Everything {
-        Everything(watch::channel(BTreeSet::from([0])).0)
-    }
-}
-
-impl Placement for Everything {
-    fn slots(&self) -> u32 {
-        1
-    }
-
-    fn held(&self) -> watch::Receiver<BTreeSet<u32>> {
-        self.0.subscribe()
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The slot of a source: FNV-1a of its identity, stable across versions and nodes.
-pub(crate) fn slot_of(id: &SourceRef, slots: u32) -> u32 {
-    let hash =
-        id.to_string().bytes().fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
-    hash % slots.max(1)
+/// The slot of a source: a hash of its identity, stable across versions and nodes.
+pub(crate) fn source_slot(id: &SourceRef, slots: u32) -> u32 {
+    slot_of(&id.to_string(), slots)
 }
 
 struct Entry {
@@ -109,7 +76,8 @@ impl Running {
 
 /// The sources of this node.
 pub struct Sources {
-    sinks: Arc<dyn Sinks>,
+    outlets: Outlets,
+    clients: Clients,
     state: Arc<dyn StateStore>,
     placement: Arc<dyn Placement>,
     entries: Mutex<HashMap<SourceRef, Entry>>,
@@ -146,44 +114,33 @@ pub enum WebhookFailure {
     /// The sink did not take the events in time: 503, retry later.
     #[error("{0}")]
     Unavailable(String),
-}
-
-/// A source's observed state, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceStatus {
-    /// The generation of the spec this status is about.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<u64>,
-    /// `Ready`, or `Ready=False` with a reason.
-    pub conditions: Vec<Condition>,
-    /// Where events go: a URI, or the ingest URL of the broker.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sink_uri: Option<String>,
-    /// For a webhook source, the URL to give the sender.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
+    /// The broker refuses the events for good (an event over a limit): 413.
+    #[error(transparent)]
+    Limit(LimitExceeded),
 }
 
 impl Sources {
-    /// The sources runtime: events go through `sinks`, progress into `state`, and activities
-    /// run for the slots `placement` gives this node.
-    pub fn start(sinks: Arc<dyn Sinks>, state: Arc<dyn StateStore>, placement: Arc<dyn Placement>) -> Arc<Sources> {
+    /// The sources runtime: events go through `outlets`, kinds get `clients`, progress goes
+    /// into `state`, and activities run for the slots `placement` gives this node (and stop
+    /// before it gives them up).
+    pub fn start(
+        outlets: Outlets,
+        clients: Clients,
+        state: Arc<dyn StateStore>,
+        placement: Arc<dyn Placement>,
+    ) -> Arc<Sources> {
         let sources = Arc::new(Sources {
-            sinks,
+            outlets,
+            clients,
             state,
             placement,
             entries: Mutex::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(false),
         });
+        sources.placement.on_release(Arc::new(ReleaseSources(Arc::downgrade(&sources))));
         tokio::spawn(follow_placement(Arc::downgrade(&sources), sources.placement.held()));
         tokio::spawn(forget_old_ids(Arc::downgrade(&sources)));
         sources
-    }
-
-    /// The runtime with every slot held here: the embedded log.
-    pub fn local(sinks: Arc<dyn Sinks>, state: Arc<dyn StateStore>) -> Arc<Sources> {
-        Sources::start(sinks, state, Arc::new(Everything::default()))
     }
 
     /// Applies a declared (created or replaced) source: compiles it, and (re)starts its
@@ -200,7 +157,7 @@ impl Sources {
                 return;
             }
         };
-        let behaviour = kind.compile(&declared);
+        let behaviour = kind.compile(&declared, &self.clients);
         if let Err(not_ready) = &behaviour {
             tracing::warn!(source = %declared.id, reason = not_ready.reason, message = %not_ready.message, "source not ready");
         }
@@ -241,7 +198,7 @@ impl Sources {
         let total = self.placement.slots();
         let stopping: Vec<Running> = lock(&self.entries)
             .iter_mut()
-            .filter(|(id, _)| slots.contains(&slot_of(id, total)))
+            .filter(|(id, _)| slots.contains(&source_slot(id, total)))
             .filter_map(|(_, entry)| entry.running.take())
             .collect();
         for running in stopping {
@@ -261,7 +218,7 @@ impl Sources {
             let mut to_stop = Vec::new();
             let mut to_start = Vec::new();
             for (id, entry) in entries.iter_mut() {
-                let holds = held.contains(&slot_of(id, total));
+                let holds = held.contains(&source_slot(id, total));
                 match (&entry.running, holds) {
                     (Some(_), false) => to_stop.extend(entry.running.take()),
                     (None, true) => to_start.push(id.clone()),
@@ -279,7 +236,7 @@ impl Sources {
     }
 
     fn start_if_held(&self, id: &SourceRef, held: &BTreeSet<u32>) {
-        if !held.contains(&slot_of(id, self.placement.slots())) {
+        if !held.contains(&source_slot(id, self.placement.slots())) {
             return;
         }
         let mut entries = lock(&self.entries);
@@ -303,7 +260,7 @@ impl Sources {
     }
 
     fn emitter(&self, declared: &Declared) -> Emitter {
-        Emitter::new(declared.id.clone(), declared.sink.clone(), declared.overrides.clone(), Arc::clone(&self.sinks))
+        Emitter::new(declared.id.clone(), declared.sink.clone(), declared.overrides.clone(), self.outlets.clone())
     }
 
     /// Stops every activity and gives the slots up (for shutdown); nothing starts afterwards.
@@ -347,7 +304,7 @@ impl Sources {
         let entry = entries.get(&declared.id);
         let compiled = entry.and_then(|entry| entry.behaviour.as_ref().err().cloned());
         let missing_broker = match &declared.sink {
-            Sink::Broker(broker) if !self.sinks.broker_exists(namespace, broker) => Some(NotReady {
+            Sink::Broker(broker) if !self.outlets.admission.broker_exists(namespace, broker) => Some(NotReady {
                 reason: "SinkNotFound",
                 message: format!("broker '{namespace}/{broker}' does not exist"),
             }),
@@ -438,7 +395,7 @@ impl Sources {
         Ok(WebhookAnswer::Accepted { ids, duplicates })
     }
 
-    /// Sends to the sink, retrying for up to `deadline`.
+    /// Sends to the sink, retrying for up to `deadline`; a refusal for good is not retried.
     async fn emit_within(
         &self,
         declared: &Declared,
@@ -447,18 +404,21 @@ impl Sources {
     ) -> Result<(), WebhookFailure> {
         let emitter = self.emitter(declared);
         let give_up = tokio::time::Instant::now() + deadline;
-        let mut wait = RETRY_FIRST;
+        let mut wait = ExponentialBackoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             match emitter.emit(events.clone()).await {
                 Ok(()) => return Ok(()),
+                Err(SinkError::Refused(limit)) => {
+                    crate::metrics::events(declared.id.kind, "refused", events.len());
+                    return Err(WebhookFailure::Limit(limit));
+                }
                 Err(error) => {
-                    if tokio::time::Instant::now() + wait >= give_up {
+                    if tokio::time::Instant::now() + wait.peek() >= give_up {
                         tracing::warn!(source = %declared.id, %error, "webhook events not taken by the sink");
                         crate::metrics::events(declared.id.kind, "failed", events.len());
                         return Err(WebhookFailure::Unavailable(format!("the sink did not take the events: {error}")));
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY_MAX);
+                    tokio::time::sleep(wait.next_delay()).await;
                 }
             }
         }
@@ -491,6 +451,18 @@ fn unavailable(error: LogError) -> WebhookFailure {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Stops the sources of slots this node gives up ([`Release`] for the placement).
+struct ReleaseSources(std::sync::Weak<Sources>);
+
+#[async_trait::async_trait]
+impl Release for ReleaseSources {
+    async fn release(&self, slots: &BTreeSet<u32>) {
+        if let Some(sources) = self.0.upgrade() {
+            sources.release(slots).await;
+        }
+    }
 }
 
 async fn follow_placement(sources: std::sync::Weak<Sources>, mut held: watch::Receiver<BTreeSet<u32>>) {
@@ -559,9 +531,12 @@ impl RunContext {
     }
 
     /// Sends `events` to the sink, retrying until they are durable there (an attempt in flight
-    /// is finished, not abandoned) or the activity is asked to stop.
+    /// is finished, not abandoned) or the activity is asked to stop. An event the broker
+    /// refuses for good (over a limit) is dropped — retrying could never send it, and would
+    /// hold up every later one — and counted, logged and shown in the status; the others are
+    /// sent.
     pub async fn deliver(&self, events: Vec<Event>) -> Result<(), Stopped> {
-        let mut wait = RETRY_FIRST;
+        let mut wait = ExponentialBackoff::new(RETRY_FIRST, RETRY_MAX);
         let count = events.len();
         loop {
             match self.emitter.emit(events.clone()).await {
@@ -570,18 +545,34 @@ impl RunContext {
                     crate::metrics::events(self.declared.id.kind, "sent", count);
                     return Ok(());
                 }
+                Err(SinkError::Refused(_)) if count > 1 => {
+                    // All or nothing refuses the whole batch for one event: find it.
+                    for event in events {
+                        Box::pin(self.deliver(vec![event])).await?;
+                    }
+                    return Ok(());
+                }
+                Err(SinkError::Refused(limit)) => {
+                    let id = events.first().map(|event| event.id().to_owned()).unwrap_or_default();
+                    tracing::warn!(source = %self.declared.id, event = %id, %limit, "event refused by the broker; dropped");
+                    crate::metrics::events(self.declared.id.kind, "refused", count);
+                    self.report(Some(NotReady {
+                        reason: "EventRefused",
+                        message: format!("event '{id}' was refused and dropped: {limit}"),
+                    }));
+                    return Ok(());
+                }
                 Err(error) => {
                     let reason = match error {
                         SinkError::UnknownBroker(_) => "SinkNotFound",
-                        SinkError::Unavailable(_) => "SinkUnavailable",
+                        _ => "SinkUnavailable",
                     };
                     let first = lock(&self.problem).as_ref().is_none_or(|p| p.reason != reason);
                     if first {
                         tracing::warn!(source = %self.declared.id, %error, "the sink does not take events; retrying");
                     }
                     self.report(Some(NotReady { reason, message: error.to_string() }));
-                    self.sleep(wait).await?;
-                    wait = (wait * 2).min(RETRY_MAX);
+                    self.sleep(wait.next_delay()).await?;
                 }
             }
         }

@@ -1,38 +1,55 @@
-//! Where a source's events go: a broker of its namespace, through the binary's own ingest, or
-//! an HTTP endpoint.
+//! Where a source's events go: a broker of its namespace, through the engine's admission (the
+//! one way events enter a broker), or an HTTP endpoint, through the engine's delivery client.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use switchyard_event::limits::LimitExceeded;
 use switchyard_event::{AttrValue, Event};
+use switchyard_log::{Admit, Origin, Refusal};
 use url::Url;
 
 use crate::resource::{Sink, SourceRef};
 
-/// What the binary provides to sources: its broker ingest and its HTTP client.
+/// A source's HTTP sink: what the engine provides over its delivery client.
 #[async_trait]
-pub trait Sinks: Send + Sync + 'static {
-    /// Appends `events` to broker `namespace/broker` as HTTP ingest does (arrival time, hop
-    /// budget) and returns once they are durable.
-    async fn append(&self, namespace: &str, broker: &str, events: Vec<Event>) -> Result<(), SinkError>;
-
+pub trait HttpSink: Send + Sync + 'static {
     /// POSTs the events of `source` to `uri` one after the other in binary mode; returns once
     /// each was answered 2xx.
     async fn post(&self, source: &SourceRef, uri: &Url, events: Vec<Event>) -> Result<(), SinkError>;
-
-    /// Whether broker `namespace/broker` exists.
-    fn broker_exists(&self, namespace: &str, broker: &str) -> bool;
 }
 
-/// Why a sink did not take the events; every one is worth retrying later.
+/// Why a sink did not take the events.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
-    /// The sink names a broker that does not exist (yet).
+    /// The sink names a broker that does not exist (yet): worth retrying later.
     #[error("broker '{0}' does not exist")]
     UnknownBroker(String),
-    /// The broker's storage or the sink URI cannot take them now.
+    /// The broker's storage or the sink URI cannot take them now: worth retrying later.
     #[error("{0}")]
     Unavailable(String),
+    /// The broker refuses them for good (an event over a limit): never worth retrying.
+    #[error(transparent)]
+    Refused(LimitExceeded),
+}
+
+impl From<Refusal> for SinkError {
+    fn from(refusal: Refusal) -> SinkError {
+        match refusal {
+            Refusal::UnknownBroker(broker) => SinkError::UnknownBroker(broker),
+            Refusal::Limit(limit) => SinkError::Refused(limit),
+            stopping_or_unavailable => SinkError::Unavailable(stopping_or_unavailable.to_string()),
+        }
+    }
+}
+
+/// What a source's events go through: admission into brokers, and the HTTP sink.
+#[derive(Clone)]
+pub struct Outlets {
+    /// The engine's admission.
+    pub admission: Arc<dyn Admit>,
+    /// The engine's delivery client.
+    pub http: Arc<dyn HttpSink>,
 }
 
 /// Sends one source's events to its sink, with its `ceOverrides` applied.
@@ -41,17 +58,12 @@ pub struct Emitter {
     source: SourceRef,
     sink: Sink,
     overrides: Arc<[(String, AttrValue)]>,
-    sinks: Arc<dyn Sinks>,
+    outlets: Outlets,
 }
 
 impl Emitter {
-    pub(crate) fn new(
-        source: SourceRef,
-        sink: Sink,
-        overrides: Vec<(String, AttrValue)>,
-        sinks: Arc<dyn Sinks>,
-    ) -> Emitter {
-        Emitter { source, sink, overrides: overrides.into(), sinks }
+    pub(crate) fn new(source: SourceRef, sink: Sink, overrides: Vec<(String, AttrValue)>, outlets: Outlets) -> Emitter {
+        Emitter { source, sink, overrides: overrides.into(), outlets }
     }
 
     /// One attempt: `Ok` once every event is durable on the broker (or accepted by the URI).
@@ -63,8 +75,12 @@ impl Emitter {
             }
         }
         match &self.sink {
-            Sink::Broker(broker) => self.sinks.append(&self.source.namespace, broker, events).await,
-            Sink::Uri(uri) => self.sinks.post(&self.source, uri, events).await,
+            Sink::Broker(broker) => {
+                let origin = Origin::Source(self.source.to_string());
+                self.outlets.admission.admit(&self.source.namespace, broker, events, origin).await?;
+                Ok(())
+            }
+            Sink::Uri(uri) => self.outlets.http.post(&self.source, uri, events).await,
         }
     }
 }

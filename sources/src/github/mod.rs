@@ -79,6 +79,11 @@ pub struct SecretValue {
 }
 
 impl SourceKind for GitHub {
+    #[cfg(feature = "openapi")]
+    fn spec_schema(&self) -> crate::SpecSchema {
+        crate::SpecSchema::of::<GitHubSourceSpec>()
+    }
+
     fn kind(&self) -> &'static str {
         "GitHubSource"
     }
@@ -162,7 +167,7 @@ impl SourceKind for GitHub {
         Ok(canonical(&spec))
     }
 
-    fn compile(&self, source: &Declared) -> Result<Behaviour, NotReady> {
+    fn compile(&self, source: &Declared, _: &crate::Clients) -> Result<Behaviour, NotReady> {
         // Validated on the way in.
         let spec: GitHubSourceSpec = serde_json::from_value(source.spec.clone())
             .map_err(|e| NotReady { reason: "InvalidSpec", message: e.to_string() })?;

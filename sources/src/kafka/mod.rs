@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use switchyard_event::kafka::valid_topic_name;
+use switchyard_log::records::{InitialOffset, Record, RecordConnector, RecordConsumer, RecordConsumerConfig};
 use switchyard_log::LogError;
-use switchyard_log_kafka::{valid_topic_name, InitialOffset, Record, RecordConsumer, RecordConsumerConfig};
 use switchyard_meta::ValidationError;
 
 use crate::resource::{canonical, check_common, typed_spec, CeOverrides, Declared, Sink, SinkSpec};
 use crate::runtime::{RunContext, Stopped};
-use crate::{Activity, Behaviour, NotReady, SourceKind};
+use crate::{Activity, Behaviour, Clients, NotReady, SourceKind};
 
 pub use record::{record_event, RecordParts, EVENT_TYPE};
 
@@ -179,7 +180,11 @@ impl SourceKind for Kafka {
         Ok(canonical(&spec))
     }
 
-    fn compile(&self, source: &Declared) -> Result<Behaviour, NotReady> {
+    fn compile(&self, source: &Declared, clients: &Clients) -> Result<Behaviour, NotReady> {
+        let connector = clients.kafka.clone().ok_or_else(|| NotReady {
+            reason: "KafkaUnavailable",
+            message: "this switchyard was built without a Kafka client".to_owned(),
+        })?;
         let invalid = |message: String| NotReady { reason: "InvalidSpec", message };
         let spec: KafkaSourceSpec = serde_json::from_value(source.spec.clone()).map_err(|e| invalid(e.to_string()))?;
         let initial_offset = spec.initial_offset().map_err(|e| invalid(e.to_string()))?;
@@ -195,20 +200,26 @@ impl SourceKind for Kafka {
         };
         // Only a URI sink takes events one request at a time; a broker takes a batch at once.
         let concurrent = ordering == Ordering::Unordered && matches!(source.sink, Sink::Uri(_));
-        Ok(Behaviour::Active(Arc::new(Consumer { config, concurrent })))
+        Ok(Behaviour::Active(Arc::new(Consumer { connector, config, concurrent })))
+    }
+
+    #[cfg(feature = "openapi")]
+    fn spec_schema(&self) -> crate::SpecSchema {
+        crate::SpecSchema::of::<KafkaSourceSpec>()
     }
 }
 
 /// A running KafkaSource.
 struct Consumer {
+    connector: Arc<dyn RecordConnector>,
     config: RecordConsumerConfig,
     concurrent: bool,
 }
 
 impl Consumer {
-    async fn connect(&self, context: &RunContext) -> Result<RecordConsumer, Stopped> {
+    async fn connect(&self, context: &RunContext) -> Result<Box<dyn RecordConsumer>, Stopped> {
         loop {
-            match RecordConsumer::connect(self.config.clone()).await {
+            match self.connector.connect(self.config.clone()).await {
                 Ok(consumer) => return Ok(consumer),
                 Err(error) => {
                     self.report(context, &error);
@@ -228,7 +239,7 @@ impl Consumer {
     }
 
     /// Reads, sends, commits, until stopped.
-    async fn pump(&self, context: &RunContext, consumer: &mut RecordConsumer) -> Result<(), Stopped> {
+    async fn pump(&self, context: &RunContext, consumer: &mut dyn RecordConsumer) -> Result<(), Stopped> {
         let id = &context.source().id;
         loop {
             let batch = tokio::select! {
@@ -295,7 +306,7 @@ impl Activity for Consumer {
     async fn run(&self, context: RunContext) {
         while !context.is_stopped() {
             let Ok(mut consumer) = self.connect(&context).await else { return };
-            let pumped = self.pump(&context, &mut consumer).await;
+            let pumped = self.pump(&context, consumer.as_mut()).await;
             if let Err(error) = consumer.close().await {
                 tracing::warn!(source = %context.source().id, %error, "closing the kafka consumer");
             }

@@ -123,6 +123,11 @@ impl PingSourceSpec {
 }
 
 impl SourceKind for Ping {
+    #[cfg(feature = "openapi")]
+    fn spec_schema(&self) -> crate::SpecSchema {
+        crate::SpecSchema::of::<PingSourceSpec>()
+    }
+
     fn kind(&self) -> &'static str {
         "PingSource"
     }
@@ -151,7 +156,7 @@ impl SourceKind for Ping {
         Ok(canonical(&spec))
     }
 
-    fn compile(&self, source: &Declared) -> Result<Behaviour, NotReady> {
+    fn compile(&self, source: &Declared, _: &crate::Clients) -> Result<Behaviour, NotReady> {
         let invalid = |message: String| NotReady { reason: "InvalidSpec", message };
         let spec: PingSourceSpec = serde_json::from_value(source.spec.clone()).map_err(|e| invalid(e.to_string()))?;
         let schedule = spec.schedule().map_err(|e| invalid(e.message))?;
