@@ -1,0 +1,398 @@
+//! The controller keeps what runs in line with the declarations, with one path for every write
+//! on every backend: a declaration is checked, published to the backend's declaration log, and
+//! takes effect when it is applied from there — on a single node at once, in a cluster on
+//! every node in the same order. A write is answered once this node has applied it; one that
+//! could not take effect here is not reported as done: the answer says so, the resource's
+//! status says why, and it is retried.
+//!
+//! What runs: a topic per broker (taking events once its triggers have their groups), a group
+//! and a dispatcher worker per trigger whose broker exists, and the sources.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard_dispatcher::{Dispatcher, Redrive, TriggerPlan, TriggerRef};
+use switchyard_log::{Admit, Change, DeclarationLog, EventLog, LogError};
+use switchyard_meta::status::{Address, BrokerStatus, Condition, SourceStatus, TriggerStatus};
+use switchyard_meta::{Broker, Trigger, Upsert, ValidationError};
+use switchyard_sources::{SourceRef, Sources};
+use tokio::sync::watch;
+
+use crate::admission::{topic_name, Admission};
+use crate::declaration::{Catalog, Declaration, Kind, SourceDeclaration, Unreadable};
+use crate::metrics;
+
+/// How long a write waits for this node to apply its own published change.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often declarations that failed to take effect are tried again.
+pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a write was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The declaration is not valid; the message names the field.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The log (or the declaration log) failed; retry later.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The declaration is stored, but could not take effect on this node yet.
+    #[error("'{key}' is declared but not active yet: {message}; it is retried, and its status says why")]
+    NotActive {
+        /// The declaration.
+        key: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Why a declaration does not run as declared on this node: a Knative condition's reason and
+/// message, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    reason: &'static str,
+    message: String,
+    retry: bool,
+}
+
+impl Problem {
+    fn invalid(error: &ValidationError) -> Problem {
+        Problem { reason: "InvalidSpec", message: error.to_string(), retry: false }
+    }
+
+    fn failed(error: &LogError) -> Problem {
+        Problem { reason: "ActivationFailed", message: error.to_string(), retry: true }
+    }
+}
+
+/// What the controller drives.
+pub(crate) struct Parts {
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) declarations: Arc<dyn DeclarationLog>,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) sources: Arc<Sources>,
+}
+
+/// Declarations applied to the running system.
+pub struct Controller {
+    parts: Parts,
+    catalog: Catalog,
+    /// Serialises this node's publications, so that the server-set metadata of each (uid,
+    /// generation) is computed against the one before.
+    publishing: tokio::sync::Mutex<()>,
+    /// Serialises applying, so that the catalog, the log and the dispatcher change together.
+    applying: tokio::sync::Mutex<()>,
+    /// The sequence number after the last change applied.
+    applied: watch::Sender<u64>,
+    /// Declarations that do not run as declared on this node, by key.
+    problems: Mutex<HashMap<String, Problem>>,
+}
+
+fn group_name(namespace: &str, trigger: &str) -> String {
+    format!("{namespace}.{trigger}")
+}
+
+fn trigger_ref(trigger: &Trigger) -> TriggerRef {
+    let (namespace, name) = trigger.names();
+    TriggerRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        broker: trigger.spec.broker.clone(),
+        topic: topic_name(namespace, &trigger.spec.broker),
+        group: group_name(namespace, name),
+    }
+}
+
+impl Controller {
+    pub(crate) fn new(parts: Parts) -> Controller {
+        Controller {
+            parts,
+            catalog: Catalog::default(),
+            publishing: tokio::sync::Mutex::new(()),
+            applying: tokio::sync::Mutex::new(()),
+            applied: watch::channel(0).0,
+            problems: Mutex::default(),
+        }
+    }
+
+    /// Waits until every change numbered below `sequence` is applied on this node.
+    pub async fn applied(&self, sequence: u64) {
+        let mut applied = self.applied.subscribe();
+        let _ = applied.wait_for(|&applied| applied >= sequence).await;
+    }
+
+    /// Creates or replaces a declaration of `kind` from a request body (`{"spec": …}` or a
+    /// whole Knative object); returns it as stored once it runs on this node.
+    pub async fn put(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<(Declaration, Upsert), ControlError> {
+        let declaration = Declaration::parse(kind, namespace, name, body)?;
+        let _publishing = self.publishing.lock().await;
+        let key = declaration.key();
+        let (prepared, upsert) = declaration.prepared(self.catalog.get(&key).as_ref());
+        if let Declaration::Broker(broker) = &prepared {
+            // Before the answer, on this node, so that ingest may start at once.
+            let (namespace, name) = broker.names();
+            self.parts.log.create_topic(&topic_name(namespace, name)).await?;
+        }
+        self.publish(&key, Some(prepared.encode())).await?;
+        Ok((prepared, upsert))
+    }
+
+    /// Deletes a declaration; returns it as it was, or `None` if there was none.
+    pub async fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Declaration>, ControlError> {
+        let _publishing = self.publishing.lock().await;
+        let key = kind.key(namespace, name);
+        let Some(existing) = self.catalog.get(&key) else { return Ok(None) };
+        self.publish(&key, None).await?;
+        Ok(Some(existing))
+    }
+
+    /// Publishes a change and waits until this node has applied it; fails if it could not
+    /// take effect here.
+    async fn publish(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), ControlError> {
+        let sequence = self.parts.declarations.publish(key, value).await?;
+        tokio::time::timeout(APPLY_TIMEOUT, self.applied(sequence + 1)).await.map_err(|_| {
+            LogError::Unavailable(format!("change '{key}' was published but not applied here within {APPLY_TIMEOUT:?}"))
+        })?;
+        match self.problem(key) {
+            Some(problem) => Err(ControlError::NotActive { key: key.to_owned(), message: problem.message }),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies a change read from the declaration log (this node's own, or another's). What
+    /// fails is recorded against the declaration (its status) and retried; the change counts
+    /// as applied either way, since the log is the truth and a later change replaces it.
+    pub async fn apply(&self, change: Change) {
+        let _applying = self.applying.lock().await;
+        let outcome = match &change.value {
+            Some(bytes) => match Declaration::decode(&change.key, bytes) {
+                Ok(declaration) => {
+                    let previous = self.catalog.insert(declaration.clone());
+                    self.activate(&declaration, previous.as_ref()).await
+                }
+                Err(unreadable) => Err(unreadable_problem(&unreadable)),
+            },
+            None => match self.catalog.remove(&change.key) {
+                Some(removed) => self.deactivate(&removed).await,
+                None => Ok(()),
+            },
+        };
+        self.record(&change.key, outcome);
+        self.applied.send_replace(change.sequence + 1);
+    }
+
+    /// Tries again every declaration that failed to take effect for a reason that may pass.
+    pub(crate) async fn retry_failed(&self) {
+        let keys: Vec<String> = {
+            let problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+            problems.iter().filter(|(_, problem)| problem.retry).map(|(key, _)| key.clone()).collect()
+        };
+        for key in keys {
+            let _applying = self.applying.lock().await;
+            let outcome = match self.catalog.get(&key) {
+                Some(declaration) => self.activate(&declaration, None).await,
+                None => Ok(()),
+            };
+            if outcome.is_ok() {
+                tracing::info!(%key, "declaration took effect on retry");
+            }
+            self.record(&key, outcome);
+        }
+    }
+
+    fn record(&self, key: &str, outcome: Result<(), Problem>) {
+        let mut problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => {
+                problems.remove(key);
+            }
+            Err(problem) => {
+                if problems.get(key) != Some(&problem) {
+                    tracing::error!(%key, reason = problem.reason, message = %problem.message, "declaration does not run as declared");
+                    let kind = key.split('/').next().and_then(Kind::by_name).map_or("unknown", Kind::name);
+                    metrics::declaration_failed(kind);
+                }
+                problems.insert(key.to_owned(), problem);
+            }
+        }
+    }
+
+    fn problem(&self, key: &str) -> Option<Problem> {
+        self.problems.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// Makes what runs match a declaration that was stored (replacing `previous`, if any).
+    async fn activate(&self, declaration: &Declaration, previous: Option<&Declaration>) -> Result<(), Problem> {
+        match declaration {
+            Declaration::Broker(broker) => self.broker_stored(broker).await,
+            Declaration::Trigger(trigger) => {
+                if let Some(Declaration::Trigger(previous)) = previous {
+                    self.leave_previous_broker(trigger, previous).await?;
+                }
+                self.start_trigger(trigger).await
+            }
+            Declaration::Source(SourceDeclaration { kind, source }) => {
+                self.parts.sources.apply(*kind, source).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops what runs for a declaration that was deleted.
+    async fn deactivate(&self, declaration: &Declaration) -> Result<(), Problem> {
+        let (namespace, name) = declaration.names();
+        self.problems.lock().unwrap_or_else(|e| e.into_inner()).remove(&declaration.key());
+        match declaration {
+            Declaration::Broker(_) => {
+                self.parts.admission.close_broker(namespace, name);
+                for trigger in self.catalog.triggers_of(namespace, name) {
+                    let (_, trigger_name) = trigger.names();
+                    self.parts.dispatcher.stop(namespace, trigger_name).await;
+                }
+                self.parts.log.delete_topic(&topic_name(namespace, name)).await.map_err(|e| Problem::failed(&e))
+            }
+            Declaration::Trigger(trigger) => {
+                self.parts.dispatcher.stop(namespace, name).await;
+                let topic = topic_name(namespace, &trigger.spec.broker);
+                match self.parts.log.delete_group(&topic, &group_name(namespace, name)).await {
+                    Ok(()) | Err(LogError::UnknownTopic(_)) => Ok(()),
+                    Err(error) => Err(Problem::failed(&error)),
+                }
+            }
+            Declaration::Source(source) => {
+                let id = SourceRef { kind: source.kind.kind(), namespace: namespace.to_owned(), name: name.to_owned() };
+                self.parts.sources.remove(&id).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// A broker was stored: its topic exists, then its triggers start (they inherit its
+    /// delivery), and only then does it take events — so a trigger declared before its broker
+    /// has its group already and misses none of them.
+    async fn broker_stored(&self, broker: &Broker) -> Result<(), Problem> {
+        let (namespace, name) = broker.names();
+        self.parts.log.create_topic(&topic_name(namespace, name)).await.map_err(|e| Problem::failed(&e))?;
+        for trigger in self.catalog.triggers_of(namespace, name) {
+            let key = Kind::Trigger.key(namespace, trigger.names().1);
+            let outcome = self.start_trigger(&trigger).await;
+            self.record(&key, outcome);
+        }
+        self.parts.admission.open_broker(namespace, name);
+        Ok(())
+    }
+
+    /// A trigger moving to another broker: its old position means nothing there.
+    async fn leave_previous_broker(&self, trigger: &Trigger, previous: &Trigger) -> Result<(), Problem> {
+        if previous.spec.broker == trigger.spec.broker {
+            return Ok(());
+        }
+        let (namespace, name) = trigger.names();
+        self.parts.dispatcher.stop(namespace, name).await;
+        let old_topic = topic_name(namespace, &previous.spec.broker);
+        match self.parts.log.delete_group(&old_topic, &group_name(namespace, name)).await {
+            Ok(()) | Err(LogError::UnknownTopic(_)) => Ok(()),
+            Err(error) => Err(Problem::failed(&error)),
+        }
+    }
+
+    /// Starts (or restarts) the trigger's worker if its broker exists, with its plan compiled
+    /// against the broker's delivery.
+    async fn start_trigger(&self, trigger: &Trigger) -> Result<(), Problem> {
+        let (namespace, name) = trigger.names();
+        let Some(broker) = self.catalog.broker(namespace, &trigger.spec.broker) else {
+            self.parts.dispatcher.stop(namespace, name).await;
+            return Ok(());
+        };
+        let plan = match TriggerPlan::compile(&trigger.spec, broker.spec.delivery.as_ref()) {
+            Ok(plan) => plan,
+            Err(error) => {
+                // Stored before a rule existed: reported, and left stopped until a PUT fixes it.
+                self.parts.dispatcher.stop(namespace, name).await;
+                return Err(Problem::invalid(&error));
+            }
+        };
+        let reference = trigger_ref(trigger);
+        // Durable before the write is answered: every event appended afterwards reaches it.
+        self.parts.log.create_group(&reference.topic, &reference.group).await.map_err(|e| Problem::failed(&e))?;
+        self.parts.dispatcher.start(reference, plan).await;
+        Ok(())
+    }
+
+    /// A declaration as this node holds it.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Declaration> {
+        self.catalog.get(&kind.key(namespace, name))
+    }
+
+    /// The declarations of `kind`, in `namespace` or every namespace, sorted.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Declaration> {
+        self.catalog.list(kind, namespace)
+    }
+
+    /// A broker's status; `base_url` is where this server is reached.
+    pub fn broker_status(&self, broker: &Broker, base_url: &str) -> BrokerStatus {
+        let (namespace, name) = broker.names();
+        let problem = self.problem(&Kind::Broker.key(namespace, name));
+        BrokerStatus {
+            observed_generation: broker.metadata.generation,
+            address: Address { url: format!("{base_url}/{namespace}/{name}") },
+            conditions: vec![condition(problem)],
+        }
+    }
+
+    /// A trigger's status: ready once it runs; otherwise why not.
+    pub fn trigger_status(&self, trigger: &Trigger) -> TriggerStatus {
+        let (namespace, name) = trigger.names();
+        let broker = &trigger.spec.broker;
+        let problem = self.problem(&Kind::Trigger.key(namespace, name)).or_else(|| {
+            let missing = !self.parts.admission.broker_exists(namespace, broker);
+            missing.then(|| Problem {
+                reason: "BrokerDoesNotExist",
+                message: format!("broker '{broker}' does not exist"),
+                retry: false,
+            })
+        });
+        TriggerStatus {
+            observed_generation: trigger.metadata.generation,
+            subscriber_uri: trigger.spec.subscriber.uri.clone(),
+            conditions: vec![condition(problem)],
+        }
+    }
+
+    /// A source's status; `base_url` is where this server is reached.
+    pub fn source_status(&self, source: &SourceDeclaration, base_url: &str) -> SourceStatus {
+        self.parts.sources.status(source.kind, &source.source, base_url)
+    }
+
+    /// How far behind each running trigger is.
+    pub async fn backlogs(&self) -> Vec<switchyard_dispatcher::Backlog> {
+        self.parts.dispatcher.backlogs().await
+    }
+
+    /// Stops every trigger, letting in-flight deliveries finish for up to `grace`, and makes
+    /// their progress durable.
+    pub(crate) async fn stop_triggers(&self, grace: Duration) {
+        self.parts.dispatcher.shutdown(grace).await;
+    }
+
+    /// Redelivers dead letters of a trigger; false when the trigger is not running.
+    pub async fn redrive(&self, namespace: &str, name: &str, selection: Redrive) -> bool {
+        self.parts.dispatcher.redrive(namespace, name, selection).await
+    }
+}
+
+fn condition(problem: Option<Problem>) -> Condition {
+    problem.map_or_else(Condition::ready, |problem| Condition::not_ready(problem.reason, problem.message))
+}
+
+fn unreadable_problem(unreadable: &Unreadable) -> Problem {
+    Problem { reason: "InvalidSpec", message: unreadable.to_string(), retry: false }
+}

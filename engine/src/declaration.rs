@@ -1,0 +1,353 @@
+//! Every kind that can be declared — Broker, Trigger, each source kind — behind one type, so
+//! the controller, the REST API and the CLI treat them alike: one registry ([`Kind::all`]), one
+//! parse-and-check per kind ([`Declaration::parse`]), one key format.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use switchyard_dispatcher::{DeliveryPolicy, TriggerPlan};
+use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label};
+use switchyard_meta::{Broker, Source, Trigger, Upsert, ValidationError};
+use switchyard_sources::SourceKind;
+
+/// A kind of declaration.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// Knative's Broker.
+    Broker,
+    /// Knative's Trigger.
+    Trigger,
+    /// A source kind.
+    Source(&'static dyn SourceKind),
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq for Kind {
+    fn eq(&self, other: &Kind) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Kind {
+    /// Every kind, in the order the API lists them: brokers, triggers, then the sources.
+    pub fn all() -> impl Iterator<Item = Kind> {
+        [Kind::Broker, Kind::Trigger].into_iter().chain(switchyard_sources::kinds().iter().map(|&k| Kind::Source(k)))
+    }
+
+    /// The source kinds.
+    pub fn sources() -> impl Iterator<Item = Kind> {
+        switchyard_sources::kinds().iter().map(|&kind| Kind::Source(kind))
+    }
+
+    /// The Knative kind name, e.g. `PingSource`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Broker => "Broker",
+            Kind::Trigger => "Trigger",
+            Kind::Source(kind) => kind.kind(),
+        }
+    }
+
+    /// The REST path segment, e.g. `pingsources`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Broker => "brokers",
+            Kind::Trigger => "triggers",
+            Kind::Source(kind) => kind.plural(),
+        }
+    }
+
+    /// The kind whose REST path segment is `plural`.
+    pub fn by_plural(plural: &str) -> Option<Kind> {
+        Kind::all().find(|kind| kind.plural() == plural)
+    }
+
+    /// The kind named `name` in a declaration key (lower case, `pingsource`), or by its Knative
+    /// name in any case.
+    pub fn by_name(name: &str) -> Option<Kind> {
+        Kind::all().find(|kind| kind.name().eq_ignore_ascii_case(name))
+    }
+
+    /// A declaration's key, `<kind>/<namespace>/<name>` with the kind in lower case: what the
+    /// declaration log is keyed by.
+    pub fn key(self, namespace: &str, name: &str) -> String {
+        format!("{}/{namespace}/{name}", self.name().to_ascii_lowercase())
+    }
+
+    /// The prefix of the keys of this kind in `namespace`, or in every namespace.
+    fn prefix(self, namespace: Option<&str>) -> String {
+        let kind = self.name().to_ascii_lowercase();
+        match namespace {
+            Some(namespace) => format!("{kind}/{namespace}/"),
+            None => format!("{kind}/"),
+        }
+    }
+}
+
+/// A declared resource, of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Declaration {
+    /// A Broker.
+    Broker(Broker),
+    /// A Trigger.
+    Trigger(Trigger),
+    /// A source, with its kind.
+    Source(SourceDeclaration),
+}
+
+/// A declared source.
+#[derive(Clone)]
+pub struct SourceDeclaration {
+    /// Its kind.
+    pub kind: &'static dyn SourceKind,
+    /// The resource, its spec in the kind's canonical form.
+    pub source: Source,
+}
+
+impl std::fmt::Debug for SourceDeclaration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceDeclaration").field("kind", &self.kind.kind()).field("source", &self.source).finish()
+    }
+}
+
+impl PartialEq for SourceDeclaration {
+    fn eq(&self, other: &SourceDeclaration) -> bool {
+        self.kind.kind() == other.kind.kind() && self.source == other.source
+    }
+}
+
+/// A stored declaration that this version cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read the stored declaration '{key}': {reason}")]
+pub struct Unreadable {
+    /// Its key.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Declaration {
+    /// Parses a submitted declaration of `kind` for `namespace/name` and checks every field,
+    /// compiling what runs (a trigger's plan, a broker's delivery policy, a source's spec) the
+    /// same way it is compiled when it is applied: what is accepted here is exactly what runs.
+    pub fn parse(kind: Kind, namespace: &str, name: &str, body: &[u8]) -> Result<Declaration, ValidationError> {
+        match kind {
+            Kind::Broker => {
+                let broker = parse_broker(namespace, name, body)?;
+                DeliveryPolicy::compile(broker.spec.delivery.as_ref(), "spec.delivery")?;
+                Ok(Declaration::Broker(broker))
+            }
+            Kind::Trigger => {
+                let trigger = parse_trigger(namespace, name, body)?;
+                TriggerPlan::compile(&trigger.spec, None)?;
+                Ok(Declaration::Trigger(trigger))
+            }
+            Kind::Source(kind) => {
+                let source = switchyard_sources::parse_source(kind, namespace, name, body)?;
+                Ok(Declaration::Source(SourceDeclaration { kind, source }))
+            }
+        }
+    }
+
+    /// Reads a declaration back from the declaration log.
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<Declaration, Unreadable> {
+        let unreadable = |reason: String| Unreadable { key: key.to_owned(), reason };
+        let kind = key.split('/').next().and_then(Kind::by_name);
+        let kind = kind.ok_or_else(|| unreadable("unknown kind".to_owned()))?;
+        let decoded = match kind {
+            Kind::Broker => serde_json::from_slice(bytes).map(Declaration::Broker),
+            Kind::Trigger => serde_json::from_slice(bytes).map(Declaration::Trigger),
+            Kind::Source(kind) => {
+                serde_json::from_slice(bytes).map(|source| Declaration::Source(SourceDeclaration { kind, source }))
+            }
+        };
+        let declaration = decoded.map_err(|e| unreadable(e.to_string()))?;
+        if declaration.key() != key {
+            return Err(unreadable(format!("it names '{}'", declaration.key())));
+        }
+        Ok(declaration)
+    }
+
+    /// The declaration as stored in the declaration log.
+    pub fn encode(&self) -> Vec<u8> {
+        let encoded = match self {
+            Declaration::Broker(broker) => serde_json::to_vec(broker),
+            Declaration::Trigger(trigger) => serde_json::to_vec(trigger),
+            Declaration::Source(source) => serde_json::to_vec(&source.source),
+        };
+        // Plain data with string keys: serialising cannot fail.
+        encoded.unwrap_or_default()
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Declaration::Broker(_) => Kind::Broker,
+            Declaration::Trigger(_) => Kind::Trigger,
+            Declaration::Source(source) => Kind::Source(source.kind),
+        }
+    }
+
+    /// `(namespace, name)`.
+    pub fn names(&self) -> (&str, &str) {
+        match self {
+            Declaration::Broker(broker) => broker.names(),
+            Declaration::Trigger(trigger) => trigger.names(),
+            Declaration::Source(source) => source.source.names(),
+        }
+    }
+
+    /// Its key in the declaration log.
+    pub fn key(&self) -> String {
+        let (namespace, name) = self.names();
+        self.kind().key(namespace, name)
+    }
+
+    /// The spec's generation.
+    pub fn generation(&self) -> Option<u64> {
+        match self {
+            Declaration::Broker(broker) => broker.metadata.generation,
+            Declaration::Trigger(trigger) => trigger.metadata.generation,
+            Declaration::Source(source) => source.source.metadata.generation,
+        }
+    }
+
+    /// As stored when it replaces `existing` (or is created): server-set metadata filled in.
+    pub(crate) fn prepared(self, existing: Option<&Declaration>) -> (Declaration, Upsert) {
+        match (self, existing) {
+            (Declaration::Broker(new), Some(Declaration::Broker(old))) => {
+                let (prepared, upsert) = new.prepared(Some(old));
+                (Declaration::Broker(prepared), upsert)
+            }
+            (Declaration::Trigger(new), Some(Declaration::Trigger(old))) => {
+                let (prepared, upsert) = new.prepared(Some(old));
+                (Declaration::Trigger(prepared), upsert)
+            }
+            (Declaration::Source(new), Some(Declaration::Source(old))) => {
+                let (source, upsert) = new.source.prepared(Some(&old.source));
+                (Declaration::Source(SourceDeclaration { kind: new.kind, source }), upsert)
+            }
+            (Declaration::Broker(new), _) => {
+                let (prepared, upsert) = new.prepared(None);
+                (Declaration::Broker(prepared), upsert)
+            }
+            (Declaration::Trigger(new), _) => {
+                let (prepared, upsert) = new.prepared(None);
+                (Declaration::Trigger(prepared), upsert)
+            }
+            (Declaration::Source(new), _) => {
+                let (source, upsert) = new.source.prepared(None);
+                (Declaration::Source(SourceDeclaration { kind: new.kind, source }), upsert)
+            }
+        }
+    }
+}
+
+/// This node's view of every declaration, as applied from the declaration log: what the REST
+/// API reads. It is a cache of the log, never the truth.
+#[derive(Default)]
+pub(crate) struct Catalog {
+    by_key: RwLock<BTreeMap<String, Declaration>>,
+}
+
+impl Catalog {
+    pub(crate) fn get(&self, key: &str) -> Option<Declaration> {
+        self.by_key.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// Stores a declaration; returns the one it replaced.
+    pub(crate) fn insert(&self, declaration: Declaration) -> Option<Declaration> {
+        self.by_key.write().unwrap_or_else(|e| e.into_inner()).insert(declaration.key(), declaration)
+    }
+
+    pub(crate) fn remove(&self, key: &str) -> Option<Declaration> {
+        self.by_key.write().unwrap_or_else(|e| e.into_inner()).remove(key)
+    }
+
+    /// The declarations of `kind`, in `namespace` or every namespace, sorted by namespace and
+    /// name.
+    pub(crate) fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Declaration> {
+        let prefix = kind.prefix(namespace);
+        let by_key = self.by_key.read().unwrap_or_else(|e| e.into_inner());
+        by_key.range(prefix.clone()..).take_while(|(key, _)| key.starts_with(&prefix)).map(|(_, d)| d.clone()).collect()
+    }
+
+    /// The triggers of broker `namespace/broker`.
+    pub(crate) fn triggers_of(&self, namespace: &str, broker: &str) -> Vec<Trigger> {
+        self.list(Kind::Trigger, Some(namespace))
+            .into_iter()
+            .filter_map(|declaration| match declaration {
+                Declaration::Trigger(trigger) if trigger.spec.broker == broker => Some(trigger),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn broker(&self, namespace: &str, name: &str) -> Option<Broker> {
+        match self.get(&Kind::Broker.key(namespace, name)) {
+            Some(Declaration::Broker(broker)) => Some(broker),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a namespace given in a path (a DNS-1123 label).
+pub fn check_namespace(namespace: &str) -> Result<(), ValidationError> {
+    validate_dns_label("namespace", namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_keys_and_lookups() {
+        let plurals: Vec<&str> = Kind::all().map(Kind::plural).collect();
+        assert_eq!(&plurals[..2], ["brokers", "triggers"]);
+        assert!(plurals.contains(&"pingsources"));
+        assert_eq!(Kind::by_plural("kafkasources").map(Kind::name), Some("KafkaSource"));
+        assert_eq!(Kind::by_name("pingsource").map(Kind::name), Some("PingSource"));
+        assert_eq!(Kind::Source(switchyard_sources::kinds()[1]).key("ns", "p"), "pingsource/ns/p");
+        assert_eq!(Kind::Broker.key("ns", "b"), "broker/ns/b");
+    }
+
+    #[test]
+    fn declarations_round_trip_through_the_log_and_are_checked_on_the_way_in() {
+        let body = br#"{"spec":{"broker":"b","subscriber":{"uri":"http://127.0.0.1:1/"}}}"#;
+        let trigger = Declaration::parse(Kind::Trigger, "ns", "t", body).unwrap();
+        let (prepared, upsert) = trigger.prepared(None);
+        assert_eq!(upsert, Upsert::Created);
+        let decoded = Declaration::decode("trigger/ns/t", &prepared.encode()).unwrap();
+        assert_eq!(decoded, prepared);
+        assert!(Declaration::decode("trigger/ns/other", &prepared.encode()).is_err());
+        assert!(Declaration::decode("widget/ns/t", &prepared.encode()).is_err());
+        let bad = br#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"filters":[{"cesql":"type ="}]}}"#;
+        let error = Declaration::parse(Kind::Trigger, "ns", "t", bad).unwrap_err().to_string();
+        assert!(error.contains("spec.filters[0]"), "{error}");
+        let bad = br#"{"spec":{"delivery":{"retry":-1}}}"#;
+        let error = Declaration::parse(Kind::Broker, "ns", "b", bad).unwrap_err().to_string();
+        assert!(error.contains("spec.delivery.retry"), "{error}");
+    }
+
+    #[test]
+    fn the_catalog_lists_by_kind_and_namespace() {
+        let catalog = Catalog::default();
+        for (ns, name) in [("a", "b1"), ("ab", "b2"), ("a", "b3")] {
+            let broker = Declaration::parse(Kind::Broker, ns, name, b"{}").unwrap();
+            catalog.insert(broker.prepared(None).0);
+        }
+        let trigger = br#"{"spec":{"broker":"b1","subscriber":{"uri":"http://127.0.0.1:1/"}}}"#;
+        catalog.insert(Declaration::parse(Kind::Trigger, "a", "t", trigger).unwrap().prepared(None).0);
+        let names = |ds: Vec<Declaration>| ds.iter().map(|d| d.names().1.to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(catalog.list(Kind::Broker, Some("a"))), ["b1", "b3"]);
+        assert_eq!(names(catalog.list(Kind::Broker, None)), ["b1", "b3", "b2"]);
+        assert_eq!(catalog.triggers_of("a", "b1").len(), 1);
+        assert!(catalog.triggers_of("a", "b3").is_empty());
+        assert!(catalog.broker("ab", "b2").is_some());
+    }
+}

@@ -1,0 +1,153 @@
+//! Switchyard's engine: everything between the log backends and the binary's HTTP and CLI.
+//!
+//! - **One way in for events**: [`Admission`] puts every event into a broker's log, whoever
+//!   brings it (a producer's request, a source, a subscriber's reply, a redriven dead letter's
+//!   reply), with every limit, Knative's stamps, trace context, metrics and the stopping rule
+//!   in one place.
+//! - **One way in for declarations**: the [`Controller`] publishes every write to the
+//!   backend's declaration log and applies it from there, on one node or on every node of a
+//!   cluster alike.
+//! - **Triggers compiled once**: a declaration is checked by compiling it into what runs
+//!   (`switchyard_dispatcher::TriggerPlan`), the same way it is compiled when applied.
+//!
+//! The engine knows the log only through `switchyard_log`'s traits: it is started on a
+//! [`Backend`] that the binary opened.
+//!
+//! ```ignore
+//! let backend = switchyard_log_embedded::open(config, &data_dir.join("meta.redb")).await?;
+//! let engine = Engine::start(backend, Settings::default(), Clients::default()).await?;
+//! engine.controller().put(Kind::Broker, "default", "b", b"{}").await?;
+//! ```
+
+mod admission;
+mod controller;
+mod declaration;
+pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
+mod sinks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_dispatcher::{Backlog, DeliveryClient, Dispatcher};
+use switchyard_event::limits::EventLimits;
+use switchyard_event::tracecontext::SpanSink;
+use switchyard_log::{Backend, DeadLetterStore, LogError};
+use switchyard_sources::{Clients, Outlets, Sources};
+
+pub use crate::admission::Admission;
+pub use crate::controller::{ControlError, Controller};
+pub use crate::declaration::{check_namespace, Declaration, Kind, SourceDeclaration};
+
+/// How the engine runs.
+#[derive(Clone, Default)]
+pub struct Settings {
+    /// The limits every event entering a broker is held to.
+    pub limits: EventLimits,
+    /// Where ingest and delivery spans go, when span export is on.
+    pub spans: Option<Arc<dyn SpanSink>>,
+}
+
+/// The engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The HTTP delivery client could not be built.
+    #[error("cannot build the HTTP delivery client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The declarations could not be read.
+    #[error("cannot read the declarations: {0}")]
+    Declarations(#[from] LogError),
+}
+
+/// A running engine.
+pub struct Engine {
+    backend: Backend,
+    admission: Arc<Admission>,
+    controller: Arc<Controller>,
+    sources: Arc<Sources>,
+}
+
+impl Engine {
+    /// Starts on `backend`: applies every declaration already made (so the node runs every
+    /// trigger before it returns), then follows new ones.
+    pub async fn start(backend: Backend, settings: Settings, clients: Clients) -> Result<Engine, StartError> {
+        let log = backend.log.clone();
+        let admission = Arc::new(Admission::new(log.clone(), settings.limits, settings.spans.clone()));
+        let mut client = DeliveryClient::new(settings.limits.max_event_bytes)?;
+        if let Some(spans) = settings.spans {
+            client = client.with_spans(spans);
+        }
+        let outlets = Outlets { admission: admission.clone(), http: Arc::new(sinks::HttpPoster::new(client.clone())) };
+        let sources = Sources::start(outlets, clients, log.state(), backend.placement.clone());
+        let dispatcher = Dispatcher::new(log.clone(), client, admission.clone());
+        let changes = backend.declarations.changes()?;
+        let controller = Arc::new(Controller::new(controller::Parts {
+            log,
+            declarations: backend.declarations.clone(),
+            admission: admission.clone(),
+            dispatcher,
+            sources: sources.clone(),
+        }));
+        tokio::spawn(follow(Arc::downgrade(&controller), changes.receiver));
+        tokio::spawn(retry_failed(Arc::downgrade(&controller)));
+        controller.applied(changes.replayed).await;
+        tracing::info!(declarations = changes.replayed, "declarations applied");
+        Ok(Engine { backend, admission, controller, sources })
+    }
+
+    /// The one way events enter a broker.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// The one way declarations take effect.
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// The sources' runtime (webhooks are answered there).
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// The backend's dead-letter store.
+    pub fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
+        self.backend.log.dead_letters()
+    }
+
+    /// How far behind each running trigger is.
+    pub async fn backlogs(&self) -> Vec<Backlog> {
+        self.controller.backlogs().await
+    }
+
+    /// Stops: producers and webhooks are refused from now on, sources stop (and the node gives
+    /// its slots up), in-flight deliveries get `grace` to finish, and progress is made durable.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.admission.stop_taking();
+        self.sources.shutdown().await;
+        self.controller.stop_triggers(grace).await;
+    }
+}
+
+/// Applies the declaration log's changes, in order, for as long as the engine lives.
+async fn follow(
+    controller: std::sync::Weak<Controller>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<switchyard_log::Change>,
+) {
+    while let Some(change) = changes.recv().await {
+        let Some(controller) = controller.upgrade() else { return };
+        controller.apply(change).await;
+    }
+}
+
+/// Tries declarations that failed to take effect again, now and then.
+async fn retry_failed(controller: std::sync::Weak<Controller>) {
+    let mut interval = tokio::time::interval(controller::RETRY_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(controller) = controller.upgrade() else { return };
+        controller.retry_failed().await;
+    }
+}

@@ -1,0 +1,115 @@
+//! The engine's series, and the help text of every series the node records (the engine's, the
+//! dispatcher's, the sources' and the log backend's, the last through `EventLog::metrics`), so
+//! the binary's exporter knows none of them by name.
+//!
+//! Names follow `switchyard_<thing>_<unit>[_total]`; labels are closed sets.
+
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use switchyard_dispatcher::metrics as dispatch;
+use switchyard_event::http::ContentMode;
+use switchyard_log::{Admitted, EventLog, MetricKind, Origin, Refusal};
+
+/// Events that entered a broker, by `origin` (`ingest`, `source`, `reply`, `redrive`).
+pub const ADMITTED: &str = "switchyard_admitted_events_total";
+/// Events refused entry, by `origin` and `reason` (`stopping`, `unknown_broker`, `too_large`,
+/// `too_many_attributes`, `too_many_events`, `unavailable`).
+pub const REFUSED: &str = "switchyard_admission_refused_events_total";
+/// Events accepted at ingest, by content `mode`.
+pub const INGEST_EVENTS: &str = "switchyard_ingest_events_total";
+/// Request body bytes accepted at ingest.
+pub const INGEST_BYTES: &str = "switchyard_ingest_bytes_total";
+/// Reply events from subscribers, by `outcome` (`written`, `dropped` for a spent hop budget,
+/// `failed` when the broker did not take them).
+pub const REPLIES: &str = "switchyard_reply_events_total";
+/// Time from an append call to its events being durable (fsynced, or acknowledged by Kafka),
+/// whichever the backend.
+pub const APPEND_DURATION: &str = "switchyard_log_append_duration_seconds";
+/// Declarations that could not be applied on this node, by `kind` (retried; the resource's
+/// status says why).
+pub const DECLARATIONS_FAILED: &str = "switchyard_declaration_failures_total";
+
+pub(crate) fn appended(elapsed: Duration) {
+    metrics::histogram!(APPEND_DURATION).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn admitted(origin: &Origin, events: usize, outcome: &Result<Admitted, Refusal>) {
+    let label = origin.label();
+    match outcome {
+        Ok(Admitted::Stored) => {
+            metrics::counter!(ADMITTED, "origin" => label).increment(events as u64);
+            if let Origin::Ingest { mode, body_bytes, .. } = origin {
+                metrics::counter!(INGEST_EVENTS, "mode" => mode_label(*mode)).increment(events as u64);
+                metrics::counter!(INGEST_BYTES).increment(*body_bytes as u64);
+            }
+        }
+        Ok(Admitted::HopsSpent) => {}
+        Err(refusal) => {
+            let reason = match refusal {
+                Refusal::Stopping => "stopping",
+                Refusal::UnknownBroker(_) => "unknown_broker",
+                Refusal::Limit(limit) => limit.reason(),
+                Refusal::Unavailable(_) => "unavailable",
+            };
+            metrics::counter!(REFUSED, "origin" => label, "reason" => reason).increment(events as u64);
+        }
+    }
+    if matches!(origin, Origin::Reply { .. } | Origin::Redrive { .. }) {
+        let outcome = match outcome {
+            Ok(Admitted::Stored) => "written",
+            Ok(Admitted::HopsSpent) => "dropped",
+            Err(_) => "failed",
+        };
+        metrics::counter!(REPLIES, "outcome" => outcome).increment(1);
+    }
+}
+
+fn mode_label(mode: ContentMode) -> &'static str {
+    match mode {
+        ContentMode::Binary => "binary",
+        ContentMode::Structured => "structured",
+        ContentMode::Batched => "batch",
+    }
+}
+
+pub(crate) fn declaration_failed(kind: &'static str) {
+    metrics::counter!(DECLARATIONS_FAILED, "kind" => kind).increment(1);
+}
+
+/// Gives every series the node records its help text (and unit), through the `metrics`
+/// facade's global recorder: call once the recorder is installed.
+pub fn describe(log: &dyn EventLog) {
+    describe_counter!(ADMITTED, "Events that entered a broker, by origin.");
+    describe_counter!(REFUSED, "Events refused entry into a broker, by origin and reason.");
+    describe_counter!(INGEST_EVENTS, "Events accepted at ingest (durable), by content mode.");
+    describe_counter!(INGEST_BYTES, Unit::Bytes, "Request body bytes of accepted ingest requests.");
+    describe_counter!(REPLIES, "Reply events from subscribers, by outcome.");
+    describe_histogram!(APPEND_DURATION, Unit::Seconds, "Time from an append to its events being durable.");
+    describe_counter!(DECLARATIONS_FAILED, "Declarations that could not be applied on this node, by kind.");
+    describe_counter!(dispatch::DELIVERY_ATTEMPTS, "Delivery attempts (each retry counts), by outcome.");
+    describe_histogram!(
+        dispatch::DELIVERY_DURATION,
+        Unit::Seconds,
+        "Time from sending a delivery attempt to its answer."
+    );
+    describe_counter!(
+        dispatch::DEAD_LETTERED,
+        "Events whose delivery failed for good, by destination (sink or store)."
+    );
+    for series in log.metrics() {
+        let unit = match series.unit {
+            "seconds" => Some(Unit::Seconds),
+            "bytes" => Some(Unit::Bytes),
+            _ => None,
+        };
+        match (series.kind, unit) {
+            (MetricKind::Counter, Some(unit)) => describe_counter!(series.name, unit, series.help),
+            (MetricKind::Counter, None) => describe_counter!(series.name, series.help),
+            (MetricKind::Gauge, Some(unit)) => describe_gauge!(series.name, unit, series.help),
+            (MetricKind::Gauge, None) => describe_gauge!(series.name, series.help),
+            (MetricKind::Histogram, Some(unit)) => describe_histogram!(series.name, unit, series.help),
+            (MetricKind::Histogram, None) => describe_histogram!(series.name, series.help),
+        }
+    }
+}

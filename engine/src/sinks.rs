@@ -1,0 +1,46 @@
+//! The sources' HTTP sink over the delivery client: a source whose sink is a URI gets each
+//! event POSTed in binary mode, as a subscriber would.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchyard_dispatcher::http_client::Attempt;
+use switchyard_dispatcher::{DeliveryClient, Format, Target};
+use switchyard_event::Event;
+use switchyard_sources::{HttpSink, SinkError, SourceRef};
+use url::Url;
+
+/// How long one POST to a sink URI may take.
+const SINK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// POSTs sources' events with the delivery client.
+pub(crate) struct HttpPoster {
+    client: DeliveryClient,
+}
+
+impl HttpPoster {
+    pub(crate) fn new(client: DeliveryClient) -> HttpPoster {
+        HttpPoster { client }
+    }
+}
+
+#[async_trait]
+impl HttpSink for HttpPoster {
+    async fn post(&self, source: &SourceRef, uri: &Url, events: Vec<Event>) -> Result<(), SinkError> {
+        let target = Target {
+            url: uri.clone(),
+            format: Format::Binary,
+            namespace: source.namespace.clone(),
+            timeout: SINK_TIMEOUT,
+        };
+        let origin = source.to_string();
+        for event in &events {
+            let attempt = Attempt { trigger: &origin, number: 1, dead_letter: false };
+            self.client
+                .send(&target, event, attempt)
+                .await
+                .map_err(|failure| SinkError::Unavailable(format!("sink '{uri}' did not take the event: {failure}")))?;
+        }
+        Ok(())
+    }
+}
