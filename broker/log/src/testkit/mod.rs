@@ -1,4 +1,5 @@
-//! Conformance checks every [`EventLog`] backend must pass.
+//! Conformance checks every [`EventLog`] backend must pass, and an in-memory backend
+//! ([`memory`]) for tests of what runs on the log.
 //!
 //! Each check takes the log and the name of a topic that does not exist yet (it creates it,
 //! and deletes it at the end when it passed), or, for the dead-letter checks, a dead-letter
@@ -18,6 +19,13 @@ use std::time::Duration;
 use switchyard_event::{AttrValue, Data, DataForm, Event};
 
 use crate::{DeadLetter, EventLog, LogError, LogEvent, Subscription};
+
+pub mod memory;
+mod reading;
+
+pub use reading::{
+    next_batch_cancel_safe, position_follows_reads_and_seeks, reader_reads_from_offset, seek_rereads_and_skips,
+};
 
 /// How long a check waits for events that should arrive.
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
@@ -52,6 +60,8 @@ macro_rules! ensure {
         }
     };
 }
+// For the checks in submodules.
+use ensure;
 
 /// A valid event with this `id` (no control characters), an extension of each type and a binary payload.
 pub fn sample_event(id: &str, data_len: usize) -> Event {
@@ -587,6 +597,10 @@ pub async fn run_all(log: Arc<dyn EventLog>, prefix: &str) -> CheckResult {
     delete_then_recreate_is_empty(&log, &format!("{prefix}.delete-recreate")).await?;
     unknown_topic_errors(&log, &format!("{prefix}.unknown-topic")).await?;
     next_batch_waits(&log, &format!("{prefix}.next-batch-waits")).await?;
+    reader_reads_from_offset(&log, &format!("{prefix}.reader-from-offset")).await?;
+    seek_rereads_and_skips(&log, &format!("{prefix}.seek")).await?;
+    position_follows_reads_and_seeks(&log, &format!("{prefix}.position")).await?;
+    next_batch_cancel_safe(&log, &format!("{prefix}.cancel-safety")).await?;
     dead_letters_roundtrip(&log, &format!("{prefix}/dead-letters-roundtrip")).await?;
     dead_letters_paging_and_removal(&log, &format!("{prefix}/dead-letters-paging")).await?;
     dead_letters_outlive_topics(&log, &format!("{prefix}.dead-letters-outlive-topics")).await?;
