@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_event::limits::EventLimits;
 use url::Url;
 
 /// The configuration file, as written by an operator. Every field is optional.
@@ -20,6 +21,10 @@ pub struct ConfigFile {
     pub max_event_bytes: Option<usize>,
     /// Largest accepted batch request body in bytes.
     pub max_batch_bytes: Option<usize>,
+    /// Most attributes an event may have, counting those the broker adds.
+    pub max_event_attributes: Option<usize>,
+    /// Most events one batch request may carry.
+    pub max_batch_events: Option<usize>,
     /// Embedded-log retention.
     pub retention: Option<RetentionFile>,
     /// Seconds in-flight deliveries get to finish at shutdown.
@@ -76,6 +81,10 @@ pub struct ServeConfig {
     pub max_event_bytes: usize,
     /// See [`ConfigFile::max_batch_bytes`].
     pub max_batch_bytes: usize,
+    /// See [`ConfigFile::max_event_attributes`].
+    pub max_event_attributes: usize,
+    /// See [`ConfigFile::max_batch_events`].
+    pub max_batch_events: usize,
     /// Retention by age.
     pub retention_age: Duration,
     /// Retention by size.
@@ -151,11 +160,13 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 12] = [
+pub const ENV_OVERRIDES: [(&str, &str); 14] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
     ("SWITCHYARD_MAX_BATCH_BYTES", "max_batch_bytes"),
+    ("SWITCHYARD_MAX_EVENT_ATTRIBUTES", "max_event_attributes"),
+    ("SWITCHYARD_MAX_BATCH_EVENTS", "max_batch_events"),
     ("SWITCHYARD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("SWITCHYARD_RETENTION_MAX_AGE_HOURS", "retention.max_age_hours"),
     ("SWITCHYARD_RETENTION_MAX_BYTES", "retention.max_bytes"),
@@ -182,6 +193,8 @@ impl ConfigFile {
                 "data_dir" => self.data_dir = Some(PathBuf::from(&value)),
                 "max_event_bytes" => self.max_event_bytes = Some(number()? as usize),
                 "max_batch_bytes" => self.max_batch_bytes = Some(number()? as usize),
+                "max_event_attributes" => self.max_event_attributes = Some(number()? as usize),
+                "max_batch_events" => self.max_batch_events = Some(number()? as usize),
                 "shutdown_grace_secs" => self.shutdown_grace_secs = Some(number()?),
                 "log" => self.log = Some(value.clone()),
                 "kafka.topic_prefix" => {
@@ -241,9 +254,24 @@ impl ServeConfig {
             key: "listen",
             message: format!("'{listen_text}' is not an address like 127.0.0.1:8080"),
         })?;
-        let max_event_bytes = parsed.max_event_bytes.unwrap_or(1 << 20);
+        let defaults = EventLimits::default();
+        let max_event_bytes = parsed.max_event_bytes.unwrap_or(defaults.max_event_bytes);
         if max_event_bytes == 0 {
             return Err(ConfigError::Value { key: "max_event_bytes", message: "must be positive".into() });
+        }
+        // The four required attributes and the broker's two (arrival time, hop counter).
+        let max_event_attributes = parsed.max_event_attributes.unwrap_or(defaults.max_attributes);
+        if max_event_attributes < 6 {
+            return Err(ConfigError::Value {
+                key: "max_event_attributes",
+                message: format!(
+                    "{max_event_attributes} is below 6: the four required attributes and the broker's own two"
+                ),
+            });
+        }
+        let max_batch_events = parsed.max_batch_events.unwrap_or(defaults.max_batch_events);
+        if max_batch_events == 0 {
+            return Err(ConfigError::Value { key: "max_batch_events", message: "must be positive".into() });
         }
         let max_batch_bytes = parsed.max_batch_bytes.unwrap_or(10 << 20);
         if max_batch_bytes < max_event_bytes {
@@ -275,6 +303,8 @@ impl ServeConfig {
             data_dir: data_dir.or(parsed.data_dir).unwrap_or_else(|| PathBuf::from("./switchyard-data")),
             max_event_bytes,
             max_batch_bytes,
+            max_event_attributes,
+            max_batch_events,
             retention_age: Duration::from_secs(max_age_hours * 3600),
             retention_bytes: retention.max_bytes.unwrap_or(10 << 30),
             shutdown_grace: Duration::from_secs(parsed.shutdown_grace_secs.unwrap_or(10)),
@@ -324,8 +354,7 @@ fn parse_log_backend(
     {
         return Err(invalid(format!("'{bad}' in '{text}' is not host:port")));
     }
-    let topic_valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if topic_prefix.is_empty() || !topic_prefix.chars().all(topic_valid) {
+    if !switchyard_event::kafka::valid_topic_name(&topic_prefix) {
         return Err(ConfigError::Value {
             key: "kafka.topic_prefix",
             message: format!("'{topic_prefix}' must be letters, digits, '.', '_' or '-' (Kafka topic names)"),
@@ -360,6 +389,8 @@ impl ServeConfig {
             data_dir: Some(self.data_dir.clone()),
             max_event_bytes: Some(self.max_event_bytes),
             max_batch_bytes: Some(self.max_batch_bytes),
+            max_event_attributes: Some(self.max_event_attributes),
+            max_batch_events: Some(self.max_batch_events),
             shutdown_grace_secs: Some(self.shutdown_grace.as_secs()),
             retention: Some(RetentionFile {
                 max_age_hours: Some(self.retention_age.as_secs() / 3600),

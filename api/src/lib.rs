@@ -1,18 +1,13 @@
-//! The `switchyard` binary's library: HTTP ingest and REST API ([`server`]), the glue that
-//! applies declarations to the log and the dispatcher ([`controller`]), configuration, and the
-//! CLI's client commands. This crate is the only one that knows which log backend runs.
+//! The `switchyard` binary's library: HTTP and CLI glue around the engine. The HTTP surface
+//! ([`routes`], one module per resource, documented by [`openapi`]), the `serve` wiring that
+//! opens a backend and starts the engine on it ([`serve`]: the only code that names a concrete
+//! backend), configuration ([`config`]), the Prometheus exporter ([`metrics`]), errors as
+//! problem+json ([`problem`]), and the CLI's client commands ([`cli`]).
 
-pub mod client;
-#[cfg(feature = "kafka")]
-pub mod cluster;
+pub mod cli;
 pub mod config;
-pub mod controller;
-mod filters;
 pub mod metrics;
 pub mod openapi;
-#[cfg(feature = "otlp")]
-pub mod otlp;
 pub mod problem;
+pub mod routes;
 pub mod serve;
-pub mod server;
-pub mod sources;

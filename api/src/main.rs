@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use switchyard::client::{dead_letter_table, read_file_or_stdin, resource_plural, table, Client, SendRequest};
+use switchyard::cli::{dead_letter_table, read_file_or_stdin, resource_plural, table, Client, SendRequest};
 use switchyard::config::{Flags, ServeConfig};
 
 #[derive(Parser)]
@@ -73,7 +73,7 @@ enum Command {
     Get {
         #[command(flatten)]
         server: ServerArg,
-        /// brokers, triggers, githubsources, pingsources or kafkasources.
+        #[arg(help = switchyard::cli::kinds_help())]
         kind: String,
         /// One resource by name.
         name: Option<String>,
@@ -115,7 +115,7 @@ enum Command {
     Delete {
         #[command(flatten)]
         server: ServerArg,
-        /// broker, trigger, githubsource, pingsource or kafkasource.
+        #[arg(help = switchyard::cli::kinds_help())]
         kind: String,
         /// The name.
         name: String,

@@ -1,11 +1,12 @@
 //! The OpenAPI 3.1 document of the HTTP API, served at `GET /openapi.json`.
 //!
-//! Nothing here lists the endpoints. [`crate::server::api`] registers every route together with
+//! Nothing here lists the endpoints. [`crate::routes::api`] registers every route together with
 //! its `#[utoipa::path]` operation (utoipa-axum's `OpenApiRouter` and `routes!`), and both the
 //! router that serves requests and [`document`] are split from that one builder: a route cannot
-//! be served without being described, nor described without being served. This module holds the
-//! frame (title, version, tags), the path parameters, and the schemas of the bodies that the
-//! handlers build as JSON values rather than as typed resources.
+//! be served without being described, nor described without being served. Bodies are typed
+//! structs deriving `ToSchema` where they are built. This module holds the frame (title,
+//! version, tags), the path parameters, the CloudEvent itself (whose members are open-ended),
+//! and the sources' specs, gathered from the registry of source kinds.
 
 use std::sync::OnceLock;
 
@@ -17,9 +18,11 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
 
-/// The frame of the document; [`crate::server::api`] adds every path to it.
+/// The frame of the document; [`crate::routes::api`] adds every path to it.
 #[derive(OpenApi)]
 #[openapi(
+    // Referred to from the sources' answers, whose spec schema is gathered from the registry.
+    components(schemas(switchyard_meta::status::SourceStatus)),
     info(
         title = "Switchyard",
         version = env!("CARGO_PKG_VERSION"),
@@ -35,7 +38,7 @@ use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
         (name = "brokers", description = "Broker resources (Knative `eventing.knative.dev/v1` Broker)."),
         (name = "triggers", description = "Trigger resources (Knative `eventing.knative.dev/v1` Trigger)."),
         (name = "dead letters", description = "Events a trigger could not deliver: inspect, redrive, delete."),
-        (name = "sources", description = "Source resources (Knative `sources.knative.dev` GitHubSource, PingSource, KafkaSource) and the webhook endpoint of webhook sources."),
+        (name = "sources", description = "Source resources (Knative `sources.knative.dev` kinds) and the webhook endpoint of webhook sources."),
         (name = "filters", description = "Trying filters and CESQL expressions without declaring a trigger."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     )
@@ -45,7 +48,7 @@ pub(crate) struct ApiDoc;
 /// The whole document, split once from the same builder as the router.
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| crate::server::api().split_for_parts().1)
+    DOCUMENT.get_or_init(|| crate::routes::api().split_for_parts().1)
 }
 
 /// The document as JSON text, as served.
@@ -166,7 +169,7 @@ fn label_parameter(name: &str, description: &str) -> utoipa::openapi::path::Para
 }
 
 fn source_kinds_parameter() -> utoipa::openapi::path::Parameter {
-    let plurals = switchyard_sources::kinds().iter().map(|kind| kind.plural()).collect();
+    let plurals = switchyard_engine::Kind::sources().map(switchyard_engine::Kind::plural).collect();
     choice_parameter("sources", "The source kind, plural and lower case as in Kubernetes.", plurals)
 }
 
@@ -294,315 +297,27 @@ impl PartialSchema for EventData {
 
 impl ToSchema for EventData {}
 
-/// Schemas of bodies the handlers build as JSON values: described here, never built.
-#[allow(dead_code)]
-pub(crate) mod schemas {
-    use serde_json::Value;
-    use switchyard_meta::resources::{BrokerSpec, Condition, Metadata, TriggerSpec};
-    use utoipa::ToSchema;
+/// A source's spec: one of the registered kinds' specs, which the path's `{sources}` picks.
+pub(crate) struct SourceSpec;
 
-    use super::CloudEvent;
-
-    /// A Broker (Knative `eventing.knative.dev/v1`).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase")]
-    pub(crate) struct Broker {
-        /// Always `eventing.knative.dev/v1`.
-        #[schema(examples("eventing.knative.dev/v1"))]
-        api_version: String,
-        /// Always `Broker`.
-        #[schema(examples("Broker"))]
-        kind: String,
-        /// Name, namespace and server-set fields.
-        metadata: Metadata,
-        /// What was declared.
-        spec: BrokerSpec,
-        /// What the server observes; absent in the answer to a DELETE.
-        status: Option<BrokerStatus>,
+impl PartialSchema for SourceSpec {
+    fn schema() -> RefOr<Schema> {
+        let mut one_of = OneOfBuilder::new().description(Some("The spec of the kind the path names."));
+        for kind in switchyard_sources::kinds() {
+            let spec = kind.spec_schema();
+            one_of = one_of.item(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(spec.name)));
+        }
+        one_of.into()
     }
+}
 
-    /// A broker's observed state.
-    #[derive(ToSchema)]
-    pub(crate) struct BrokerStatus {
-        /// Where to send events.
-        address: Address,
-        /// `Ready`.
-        conditions: Vec<Condition>,
-    }
-
-    /// An addressable's address.
-    #[derive(ToSchema)]
-    pub(crate) struct Address {
-        /// The ingest URL, `{base}/{namespace}/{name}`.
-        url: String,
-    }
-
-    /// A Trigger (Knative `eventing.knative.dev/v1`).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase")]
-    pub(crate) struct Trigger {
-        /// Always `eventing.knative.dev/v1`.
-        #[schema(examples("eventing.knative.dev/v1"))]
-        api_version: String,
-        /// Always `Trigger`.
-        #[schema(examples("Trigger"))]
-        kind: String,
-        /// Name, namespace and server-set fields.
-        metadata: Metadata,
-        /// What was declared.
-        spec: TriggerSpec,
-        /// What the server observes; absent in the answer to a DELETE.
-        status: Option<TriggerStatus>,
-    }
-
-    /// A trigger's observed state.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase")]
-    pub(crate) struct TriggerStatus {
-        /// The subscriber's URL.
-        #[schema(required)]
-        subscriber_uri: Option<String>,
-        /// `Ready`, or `Ready=False` with reason `BrokerDoesNotExist`.
-        conditions: Vec<Condition>,
-    }
-
-    /// A PUT body: `{"spec": …}`, `{}` (or an empty body), or a whole Knative Broker as
-    /// `kubectl get -o yaml` exports it. Unknown fields are refused, with the field named.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields)]
-    pub(crate) struct BrokerRequest {
-        /// `eventing.knative.dev/v1` if present.
-        api_version: Option<String>,
-        /// `Broker` if present.
-        kind: Option<String>,
-        /// If present, `name` and `namespace` must match the path; server-set fields are ignored.
-        metadata: Option<Metadata>,
-        /// The broker's spec (empty when absent).
-        spec: Option<BrokerSpec>,
-        /// Ignored: the status is the server's.
-        #[schema(value_type = Option<Object>)]
-        status: Option<Value>,
-    }
-
-    /// A PUT body: `{"spec": …}` or a whole Knative Trigger. Unknown fields are refused, with
-    /// the field named.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields)]
-    pub(crate) struct TriggerRequest {
-        /// `eventing.knative.dev/v1` if present.
-        api_version: Option<String>,
-        /// `Trigger` if present.
-        kind: Option<String>,
-        /// If present, `name` and `namespace` must match the path; server-set fields are ignored.
-        metadata: Option<Metadata>,
-        /// The trigger's spec: `broker` and `subscriber.uri` are required.
-        spec: Option<TriggerSpec>,
-        /// Ignored: the status is the server's.
-        #[schema(value_type = Option<Object>)]
-        status: Option<Value>,
-    }
-
-    /// A source (Knative `sources.knative.dev`): its spec is its kind's (see `SourceRequest`).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase")]
-    pub(crate) struct Source {
-        /// The kind's API version, e.g. `sources.knative.dev/v1`.
-        #[schema(examples("sources.knative.dev/v1"))]
-        api_version: String,
-        /// `GitHubSource`, `PingSource` or `KafkaSource`.
-        #[schema(examples("PingSource"))]
-        kind: String,
-        /// Name, namespace and server-set fields.
-        metadata: Metadata,
-        /// What was declared, in its canonical form.
-        #[schema(value_type = Object)]
-        spec: Value,
-        /// What the server observes; absent in the answer to a DELETE.
-        status: Option<SourceStatus>,
-    }
-
-    /// A source's observed state.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase")]
-    pub(crate) struct SourceStatus {
-        /// The generation of the spec this status is about.
-        observed_generation: Option<u64>,
-        /// `Ready`, or `Ready=False` with a reason (`SinkNotFound`, `SecretNotFound`, `KafkaUnavailable`, …).
-        conditions: Vec<Condition>,
-        /// Where events go: a URI, or the ingest URL of the sink broker.
-        sink_uri: Option<String>,
-        /// For a webhook source: the URL to give the sender.
-        webhook_url: Option<String>,
-    }
-
-    /// A source's spec, by kind.
-    #[derive(ToSchema)]
-    #[serde(untagged)]
-    pub(crate) enum SourceSpec {
-        /// A GitHubSource's.
-        GitHub(switchyard_sources::github::GitHubSourceSpec),
-        /// A PingSource's.
-        Ping(switchyard_sources::ping::PingSourceSpec),
-        /// A KafkaSource's.
-        #[cfg(feature = "kafka")]
-        Kafka(switchyard_sources::kafka::KafkaSourceSpec),
-    }
-
-    /// A PUT body: `{"spec": …}` or a whole Knative object of the kind in the path. Unknown
-    /// fields are refused, with the field named.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase", deny_unknown_fields)]
-    pub(crate) struct SourceRequest {
-        /// The kind's API version if present (`sources.knative.dev/v1alpha1` for GitHubSource,
-        /// `…/v1` or `…/v1beta2` for PingSource, `…/v1beta1` for KafkaSource).
-        api_version: Option<String>,
-        /// The kind if present; it must match the path.
-        kind: Option<String>,
-        /// If present, `name` and `namespace` must match the path; server-set fields are ignored.
-        metadata: Option<Metadata>,
-        /// The source's spec; `sink` is required.
-        spec: Option<SourceSpec>,
-        /// Ignored: the status is the server's.
-        #[schema(value_type = Option<Object>)]
-        status: Option<Value>,
-    }
-
-    /// Sources of one kind.
-    #[derive(ToSchema)]
-    pub(crate) struct SourceList {
-        /// The resources.
-        items: Vec<Source>,
-    }
-
-    /// A webhook delivery taken.
-    #[derive(ToSchema)]
-    pub(crate) struct WebhookAccepted {
-        /// The ids of the events it carried.
-        ids: Vec<String>,
-        /// How many of them had been taken before and were not sent again.
-        duplicates: u64,
-    }
-
-    /// A webhook delivery with nothing to send.
-    #[derive(ToSchema)]
-    pub(crate) struct WebhookIgnored {
-        /// Why (e.g. the event type is not in the source's `eventTypes`).
-        ignored: String,
-    }
-
-    /// Brokers.
-    #[derive(ToSchema)]
-    pub(crate) struct BrokerList {
-        /// The resources.
-        items: Vec<Broker>,
-    }
-
-    /// Triggers.
-    #[derive(ToSchema)]
-    pub(crate) struct TriggerList {
-        /// The resources.
-        items: Vec<Trigger>,
-    }
-
-    /// An event a trigger could not deliver.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase")]
-    pub(crate) struct DeadLetter {
-        /// Assigned by the store.
-        id: String,
-        /// The original event, unchanged.
-        event: CloudEvent,
-        /// Why it was dead-lettered (e.g. `retries exhausted`).
-        reason: String,
-        /// Delivery attempts made.
-        attempts: u32,
-        /// The last HTTP status received, if any.
-        #[schema(required)]
-        last_status: Option<u16>,
-        /// The last transport error, if the last attempt got no answer.
-        #[schema(required)]
-        last_error: Option<String>,
-        /// When it was stored (RFC 3339, UTC).
-        dead_lettered_at: String,
-    }
-
-    /// A page of dead letters, oldest first.
-    #[derive(ToSchema)]
-    pub(crate) struct DeadLetterPage {
-        /// The entries.
-        items: Vec<DeadLetter>,
-        /// The `after` of the next page; null on the last page.
-        #[schema(required)]
-        next: Option<String>,
-    }
-
-    /// The answer to a purge.
-    #[derive(ToSchema)]
-    pub(crate) struct Purged {
-        /// How many dead letters were removed.
-        purged: u64,
-    }
-
-    /// The answer of `POST /v1/filters/test`.
-    #[derive(ToSchema)]
-    pub(crate) struct FilterTestResult {
-        /// Whether the event passes, with a trigger's semantics.
-        matched: bool,
-        /// Evaluation errors met on the way (e.g. a CESQL error, which counts as no match).
-        errors: Vec<String>,
-    }
-
-    /// The answer of `POST /v1/cesql/evaluate`: exactly one of `result` and `error` is non-null.
-    #[derive(ToSchema)]
-    pub(crate) struct CesqlResult {
-        /// The value of the expression.
-        #[schema(required)]
-        result: Option<CesqlValue>,
-        /// Why there is no value.
-        #[schema(required)]
-        error: Option<CesqlError>,
-    }
-
-    /// A CESQL value.
-    #[derive(ToSchema)]
-    #[serde(untagged)]
-    pub(crate) enum CesqlValue {
-        /// Boolean.
-        Boolean(bool),
-        /// Integer (32-bit).
-        Integer(i32),
-        /// String.
-        String(String),
-    }
-
-    /// A CESQL error (the TCK's error types).
-    #[derive(ToSchema)]
-    pub(crate) struct CesqlError {
-        /// `parse`, `math`, `cast`, `missingAttribute`, `missingFunction`, `functionEvaluation` or
-        /// `generic`.
-        kind: CesqlErrorKind,
-        /// What went wrong, with the position for a parse error.
-        message: String,
-    }
-
-    /// The kind of a CESQL error.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "camelCase")]
-    pub(crate) enum CesqlErrorKind {
-        /// The expression does not parse.
-        Parse,
-        /// Arithmetic (e.g. division by zero).
-        Math,
-        /// A value cannot be cast.
-        Cast,
-        /// The event has no such attribute.
-        MissingAttribute,
-        /// No such function.
-        MissingFunction,
-        /// A function failed.
-        FunctionEvaluation,
-        /// Anything else.
-        Generic,
+impl ToSchema for SourceSpec {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for kind in switchyard_sources::kinds() {
+            let spec = kind.spec_schema();
+            schemas.push((spec.name, spec.schema));
+            schemas.extend(spec.components);
+        }
     }
 }
 
@@ -693,11 +408,11 @@ mod tests {
         }
     }
 
-    /// The document is split from the same builder as the router (`server::api`), so a route is
+    /// The document is split from the same builder as the router (`routes::api`), so a route is
     /// in the document exactly when it is served.
     #[test]
     fn the_served_document_is_the_routers() {
-        let (_, from_builder) = crate::server::api().split_for_parts();
+        let (_, from_builder) = crate::routes::api().split_for_parts();
         let served = document_value();
         assert_eq!(served, serde_json::to_value(&from_builder).expect("serialises"));
         let mut served_paths: Vec<_> = served["paths"].as_object().expect("paths").keys().cloned().collect();
@@ -724,7 +439,7 @@ mod tests {
         }
     }
 
-    /// The other half of the guarantee: the router is `server::api()` plus a fallback, and
+    /// The other half of the guarantee: the router is `routes::api()` plus a fallback, and
     /// routes enter `api()` only through `.routes(routes!(…))`, which documents them. A plain
     /// axum registration in the files that build and serve the router would serve an
     /// undocumented endpoint; this refuses it.
@@ -739,24 +454,35 @@ mod tests {
             ["Router", "::new"].concat(),
             ["axum::routing", "::"].concat(),
         ];
-        for (file, source) in [("server.rs", include_str!("server.rs")), ("serve.rs", include_str!("serve.rs"))] {
+        let files = [
+            ("routes/mod.rs", include_str!("routes/mod.rs")),
+            ("routes/ingest.rs", include_str!("routes/ingest.rs")),
+            ("routes/brokers.rs", include_str!("routes/brokers.rs")),
+            ("routes/triggers.rs", include_str!("routes/triggers.rs")),
+            ("routes/sources.rs", include_str!("routes/sources.rs")),
+            ("routes/dead_letters.rs", include_str!("routes/dead_letters.rs")),
+            ("routes/filters.rs", include_str!("routes/filters.rs")),
+            ("routes/operations.rs", include_str!("routes/operations.rs")),
+            ("serve.rs", include_str!("serve.rs")),
+        ];
+        for (file, source) in files {
             let code: Vec<&str> = source.lines().filter(|line| !line.trim_start().starts_with("//")).collect();
             for line in code {
                 for call in &forbidden {
                     assert!(
                         !line.contains(call.as_str()),
-                        "api/src/{file} registers a route outside `server::api()`'s `.routes(routes!(…))` \
+                        "api/src/{file} registers a route outside `routes::api()`'s `.routes(routes!(…))` \
                          ({line:?}): give the handler a #[utoipa::path] and add it with `.routes(routes!(handler))`, \
                          so that /openapi.json describes it"
                     );
                 }
             }
         }
-        let api = include_str!("server.rs");
-        let start = api.find("pub fn api()").expect("server::api");
+        let api = include_str!("routes/mod.rs");
+        let start = api.find("pub fn api()").expect("routes::api");
         let body = &api[start..start + api[start..].find("\n}\n").expect("end of api()")];
         let registrations = body.matches(".routes(routes!(").count();
         let statements = body.lines().filter(|l| l.trim_start().starts_with('.')).count();
-        assert_eq!(registrations, statements, "server::api() must only call .routes(routes!(…)):\n{body}");
+        assert_eq!(registrations, statements, "routes::api() must only call .routes(routes!(…)):\n{body}");
     }
 }

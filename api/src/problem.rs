@@ -1,9 +1,15 @@
 //! Every HTTP error as RFC 9457 `application/problem+json`. 4xx bodies tell the client what to
-//! fix; 5xx bodies say "internal error" and the detail goes to the log.
+//! fix; 5xx bodies say "internal error" and the detail goes to the log. The error answers an
+//! operation documents come from the sets here, so each is written once.
+
+use std::collections::BTreeMap;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use switchyard_engine::ControlError;
+use switchyard_log::{LogError, Refusal};
+use utoipa::openapi::{RefOr, ResponseBuilder};
 
 /// An error answer.
 #[derive(Debug)]
@@ -49,6 +55,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, detail)
     }
 
+    /// 413.
+    pub fn too_large(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
+    }
+
     /// 503 with `Retry-After`.
     pub fn unavailable(detail: impl Into<String>, retry_after_secs: u32) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
@@ -91,3 +102,110 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<LogError> for ApiError {
+    fn from(error: LogError) -> ApiError {
+        match error {
+            LogError::Unavailable(_) => ApiError::unavailable(error.to_string(), 1),
+            _ => ApiError::internal(error),
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> ApiError {
+        match error {
+            ControlError::Invalid(invalid) => ApiError::bad_request(invalid.to_string()),
+            ControlError::Log(error) => error.into(),
+            not_active @ ControlError::NotActive { .. } => ApiError::unavailable(not_active.to_string(), 5),
+        }
+    }
+}
+
+impl From<switchyard_meta::ValidationError> for ApiError {
+    fn from(error: switchyard_meta::ValidationError) -> ApiError {
+        ApiError::bad_request(error.to_string())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        match refusal {
+            Refusal::Stopping => ApiError::unavailable(refusal.to_string(), 5),
+            Refusal::UnknownBroker(_) => ApiError::not_found(refusal.to_string()),
+            Refusal::Limit(limit) => ApiError::too_large(limit.to_string()),
+            Refusal::Unavailable(_) => ApiError::unavailable(refusal.to_string(), 1),
+        }
+    }
+}
+
+/// One documented error answer: a status and what it means, with a problem+json body.
+fn problem_response(status: u16, description: &str) -> (String, RefOr<utoipa::openapi::Response>) {
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Problem"))))
+                .build(),
+        )
+        .build();
+    (status.to_string(), RefOr::T(response))
+}
+
+/// Declares a documented error answer: a type to list in an operation's `responses(…)`.
+macro_rules! error_response {
+    ($(#[$doc:meta])* $name:ident, $status:literal, $description:literal) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+                BTreeMap::from([problem_response($status, $description)])
+            }
+        }
+    };
+}
+
+error_response!(
+    /// 400: a malformed body, or a field, name or query value that is not valid.
+    BadRequest,
+    400,
+    "Invalid body, name, field or query; the detail names what to fix (a CESQL or JSONPath error with its position)."
+);
+error_response!(
+    /// 404: what the path names does not exist.
+    NotFound,
+    404,
+    "What the path names does not exist; the detail says which."
+);
+error_response!(
+    /// 409: the trigger cannot do it now.
+    Conflict,
+    409,
+    "The trigger is not running (its broker does not exist): nothing can be redelivered now."
+);
+error_response!(
+    /// 413: a body over its limit.
+    TooLarge,
+    413,
+    "The body, or an event in it, is over its limit; the detail names the limit's setting."
+);
+error_response!(
+    /// 415: a media type that is not read here.
+    UnsupportedMediaType,
+    415,
+    "A body in a media type this endpoint does not read."
+);
+error_response!(
+    /// 503: not now.
+    Unavailable,
+    503,
+    "Storage cannot answer now, the node is stopping, or a declaration is stored but not active yet; `Retry-After` says when to retry."
+);
+error_response!(
+    /// 500: a bug or an unexpected failure; the detail is in the server log.
+    Internal,
+    500,
+    "Internal error (the detail is in the server log)."
+);

@@ -1,21 +1,19 @@
-//! `switchyard serve`: open the data directory, bring up the declared brokers and triggers,
-//! and serve HTTP until SIGINT/SIGTERM.
+//! `switchyard serve`: open the backend, start the engine on it (every declaration already
+//! made is applied first), and serve HTTP until SIGINT/SIGTERM. The only place that names a
+//! concrete backend.
 
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchyard_dispatcher::{Dispatcher, Sender};
-use switchyard_log::EventLog;
-use switchyard_log_embedded::{EmbeddedConfig, EmbeddedLog};
-use switchyard_meta::Store;
-use switchyard_sources::Sources;
+use switchyard_engine::{Engine, Settings};
+use switchyard_event::limits::EventLimits;
+use switchyard_log::Backend;
+use switchyard_log_embedded::EmbeddedConfig;
+use switchyard_sources::Clients;
 
 use crate::config::{LogBackend, ServeConfig};
-use crate::controller::{Brokers, Controller, Parts};
-use crate::server::{router, AppState, Limits};
-use crate::sources::BinarySinks;
+use crate::routes::{router, AppState};
 
 /// Runs the server until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -24,39 +22,36 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory '{}'", config.data_dir.display()))?;
     let exporter = start_otlp(&config)?;
-    let spans = exporter.as_ref().map(|e| e.sink());
-    let mut sender = Sender::new().context("cannot build the HTTP client")?;
-    if let Some(spans) = &spans {
-        sender = sender.with_spans(spans.clone());
-    }
-    let (log, controller) = match &config.log {
+    let backend = match &config.log {
         LogBackend::Embedded => {
             let mut log_config = EmbeddedConfig::new(config.data_dir.join("log"));
             log_config.retention_age = config.retention_age;
             log_config.retention_bytes = config.retention_bytes;
-            let log: Arc<dyn EventLog> = EmbeddedLog::open(log_config).await.context("cannot open the event log")?;
-            let store = Store::open(&config.data_dir.join("meta.redb")).context("cannot open the metadata store")?;
-            let brokers = Arc::new(Brokers::default());
-            let sinks = Arc::new(BinarySinks::new(brokers.clone(), log.clone(), sender.clone()));
-            let sources = Sources::local(sinks, log.state());
-            let dispatcher = Dispatcher::new(log.clone(), sender);
-            let parts = Parts { store, log: log.clone(), dispatcher, sources, brokers };
-            let controller = Controller::start(parts).await.context("cannot start brokers, triggers and sources")?;
-            (log, Arc::new(controller))
+            switchyard_log_embedded::open(log_config, &config.data_dir.join("meta.redb"))
+                .await
+                .context("cannot open the event log")?
         }
-        LogBackend::Kafka { .. } => start_kafka(&config, sender).await?,
+        LogBackend::Kafka { .. } => open_kafka(&config).await?,
     };
+    switchyard_engine::metrics::describe(backend.log.as_ref());
+    let settings = Settings {
+        limits: EventLimits {
+            max_event_bytes: config.max_event_bytes,
+            max_attributes: config.max_event_attributes,
+            max_batch_events: config.max_batch_events,
+        },
+        spans: exporter.as_ref().map(|exporter| exporter.sink()),
+    };
+    let engine =
+        Engine::start(backend, settings, clients()).await.context("cannot start brokers, triggers and sources")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on '{}'", config.listen))?;
     let address = listener.local_addr()?;
     let state = Arc::new(AppState {
-        controller,
-        log: log.clone(),
-        limits: Limits { max_event_bytes: config.max_event_bytes, max_batch_bytes: config.max_batch_bytes },
+        engine: Arc::new(engine),
         base_url: format!("http://{address}"),
-        stopping: AtomicBool::new(false),
-        spans,
+        max_batch_bytes: config.max_batch_bytes,
     });
     tracing::info!(%address, data_dir = %config.data_dir.display(), "switchyard listening");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -70,9 +65,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     shutdown_signal().await;
     // Ingest answers 503 from now on, while the API stays up: in-flight deliveries get their
     // grace period, progress is persisted, and only then does the listener close.
-    state.stopping.store(true, Ordering::Release);
     tracing::info!(grace_secs = config.shutdown_grace.as_secs(), "shutting down");
-    state.controller.shutdown(config.shutdown_grace).await;
+    state.engine.shutdown(config.shutdown_grace).await;
     if let Some(exporter) = exporter {
         // After the deliveries' grace period, so their last spans are sent too.
         exporter.shutdown().await;
@@ -83,55 +77,41 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kafka mode: the log, and a controller that follows the shared declarations. Returns once
-/// every declaration already made in the cluster is applied here, so a node is ready only when
-/// it runs every trigger.
+/// The outside clients this build has, for the sources that need them.
+fn clients() -> Clients {
+    Clients {
+        #[cfg(feature = "kafka")]
+        kafka: Some(Arc::new(switchyard_log_kafka::KafkaRecords)),
+        #[cfg(not(feature = "kafka"))]
+        kafka: None,
+    }
+}
+
+/// Kafka mode: the log, the shared declarations and the sources' placement on the cluster.
 #[cfg(feature = "kafka")]
-async fn start_kafka(config: &ServeConfig, sender: Sender) -> anyhow::Result<(Arc<dyn EventLog>, Arc<Controller>)> {
-    use switchyard_log_kafka::{KafkaConfig, KafkaLog};
+async fn open_kafka(config: &ServeConfig) -> anyhow::Result<Backend> {
+    use switchyard_log_kafka::KafkaConfig;
     let LogBackend::Kafka { bootstrap_servers, topic_prefix, partitions, replication_factor } = &config.log else {
-        unreachable!("start_kafka is called in Kafka mode only")
+        unreachable!("open_kafka is called in Kafka mode only")
     };
     let mut kafka = KafkaConfig::new(bootstrap_servers.join(","));
     kafka.topic_prefix.clone_from(topic_prefix);
     kafka.partitions = *partitions;
     kafka.replication_factor =
         u16::try_from(*replication_factor).context("invalid config key 'kafka.replication_factor'")?;
-    let log: Arc<dyn EventLog> = Arc::new(KafkaLog::connect(kafka.clone()).await.context("cannot connect to kafka")?);
-    let (declarations, changes) =
-        crate::cluster::KafkaDeclarations::open(&kafka).await.context("cannot follow the shared declarations")?;
-    let known = declarations.received();
-    let store = Store::in_memory().context("cannot open the metadata store")?;
-    let brokers = Arc::new(Brokers::default());
-    let sinks = Arc::new(BinarySinks::new(brokers.clone(), log.clone(), sender.clone()));
-    let sources = crate::cluster::KafkaPlacement::start_sources(&kafka, sinks, log.state())
-        .await
-        .context("cannot join the cluster's source placement")?;
-    let dispatcher = Dispatcher::new(log.clone(), sender);
-    let parts = Parts { store, log: log.clone(), dispatcher, sources, brokers };
-    let controller = Arc::new(Controller::shared(parts, Arc::new(declarations)));
-    let applier = Arc::downgrade(&controller);
-    tokio::spawn(async move {
-        let mut changes = changes;
-        while let Some(change) = changes.recv().await {
-            let Some(controller) = applier.upgrade() else { break };
-            controller.apply(change).await;
-        }
-    });
-    controller.applied(known).await;
-    tracing::info!(declarations = known, prefix = %kafka.topic_prefix, "following the shared declarations");
-    Ok((log, controller))
+    tracing::info!(prefix = %kafka.topic_prefix, "joining the kafka cluster");
+    switchyard_log_kafka::open(kafka).await.context("cannot connect to kafka")
 }
 
 #[cfg(not(feature = "kafka"))]
-async fn start_kafka(_: &ServeConfig, _: Sender) -> anyhow::Result<(Arc<dyn EventLog>, Arc<Controller>)> {
+async fn open_kafka(_: &ServeConfig) -> anyhow::Result<Backend> {
     anyhow::bail!("invalid config key 'log': this switchyard was built without the 'kafka' feature")
 }
 
 #[cfg(feature = "otlp")]
-fn start_otlp(config: &ServeConfig) -> anyhow::Result<Option<crate::otlp::OtlpExporter>> {
+fn start_otlp(config: &ServeConfig) -> anyhow::Result<Option<switchyard_engine::otlp::OtlpExporter>> {
     let Some(endpoint) = &config.otlp_endpoint else { return Ok(None) };
-    Ok(Some(crate::otlp::OtlpExporter::start(endpoint).context("cannot build the OTLP HTTP client")?))
+    Ok(Some(switchyard_engine::otlp::OtlpExporter::start(endpoint).context("cannot build the OTLP HTTP client")?))
 }
 
 /// Without the `otlp` feature there is no exporter; asking for one is a configuration error

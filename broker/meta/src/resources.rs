@@ -289,6 +289,11 @@ impl<S, T> Resource<S, T> {
 
     /// The resource as declared, without a status.
     pub fn declared(self) -> Resource<S> {
+        self.unobserved()
+    }
+
+    /// The resource without a status, typed for any status (the answer to a DELETE).
+    pub fn unobserved<U>(self) -> Resource<S, U> {
         Resource {
             api_version: self.api_version,
             kind: self.kind,
@@ -331,21 +336,27 @@ pub type Trigger = Resource<TriggerSpec>;
 /// A source as declared: its spec is its kind's, kept in canonical JSON form.
 pub type Source = Resource<serde_json::Value>;
 
-/// The body of a PUT: `{"spec": …}` or a whole Knative object.
+/// The body of a PUT: `{"spec": …}`, `{}` (or an empty body), or a whole Knative object as
+/// `kubectl get -o yaml` exports it. Unknown fields are refused, with the field named.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Submitted<S> {
+pub struct Submission<S> {
+    /// The kind's API version, if present.
     #[serde(default)]
-    api_version: Option<String>,
+    pub api_version: Option<String>,
+    /// The kind, if present; it must match the path.
     #[serde(default)]
-    kind: Option<String>,
+    pub kind: Option<String>,
+    /// If present, `name` and `namespace` must match the path; server-set fields are ignored.
     #[serde(default)]
-    metadata: Option<Metadata>,
-    spec: Option<S>,
-    /// A status in a submitted object is the server's business: ignored.
+    pub metadata: Option<Metadata>,
+    /// The spec.
+    pub spec: Option<S>,
+    /// Ignored: the status is the server's.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[serde(default)]
-    #[allow(dead_code)]
-    status: Option<serde_json::Value>,
+    pub status: Option<serde_json::Value>,
 }
 
 /// Parses a submitted Broker for `namespace/name` (its shape and names; what its fields mean
@@ -375,7 +386,7 @@ pub fn parse_resource<S: serde::de::DeserializeOwned + Default>(
     validate_dns_label("name", name)?;
     let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
     let mut json = serde_json::Deserializer::from_slice(body);
-    let submitted: Submitted<S> = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+    let submitted: Submission<S> = serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let path = e.path().to_string();
         ValidationError::Body { path, message: e.into_inner().to_string() }
     })?;

@@ -1,9 +1,11 @@
-//! The client commands of the `switchyard` CLI: they talk to a running server over HTTP.
+//! The client commands of the `switchyard` CLI (`send`, `apply`, `get`, `delete`, `filter`,
+//! `cesql`, `deadletters`): they talk to a running server over its HTTP API.
 
 use std::io::Read;
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
+use switchyard_engine::Kind;
 
 /// Talks to a switchyard server.
 pub struct Client {
@@ -272,22 +274,21 @@ pub fn dead_letter_table(value: &Value) -> String {
 }
 
 /// The REST path segment of a kind, named singular or plural in any case (`PingSource`,
-/// `pingsources`).
+/// `pingsources`), from the engine's registry of declared kinds.
 pub fn resource_plural(kind: &str) -> anyhow::Result<&'static str> {
     let lower = kind.to_ascii_lowercase();
-    match lower.as_str() {
-        "broker" | "brokers" => return Ok("brokers"),
-        "trigger" | "triggers" => return Ok("triggers"),
-        _ => {}
+    let found = Kind::all().find(|known| known.plural() == lower || known.name().eq_ignore_ascii_case(&lower));
+    if let Some(known) = found {
+        return Ok(known.plural());
     }
-    let sources = switchyard_sources::kinds();
-    if let Some(source) =
-        sources.iter().find(|source| source.plural() == lower || source.kind().eq_ignore_ascii_case(&lower))
-    {
-        return Ok(source.plural());
-    }
-    let known: Vec<&str> = sources.iter().map(|source| source.kind()).collect();
-    bail!("unsupported kind '{kind}': use Broker, Trigger, {}", known.join(", "))
+    let known: Vec<&str> = Kind::all().map(Kind::name).collect();
+    bail!("unsupported kind '{kind}': use {}", known.join(", "))
+}
+
+/// The help of a command's kind argument: the registered kinds' plurals.
+pub fn kinds_help() -> String {
+    let plurals: Vec<&str> = Kind::all().map(Kind::plural).collect();
+    format!("The kind: {} (or the singular, in any case).", plurals.join(", "))
 }
 
 fn split_qualified(broker: &str) -> anyhow::Result<(&str, &str)> {

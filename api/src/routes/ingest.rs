@@ -1,0 +1,179 @@
+//! Ingest: `POST /{namespace}/{broker}` in the three content modes of the CloudEvents HTTP
+//! binding, and the webhook abuse-protection handshake. The request is decoded here; what
+//! enters the broker is the engine's admission's call.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use switchyard_event::http::ContentMode;
+use switchyard_event::limits::LimitExceeded;
+use switchyard_event::tracecontext::TraceContext;
+use switchyard_event::EventError;
+use switchyard_log::{Admit, Origin};
+
+use crate::openapi::{BinaryModeHeaders, CloudEvent, EventData, HandshakeHeaders, IngestPath};
+use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable, UnsupportedMediaType};
+use crate::routes::AppState;
+
+/// Send events to a broker.
+///
+/// The three content modes of the CloudEvents HTTP binding: binary (`ce-*` headers, the body is
+/// the data), structured (`application/cloudevents+json`) and batch
+/// (`application/cloudevents-batch+json`, all or nothing). Every event gets a
+/// `knativearrivaltime` extension. Any method other than POST and OPTIONS is answered 405
+/// (problem+json) with `Allow: POST, OPTIONS`.
+#[utoipa::path(
+    post,
+    path = "/{namespace}/{broker}",
+    tag = "ingest",
+    params(IngestPath, BinaryModeHeaders),
+    request_body(
+        description = "Binary mode: the event data in any media type other than the two below, with the attributes in `ce-*` headers. Structured mode: one event. Batch mode: an array of events.",
+        content(
+            (CloudEvent = "application/cloudevents+json"),
+            (Vec<CloudEvent> = "application/cloudevents-batch+json"),
+            (EventData = "*/*"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "The event (or the whole batch) is durable in the log."),
+        BadRequest, NotFound, TooLarge, UnsupportedMediaType, Unavailable, Internal,
+    ),
+)]
+pub(crate) async fn ingest_post(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_endpoint(state, path, method, headers, body).await
+}
+
+/// CloudEvents webhook abuse-protection handshake.
+///
+/// Any origin may deliver, at any rate (CloudEvents HTTP Webhook §4.1). Answered whether or not
+/// the broker exists.
+#[utoipa::path(
+    options,
+    path = "/{namespace}/{broker}",
+    tag = "ingest",
+    params(IngestPath, HandshakeHeaders),
+    responses(
+        (status = 200, description = "Delivery is allowed.", headers(
+            ("WebHook-Allowed-Origin" = String, description = "The requesting origin, or `*`."),
+            ("WebHook-Allowed-Rate" = String, description = "`*`: no rate limit."),
+            ("Allow" = String, description = "`POST, OPTIONS`."),
+        )),
+    ),
+)]
+pub(crate) async fn ingest_options(
+    state: State<Arc<AppState>>,
+    path: Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_endpoint(state, path, method, headers, body).await
+}
+
+/// Every method on the ingest path: POST ingests, OPTIONS shakes hands, the rest are 405.
+pub(crate) async fn ingest_endpoint(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, broker)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let answer = match method {
+        Method::POST => ingest(&state, &namespace, &broker, &headers, body).await,
+        Method::OPTIONS => return Ok(webhook_handshake(&headers)),
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not allowed: send events with POST"),
+        )
+        .with_header(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"))),
+    };
+    let status = answer.as_ref().map_or_else(ApiError::status, Response::status);
+    crate::metrics::ingest_answered(status, started.elapsed());
+    answer
+}
+
+/// Ingest into a broker of namespace `v1`, whose path `/v1/{broker}` the sources' list route
+/// shares.
+pub(crate) async fn v1_ingest(
+    state: State<Arc<AppState>>,
+    Path(broker): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_endpoint(state, Path(("v1".to_owned(), broker)), method, headers, body).await
+}
+
+async fn ingest(
+    state: &AppState,
+    namespace: &str,
+    broker: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let received = SystemTime::now();
+    let admission = state.engine.admission();
+    let mode = switchyard_event::http::content_mode(headers.get(header::CONTENT_TYPE));
+    // W3C Trace Context: an invalid `traceparent` header is ignored, never an error.
+    let trace = TraceContext::from_headers(headers);
+    let mut origin =
+        Origin::Ingest { mode: *mode.as_ref().unwrap_or(&ContentMode::Binary), body_bytes: 0, trace, received };
+    // Refused before the body is read: a stopping node, an unknown broker.
+    admission.precheck(namespace, broker, &origin)?;
+    let mode = mode.map_err(event_error)?;
+    let limits = admission.limits();
+    // A single event's body is held to the event limit as it is read, with the same words
+    // admission would use; a batch's events are judged one by one once decoded.
+    let body = match mode {
+        ContentMode::Batched => axum::body::to_bytes(body, state.max_batch_bytes).await.map_err(|_| {
+            ApiError::too_large(format!(
+                "the batch body exceeds the limit of {} bytes (max_batch_bytes)",
+                state.max_batch_bytes
+            ))
+        })?,
+        ContentMode::Binary | ContentMode::Structured => {
+            axum::body::to_bytes(body, limits.max_event_bytes).await.map_err(|_| {
+                ApiError::too_large(
+                    LimitExceeded::EventTooLarge { index: None, limit: limits.max_event_bytes }.to_string(),
+                )
+            })?
+        }
+    };
+    if let Origin::Ingest { body_bytes, .. } = &mut origin {
+        *body_bytes = body.len();
+    }
+    let events = switchyard_event::http::decode_request(headers, body).map_err(event_error)?;
+    admission.admit(namespace, broker, events, origin).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+fn event_error(error: EventError) -> ApiError {
+    match error {
+        EventError::UnsupportedFormat(_) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string()),
+        _ => ApiError::bad_request(error.to_string()),
+    }
+}
+
+/// CloudEvents HTTP Webhook §4.1: the abuse-protection handshake. Any origin may deliver, at
+/// any rate.
+fn webhook_handshake(headers: &HeaderMap) -> Response {
+    let origin = headers.get("webhook-request-origin").cloned().unwrap_or(HeaderValue::from_static("*"));
+    let mut response = StatusCode::OK.into_response();
+    let out = response.headers_mut();
+    out.insert("webhook-allowed-origin", origin);
+    out.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
+    out.insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    response
+}

@@ -1,0 +1,80 @@
+//! The HTTP surface, one module per resource: ingest (`/{namespace}/{broker}`), brokers,
+//! triggers, sources and their webhooks, dead letters, filters, and operations (health,
+//! readiness, metrics, the OpenAPI document). Handlers decode requests and encode answers; what
+//! they mean is the engine's.
+
+mod brokers;
+mod dead_letters;
+mod declarations;
+mod filters;
+mod ingest;
+mod operations;
+mod sources;
+mod triggers;
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use axum::Router;
+use switchyard_engine::Engine;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+
+use crate::problem::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The URL clients reach this server at, for `status.address.url`.
+    pub base_url: String,
+    /// The largest batch request body (and webhook request body).
+    pub max_batch_bytes: usize,
+}
+
+/// The whole HTTP API: the routes of [`api`], and a problem+json 404 for any other path.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (router, _) = api().split_for_parts();
+    router
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on this path"))
+        })
+        .with_state(state)
+}
+
+/// Every endpoint, each registered together with its OpenAPI operation (its `#[utoipa::path]`):
+/// [`router`] serves these routes and `GET /openapi.json` ([`crate::openapi::document`])
+/// describes them, both split from this one builder, so the two cannot differ. Add an endpoint
+/// only as `.routes(routes!(handler))` with a `#[utoipa::path]` on the handler: a plain
+/// `.route(…)` would serve it undocumented (the `openapi` tests refuse that).
+pub fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(operations::healthz))
+        .routes(routes!(operations::readyz))
+        .routes(routes!(operations::metrics_endpoint))
+        .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(filters::test_filter))
+        .routes(routes!(filters::evaluate_cesql))
+        .routes(routes!(brokers::list_all_brokers))
+        .routes(routes!(triggers::list_all_triggers))
+        .routes(routes!(brokers::list_brokers))
+        .routes(routes!(brokers::get_broker, brokers::put_broker, brokers::delete_broker))
+        .routes(routes!(triggers::list_triggers))
+        .routes(routes!(triggers::get_trigger, triggers::put_trigger, triggers::delete_trigger))
+        .routes(routes!(dead_letters::list_dead_letters, dead_letters::purge_dead_letters))
+        .routes(routes!(dead_letters::redrive_dead_letters))
+        .routes(routes!(dead_letters::get_dead_letter, dead_letters::delete_dead_letter))
+        // `/v1/{sources}` has the shape of an ingest path too: every method but GET is ingest
+        // into namespace `v1`, as it was before sources had a list there.
+        .routes(routes!(sources::list_all_sources).map(|methods| methods.fallback(ingest::v1_ingest)))
+        .routes(routes!(sources::list_sources))
+        .routes(routes!(sources::get_source, sources::put_source, sources::delete_source))
+        .routes(routes!(sources::receive_webhook))
+        // Any other method on the ingest path: 405 with `Allow: POST, OPTIONS`.
+        .routes(
+            routes!(ingest::ingest_post, ingest::ingest_options)
+                .map(|methods| methods.fallback(ingest::ingest_endpoint)),
+        )
+}
