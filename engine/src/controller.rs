@@ -396,3 +396,102 @@ fn condition(problem: Option<Problem>) -> Condition {
 fn unreadable_problem(unreadable: &Unreadable) -> Problem {
     Problem { reason: "InvalidSpec", message: unreadable.to_string(), retry: false }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use switchyard_log::testkit::memory::{backend, Fault, MemoryDeclarations, MemoryLog};
+    use switchyard_log::EventLog;
+    use switchyard_meta::status::Condition;
+    use switchyard_sources::Clients;
+
+    use super::*;
+    use crate::{Engine, Settings};
+
+    const BROKER: &[u8] = br#"{"spec":{"delivery":{"retry":3}}}"#;
+    const TRIGGER: &[u8] = br#"{"spec":{"broker":"b","subscriber":{"uri":"http://127.0.0.1:9/"}}}"#;
+
+    async fn engine(log: &Arc<MemoryLog>, declarations: &Arc<MemoryDeclarations>) -> Engine {
+        Engine::start(backend(log, declarations), Settings::default(), Clients::default()).await.unwrap()
+    }
+
+    fn trigger_condition(engine: &Engine) -> Condition {
+        let Some(Declaration::Trigger(trigger)) = engine.controller().get(Kind::Trigger, "ns", "t") else {
+            panic!("no trigger")
+        };
+        engine.controller().trigger_status(&trigger).conditions.remove(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_write_goes_through_the_declaration_log_and_runs_when_answered() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let engine = engine(&log, &declarations).await;
+        let controller = engine.controller();
+        let (_, upsert) = controller.put(Kind::Trigger, "ns", "t", TRIGGER).await.unwrap();
+        assert_eq!(upsert, Upsert::Created);
+        assert_eq!(trigger_condition(&engine).reason.as_deref(), Some("BrokerDoesNotExist"));
+        controller.put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+        // Answered once it runs here: the broker takes events, the trigger has its group.
+        assert!(engine.admission().broker_exists("ns", "b"));
+        assert_eq!(log.committed("ns.b", "ns.t"), Some(0));
+        assert_eq!(trigger_condition(&engine), Condition::ready());
+        let keys: Vec<String> = declarations.published().into_iter().map(|change| change.key).collect();
+        assert_eq!(keys, ["trigger/ns/t", "broker/ns/b"]);
+        let (_, upsert) = controller.put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+        assert_eq!(upsert, Upsert::Replaced);
+        let deleted = controller.delete(Kind::Broker, "ns", "b").await.unwrap();
+        assert!(matches!(deleted, Some(Declaration::Broker(_))));
+        assert!(!engine.admission().broker_exists("ns", "b"));
+        assert!(log.end_offsets("ns.b").await.is_err(), "the broker's topic is gone");
+        assert_eq!(controller.delete(Kind::Broker, "ns", "b").await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_cannot_take_effect_is_not_answered_as_done_and_is_retried() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let engine = engine(&log, &declarations).await;
+        let controller = engine.controller();
+        controller.put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+        log.faults().fail_next(Fault::CreateGroup, 1);
+        let error = controller.put(Kind::Trigger, "ns", "t", TRIGGER).await.unwrap_err();
+        assert!(matches!(&error, ControlError::NotActive { key, .. } if key == "trigger/ns/t"), "{error}");
+        assert_eq!(log.committed("ns.b", "ns.t"), None, "no group behind it");
+        let condition = trigger_condition(&engine);
+        assert_eq!((condition.status.as_str(), condition.reason.as_deref()), ("False", Some("ActivationFailed")));
+        // Stored all the same (the log is the truth), and retried until it runs.
+        tokio::time::sleep(RETRY_INTERVAL * 2).await;
+        assert_eq!(log.committed("ns.b", "ns.t"), Some(0));
+        assert_eq!(trigger_condition(&engine), Condition::ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_node_runs_every_declaration_before_it_starts() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        {
+            let engine = engine(&log, &declarations).await;
+            engine.controller().put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+            engine.controller().put(Kind::Trigger, "ns", "t", TRIGGER).await.unwrap();
+            engine.shutdown(Duration::from_secs(1)).await;
+        }
+        log.delete_group("ns.b", "ns.t").await.unwrap();
+        let replayed = MemoryDeclarations::new();
+        for change in declarations.published() {
+            replayed.publish(&change.key, change.value).await.unwrap();
+        }
+        let engine = engine(&log, &replayed).await;
+        assert!(engine.admission().broker_exists("ns", "b"));
+        assert_eq!(log.committed("ns.b", "ns.t"), Some(0), "the trigger's group was made again at start");
+        assert_eq!(trigger_condition(&engine), Condition::ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_declarations_are_refused_before_anything_is_published() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let engine = engine(&log, &declarations).await;
+        let bad = br#"{"spec":{"broker":"b","subscriber":{"uri":"http://x/"},"delivery":{"rateLimit":0}}}"#;
+        let error = engine.controller().put(Kind::Trigger, "ns", "t", bad).await.unwrap_err();
+        assert!(error.to_string().contains("spec.delivery.rateLimit"), "{error}");
+        assert!(declarations.published().is_empty());
+    }
+}

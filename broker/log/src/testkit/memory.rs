@@ -93,11 +93,20 @@ pub enum Fault {
     DeadLetterPut,
     /// [`StateStore::put`] and [`StateStore::remove`].
     StateWrite,
+    /// [`EventLog::create_group`] (what makes a trigger take effect).
+    CreateGroup,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] =
-        [Fault::Append, Fault::Subscribe, Fault::Read, Fault::Commit, Fault::DeadLetterPut, Fault::StateWrite];
+    const ALL: [Fault; 7] = [
+        Fault::Append,
+        Fault::Subscribe,
+        Fault::Read,
+        Fault::Commit,
+        Fault::DeadLetterPut,
+        Fault::StateWrite,
+        Fault::CreateGroup,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -111,6 +120,7 @@ impl Fault {
             Fault::Commit => "commit",
             Fault::DeadLetterPut => "dead-letter put",
             Fault::StateWrite => "state write",
+            Fault::CreateGroup => "group creation",
         }
     }
 }
@@ -317,6 +327,7 @@ impl EventLog for MemoryLog {
     }
 
     async fn create_group(&self, topic: &str, group: &str) -> Result<(), LogError> {
+        self.shared.faults.check(Fault::CreateGroup, &format!("creation of group '{group}' of topic '{topic}'"))?;
         let t = self.topic(topic)?;
         // The end is read under the groups lock, which appends do not take: an append that
         // returned before this call is below the end, one that returns after may be too (it is
