@@ -98,7 +98,7 @@ impl Admission {
         self.limits.check_stamped(events)?;
         let started = Instant::now();
         let appended = self.log.append(&topic, events).await;
-        metrics::appended(started.elapsed());
+        metrics::appended(origin, started.elapsed());
         if let Origin::Ingest { trace, received, .. } = origin {
             self.record_ingest_spans(namespace, broker, events, trace.as_ref(), *received, appended.as_ref().err());
         }

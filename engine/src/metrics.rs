@@ -23,15 +23,18 @@ pub const INGEST_BYTES: &str = "switchyard_ingest_bytes_total";
 /// Reply events from subscribers, by `outcome` (`written`, `dropped` for a spent hop budget,
 /// `failed` when the broker did not take them).
 pub const REPLIES: &str = "switchyard_reply_events_total";
-/// Time from an append call to its events being durable (fsynced, or acknowledged by Kafka),
-/// whichever the backend.
+/// Time from the append of producers' or sources' events to their being durable (fsynced, or
+/// acknowledged by Kafka), whichever the backend: one sample per accepted request. Replies are
+/// counted in [`REPLIES`].
 pub const APPEND_DURATION: &str = "switchyard_log_append_duration_seconds";
 /// Declarations that could not be applied on this node, by `kind` (retried; the resource's
 /// status says why).
 pub const DECLARATIONS_FAILED: &str = "switchyard_declaration_failures_total";
 
-pub(crate) fn appended(elapsed: Duration) {
-    metrics::histogram!(APPEND_DURATION).record(elapsed.as_secs_f64());
+pub(crate) fn appended(origin: &Origin, elapsed: Duration) {
+    if matches!(origin, Origin::Ingest { .. } | Origin::Source(_)) {
+        metrics::histogram!(APPEND_DURATION).record(elapsed.as_secs_f64());
+    }
 }
 
 pub(crate) fn admitted(origin: &Origin, events: usize, outcome: &Result<Admitted, Refusal>) {
@@ -85,7 +88,11 @@ pub fn describe(log: &dyn EventLog) {
     describe_counter!(INGEST_EVENTS, "Events accepted at ingest (durable), by content mode.");
     describe_counter!(INGEST_BYTES, Unit::Bytes, "Request body bytes of accepted ingest requests.");
     describe_counter!(REPLIES, "Reply events from subscribers, by outcome.");
-    describe_histogram!(APPEND_DURATION, Unit::Seconds, "Time from an append to its events being durable.");
+    describe_histogram!(
+        APPEND_DURATION,
+        Unit::Seconds,
+        "Time from the append of producers' or sources' events to their being durable."
+    );
     describe_counter!(DECLARATIONS_FAILED, "Declarations that could not be applied on this node, by kind.");
     describe_counter!(dispatch::DELIVERY_ATTEMPTS, "Delivery attempts (each retry counts), by outcome.");
     describe_histogram!(

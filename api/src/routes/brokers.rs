@@ -9,9 +9,12 @@ use axum::Json;
 use switchyard_engine::Kind;
 use switchyard_meta::resources::{BrokerSpec, Submission};
 
+use switchyard_meta::status::BrokerStatus;
+use switchyard_meta::Resource;
+
 use crate::openapi::{NamespacePath, ResourcePath};
 use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable};
-use crate::routes::declarations::{self, BrokerObject, List, Object};
+use crate::routes::declarations::{self, List, Object};
 use crate::routes::AppState;
 
 #[utoipa::path(
@@ -19,7 +22,7 @@ use crate::routes::AppState;
     path = "/v1/brokers",
     tag = "brokers",
     summary = "List the brokers of every namespace",
-    responses((status = 200, description = "Every broker, with its status.", body = List<BrokerObject>), Internal),
+    responses((status = 200, description = "Every broker, with its status.", body = List<Resource<BrokerSpec, BrokerStatus>>), Internal),
 )]
 pub(crate) async fn list_all_brokers(State(state): State<Arc<AppState>>) -> Result<Json<List<Object>>, ApiError> {
     declarations::list(&state, Kind::Broker, None)
@@ -32,7 +35,7 @@ pub(crate) async fn list_all_brokers(State(state): State<Arc<AppState>>) -> Resu
     summary = "List the brokers of a namespace",
     description = "Each with its status: `status.address.url` is the broker's ingest URL.",
     params(NamespacePath),
-    responses((status = 200, description = "The namespace's brokers, with their status.", body = List<BrokerObject>), BadRequest, Internal),
+    responses((status = 200, description = "The namespace's brokers, with their status.", body = List<Resource<BrokerSpec, BrokerStatus>>), BadRequest, Internal),
 )]
 pub(crate) async fn list_brokers(
     State(state): State<Arc<AppState>>,
@@ -47,7 +50,7 @@ pub(crate) async fn list_brokers(
     tag = "brokers",
     summary = "Get a broker",
     params(ResourcePath),
-    responses((status = 200, description = "The broker, with its status; `status.address.url` is its ingest URL.", body = BrokerObject), NotFound, Internal),
+    responses((status = 200, description = "The broker, with its status; `status.address.url` is its ingest URL.", body = Resource<BrokerSpec, BrokerStatus>), NotFound, Internal),
 )]
 pub(crate) async fn get_broker(
     State(state): State<Arc<AppState>>,
@@ -65,8 +68,8 @@ pub(crate) async fn get_broker(
     params(ResourcePath),
     request_body = Submission<BrokerSpec>,
     responses(
-        (status = 200, description = "Replaced.", body = BrokerObject),
-        (status = 201, description = "Created.", body = BrokerObject),
+        (status = 200, description = "Replaced.", body = Resource<BrokerSpec, BrokerStatus>),
+        (status = 201, description = "Created.", body = Resource<BrokerSpec, BrokerStatus>),
         BadRequest, TooLarge, Unavailable, Internal,
     ),
 )]
@@ -85,7 +88,7 @@ pub(crate) async fn put_broker(
     summary = "Delete a broker and its events",
     description = "Its triggers stay declared, not ready, until a broker of that name exists again (as in Knative).",
     params(ResourcePath),
-    responses((status = 200, description = "Deleted: the broker as it was (without status).", body = BrokerObject), NotFound, Unavailable, Internal),
+    responses((status = 200, description = "Deleted: the broker as it was (without status).", body = Resource<BrokerSpec, BrokerStatus>), NotFound, Unavailable, Internal),
 )]
 pub(crate) async fn delete_broker(
     State(state): State<Arc<AppState>>,

@@ -17,23 +17,15 @@ use crate::routes::AppState;
 /// Largest REST request body.
 const MAX_RESOURCE_BYTES: usize = 1 << 20;
 
-/// A Broker as answered: with its status (`address.url` is its ingest URL).
-pub(crate) type BrokerObject = Resource<BrokerSpec, BrokerStatus>;
-/// A Trigger as answered.
-pub(crate) type TriggerObject = Resource<TriggerSpec, TriggerStatus>;
-/// A source as answered: its spec is its kind's, in canonical form.
-pub(crate) type SourceObject = Resource<serde_json::Value, SourceStatus>;
-/// A source as documented: the same, its spec one of the registered kinds' specs.
-pub(crate) type SourceDocument = Resource<crate::openapi::SourceSpec, SourceStatus>;
-
 /// A declaration as the API answers it: the resource, and (but for a DELETE) the status this
-/// node observes.
+/// node observes. Routes document each variant as `Resource<Spec, Status>` (a source's spec as
+/// one of the registered kinds' specs: `crate::openapi::SourceSpec`).
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(crate) enum Object {
-    Broker(BrokerObject),
-    Trigger(TriggerObject),
-    Source(SourceObject),
+    Broker(Resource<BrokerSpec, BrokerStatus>),
+    Trigger(Resource<TriggerSpec, TriggerStatus>),
+    Source(Resource<serde_json::Value, SourceStatus>),
 }
 
 /// Resources of one kind.

@@ -13,9 +13,12 @@ use serde::Serialize;
 use switchyard_meta::resources::Submission;
 use switchyard_sources::{WebhookAnswer, WebhookError, WebhookFailure};
 
+use switchyard_meta::status::SourceStatus;
+use switchyard_meta::Resource;
+
 use crate::openapi::{SourceKindPath, SourcePath, SourceSpec, WebhookPath};
 use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable, UnsupportedMediaType};
-use crate::routes::declarations::{self, kind, List, Object, SourceDocument};
+use crate::routes::declarations::{self, kind, List, Object};
 use crate::routes::AppState;
 
 #[utoipa::path(
@@ -24,7 +27,7 @@ use crate::routes::AppState;
     tag = "sources",
     summary = "List the sources of one kind in every namespace",
     params(SourceKindPath),
-    responses((status = 200, description = "Every source of the kind, with its status.", body = List<SourceDocument>), NotFound, Internal),
+    responses((status = 200, description = "Every source of the kind, with its status.", body = List<Resource<SourceSpec, SourceStatus>>), NotFound, Internal),
 )]
 pub(crate) async fn list_all_sources(
     State(state): State<Arc<AppState>>,
@@ -39,7 +42,7 @@ pub(crate) async fn list_all_sources(
     tag = "sources",
     summary = "List the sources of one kind in a namespace",
     params(crate::openapi::NamespacePath, SourceKindPath),
-    responses((status = 200, description = "The namespace's sources of the kind, with their status.", body = List<SourceDocument>), BadRequest, NotFound, Internal),
+    responses((status = 200, description = "The namespace's sources of the kind, with their status.", body = List<Resource<SourceSpec, SourceStatus>>), BadRequest, NotFound, Internal),
 )]
 pub(crate) async fn list_sources(
     State(state): State<Arc<AppState>>,
@@ -54,7 +57,7 @@ pub(crate) async fn list_sources(
     tag = "sources",
     summary = "Get a source",
     params(SourcePath),
-    responses((status = 200, description = "The source, with its status (`status.webhookUrl`: where a webhook source takes deliveries).", body = SourceDocument), NotFound, Internal),
+    responses((status = 200, description = "The source, with its status (`status.webhookUrl`: where a webhook source takes deliveries).", body = Resource<SourceSpec, SourceStatus>), NotFound, Internal),
 )]
 pub(crate) async fn get_source(
     State(state): State<Arc<AppState>>,
@@ -72,8 +75,8 @@ pub(crate) async fn get_source(
     params(SourcePath),
     request_body = Submission<SourceSpec>,
     responses(
-        (status = 200, description = "Replaced.", body = SourceDocument),
-        (status = 201, description = "Created.", body = SourceDocument),
+        (status = 200, description = "Replaced.", body = Resource<SourceSpec, SourceStatus>),
+        (status = 201, description = "Created.", body = Resource<SourceSpec, SourceStatus>),
         BadRequest, NotFound, TooLarge, Unavailable, Internal,
     ),
 )]
@@ -92,7 +95,7 @@ pub(crate) async fn put_source(
     summary = "Delete a source",
     description = "Stops it and forgets its progress (a PingSource's last tick, the delivery ids a webhook source took).",
     params(SourcePath),
-    responses((status = 200, description = "Deleted: the source as it was (without status).", body = SourceDocument), NotFound, Unavailable, Internal),
+    responses((status = 200, description = "Deleted: the source as it was (without status).", body = Resource<SourceSpec, SourceStatus>), NotFound, Unavailable, Internal),
 )]
 pub(crate) async fn delete_source(
     State(state): State<Arc<AppState>>,

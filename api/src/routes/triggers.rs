@@ -9,9 +9,12 @@ use axum::Json;
 use switchyard_engine::Kind;
 use switchyard_meta::resources::{Submission, TriggerSpec};
 
+use switchyard_meta::status::TriggerStatus;
+use switchyard_meta::Resource;
+
 use crate::openapi::{NamespacePath, ResourcePath};
 use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable};
-use crate::routes::declarations::{self, List, Object, TriggerObject};
+use crate::routes::declarations::{self, List, Object};
 use crate::routes::AppState;
 
 #[utoipa::path(
@@ -19,7 +22,7 @@ use crate::routes::AppState;
     path = "/v1/triggers",
     tag = "triggers",
     summary = "List the triggers of every namespace",
-    responses((status = 200, description = "Every trigger, with its status.", body = List<TriggerObject>), Internal),
+    responses((status = 200, description = "Every trigger, with its status.", body = List<Resource<TriggerSpec, TriggerStatus>>), Internal),
 )]
 pub(crate) async fn list_all_triggers(State(state): State<Arc<AppState>>) -> Result<Json<List<Object>>, ApiError> {
     declarations::list(&state, Kind::Trigger, None)
@@ -32,7 +35,7 @@ pub(crate) async fn list_all_triggers(State(state): State<Arc<AppState>>) -> Res
     summary = "List the triggers of a namespace",
     description = "Each with its status: `Ready=False`, reason `BrokerDoesNotExist`, while its broker is missing.",
     params(NamespacePath),
-    responses((status = 200, description = "The namespace's triggers, with their status.", body = List<TriggerObject>), BadRequest, Internal),
+    responses((status = 200, description = "The namespace's triggers, with their status.", body = List<Resource<TriggerSpec, TriggerStatus>>), BadRequest, Internal),
 )]
 pub(crate) async fn list_triggers(
     State(state): State<Arc<AppState>>,
@@ -47,7 +50,7 @@ pub(crate) async fn list_triggers(
     tag = "triggers",
     summary = "Get a trigger",
     params(ResourcePath),
-    responses((status = 200, description = "The trigger, with its status (`Ready=False`, reason `BrokerDoesNotExist`, while its broker is missing).", body = TriggerObject), NotFound, Internal),
+    responses((status = 200, description = "The trigger, with its status (`Ready=False`, reason `BrokerDoesNotExist`, while its broker is missing).", body = Resource<TriggerSpec, TriggerStatus>), NotFound, Internal),
 )]
 pub(crate) async fn get_trigger(
     State(state): State<Arc<AppState>>,
@@ -65,8 +68,8 @@ pub(crate) async fn get_trigger(
     params(ResourcePath),
     request_body = Submission<TriggerSpec>,
     responses(
-        (status = 200, description = "Replaced.", body = TriggerObject),
-        (status = 201, description = "Created.", body = TriggerObject),
+        (status = 200, description = "Replaced.", body = Resource<TriggerSpec, TriggerStatus>),
+        (status = 201, description = "Created.", body = Resource<TriggerSpec, TriggerStatus>),
         BadRequest, TooLarge, Unavailable, Internal,
     ),
 )]
@@ -85,7 +88,7 @@ pub(crate) async fn put_trigger(
     summary = "Delete a trigger",
     description = "Stops it and forgets its progress.",
     params(ResourcePath),
-    responses((status = 200, description = "Deleted: the trigger as it was (without status).", body = TriggerObject), NotFound, Unavailable, Internal),
+    responses((status = 200, description = "Deleted: the trigger as it was (without status).", body = Resource<TriggerSpec, TriggerStatus>), NotFound, Unavailable, Internal),
 )]
 pub(crate) async fn delete_trigger(
     State(state): State<Arc<AppState>>,
