@@ -51,7 +51,7 @@ cargo test --workspace --locked
 
 log "test again on kafka: the core, delivery, filter and sources suites with the kafka log backend"
 SWITCHYARD_TEST_BACKEND=kafka cargo test -p switchyard-tests --locked \
-    --test ingest --test rest --test delivery --test delivery_semantics --test filters \
+    --test admission --test ingest --test rest --test delivery --test delivery_semantics --test filters \
     --test cli --test tracing --test openapi --test metrics --test interop \
     --test sources --test sources_ping --test sources_github --test sources_kafka
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use http::HeaderMap;
+use switchyard_event::limits::LimitExceeded;
 use switchyard_event::{knative, AttrValue, Event};
 use switchyard_log::backoff::ExponentialBackoff;
 use switchyard_log::{Admit, Admitted, DeadLetter, DeadLetterStore, EventLog, Origin};
@@ -191,18 +192,19 @@ async fn admit_reply(ctx: &Context, answer: Answer, ttl: i32, redrive: bool) -> 
     if answer.status == http::StatusCode::ACCEPTED || !claims_cloudevent(&answer.headers) {
         return Ok(());
     }
-    let limit = ctx.client.max_reply_bytes();
+    let trigger = ctx.scope().to_owned();
+    let origin = if redrive { Origin::Redrive { trigger, ttl } } else { Origin::Reply { trigger, ttl } };
     if answer.truncated {
-        let refused = switchyard_event::limits::LimitExceeded::EventTooLarge { index: None, limit };
-        return Err(reply_failure(format!("reply refused: {refused}")));
+        // Read only up to the event limit: over it, refused as admission refuses any event.
+        let limit = LimitExceeded::EventTooLarge { index: None, limit: ctx.client.max_reply_bytes() };
+        let refusal = ctx.admission.refuse(&origin, limit.into());
+        return Err(reply_failure(format!("reply refused: {refusal}")));
     }
     let mut events = switchyard_event::http::decode_request(&answer.headers, answer.body)
         .map_err(|e| reply_failure(format!("invalid reply event: {e}")))?;
     let (Some(reply), None) = (events.pop(), events.pop()) else {
         return Err(reply_failure("a reply must be exactly one event".to_owned()));
     };
-    let trigger = ctx.scope().to_owned();
-    let origin = if redrive { Origin::Redrive { trigger, ttl } } else { Origin::Reply { trigger, ttl } };
     let id = reply.id().to_owned();
     match ctx.admission.admit(&ctx.trigger.namespace, &ctx.trigger.broker, vec![reply], origin).await {
         Ok(Admitted::Stored) => Ok(()),
@@ -320,5 +322,370 @@ impl RateLimiter {
             at
         };
         tokio::time::sleep_until(at).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use base64::Engine;
+    use switchyard_event::{knative, AttrValue, Event};
+    use switchyard_log::testkit::memory::{Fault, MemoryLog};
+    use switchyard_log::{Admit, DeadLetter, EventLog, Origin};
+    use tokio::time::Instant;
+
+    use super::{deliver, redrive, Context};
+    use crate::retry::Backoff;
+    use crate::testing::{client, event, plan, trigger, Admissions, Received, Reply, Subscriber, SCOPE};
+    use crate::TriggerPlan;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn context(log: &Arc<MemoryLog>, admissions: &Arc<Admissions>, plan: TriggerPlan) -> Context {
+        let log = log.clone() as Arc<dyn EventLog>;
+        Context::new(trigger(), plan, client(), log, admissions.clone() as Arc<dyn Admit>)
+    }
+
+    /// A context with its own log and an admission that takes every reply.
+    fn simple_context(plan: TriggerPlan) -> (Context, Arc<MemoryLog>, Arc<Admissions>) {
+        let (log, admissions) = (MemoryLog::new(), Arc::new(Admissions::default()));
+        (context(&log, &admissions, plan), log, admissions)
+    }
+
+    async fn stored(log: &MemoryLog) -> Vec<DeadLetter> {
+        log.dead_letters().list(SCOPE, None, usize::MAX).await.unwrap()
+    }
+
+    fn gaps(received: &[Received]) -> Vec<Duration> {
+        received.windows(2).map(|w| w[1].arrived - w[0].arrived).collect()
+    }
+
+    /// Asserts that each gap lies in [base, base × 1.1] (the jitter), give or take the timer
+    /// wheel's millisecond, and that the jitter is there at all.
+    fn assert_backoff(gaps: &[Duration], bases: &[Duration]) {
+        assert_eq!(gaps.len(), bases.len(), "{gaps:?}");
+        for (gap, base) in gaps.iter().zip(bases) {
+            assert!(*gap >= *base && *gap <= base.mul_f64(1.1) + MS, "gap {gap:?} outside {base:?} + 10%: {gaps:?}");
+        }
+        assert!(gaps.iter().zip(bases).any(|(gap, base)| *gap > *base + MS), "no jitter at all: {gaps:?}");
+    }
+
+    fn attribute(event: &Event, name: &str) -> Option<String> {
+        event.get(name).map(|v| v.to_canonical_string().into_owned())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_spaced_by_linear_backoff_within_its_jitter() {
+        let subscriber = Subscriber::start(|r| if r.attempt <= 4 { Reply::status(503) } else { Reply::ok() }).await;
+        let (ctx, log, _) = simple_context(plan(subscriber.url("/"), |d| {
+            d.retry.retries = 10;
+            d.retry.backoff = Backoff::Linear;
+            d.retry.delay = Duration::from_secs(1);
+        }));
+        deliver(&ctx, &event("e")).await;
+        let received = subscriber.at("/");
+        assert_eq!(received.len(), 5, "four failures then the success");
+        let secs = Duration::from_secs;
+        assert_backoff(&gaps(&received), &[secs(1), secs(2), secs(3), secs(4)]);
+        assert!(stored(&log).await.is_empty(), "delivered in the end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_spaced_by_exponential_backoff_within_its_jitter() {
+        let subscriber = Subscriber::start(|r| if r.attempt <= 4 { Reply::status(500) } else { Reply::ok() }).await;
+        let (ctx, _, _) = simple_context(plan(subscriber.url("/"), |d| {
+            d.retry.backoff = Backoff::Exponential;
+            d.retry.delay = Duration::from_millis(500);
+        }));
+        let started = Instant::now();
+        deliver(&ctx, &event("e")).await;
+        let received = subscriber.at("/");
+        assert_eq!(received.len(), 5);
+        assert_eq!(received[0].arrived, started, "the first attempt does not wait");
+        let ms = Duration::from_millis;
+        assert_backoff(&gaps(&received), &[ms(500), ms(1000), ms(2000), ms(4000)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_lengthens_the_wait_up_to_retry_after_max() {
+        let subscriber = Subscriber::start(|r| match r.attempt {
+            1 => Reply::status(429).header("retry-after", "30"),
+            // Over retryAfterMax: capped.
+            2 => Reply::status(503).header("retry-after", "3600"),
+            // Retry-After means nothing on a 500: the backoff alone.
+            3 => Reply::status(500).header("retry-after", "30"),
+            _ => Reply::ok(),
+        })
+        .await;
+        let (ctx, _, _) = simple_context(plan(subscriber.url("/"), |d| {
+            d.retry.backoff = Backoff::Linear;
+            d.retry.delay = Duration::from_millis(100);
+            d.retry.retry_after_max = Duration::from_secs(60);
+        }));
+        deliver(&ctx, &event("e")).await;
+        let gaps = gaps(&subscriber.at("/"));
+        assert_eq!(gaps.len(), 3, "{gaps:?}");
+        assert!(gaps[0] >= Duration::from_secs(30) && gaps[0] <= Duration::from_secs(30) + MS, "{gaps:?}");
+        assert!(gaps[1] >= Duration::from_secs(60) && gaps[1] <= Duration::from_secs(60) + MS, "{gaps:?}");
+        assert!(gaps[2] >= Duration::from_millis(300) && gaps[2] <= Duration::from_millis(331), "{gaps:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_ignored_when_retry_after_max_is_zero() {
+        let subscriber = Subscriber::start(|r| {
+            if r.attempt == 1 {
+                Reply::status(429).header("retry-after", "30")
+            } else {
+                Reply::ok()
+            }
+        })
+        .await;
+        let (ctx, _, _) = simple_context(plan(subscriber.url("/"), |d| {
+            d.retry.backoff = Backoff::Linear;
+            d.retry.delay = Duration::from_millis(100);
+            d.retry.retry_after_max = Duration::ZERO;
+        }));
+        deliver(&ctx, &event("e")).await;
+        let gaps = gaps(&subscriber.at("/"));
+        assert!(gaps.len() == 1 && gaps[0] <= Duration::from_millis(111), "{gaps:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_retries_are_spent_the_event_goes_to_the_dead_letter_store() {
+        let subscriber = Subscriber::start(|_| Reply::status(500).body("down")).await;
+        let (ctx, log, _) = simple_context(plan(subscriber.url("/"), |d| {
+            d.retry.retries = 2;
+            d.retry.delay = Duration::from_millis(10);
+        }));
+        let sent = event("e");
+        deliver(&ctx, &sent).await;
+        assert_eq!(subscriber.at("/").len(), 3, "retry = 2 is three attempts");
+        let stored = stored(&log).await;
+        assert_eq!(stored.len(), 1);
+        let entry = &stored[0];
+        assert_eq!(entry.event, sent);
+        assert_eq!((entry.attempts, entry.last_status, entry.last_error.as_deref()), (3, Some(500), None));
+        assert!(entry.reason.contains("500") && entry.reason.contains("3 attempts"), "{}", entry.reason);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_non_retryable_status_goes_straight_to_the_dead_letter_sink_with_knative_error_extensions() {
+        // Longer than knativeerrordata keeps.
+        let body: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+        let answer = body.clone();
+        let subscriber = Subscriber::start(move |r| match r.path.as_str() {
+            "/dls" => Reply::ok(),
+            _ => Reply::status(400).body(answer.clone()),
+        })
+        .await;
+        let (ctx, log, admissions) = simple_context(plan(subscriber.url("/subscriber"), |d| {
+            d.retry.retries = 5;
+            d.dead_letter_sink = Some(subscriber.url("/dls"));
+        }));
+        let sent = event("e");
+        deliver(&ctx, &sent).await;
+        assert_eq!(subscriber.at("/subscriber").len(), 1, "a 400 is not retried");
+        let sink = subscriber.at("/dls");
+        assert_eq!(sink.len(), 1);
+        let dead = sink[0].event.clone().expect("the sink receives the event");
+        assert_eq!(attribute(&dead, "knativeerrordest").as_deref(), Some(subscriber.url("/subscriber").as_str()));
+        assert_eq!(attribute(&dead, "knativeerrorcode").as_deref(), Some("400"));
+        let data = base64::engine::general_purpose::STANDARD.encode(&body[..1024]);
+        assert_eq!(attribute(&dead, "knativeerrordata"), Some(data));
+        assert_eq!(attribute(&dead, "knativeerrorattempts").as_deref(), Some("1"));
+        // Otherwise the event as the subscriber got it.
+        for (name, value) in sent.attributes() {
+            assert_eq!(dead.get(name).map(|v| v.to_canonical_string()), Some(value.to_canonical_string()), "{name}");
+        }
+        assert_eq!(dead.data().map(|d| &d.bytes), sent.data().map(|d| &d.bytes));
+        assert!(stored(&log).await.is_empty(), "the sink took it: nothing in the store");
+        assert!(admissions.calls().is_empty(), "the sink's answer is not a reply");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transport_failure_leaves_no_error_code_on_the_dead_letter() {
+        // A port nobody listens on (bound, then freed): connections are refused.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let sink = Subscriber::accepting().await;
+        let (ctx, _, _) = simple_context(plan(format!("http://{closed}/").parse().unwrap(), |d| {
+            d.retry.retries = 1;
+            d.retry.delay = Duration::from_millis(10);
+            d.dead_letter_sink = Some(sink.url("/dls"));
+        }));
+        deliver(&ctx, &event("e")).await;
+        let dead = sink.at("/dls")[0].event.clone().unwrap();
+        assert_eq!(attribute(&dead, "knativeerrorattempts").as_deref(), Some("2"));
+        assert_eq!(attribute(&dead, "knativeerrordest").as_deref(), Some(format!("http://{closed}/").as_str()));
+        assert_eq!((dead.get("knativeerrorcode"), dead.get("knativeerrordata")), (None, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_dead_letter_sink_is_retried_then_the_event_is_stored() {
+        let subscriber = Subscriber::start(|r| match r.path.as_str() {
+            "/dls" => Reply::status(502),
+            _ => Reply::status(403),
+        })
+        .await;
+        let (ctx, log, _) = simple_context(plan(subscriber.url("/subscriber"), |d| {
+            d.retry.retries = 2;
+            d.retry.delay = Duration::from_millis(10);
+            d.dead_letter_sink = Some(subscriber.url("/dls"));
+        }));
+        deliver(&ctx, &event("e")).await;
+        assert_eq!(subscriber.at("/subscriber").len(), 1);
+        assert_eq!(subscriber.at("/dls").len(), 3, "the sink under the same retry policy");
+        let stored = stored(&log).await;
+        assert_eq!(stored.len(), 1);
+        let entry = &stored[0];
+        assert_eq!((entry.attempts, entry.last_status), (1, Some(403)), "the subscriber's failure is kept");
+        assert!(entry.reason.contains("dead-letter sink") && entry.reason.contains("/dls"), "{}", entry.reason);
+        assert_eq!(entry.event.get("knativeerrordest"), None, "stored as read, without the sink's extensions");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_dead_letter_store_is_written_until_it_takes_the_event() {
+        let subscriber = Subscriber::start(|_| Reply::status(400)).await;
+        let (ctx, log, _) = simple_context(plan(subscriber.url("/"), |d| d.retry.retries = 0));
+        log.faults().fail_next(Fault::DeadLetterPut, 4);
+        let started = Instant::now();
+        deliver(&ctx, &event("e")).await;
+        // deliver returns only once the store has it: the event's outcome is then final.
+        assert_eq!(log.faults().remaining(Fault::DeadLetterPut), 0);
+        assert_eq!(stored(&log).await.len(), 1);
+        // Between tries: 100, 200, 400, 800 ms.
+        assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}", started.elapsed());
+        assert_eq!(subscriber.at("/").len(), 1, "the subscriber is not tried again meanwhile");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_is_admitted_with_the_hop_budget_of_the_delivered_event() {
+        let reply = event("reply");
+        let answer = reply.clone();
+        let subscriber = Subscriber::start(move |_| Reply::event(&answer)).await;
+        let (ctx, log, admissions) = simple_context(plan(subscriber.url("/"), |_| {}));
+        let mut sent = event("e");
+        sent.set_extension(knative::BROKER_TTL, AttrValue::Integer(7)).unwrap();
+        deliver(&ctx, &sent).await;
+        let received = subscriber.at("/");
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].header("ce-knativebrokerttl"), None, "the hop counter is the broker's own");
+        let calls = admissions.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!((calls[0].namespace.as_str(), calls[0].broker.as_str()), ("ns", "b"));
+        assert_eq!(calls[0].events, vec![reply]);
+        assert!(
+            matches!(&calls[0].origin, Origin::Reply { trigger, ttl: 7 } if trigger == "ns/t"),
+            "{:?}",
+            calls[0].origin
+        );
+        assert!(stored(&log).await.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_reply_is_a_failed_attempt() {
+        let subscriber = Subscriber::start(|r| Reply::event(&event(&format!("reply-{}", r.attempt)))).await;
+        let (ctx, log, admissions) = simple_context(plan(subscriber.url("/"), |d| {
+            d.retry.retries = 3;
+            d.retry.delay = Duration::from_millis(10);
+        }));
+        admissions.refuse_next(2);
+        deliver(&ctx, &event("e")).await;
+        assert_eq!(subscriber.at("/").len(), 3, "two refusals retried, the third reply taken");
+        let refused: Vec<bool> = admissions.calls().iter().map(|c| c.refused).collect();
+        assert_eq!(refused, [true, true, false]);
+        assert!(stored(&log).await.is_empty());
+
+        // Refused every time: the retries run out, and the refusal is the dead letter's error.
+        admissions.refuse_next(100);
+        deliver(&ctx, &event("f")).await;
+        let stored = stored(&log).await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!((stored[0].attempts, stored[0].last_status), (4, None));
+        let error = stored[0].last_error.as_deref().unwrap_or_default();
+        assert!(error.contains("reply refused"), "{error}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_out_of_hops_is_dropped_and_the_delivery_succeeds() {
+        let subscriber = Subscriber::start(|_| Reply::event(&event("reply"))).await;
+        let (ctx, log, admissions) = simple_context(plan(subscriber.url("/"), |_| {}));
+        admissions.hops_spent();
+        deliver(&ctx, &event("e")).await;
+        assert_eq!((subscriber.at("/").len(), admissions.calls().len()), (1, 1));
+        assert!(stored(&log).await.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_that_are_not_replies_are_not_admitted() {
+        let reply = event("reply");
+        let subscriber = Subscriber::start(move |r| match r.id() {
+            // 202 means "accepted", never "here is a reply".
+            "accepted" => Reply { status: http::StatusCode::ACCEPTED, ..Reply::event(&reply) },
+            _ => Reply::ok().header("content-type", "text/plain").body("thanks"),
+        })
+        .await;
+        let (ctx, log, admissions) = simple_context(plan(subscriber.url("/"), |_| {}));
+        deliver(&ctx, &event("accepted")).await;
+        deliver(&ctx, &event("plain")).await;
+        assert_eq!(subscriber.at("/").len(), 2);
+        assert!(admissions.calls().is_empty());
+        assert!(stored(&log).await.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalid_or_oversized_reply_is_a_failed_attempt() {
+        let subscriber = Subscriber::start(|r| match r.id() {
+            // Claims to be an event (ce-specversion) but has no id.
+            "invalid" => Reply::ok().header("ce-specversion", "1.0").header("ce-type", "t").header("ce-source", "/s"),
+            // A valid reply, larger than the reply limit.
+            _ => Reply::event(&switchyard_log::testkit::sample_event("big", crate::testing::MAX_REPLY_BYTES + 1)),
+        })
+        .await;
+        let (ctx, log, admissions) = simple_context(plan(subscriber.url("/"), |d| d.retry.retries = 0));
+        deliver(&ctx, &event("invalid")).await;
+        deliver(&ctx, &event("oversized")).await;
+        assert!(admissions.calls().is_empty(), "neither reaches admission");
+        let stored = stored(&log).await;
+        let errors: Vec<(&str, String)> =
+            stored.iter().map(|e| (e.event.id(), e.last_error.clone().unwrap_or_default())).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].0 == "invalid" && errors[0].1.contains("invalid reply event"), "{errors:?}");
+        assert!(errors[1].0 == "oversized" && errors[1].1.contains("reply refused"), "{errors:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redrive_removes_a_delivered_dead_letter_and_its_reply_is_admitted_as_a_redrive() {
+        let subscriber = Subscriber::start(|r| match r.id() {
+            "fails" => Reply::status(400),
+            _ => Reply::event(&event("reply")),
+        })
+        .await;
+        let (ctx, log, admissions) = simple_context(plan(subscriber.url("/"), |d| d.retry.retries = 0));
+        let store = log.dead_letters();
+        let entry = |id: &str| DeadLetter {
+            id: String::new(),
+            event: event(id),
+            reason: "test".to_owned(),
+            attempts: 1,
+            last_status: Some(500),
+            last_error: None,
+            dead_lettered_at: knative::now_rfc3339(),
+        };
+        let delivered = store.put(SCOPE, entry("works")).await.unwrap();
+        let failed = store.put(SCOPE, entry("fails")).await.unwrap();
+        for id in [&delivered, &failed] {
+            let entry = store.get(SCOPE, id).await.unwrap().unwrap();
+            ctx.redriving.lock().unwrap().insert(entry.id.clone());
+            redrive(&ctx, entry).await;
+        }
+        assert_eq!(subscriber.ids("/"), ["works", "fails"]);
+        let left: Vec<String> = stored(&log).await.into_iter().map(|e| e.id).collect();
+        assert_eq!(left, [failed], "only the delivered one is removed");
+        let calls = admissions.calls();
+        assert_eq!(calls.len(), 1);
+        assert!(matches!(&calls[0].origin, Origin::Redrive { trigger, ttl: 255 } if trigger == "ns/t"));
+        assert!(ctx.redriving.lock().unwrap().is_empty(), "redrives release their entries");
     }
 }

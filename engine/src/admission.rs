@@ -181,6 +181,12 @@ impl Admit for Admission {
         let open = self.open.read().unwrap_or_else(|e| e.into_inner());
         open.contains_key(&(namespace.to_owned(), broker.to_owned()))
     }
+
+    fn refuse(&self, origin: &Origin, refusal: Refusal) -> Refusal {
+        let refused = Err(refusal);
+        metrics::admitted(origin, 1, &refused);
+        refused.unwrap_err()
+    }
 }
 
 #[cfg(test)]

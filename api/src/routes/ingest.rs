@@ -144,11 +144,13 @@ async fn ingest(
             ))
         })?,
         ContentMode::Binary | ContentMode::Structured => {
-            axum::body::to_bytes(body, limits.max_event_bytes).await.map_err(|_| {
-                ApiError::too_large(
-                    LimitExceeded::EventTooLarge { index: None, limit: limits.max_event_bytes }.to_string(),
-                )
-            })?
+            match axum::body::to_bytes(body, limits.max_event_bytes).await {
+                Ok(body) => body,
+                Err(_) => {
+                    let limit = LimitExceeded::EventTooLarge { index: None, limit: limits.max_event_bytes };
+                    return Err(admission.refuse(&origin, limit.into()).into());
+                }
+            }
         }
     };
     if let Origin::Ingest { body_bytes, .. } = &mut origin {

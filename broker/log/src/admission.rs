@@ -98,4 +98,8 @@ pub trait Admit: Send + Sync + 'static {
 
     /// Whether broker `namespace/broker` exists (takes events) now.
     fn broker_exists(&self, namespace: &str, broker: &str) -> bool;
+
+    /// Records a refusal found before the events could even be decoded (a body read only up
+    /// to the event limit), so that it counts as admission's like any other; returns it.
+    fn refuse(&self, origin: &Origin, refusal: Refusal) -> Refusal;
 }
