@@ -183,9 +183,8 @@ impl Admit for Admission {
     }
 
     fn refuse(&self, origin: &Origin, refusal: Refusal) -> Refusal {
-        let refused = Err(refusal);
-        metrics::admitted(origin, 1, &refused);
-        refused.unwrap_err()
+        metrics::refused(origin, 1, &refusal);
+        refusal
     }
 }
 

@@ -38,32 +38,35 @@ pub(crate) fn appended(origin: &Origin, elapsed: Duration) {
 }
 
 pub(crate) fn admitted(origin: &Origin, events: usize, outcome: &Result<Admitted, Refusal>) {
-    let label = origin.label();
     match outcome {
         Ok(Admitted::Stored) => {
-            metrics::counter!(ADMITTED, "origin" => label).increment(events as u64);
+            metrics::counter!(ADMITTED, "origin" => origin.label()).increment(events as u64);
             if let Origin::Ingest { mode, body_bytes, .. } = origin {
                 metrics::counter!(INGEST_EVENTS, "mode" => mode_label(*mode)).increment(events as u64);
                 metrics::counter!(INGEST_BYTES).increment(*body_bytes as u64);
             }
+            reply(origin, "written");
         }
-        Ok(Admitted::HopsSpent) => {}
-        Err(refusal) => {
-            let reason = match refusal {
-                Refusal::Stopping => "stopping",
-                Refusal::UnknownBroker(_) => "unknown_broker",
-                Refusal::Limit(limit) => limit.reason(),
-                Refusal::Unavailable(_) => "unavailable",
-            };
-            metrics::counter!(REFUSED, "origin" => label, "reason" => reason).increment(events as u64);
-        }
+        Ok(Admitted::HopsSpent) => reply(origin, "dropped"),
+        Err(refusal) => refused(origin, events, refusal),
     }
+}
+
+/// Events refused entry.
+pub(crate) fn refused(origin: &Origin, events: usize, refusal: &Refusal) {
+    let reason = match refusal {
+        Refusal::Stopping => "stopping",
+        Refusal::UnknownBroker(_) => "unknown_broker",
+        Refusal::Limit(limit) => limit.reason(),
+        Refusal::Unavailable(_) => "unavailable",
+    };
+    metrics::counter!(REFUSED, "origin" => origin.label(), "reason" => reason).increment(events as u64);
+    reply(origin, "failed");
+}
+
+/// What became of a subscriber's reply, when `origin` is one.
+fn reply(origin: &Origin, outcome: &'static str) {
     if matches!(origin, Origin::Reply { .. } | Origin::Redrive { .. }) {
-        let outcome = match outcome {
-            Ok(Admitted::Stored) => "written",
-            Ok(Admitted::HopsSpent) => "dropped",
-            Err(_) => "failed",
-        };
         metrics::counter!(REPLIES, "outcome" => outcome).increment(1);
     }
 }
