@@ -2,10 +2,11 @@
 //! an event never panic.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use switchyard_dispatcher::filter::{parse_jsonpath, Filter};
+use switchyard_dispatcher::Filter;
+use switchyard_meta::resources::SubscriptionsFilter;
 use switchyard_event::Event;
 
 fn event() -> &'static Event {
@@ -19,7 +20,9 @@ fn event() -> &'static Event {
 
 fuzz_target!(|input: &[u8]| {
     let Ok(query) = std::str::from_utf8(input) else { return };
-    if let Ok(query) = parse_jsonpath(query) {
-        let _ = Filter::JsonPath(Arc::new(query)).explain(event());
+    // Compiled as a trigger's `jsonpath` filter is.
+    let filters = [SubscriptionsFilter::Jsonpath(query.to_owned())];
+    if let Ok(filter) = Filter::compile(None, &filters, "spec.") {
+        let _ = filter.explain(event());
     }
 });
