@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 /// Completion tracking for one partition: the offsets read and not yet final, and how far the
 /// partition has been read. Every offset below `read_upto` that is not pending is final (it was
-/// delivered, dead-lettered, or did not match). Only the watermark is ever committed, so
-/// progress never passes an event whose outcome is not final.
+/// delivered, dead-lettered, or did not match). Only the watermark is ever committed.
+///
+/// Invariant: progress never passes an event whose outcome is not final.
 #[derive(Debug)]
 pub(crate) struct Tracker {
     /// Pending offsets and when each was appended (ms since the Unix epoch).

@@ -3,7 +3,10 @@
 //! Knative's stamps (arrival time, hop counter), the adoption of the request's trace context,
 //! the metrics, the ingest spans and the stopping rule live here, once.
 //!
-//! Architecture invariant: nothing else calls `EventLog::append` on a broker's topic.
+//! Invariants: nothing else calls `EventLog::append` on a broker's topic; an event is
+//! acknowledged only once durable (`admit` returns after the append, which returns only once
+//! its events are fsynced or acknowledged by Kafka); every way in refuses the same event with
+//! the same words (`switchyard_event::limits`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,3 +1,6 @@
+//! Invariant: a write is answered only once it runs on the node that took it, and never
+//! reported done when it could not take effect there.
+//!
 //! The controller keeps what runs in line with the declarations, with one path for every write
 //! on every backend: a declaration is checked, published to the backend's declaration log, and
 //! takes effect when it is applied from there — on a single node at once, in a cluster on
@@ -276,8 +279,10 @@ impl Controller {
     }
 
     /// A broker was stored: its topic exists, then its triggers start (they inherit its
-    /// delivery), and only then does it take events — so a trigger declared before its broker
-    /// has its group already and misses none of them.
+    /// delivery), and only then does it take events.
+    ///
+    /// Invariant: a broker takes events only once its triggers have their groups, so a trigger
+    /// declared before its broker misses none of them.
     async fn broker_stored(&self, broker: &Broker) -> Result<(), Problem> {
         let (namespace, name) = broker.names();
         self.parts.log.create_topic(&topic_name(namespace, name)).await.map_err(|e| Problem::failed(&e))?;
@@ -321,7 +326,8 @@ impl Controller {
             }
         };
         let reference = trigger_ref(trigger);
-        // Durable before the write is answered: every event appended afterwards reaches it.
+        // Invariant: a trigger's group exists (durably) before its creation is acknowledged, so
+        // every event appended after the answer reaches it.
         self.parts.log.create_group(&reference.topic, &reference.group).await.map_err(|e| Problem::failed(&e))?;
         self.parts.dispatcher.start(reference, plan).await;
         Ok(())

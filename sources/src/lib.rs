@@ -19,7 +19,8 @@
 //!
 //! # The promise
 //!
-//! An upstream acknowledgement — a 2xx to GitHub, a committed Kafka offset, a recorded tick —
+//! Invariant: nothing is acknowledged upstream before it is durable downstream. An upstream
+//! acknowledgement — a 2xx to GitHub, a committed Kafka offset, a recorded tick —
 //! happens only after the events are durable on the broker (or accepted by the sink URI): a
 //! crash between the two repeats the events, it never loses them.
 

@@ -5,7 +5,8 @@
 //! Everything here is pure code: no I/O, no async. That keeps the formats testable and
 //! fuzzable alone, and lets every backend (embedded log, Kafka) share them.
 //!
-//! Fidelity is the contract: a decoded event keeps each attribute's original text (`time`
+//! Invariant: wire formats are pure (no I/O, no async, no panics on input; enforced for the
+//! dependencies by `tests/tests/architecture.rs`). Fidelity is the contract: a decoded event keeps each attribute's original text (`time`
 //! keeps its offset), extension types (string, boolean, integer), attribute order, and the
 //! data bytes unchanged.
 

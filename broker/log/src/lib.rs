@@ -1,7 +1,12 @@
-//! The event log every Switchyard backend implements.
+//! What every Switchyard backend implements, and all the engine knows of one: the event log
+//! ([`EventLog`], [`Subscription`]), the dead-letter store and the state table beside it, the
+//! declaration log ([`DeclarationLog`]), the placement of one-node work ([`Placement`]), and
+//! outside Kafka clusters' records ([`records`]); plus [`Admit`], the engine's one way into a
+//! broker as the crates below the engine see it.
 //!
-//! Architecture invariant: the dispatcher and the API know only this trait. The embedded
-//! segmented log and the Kafka log implement it; nothing above this crate knows which one runs.
+//! Invariant: nothing above this crate knows which backend runs. The embedded log and the
+//! Kafka log implement these traits; only the binary opens one (enforced for the dependencies
+//! by `tests/tests/architecture.rs`).
 //!
 //! The model follows Kafka's: a broker owns one *topic*; a topic has one or more *partitions*
 //! (the embedded log has exactly one, partition 0) of events at increasing offsets; every
@@ -253,6 +258,8 @@ pub trait Subscription: Send {
     /// unaffected.
     fn seek(&mut self, partition: u32, offset: u64) -> Result<(), LogError>;
 
-    /// Where the next batch of `partition` starts, if the reader knows (it reads the partition).
+    /// Where the next batch of `partition` starts, if the reader knows: it reads the partition,
+    /// and (for a group member on a backend that assigns partitions, like Kafka) has been
+    /// assigned it — which may be `None` until the first batch or seek.
     fn position(&self, partition: u32) -> Option<u64>;
 }
