@@ -2,7 +2,8 @@
 //!
 //! Commits are frequent (every few deliveries per trigger) and may be replayed after a crash
 //! (at-least-once), so `commit` only updates memory; a flusher persists dirty positions in one
-//! write transaction every ~100 ms without fsync, and `flush` (shutdown) persists with fsync.
+//! fsynced write transaction every ~100 ms (fsynced because redb reuses the pages of a
+//! non-durable commit only after a durable one), and `flush` (shutdown) persists at once.
 //! Creating and deleting groups are rare and must survive a crash, so they fsync.
 
 use std::collections::{HashMap, HashSet};
@@ -118,7 +119,8 @@ impl Groups {
         Ok(())
     }
 
-    /// Persists dirty positions in one transaction. `durable`: fsync before returning.
+    /// Persists dirty positions in one fsynced transaction. `durable`: also when nothing is
+    /// dirty, and an error when the log is closed (shutdown's flush must know it happened).
     pub(crate) fn persist(&self, durable: bool) -> Result<(), LogError> {
         let db = lock(&self.db);
         let Some(db) = db.as_ref() else {

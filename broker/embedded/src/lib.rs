@@ -66,7 +66,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Appends queued per topic before `append` waits for room (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 
-/// How often dirty group commits are persisted (without fsync).
+/// How often dirty group commits are persisted (in one fsynced transaction).
 const COMMIT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Settings of the embedded log.
