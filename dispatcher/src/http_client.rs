@@ -245,3 +245,141 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchyard_event::{AttrValue, Data, DataForm, Event};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::testing::{client, event, Reply, Subscriber};
+
+    fn target(url: Url, format: Format) -> Target {
+        Target { url, format, namespace: "team-a".to_owned(), timeout: Duration::from_secs(3600) }
+    }
+
+    const ATTEMPT: Attempt<'static> = Attempt { trigger: "ns/t", number: 1, dead_letter: false };
+
+    /// An event with JSON data and typed extensions, which only structured mode keeps typed.
+    fn json_event() -> Event {
+        let string = |s: &str| AttrValue::String(s.to_owned());
+        let attributes = vec![
+            ("specversion".to_owned(), string("1.0")),
+            ("id".to_owned(), string("e-1")),
+            ("source".to_owned(), string("/s")),
+            ("type".to_owned(), string("t")),
+            ("datacontenttype".to_owned(), string("application/json")),
+            ("subject".to_owned(), string("héllo wörld")),
+            ("count".to_owned(), AttrValue::Integer(3)),
+        ];
+        let data = Data { form: DataForm::Json, bytes: br#"{"a":[1,2]}"#.as_slice().into() };
+        Event::new(attributes, Some(data)).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn binary_mode_sends_attributes_as_ce_headers_and_data_as_the_body() {
+        let subscriber = Subscriber::accepting().await;
+        let sent = json_event();
+        let answer = client().send(&target(subscriber.url("/in"), Format::Binary), &sent, ATTEMPT).await.unwrap();
+        assert_eq!(answer.status, http::StatusCode::OK);
+        let received = subscriber.at("/in");
+        let request = &received[0];
+        assert_eq!(request.method, http::Method::POST);
+        assert_eq!(request.header("ce-id"), Some("e-1"));
+        assert_eq!(request.header("ce-specversion"), Some("1.0"));
+        assert_eq!(request.header("ce-count"), Some("3"));
+        // Non-ASCII is percent-encoded in headers (HTTP binding §3.1.3.2).
+        assert_eq!(request.header("ce-subject"), Some("h%C3%A9llo%20w%C3%B6rld"));
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("ce-datacontenttype"), None);
+        assert_eq!(&request.body[..], br#"{"a":[1,2]}"#);
+        // Knative's data-plane contract.
+        assert_eq!(request.header("prefer"), Some("reply"));
+        assert_eq!(request.header("kn-namespace"), Some("team-a"));
+        assert_eq!(request.event.as_ref().map(Event::id), Some("e-1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn structured_mode_sends_the_whole_event_as_cloudevents_json() {
+        let subscriber = Subscriber::accepting().await;
+        let sent = json_event();
+        client().send(&target(subscriber.url("/in"), Format::Json), &sent, ATTEMPT).await.unwrap();
+        let request = &subscriber.at("/in")[0];
+        assert_eq!(request.header("content-type"), Some("application/cloudevents+json; charset=utf-8"));
+        assert!(!request.headers.keys().any(|name| name.as_str().starts_with("ce-")), "{:?}", request.headers);
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["id"], "e-1");
+        assert_eq!(body["count"], 3, "typed in JSON");
+        assert_eq!(body["data"], serde_json::json!({"a": [1, 2]}));
+        assert_eq!(request.event.as_ref(), Some(&sent), "decodes to the very event");
+        assert_eq!((request.header("prefer"), request.header("kn-namespace")), (Some("reply"), Some("team-a")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redirects_are_answers_and_are_not_followed() {
+        let subscriber = Subscriber::start(|r| match r.path.as_str() {
+            "/moved" => Reply::status(307).header("location", "/elsewhere"),
+            _ => Reply::ok(),
+        })
+        .await;
+        let failure =
+            client().send(&target(subscriber.url("/moved"), Format::Binary), &event("e"), ATTEMPT).await.unwrap_err();
+        assert_eq!(failure.status, Some(http::StatusCode::TEMPORARY_REDIRECT));
+        assert!(!failure.is_retryable());
+        assert!(subscriber.at("/elsewhere").is_empty(), "the redirect was followed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_body_over_the_limit_is_cut_and_marked_truncated() {
+        let subscriber =
+            Subscriber::start(|r| Reply::ok().body(vec![b'x'; r.header("ce-id").unwrap().parse().unwrap()])).await;
+        let client = DeliveryClient::new(100).unwrap();
+        let to = target(subscriber.url("/"), Format::Binary);
+        let exact = client.send(&to, &event("100"), ATTEMPT).await.unwrap();
+        assert_eq!((exact.body.len(), exact.truncated), (100, false));
+        let over = client.send(&to, &event("101"), ATTEMPT).await.unwrap();
+        assert_eq!((over.body.len(), over.truncated), (100, true));
+        let far_over = client.send(&to, &event("100000"), ATTEMPT).await.unwrap();
+        assert_eq!((far_over.body.len(), far_over.truncated), (100, true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_answer_keeps_its_first_kilobyte_and_its_retry_after() {
+        let body: Vec<u8> = (0..5000u32).map(|i| (i % 256) as u8).collect();
+        let answer = body.clone();
+        let subscriber =
+            Subscriber::start(move |_| Reply::status(503).header("retry-after", "7").body(answer.clone())).await;
+        let failure =
+            client().send(&target(subscriber.url("/"), Format::Binary), &event("e"), ATTEMPT).await.unwrap_err();
+        assert_eq!(failure.status, Some(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(failure.retry_after, Some(HeaderValue::from_static("7")));
+        assert_eq!(&failure.body_prefix[..], &body[..ERROR_BODY_PREFIX]);
+        assert_eq!(failure.error, None);
+        assert_eq!(failure.to_string(), "subscriber answered 503 Service Unavailable");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_without_an_answer_in_time_fails_as_timed_out() {
+        let subscriber = Subscriber::start(|_| Reply::ok().after(Duration::from_secs(600))).await;
+        let to = Target { timeout: Duration::from_secs(2), ..target(subscriber.url("/"), Format::Binary) };
+        let started = Instant::now();
+        let failure = client().send(&to, &event("e"), ATTEMPT).await.unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(failure.is_timeout(), "{failure:?}");
+        assert_eq!(failure.error.as_deref(), Some(Failure::TIMED_OUT));
+        assert!(failure.is_retryable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_is_a_transport_failure_not_a_timeout() {
+        // A port nobody listens on (bound, then freed).
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let to = target(format!("http://{closed}/").parse().unwrap(), Format::Binary);
+        let failure = client().send(&to, &event("e"), ATTEMPT).await.unwrap_err();
+        assert_eq!(failure.status, None);
+        assert!(!failure.is_timeout() && failure.is_retryable(), "{failure:?}");
+        assert!(failure.error.as_deref().is_some_and(|e| !e.is_empty()), "{failure:?}");
+    }
+}

@@ -24,6 +24,8 @@ pub mod index;
 pub mod metrics;
 pub mod plan;
 pub mod retry;
+#[cfg(test)]
+mod testing;
 mod tracker;
 mod worker;
 
