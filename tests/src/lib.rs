@@ -324,6 +324,127 @@ impl Server {
             .expect("send")
             .status()
     }
+
+    /// One scrape of `/metrics`: the Prometheus text exposition.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.url)).await.expect("scrape /metrics");
+        assert!(response.status().is_success(), "GET /metrics answered {}", response.status());
+        response.text().await.expect("the /metrics body")
+    }
+
+    /// The value of the series `name` whose labels are exactly `labels` (in any order), in one
+    /// scrape; `None` when there is none (a counter that never counted, a histogram with no
+    /// sample yet, the gauge of a trigger that does not run).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric_value(&self.metrics().await, name, labels)
+    }
+
+    /// Waits until `trigger` has a final outcome for every event of its broker's log:
+    /// `switchyard_trigger_backlog{namespace,trigger}`, the log's end minus the trigger's
+    /// committed position, is 0. Panics after `timeout`. See
+    /// [`Server::wait_until_all_drained`] for why this proves that nothing more will arrive,
+    /// and when it does not.
+    pub async fn wait_until_drained(&self, namespace: &str, trigger: &str, timeout: Duration) {
+        self.wait_until_all_drained(namespace, &[trigger], timeout).await;
+    }
+
+    /// Waits until each of `triggers` has a final outcome (delivered, filtered out,
+    /// dead-lettered) for every event of its broker's log: each one's
+    /// `switchyard_trigger_backlog` gauge is 0 in the same scrape. Panics after `timeout`.
+    ///
+    /// This is the wait before asserting that nothing more arrived. A worker commits an offset
+    /// only once the outcome of every event below it is final, and the gauge is the log's end
+    /// minus that committed position, read from the worker's progress in memory (commits are
+    /// persisted lazily; the gauge does not wait for that). At 0, no event acknowledged before
+    /// the scrape can still reach the trigger's subscriber: no retry, no duplicate, no event
+    /// wrongly let through a filter, no reply still to be written (a reply is appended before
+    /// its delivery is final, so it moves the log's end first). A sleep proves none of that,
+    /// and neither does a sentinel event arriving last, unless order is guaranteed (an
+    /// `ordered` trigger and the same `partitionkey`): deliveries are concurrent.
+    ///
+    /// What the gauge cannot see, and so what the caller must make sure of:
+    /// - It counts only the partitions the worker has read from. A worker adds a partition to
+    ///   its progress when it first reads from it, in the same step as it hands what it read
+    ///   to delivery; until then the partition counts as 0 (as does everything for a worker
+    ///   that has read nothing yet). So call this once the trigger has been seen to deliver an
+    ///   event of the partition in question.
+    /// - The embedded log has one partition: any delivery of the trigger will do. On Kafka a
+    ///   broker has several, and an event's `partitionkey`, else its `source`, chooses one: an
+    ///   event in a partition the trigger has not been seen to deliver from is covered only
+    ///   once the worker has fetched it, which the gauge cannot tell. Have the events in
+    ///   question share a `source` (or key) with one the trigger delivered, or prove them
+    ///   absent another way (by counting what was appended, for instance).
+    /// - A trigger that is not running has no gauge: this then waits, and fails at `timeout`.
+    pub async fn wait_until_all_drained(&self, namespace: &str, triggers: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.metrics().await;
+            let backlogs: Vec<(&str, Option<f64>)> = triggers
+                .iter()
+                .map(|trigger| {
+                    let labels = [("namespace", namespace), ("trigger", *trigger)];
+                    (*trigger, metric_value(&text, "switchyard_trigger_backlog", &labels))
+                })
+                .collect();
+            if backlogs.iter().all(|(_, backlog)| *backlog == Some(0.0)) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let behind: Vec<_> = backlogs.iter().filter(|(_, backlog)| *backlog != Some(0.0)).collect();
+                panic!(
+                    "triggers of namespace {namespace} not drained after {timeout:?} (trigger, backlog): {behind:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// The value of the series `name{labels}` in a Prometheus text exposition: the sample whose
+/// label set is exactly `labels` (in any order). `None` when there is none.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    wanted.sort();
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, mut sample_labels, value) = parse_sample(line)?;
+        sample_labels.sort();
+        (series == name && sample_labels == wanted).then_some(value)
+    })
+}
+
+/// A sample's labels: (name, value) pairs.
+type Labels = Vec<(String, String)>;
+
+/// One sample line: `name{label="value",…} value [timestamp]`, label values unescaped.
+fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
+    let (name, mut rest) = line.split_at(line.find(['{', ' '])?);
+    let mut labels = Vec::new();
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            inner = inner.trim_start_matches([',', ' ']);
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (key, quoted) = inner.split_once("=\"")?;
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (at, '"') => break at,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        escaped => value.push(escaped),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.push((key.trim().to_owned(), value));
+            inner = &quoted[end + 1..];
+        }
+    }
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some((name, labels, value))
 }
 
 impl Drop for Server {
@@ -506,5 +627,46 @@ impl Subscriber {
     /// The distinct `ce-id`s received.
     pub fn ids(&self) -> std::collections::BTreeSet<String> {
         self.received().iter().filter_map(|r| r.header("ce-id").map(str::to_owned)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_value;
+
+    const TEXT: &str = r#"# HELP switchyard_trigger_backlog Events between a trigger's committed position and the end of its broker's log.
+# TYPE switchyard_trigger_backlog gauge
+switchyard_trigger_backlog{namespace="default",trigger="a"} 3
+switchyard_trigger_backlog{namespace="default",trigger="ab"} 0
+switchyard_delivery_attempts_total{outcome="success"} 4
+switchyard_delivery_duration_seconds_bucket{le="+Inf"} 10
+switchyard_log_append_duration_seconds_count 7
+odd{path="a \"quoted\", \\ value}"} 1.5 1700000000000
+"#;
+
+    #[test]
+    fn finds_the_series_with_exactly_these_labels_in_any_order() {
+        assert_eq!(
+            metric_value(TEXT, "switchyard_trigger_backlog", &[("namespace", "default"), ("trigger", "a")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            metric_value(TEXT, "switchyard_trigger_backlog", &[("trigger", "ab"), ("namespace", "default")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric_value(TEXT, "switchyard_trigger_backlog", &[("trigger", "a")]),
+            None,
+            "a subset is not the series"
+        );
+        assert_eq!(
+            metric_value(TEXT, "switchyard_trigger_backlog", &[("namespace", "default"), ("trigger", "b")]),
+            None
+        );
+        assert_eq!(metric_value(TEXT, "switchyard_delivery_attempts_total", &[("outcome", "success")]), Some(4.0));
+        assert_eq!(metric_value(TEXT, "switchyard_delivery_duration_seconds_bucket", &[("le", "+Inf")]), Some(10.0));
+        assert_eq!(metric_value(TEXT, "switchyard_log_append_duration_seconds_count", &[]), Some(7.0));
+        assert_eq!(metric_value(TEXT, "switchyard_log_append_duration_seconds", &[]), None, "names match whole");
+        assert_eq!(metric_value(TEXT, "odd", &[("path", "a \"quoted\", \\ value}")]), Some(1.5), "escapes, timestamp");
     }
 }
