@@ -56,8 +56,10 @@ async fn several_triggers_each_receive_exactly_their_events() {
     eu.wait_for(1, WAIT).await;
     present.wait_for(4, WAIT).await;
     prefixed.wait_for(4, WAIT).await;
-    // Let any wrongly matched event arrive before checking for exactness.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every event has its final outcome for every trigger (all share one source, so one
+    // partition, which each trigger has taken from): a wrongly matched event or a duplicate
+    // would have arrived by now.
+    server.wait_until_all_drained("default", &["created", "eu", "all", "present", "prefixed"], WAIT).await;
     let ids = |s: &Subscriber| s.ids().into_iter().collect::<Vec<_>>();
     assert_eq!(ids(&everything), ["1", "2", "3", "4", "5", "6"]);
     assert_eq!(ids(&created), ["1", "2", "4", "6"]);
@@ -165,7 +167,9 @@ async fn a_new_trigger_starts_at_the_end_of_the_log() {
     server.trigger("default", "t", json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
     assert_eq!(server.send_binary("default", "b", "after", "t", b"{}").await, StatusCode::ACCEPTED);
     subscriber.wait_for(1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Had the trigger started before the end, "before" would be below its committed position
+    // (same source as "after", so the same partition), and delivered by now.
+    server.wait_until_drained("default", "t", WAIT).await;
     assert_eq!(subscriber.ids().into_iter().collect::<Vec<_>>(), ["after"]);
 }
 

@@ -138,7 +138,8 @@ async fn a_non_retryable_answer_goes_to_the_dead_letter_sink_at_once_with_knativ
     let data = base64::engine::general_purpose::STANDARD.encode("field 'sku' is missing");
     assert_eq!(received.header("ce-knativeerrordata"), Some(data.as_str()));
     assert_eq!(received.header("ce-knativeerrorattempts"), Some("1"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Dead-lettered is final: once committed past it, no retry can follow.
+    server.wait_until_drained("default", "t", WAIT).await;
     assert_eq!(subscriber.received().len(), 1, "a 400 is not retried");
     assert!(dead_letters(&server, "t").await.is_empty(), "the sink took it: nothing in the store");
 }
@@ -357,7 +358,15 @@ async fn replies_are_written_back_and_routed_to_the_trigger_matching_their_type(
     assert_eq!(&received.body[..], br#"{"confirmed":true}"#);
     assert!(received.header("ce-knativearrivaltime").is_some());
     assert!(received.header("ce-knativebrokerttl").is_none(), "the hop counter is the broker's, not the subscriber's");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once o-1's deliveries are final, every reply they make is written (a reply is appended
+    // before its delivery is final), the 202's too had it wrongly been taken for one. Each is
+    // an order.confirmed, so audit must have as many as were written. Counted, because audit's
+    // backlog alone would not prove it on Kafka: the 202's reply would go to the partition of
+    // its own source, which audit may not have read from yet.
+    server.wait_until_all_drained("default", &["confirm", "accept"], WAIT).await;
+    let replies = server.metric("switchyard_reply_events_total", &[("outcome", "written")]).await.unwrap_or(0.0);
+    audit.wait_for(replies as usize, WAIT).await;
+    server.wait_until_drained("default", "audit", WAIT).await;
     assert_eq!(audit.ids().into_iter().collect::<Vec<_>>(), ["reply-1"]);
 }
 
@@ -393,7 +402,10 @@ async fn reply_loops_are_bounded_by_the_hop_counter() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     // Hops with ttl 5, 4, 3, 2, 1; the reply to the last would have 0 and is dropped.
     echo.wait_for(5, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A sixth hop's event would be appended before the fifth delivery is final, and then
+    // delivered before the backlog is 0 (replies share the source /echo, so the partition the
+    // trigger took hops 2 to 5 from).
+    server.wait_until_drained("default", "loop", WAIT).await;
     assert_eq!(echo.received().len(), 5);
 }
 
@@ -414,7 +426,8 @@ async fn an_invalid_reply_is_a_failed_attempt() {
         .await;
     assert_eq!(server.send_binary("default", "b", "iv-1", "t", b"{}").await, StatusCode::ACCEPTED);
     subscriber.wait_for(2, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Final once committed past: no third attempt can follow.
+    server.wait_until_drained("default", "t", WAIT).await;
     assert_eq!(subscriber.received().len(), 2, "retried once, then the plain 200 ends it");
 }
 

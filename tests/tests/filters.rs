@@ -67,7 +67,10 @@ async fn cesql_jsonpath_and_subscriptions_dialects_route_exactly() {
     cesql.wait_for(2, WAIT).await;
     jsonpath.wait_for(3, WAIT).await;
     mixed.wait_for(2, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Every event has its final outcome for each trigger, so a wrongly matched one would have
+    // arrived. (On Kafka the regions' sources spread the events over partitions, and this
+    // covers those a trigger has taken from; see `wait_until_all_drained`.)
+    server.wait_until_all_drained("default", &["cesql", "jsonpath", "mixed"], WAIT).await;
     let ids = |s: &Subscriber| s.ids().into_iter().collect::<Vec<_>>();
     assert_eq!(ids(&cesql), ["1", "3"]);
     assert_eq!(ids(&jsonpath), ["1", "2", "5"]);
