@@ -59,6 +59,7 @@ async fn acknowledged_events_survive_kill_9_and_a_torn_tail() {
             }
         }));
     }
+    // The load itself: the kill must land while ingest is busy.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill9();
     stop.store(true, Ordering::Relaxed);
@@ -108,7 +109,9 @@ async fn progress_survives_a_clean_restart_without_redelivering_everything() {
     server.restart().await;
     assert_eq!(server.send_binary("default", "b", "e50", "t", b"{}").await, StatusCode::ACCEPTED);
     subscriber.wait_for(51, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Had the stop not committed, the restarted trigger would resume below e50 and redeliver
+    // those events before its backlog is 0.
+    server.wait_until_drained("default", "t", Duration::from_secs(15)).await;
     let ids: Vec<_> = subscriber.received().iter().filter_map(|r| r.header("ce-id").map(str::to_owned)).collect();
     assert_eq!(ids.len(), 51, "a graceful stop commits progress: nothing redelivered: {ids:?}\n{}", server.log());
 }
@@ -125,7 +128,14 @@ async fn sigterm_refuses_ingest_lets_deliveries_finish_and_exits_0() {
     // The delivery is in flight (the subscriber answers only after 1.5 s): stop now.
     let pid = server.pid().unwrap();
     let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the server has taken the signal. Ingest checks for a stop before it looks up the
+    // broker, so a request to a broker that does not exist answers 404 until then, 503 from
+    // then on, and appends nothing either way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.send_binary("default", "nope", "probe", "t", b"{}").await != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(Instant::now() < deadline, "the server did not start stopping after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let response = reqwest::Client::new()
         .post(format!("{}/default/b", server.url))
         .header("ce-specversion", "1.0")
@@ -144,7 +154,9 @@ async fn sigterm_refuses_ingest_lets_deliveries_finish_and_exits_0() {
     server.restart().await;
     assert_eq!(server.send_binary("default", "b", "after", "t", b"{}").await, StatusCode::ACCEPTED);
     slow.wait_for(2, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A redelivery of "in-flight" (the same source as "after", so the same partition) would
+    // come before the backlog is 0.
+    server.wait_until_drained("default", "t", Duration::from_secs(10)).await;
     let ids: Vec<_> = slow.received().iter().filter_map(|r| r.header("ce-id").map(str::to_owned)).collect();
     assert_eq!(ids, ["in-flight", "after"]);
 }
