@@ -71,7 +71,7 @@ async fn accepted_in_every_mode_and_stamped_with_arrival_time() {
 
 #[tokio::test]
 async fn invalid_events_are_400_problems_naming_the_attribute() {
-    let (_server, subscriber, client, url) = setup().await;
+    let (server, subscriber, client, url) = setup().await;
     type Headers = Vec<(&'static str, &'static str)>;
     let cases: Vec<(Headers, &str, &str)> = vec![
         (vec![("ce-specversion", "1.0"), ("ce-type", "t"), ("ce-source", "/s")], "", "'id'"),
@@ -111,7 +111,11 @@ async fn invalid_events_are_400_problems_naming_the_attribute() {
         assert!(detail.contains(needle), "{headers:?} {body}: {detail}");
         assert_eq!(problem["status"], 400);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing to wait for if nothing reached the log: ingest times every append it makes,
+    // accepted or not, and no refused request made one. (The trigger's backlog would not
+    // prove it: a trigger that has read nothing yet shows 0.)
+    let appends = server.metric("switchyard_log_append_duration_seconds_count", &[]).await;
+    assert_eq!(appends.unwrap_or(0.0), 0.0, "a refused request reached the log");
     assert!(subscriber.received().is_empty());
 }
 
@@ -134,7 +138,12 @@ async fn batch_is_all_or_nothing() {
     assert!(problem["detail"].as_str().unwrap().contains("event 1"), "{problem}");
     assert_eq!(server.send_binary("default", "b", "after", "t", b"{}").await, StatusCode::ACCEPTED);
     subscriber.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The log holds "after" alone: one append, that of the accepted request (ingest times every
+    // append it makes, accepted or not). And the trigger is past it, so a duplicate would have
+    // arrived.
+    let appends = server.metric("switchyard_log_append_duration_seconds_count", &[]).await;
+    assert_eq!(appends, Some(1.0), "the refused batch reached the log");
+    server.wait_until_drained("default", "all", Duration::from_secs(10)).await;
     assert_eq!(subscriber.ids().into_iter().collect::<Vec<_>>(), ["after"]);
 }
 
