@@ -176,7 +176,13 @@ async fn topics_may_come_later_and_records_wait_in_kafka_while_the_sink_is_missi
     server.trigger("default", "late", json!({"broker": "later", "subscriber": {"uri": late.url}})).await;
     kafka_source(&server, "waits", &[&topic], "later").await;
     wait_for_reason(&server, "/v1/namespaces/default/kafkasources/waits", "SinkNotFound").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The status says so as soon as the broker is missing; the source has read records and
+    // failed to send them once it logs that the sink does not take them.
+    let deadline = Instant::now() + WAIT;
+    while !server.log().lines().any(|l| l.contains("the sink does not take events") && l.contains("default/waits")) {
+        assert!(Instant::now() < deadline, "the source never tried to send to the missing broker: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.broker("default", "later").await;
     wait_for_ids(&late, &expected, &server).await;
 }

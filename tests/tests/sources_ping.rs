@@ -136,6 +136,7 @@ async fn restarts_neither_fire_a_tick_twice_nor_lose_one() {
 
     // kill -9: a tick may be delivered again (at least once), but only as the same event.
     server.kill9();
+    // Down over two ticks.
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.restart().await;
     wait_for_every_tick_until(&subscriber, now() + 3, &server).await;
@@ -154,6 +155,7 @@ async fn a_uri_sink_that_is_down_loses_no_tick() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     sink.wait_for(2, WAIT).await;
     sink.set_down(true);
+    // The outage: three ticks the source must keep until the sink is back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, body) = server.get("/v1/namespaces/default/pingsources/direct").await;
     assert_eq!(body["status"]["conditions"][0]["reason"], "SinkUnavailable", "{body}");
@@ -170,9 +172,14 @@ async fn deleting_a_ping_source_stops_it_and_a_new_one_starts_afresh() {
     subscriber.wait_for(1, WAIT).await;
     let (status, _) = server.delete("/v1/namespaces/default/pingsources/every-second").await;
     assert_eq!(status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The deletion is answered once the source has stopped, so every tick it sent is in the
+    // log: all of them have arrived once the trigger is past them.
+    server.wait_until_drained("default", "pings", WAIT).await;
     let after_delete = subscriber.received().len();
+    // Two schedule periods in which a source still running would fire, then until what it
+    // fired has arrived.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    server.wait_until_drained("default", "pings", WAIT).await;
     assert_eq!(subscriber.received().len(), after_delete, "a deleted source still fires");
     let (status, _) = server.get("/v1/namespaces/default/pingsources/every-second").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
