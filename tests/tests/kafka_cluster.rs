@@ -77,12 +77,24 @@ async fn a_declaration_on_one_node_runs_on_every_node_and_ingest_works_on_either
         (a.get("/v1/namespaces/default/triggers/t").await.0 == StatusCode::NOT_FOUND).then_some(())
     })
     .await;
+    // Both nodes have applied the deletion (the DELETE is answered once applied where it was
+    // made). The backlog gauge has a series per running worker: once it is gone from both
+    // nodes, no worker is left that could deliver what comes next.
+    eventually("no node runs the deleted trigger", async || {
+        for node in [&a, &b] {
+            let labels = [("namespace", "default"), ("trigger", "t")];
+            if node.metric("switchyard_trigger_backlog", &labels).await.is_some() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     let before = subscriber.received().len();
     for i in 0..10 {
         let node = if i % 2 == 0 { &a } else { &b };
         assert_eq!(node.send_binary("default", "b", &format!("late{i}"), "t", b"{}").await, StatusCode::ACCEPTED);
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(subscriber.received().len(), before, "a deleted trigger still delivers");
 }
 
@@ -131,12 +143,18 @@ async fn killing_a_node_under_load_loses_no_acknowledged_event() {
     })
     .await;
     // Both nodes are group members before the kill, so some partitions are the killed node's.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let topic = format!("{cluster}.default.b");
+    eventually("both nodes hold partitions of the broker", async || {
+        (holds_partitions(&a, &topic) && holds_partitions(&b, &topic)).then_some(())
+    })
+    .await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let urls = vec![format!("{}/default/b", a.url), format!("{}/default/b", b.url)];
     let producer = produce(urls, stop.clone(), acked.clone());
+    // Load before and after the kill: it lands mid-stream, and events keep coming to the dead
+    // node's partitions until the group moves them.
     tokio::time::sleep(Duration::from_secs(2)).await;
     a.kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -145,6 +163,18 @@ async fn killing_a_node_under_load_loses_no_acknowledged_event() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 100, "the load was too light to mean anything: {} events", acked.len());
     wait_for_ids(&subscriber, &acked).await;
+}
+
+/// Whether `node`'s trigger group member holds partitions of `kafka_topic`, by the last
+/// rebalance it logged (each logs the whole assignment after it).
+fn holds_partitions(node: &Server, kafka_topic: &str) -> bool {
+    let topic = format!("topic={kafka_topic} ");
+    let log = node.log();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(&topic) && (l.contains("partitions assigned") || l.contains("partitions revoked")));
+    last.and_then(|l| l.split("partitions=").nth(1)).is_some_and(|partitions| !partitions.starts_with("{}"))
 }
 
 /// A Kafka of this test's own, since it is stopped mid-test.
@@ -187,6 +217,7 @@ async fn a_kafka_outage_is_503_never_a_false_202_and_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let producer = produce(vec![format!("{}/default/b", node.url)], stop.clone(), acked.clone());
+    // The load that Kafka stops under.
     tokio::time::sleep(Duration::from_secs(1)).await;
     kafka.run("stop");
     let acked_at_stop = acked.lock().unwrap().len();
@@ -201,7 +232,10 @@ async fn a_kafka_outage_is_503_never_a_false_202_and_loses_nothing() {
         (node.send_binary("default", "b", "after-outage", "t", b"{}").await == StatusCode::ACCEPTED).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually("the load is acknowledged again after the outage", async || {
+        (acked.lock().unwrap().len() > acked_at_stop).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     producer.await.unwrap();
     let mut acked = acked.lock().unwrap().clone();
