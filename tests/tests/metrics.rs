@@ -178,6 +178,7 @@ async fn backlog_and_its_age_grow_behind_a_stalled_subscriber_and_drain_when_it_
         assert_eq!(server.send_binary("default", "b", &id.to_string(), "t", b"{}").await, StatusCode::ACCEPTED);
     }
     healthy.wait_for(5, WAIT).await;
+    // The age is what is measured: the stalled trigger's oldest event must be over 1 s old.
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let stalled_backlog = r#"switchyard_trigger_backlog{namespace="default",trigger="stalled"}"#;
