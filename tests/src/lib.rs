@@ -1,7 +1,7 @@
 //! Harness for the end-to-end tests: the real `switchyard` binary in a temporary data
 //! directory, and real HTTP subscribers that record what they receive.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -379,13 +379,18 @@ impl Server {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.metrics().await;
-            let backlogs: Vec<(&str, Option<f64>)> = triggers
-                .iter()
-                .map(|trigger| {
-                    let labels = [("namespace", namespace), ("trigger", *trigger)];
-                    (*trigger, metric_value(&text, "switchyard_trigger_backlog", &labels))
-                })
-                .collect();
+            // One pass over the scrape, however many triggers (there may be hundreds).
+            let mut all: HashMap<String, f64> = HashMap::new();
+            for (labels, value) in samples(&text, "switchyard_trigger_backlog") {
+                let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+                if let (2, Some(in_namespace), Some(trigger)) = (labels.len(), label("namespace"), label("trigger")) {
+                    if in_namespace == namespace {
+                        all.insert(trigger.to_owned(), value);
+                    }
+                }
+            }
+            let backlogs: Vec<(&str, Option<f64>)> =
+                triggers.iter().map(|trigger| (*trigger, all.get(*trigger).copied())).collect();
             if backlogs.iter().all(|(_, backlog)| *backlog == Some(0.0)) {
                 return;
             }
@@ -405,19 +410,26 @@ impl Server {
 pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut wanted: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     wanted.sort();
-    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
-        let (series, mut sample_labels, value) = parse_sample(line)?;
+    samples(text, name).find_map(|(mut sample_labels, value)| {
         sample_labels.sort();
-        (series == name && sample_labels == wanted).then_some(value)
+        (sample_labels == wanted).then_some(value)
     })
+}
+
+/// The samples of the series `name`, whatever their labels: (labels, value).
+fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (Labels, f64)> + 'a {
+    text.lines()
+        // Only the lines of this series are parsed.
+        .filter(move |line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(parse_sample)
 }
 
 /// A sample's labels: (name, value) pairs.
 type Labels = Vec<(String, String)>;
 
-/// One sample line: `name{label="value",…} value [timestamp]`, label values unescaped.
-fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
-    let (name, mut rest) = line.split_at(line.find(['{', ' '])?);
+/// The labels (unescaped) and value of a sample line, `name{label="value",…} value [timestamp]`.
+fn parse_sample(line: &str) -> Option<(Labels, f64)> {
+    let mut rest = &line[line.find(['{', ' '])?..];
     let mut labels = Vec::new();
     if let Some(mut inner) = rest.strip_prefix('{') {
         loop {
@@ -444,7 +456,7 @@ fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
         }
     }
     let value = rest.split_whitespace().next()?.parse().ok()?;
-    Some((name, labels, value))
+    Some((labels, value))
 }
 
 impl Drop for Server {
