@@ -6,7 +6,8 @@
 //! A trigger whose queue is full is detached at that offset and reads the log itself from
 //! there (the backlog stays on disk, not in memory); once it has caught up it attaches again.
 //!
-//! Ordering contract with the workers: for every batch, pushes (and detachments, which drop
+//! Invariant: a trigger never misses an event by switching between the fanout and its own
+//! reader. Ordering contract with the workers: for every batch, pushes (and detachments, which drop
 //! the trigger's queue sender) happen before the batch's end is published in `position`. A
 //! worker that reads `position` and then finds its queue empty but open has therefore received
 //! every matching event below that position.
@@ -47,8 +48,20 @@ pub(crate) struct Attachment {
 }
 
 enum Command {
-    Attach { trigger: String, filter: Arc<Filter>, from: u64, reply: oneshot::Sender<Attachment> },
-    Detach { trigger: String },
+    Attach {
+        trigger: String,
+        filter: Arc<Filter>,
+        from: u64,
+        reply: oneshot::Sender<Attachment>,
+    },
+    Detach {
+        trigger: String,
+    },
+    /// The triggers attached now (for tests).
+    #[cfg(test)]
+    Attached {
+        reply: oneshot::Sender<Vec<String>>,
+    },
 }
 
 /// The running fanouts, one per topic, started on first use.
@@ -69,6 +82,12 @@ impl Fanouts {
                 fanout
             }
         }
+    }
+
+    /// The fanout of `topic`, if one was started.
+    #[cfg(test)]
+    pub(crate) fn running(&self, topic: &str) -> Option<Fanout> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).get(topic).cloned()
     }
 }
 
@@ -105,6 +124,16 @@ impl Fanout {
     /// Detaches a trigger (it is stopping).
     pub(crate) fn detach(&self, trigger: &str) {
         let _ = self.commands.send(Command::Detach { trigger: trigger.to_owned() });
+    }
+
+    /// The triggers attached now, sorted.
+    #[cfg(test)]
+    pub(crate) async fn attached(&self) -> Vec<String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Attached { reply }).expect("the fanout runs");
+        let mut attached = answer.await.expect("the fanout answers");
+        attached.sort();
+        attached
     }
 }
 
@@ -199,6 +228,10 @@ async fn run(
                         fan.reindex();
                     }
                 }
+                #[cfg(test)]
+                Some(Command::Attached { reply }) => {
+                    let _ = reply.send(fan.triggers.keys().cloned().collect());
+                }
             },
             batch = reader.next_batch(BATCH) => match batch {
                 Ok(batch) => {
@@ -219,5 +252,190 @@ async fn run(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use switchyard_log::testkit::memory::MemoryLog;
+    use switchyard_log::EventLog;
+    use tokio::sync::mpsc::error::TryRecvError;
+
+    use super::{Attachment, Fanout, QUEUE_CAPACITY};
+    use crate::filter::Filter;
+    use crate::testing::{of_type, typed, TOPIC};
+
+    async fn log() -> Arc<MemoryLog> {
+        let log = MemoryLog::new();
+        log.create_topic(TOPIC).await.unwrap();
+        log
+    }
+
+    fn start(log: &Arc<MemoryLog>, from: u64) -> Fanout {
+        Fanout::start(log.clone() as Arc<dyn EventLog>, TOPIC.to_owned(), from)
+    }
+
+    async fn wait_position(fanout: &Fanout, at_least: u64) {
+        fanout.position.clone().wait_for(|p| *p >= at_least).await.unwrap();
+    }
+
+    /// Everything queued now, as (offset, id); and whether the queue is closed.
+    fn drain(attachment: &mut Attachment) -> (Vec<(u64, String)>, bool) {
+        let mut taken = Vec::new();
+        loop {
+            match attachment.queue.try_recv() {
+                Ok(pushed) => taken.push((pushed.position.offset, pushed.event.id().to_owned())),
+                Err(TryRecvError::Empty) => return (taken, false),
+                Err(TryRecvError::Disconnected) => return (taken, true),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_attached_trigger_receives_exactly_its_matching_events() {
+        let log = log().await;
+        let fanout = start(&log, 0);
+        let mut a = fanout.attach("ns/a", Arc::new(of_type("a")), 0).await.unwrap();
+        let mut b = fanout.attach("ns/b", Arc::new(of_type("b")), 0).await.unwrap();
+        let mut all = fanout.attach("ns/all", Arc::new(Filter::All), 0).await.unwrap();
+        let mut none = fanout.attach("ns/none", Arc::new(of_type("z")), 0).await.unwrap();
+        let types = ["a", "b", "c", "a", "a", "b", "c", "c", "a", "b"];
+        let events: Vec<_> = types.iter().enumerate().map(|(i, ty)| typed(&format!("e{i}"), ty)).collect();
+        log.append(TOPIC, &events).await.unwrap();
+        wait_position(&fanout, 10).await;
+        let expected = |ty: &str| -> Vec<(u64, String)> {
+            let matching = types.iter().enumerate().filter(|(_, t)| ty == "*" || **t == ty);
+            matching.map(|(i, _)| (i as u64, format!("e{i}"))).collect()
+        };
+        assert_eq!(drain(&mut a), (expected("a"), false));
+        assert_eq!(drain(&mut b), (expected("b"), false));
+        assert_eq!(drain(&mut all), (expected("*"), false));
+        assert_eq!(drain(&mut none), (vec![], false), "a trigger learns of non-matching events by the position only");
+        assert_eq!(fanout.attached().await, ["ns/a", "ns/all", "ns/b", "ns/none"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trigger_gets_nothing_below_the_offset_it_attached_from() {
+        let log = log().await;
+        let fanout = start(&log, 0);
+        // It handled everything below 5 itself.
+        let mut late = fanout.attach("ns/late", Arc::new(Filter::All), 5).await.unwrap();
+        assert_eq!(late.at, 0, "the fanout's position when it attached");
+        let events: Vec<_> = (0..8).map(|i| typed(&format!("e{i}"), "a")).collect();
+        log.append(TOPIC, &events).await.unwrap();
+        wait_position(&fanout, 8).await;
+        let offsets: Vec<u64> = drain(&mut late).0.into_iter().map(|(offset, _)| offset).collect();
+        assert_eq!(offsets, [5, 6, 7]);
+        // Attaching after events were read: `at` says where the queue starts.
+        let later = fanout.attach("ns/later", Arc::new(Filter::All), 0).await.unwrap();
+        assert_eq!(later.at, 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_is_detached_at_the_first_matching_offset_it_could_not_take() {
+        let log = log().await;
+        let fanout = start(&log, 0);
+        let mut slow = fanout.attach("ns/slow", Arc::new(of_type("a")), 0).await.unwrap();
+        let fast = fanout.attach("ns/fast", Arc::new(Filter::All), 0).await.unwrap();
+        // The fast trigger keeps up.
+        let drained = tokio::spawn(async move {
+            let mut fast = fast;
+            let mut offsets = Vec::new();
+            while let Some(pushed) = fast.queue.recv().await {
+                offsets.push(pushed.position.offset);
+                if offsets.len() == 2 * (QUEUE_CAPACITY + 3) {
+                    break;
+                }
+            }
+            offsets
+        });
+        // Matching ("a") at even offsets, others between: the slow one's 1025th match is 2048.
+        let events: Vec<_> = (0..2 * (QUEUE_CAPACITY + 3))
+            .map(|i| typed(&format!("e{i}"), if i % 2 == 0 { "a" } else { "b" }))
+            .collect();
+        for chunk in events.chunks(100) {
+            log.append(TOPIC, chunk).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        let fast = drained.await.unwrap();
+        assert_eq!(fast, (0..events.len() as u64).collect::<Vec<_>>(), "the fast trigger is not held back");
+        let (taken, closed) = drain(&mut slow);
+        assert!(closed, "detached: its queue is closed");
+        assert_eq!(slow.detached_at.load(Ordering::Acquire), 2 * QUEUE_CAPACITY as u64);
+        let offsets: Vec<u64> = taken.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, (0..QUEUE_CAPACITY as u64).map(|i| 2 * i).collect::<Vec<_>>(), "no gap before it");
+        assert_eq!(fanout.attached().await, ["ns/fast"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_detached_trigger_gets_nothing_more_and_no_detached_offset() {
+        let log = log().await;
+        let fanout = start(&log, 0);
+        let mut gone = fanout.attach("ns/gone", Arc::new(Filter::All), 0).await.unwrap();
+        let mut stays = fanout.attach("ns/stays", Arc::new(Filter::All), 0).await.unwrap();
+        log.append(TOPIC, &[typed("before", "a")]).await.unwrap();
+        wait_position(&fanout, 1).await;
+        fanout.detach("ns/gone");
+        log.append(TOPIC, &[typed("after", "a")]).await.unwrap();
+        wait_position(&fanout, 2).await;
+        assert_eq!(drain(&mut gone), (vec![(0, "before".to_owned())], true));
+        assert_eq!(gone.detached_at.load(Ordering::Acquire), u64::MAX, "stopping, not fallen behind");
+        assert_eq!(drain(&mut stays).0.len(), 2);
+        assert_eq!(fanout.attached().await, ["ns/stays"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attaching_again_replaces_the_old_attachment() {
+        let log = log().await;
+        let fanout = start(&log, 0);
+        let mut old = fanout.attach("ns/t", Arc::new(of_type("a")), 0).await.unwrap();
+        let mut new = fanout.attach("ns/t", Arc::new(of_type("b")), 0).await.unwrap();
+        log.append(TOPIC, &[typed("a", "a"), typed("b", "b")]).await.unwrap();
+        wait_position(&fanout, 2).await;
+        assert_eq!(drain(&mut old), (vec![], true));
+        assert_eq!(drain(&mut new), (vec![(1, "b".to_owned())], false), "the new filter only");
+        assert_eq!(fanout.attached().await, ["ns/t"]);
+    }
+
+    /// The ordering contract, on two threads: whenever the published position is `p`, every
+    /// matching event below `p` is already in the queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_matching_event_below_the_published_position_is_already_queued() {
+        let log = log().await;
+        let fanout = start(&log, 0);
+        // One event in ten matches, so the queue never fills.
+        let mut attachment = fanout.attach("ns/t", Arc::new(of_type("a")), 0).await.unwrap();
+        const EVENTS: u64 = 5000;
+        let appender = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for chunk in 0..EVENTS / 100 {
+                    let events: Vec<_> = (chunk * 100..(chunk + 1) * 100)
+                        .map(|i| typed(&format!("e{i}"), if i % 10 == 0 { "a" } else { "b" }))
+                        .collect();
+                    log.append(TOPIC, &events).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut position = fanout.position.clone();
+        let mut received = 0;
+        loop {
+            let published = *position.borrow_and_update();
+            let (taken, closed) = drain(&mut attachment);
+            assert!(!closed);
+            received += taken.len() as u64;
+            // At least: the fanout may have pushed its next batch since.
+            assert!(received >= published.div_ceil(10), "only {received} queued at position {published}");
+            if published == EVENTS {
+                break;
+            }
+            position.changed().await.unwrap();
+        }
+        assert_eq!(received, EVENTS / 10);
+        appender.await.unwrap();
     }
 }

@@ -460,3 +460,528 @@ async fn redrive(ctx: Arc<Context>, selection: Redrive) {
     }
     while tasks.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use switchyard_log::testkit::memory::Fault;
+    use switchyard_log::EventLog;
+    use tokio::time::Instant;
+
+    use super::{Redrive, MIN_WINDOW};
+    use crate::fanout::QUEUE_CAPACITY;
+    use crate::testing::{
+        event, keyed, plan, wait_until, wait_until_async, Harness, Received, Reply, Subscriber, NAMESPACE, TOPIC,
+        TRIGGER,
+    };
+    use crate::Ordering;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn events(prefix: &str, n: usize) -> Vec<switchyard_event::Event> {
+        (0..n).map(|i| event(&format!("{prefix}{i}"))).collect()
+    }
+
+    /// How many times each id was received.
+    fn counts(received: &[Received]) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for request in received {
+            *counts.entry(request.id().to_owned()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_of_one_partition_key_go_one_after_another_while_other_keys_proceed() {
+        let subscriber = Subscriber::start(|_| Reply::ok().after(SECOND)).await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |d| d.ordering = Ordering::Ordered)).await;
+        let log_order = [("a1", "a"), ("b1", "b"), ("a2", "a"), ("x1", ""), ("a3", "a"), ("b2", "b"), ("x2", "")];
+        let started = Instant::now();
+        // Events without a partitionkey ("") share one key.
+        h.append(&log_order.map(|(id, key)| if key.is_empty() { event(id) } else { keyed(id, key) })).await;
+        h.wait_committed(7).await;
+        let received = subscriber.at("/");
+        let last = received.iter().filter_map(|r| r.answered).map(|(at, _)| at).max().unwrap();
+        assert_eq!(last - started, 3 * SECOND, "three a's one after another, the rest beside them");
+        let by_id: HashMap<&str, &Received> = received.iter().map(|r| (r.id(), r)).collect();
+        for key in ["a", "b", ""] {
+            let ids: Vec<&str> = log_order.iter().filter(|(_, k)| *k == key).map(|(id, _)| *id).collect();
+            for pair in ids.windows(2) {
+                let (earlier, later) = (by_id[pair[0]], by_id[pair[1]]);
+                let (answered, _) = earlier.answered.unwrap();
+                assert!(later.arrived >= answered, "{} sent before {} was answered", pair[1], pair[0]);
+            }
+        }
+        // The first event of every key went out at once.
+        for id in ["a1", "b1", "x1"] {
+            assert_eq!(by_id[id].arrived, started, "{id} waited for another key");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unordered_deliveries_overlap() {
+        let subscriber = Subscriber::start(|_| Reply::ok().after(SECOND)).await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |_| {})).await;
+        let started = Instant::now();
+        h.append(&[keyed("a1", "a"), keyed("a2", "a"), keyed("a3", "a")]).await;
+        h.wait_committed(3).await;
+        assert!(subscriber.at("/").iter().all(|r| r.arrived == started), "all sent at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_commit_waits_for_the_earliest_unfinished_event() {
+        // e0 takes 5 s, the others 1 s: they finish first, but progress stays behind e0.
+        let subscriber =
+            Subscriber::start(|r| Reply::ok().after(if r.id() == "e0" { 5 * SECOND } else { SECOND })).await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |_| {})).await;
+        h.append(&events("e", 5)).await;
+        tokio::time::sleep(3 * SECOND).await;
+        let answered = subscriber.at("/").iter().filter(|r| r.answered.is_some()).count();
+        assert_eq!((answered, h.committed()), (4, 0));
+        h.wait_committed(5).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_in_flight_bounds_attempts_and_a_retrying_event_holds_no_slot() {
+        let subscriber = Subscriber::start(|r| match (r.id(), r.attempt) {
+            ("e0", 1) => Reply::status(503),
+            _ => Reply::ok().after(SECOND),
+        })
+        .await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |d| {
+            d.max_in_flight = 2;
+            d.retry.backoff = crate::retry::Backoff::Linear;
+            d.retry.delay = 10 * SECOND;
+        }))
+        .await;
+        let started = Instant::now();
+        h.append(&events("e", 5)).await;
+        h.wait_committed(5).await;
+        let arrivals: Vec<(String, Duration)> =
+            subscriber.at("/").iter().map(|r| (r.id().to_owned(), r.arrived - started)).collect();
+        // e0 fails at once and waits 10 s without its slot, which e2 takes; then two at a time.
+        let at = |secs: u64| Duration::from_secs(secs);
+        let expected = [("e0", at(0)), ("e1", at(0)), ("e2", at(0)), ("e3", at(1)), ("e4", at(1))];
+        assert_eq!(arrivals[..5], expected.map(|(id, t)| (id.to_owned(), t)), "{arrivals:?}");
+        let retry = arrivals[5].1;
+        assert!(arrivals[5].0 == "e0" && retry >= at(10) && retry <= at(11), "{arrivals:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_spaces_attempts_evenly() {
+        let subscriber = Subscriber::accepting().await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |d| d.rate_limit = Some(4.0))).await;
+        let started = Instant::now();
+        h.append(&events("e", 5)).await;
+        h.wait_committed(5).await;
+        let arrivals: Vec<Duration> = subscriber.at("/").iter().map(|r| r.arrived - started).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(arrivals, [ms(0), ms(250), ms(500), ms(750), ms(1000)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_that_cannot_subscribe_retries_until_it_can() {
+        let subscriber = Subscriber::accepting().await;
+        let h = Harness::new().await;
+        h.log.faults().fail_next(Fault::Subscribe, 3);
+        h.append(&events("e", 2)).await;
+        let started = Instant::now();
+        h.start(plan(subscriber.url("/"), |_| {})).await;
+        h.wait_committed(2).await;
+        assert_eq!(h.log.faults().remaining(Fault::Subscribe), 0);
+        assert_eq!(subscriber.at("/")[0].arrived - started, 3 * super::READ_ERROR_PAUSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trigger_behind_the_fanout_reads_the_gap_alone_then_takes_from_the_fanout() {
+        let subscriber = Subscriber::accepting().await;
+        let h = Harness::new().await;
+        // The second trigger's group exists from the start, so it begins at offset 0.
+        h.log.create_group(TOPIC, "u").await.unwrap();
+        h.start(plan(subscriber.url("/t"), |_| {})).await;
+        h.append(&events("e", 300)).await;
+        h.wait_committed(300).await;
+        let fanout = h.dispatcher.fanouts.running(TOPIC).expect("the first trigger's fanout");
+        assert_eq!(*fanout.position.borrow(), 300);
+        let behind = crate::TriggerRef { name: "u".to_owned(), group: "u".to_owned(), ..crate::testing::trigger() };
+        h.dispatcher.start(behind, plan(subscriber.url("/u"), |_| {})).await;
+        // Appended while it catches up: its own reads find them, but they are the fanout's.
+        h.append(&events("late", 20)).await;
+        wait_until("u done", || h.log.committed(TOPIC, "u") == Some(320)).await;
+        let counts = counts(&subscriber.at("/u"));
+        assert_eq!(counts.len(), 320);
+        assert!(counts.values().all(|&n| n == 1), "{:?}", counts.iter().find(|(_, &n)| n != 1));
+        assert_eq!(fanout.attached().await, ["ns/t", "ns/u"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backlogs_count_the_events_past_the_committed_position() {
+        let subscriber =
+            Subscriber::start(|r| if r.id() == "e2" { Reply::ok().after(60 * SECOND) } else { Reply::ok() }).await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |_| {})).await;
+        h.append(&events("e", 10)).await;
+        subscriber.wait_for("/", 10).await;
+        tokio::time::sleep(SECOND).await;
+        let backlogs = h.dispatcher.backlogs().await;
+        assert_eq!(backlogs.len(), 1);
+        assert_eq!((backlogs[0].namespace.as_str(), backlogs[0].name.as_str()), (NAMESPACE, TRIGGER));
+        assert_eq!(backlogs[0].events, 8, "e2 and everything after it");
+        h.wait_committed(10).await;
+        let backlogs = h.dispatcher.backlogs().await;
+        assert_eq!((backlogs[0].events, backlogs[0].oldest_age), (0, Duration::ZERO));
+    }
+
+    /// Starts a trigger whose subscriber holds `e0` for ten minutes and answers everything
+    /// else at once, then appends `n` events.
+    async fn stalled(n: usize) -> (Harness, Subscriber) {
+        let subscriber =
+            Subscriber::start(|r| if r.id() == "e0" { Reply::ok().after(600 * SECOND) } else { Reply::ok() }).await;
+        let h = Harness::new().await;
+        // maxInFlight 100: a window of MIN_WINDOW.
+        h.start(plan(subscriber.url("/"), |d| d.max_in_flight = 100)).await;
+        h.append(&events("e", n)).await;
+        (h, subscriber)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_read_ahead_window_stops_taking_events_behind_a_stalled_one() {
+        // Enough for a window and a queue.
+        let n = MIN_WINDOW as usize + QUEUE_CAPACITY + 200;
+        let (h, subscriber) = stalled(n).await;
+        subscriber.wait_for("/", MIN_WINDOW as usize).await;
+        tokio::time::sleep(60 * SECOND).await;
+        let taken = subscriber.at("/").len() as u64;
+        // The window is checked before each read (or take from the queue), which may bring up
+        // to a queue's worth more.
+        assert!(
+            (MIN_WINDOW..=MIN_WINDOW + QUEUE_CAPACITY as u64).contains(&taken),
+            "{taken} events taken past a stalled one"
+        );
+        assert_eq!(h.committed(), 0);
+        tokio::time::sleep(300 * SECOND).await;
+        assert_eq!(subscriber.at("/").len() as u64, taken, "still waiting");
+        // Once e0 is answered, the rest follows.
+        h.wait_committed(n as u64).await;
+        assert_eq!(counts(&subscriber.at("/")).len(), n);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trigger_that_falls_behind_is_detached_reads_alone_and_reattaches_without_loss_or_duplicates() {
+        // More than the window and a full queue.
+        let n = MIN_WINDOW as usize + QUEUE_CAPACITY + 200;
+        let (h, subscriber) = stalled(n).await;
+        subscriber.wait_for("/", MIN_WINDOW as usize).await;
+        tokio::time::sleep(60 * SECOND).await;
+        let fanout = h.dispatcher.fanouts.running(TOPIC).expect("the trigger joined its fanout");
+        assert_eq!(fanout.attached().await, Vec::<String>::new(), "its queue filled: detached");
+        h.wait_committed(n as u64).await;
+        // Caught up by reading alone: back on the fanout, which brings the next events.
+        wait_until_async("re-attached", || async { fanout.attached().await == ["ns/t"] }).await;
+        h.append(&events("late", 10)).await;
+        h.wait_committed(n as u64 + 10).await;
+        let counts = counts(&subscriber.at("/"));
+        assert_eq!(counts.len(), n + 10, "every event");
+        assert!(counts.values().all(|&n| n == 1), "none twice: {:?}", counts.iter().find(|(_, &n)| n != 1));
+        assert_eq!(fanout.attached().await, ["ns/t"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_trigger_is_detached_from_its_fanout() {
+        let subscriber = Subscriber::accepting().await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |_| {})).await;
+        h.append(&events("e", 3)).await;
+        h.wait_committed(3).await;
+        let fanout = h.dispatcher.fanouts.running(TOPIC).expect("the trigger joined its fanout");
+        assert_eq!(fanout.attached().await, ["ns/t"]);
+        h.dispatcher.stop(NAMESPACE, TRIGGER).await;
+        assert_eq!(fanout.attached().await, Vec::<String>::new());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn graceful_shutdown_lets_in_flight_deliveries_finish_and_commits() {
+        let subscriber = Subscriber::start(|_| Reply::ok().after(2 * SECOND)).await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |_| {})).await;
+        h.append(&events("e", 3)).await;
+        subscriber.wait_for("/", 3).await;
+        let stopping = Instant::now();
+        h.dispatcher.shutdown(5 * SECOND).await;
+        assert!(stopping.elapsed() < 2 * SECOND + 20 * Duration::from_millis(1), "{:?}", stopping.elapsed());
+        assert_eq!(h.committed(), 3);
+        assert!(subscriber.at("/").iter().all(|r| r.answered.is_some()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn graceful_shutdown_ends_at_the_grace_and_commits_only_what_finished() {
+        let subscriber =
+            Subscriber::start(|r| Reply::ok().after(if r.id() == "e0" { SECOND } else { 60 * SECOND })).await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |_| {})).await;
+        h.append(&events("e", 2)).await;
+        subscriber.wait_for("/", 2).await;
+        let stopping = Instant::now();
+        h.dispatcher.shutdown(5 * SECOND).await;
+        assert_eq!(stopping.elapsed(), 5 * SECOND);
+        assert_eq!(h.committed(), 1, "e0 finished, e1 did not");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_trigger_abandons_its_deliveries_uncommitted_and_a_new_worker_redelivers_them() {
+        // Slow the first time, quick the next.
+        let subscriber =
+            Subscriber::start(|r| if r.attempt == 1 { Reply::ok().after(10 * SECOND) } else { Reply::ok() }).await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |_| {})).await;
+        h.append(&events("e", 3)).await;
+        subscriber.wait_for("/", 3).await;
+        let stopping = Instant::now();
+        h.dispatcher.stop(NAMESPACE, TRIGGER).await;
+        assert!(stopping.elapsed() < SECOND, "stop does not wait: {:?}", stopping.elapsed());
+        tokio::time::sleep(30 * SECOND).await;
+        assert_eq!(h.committed(), 0, "abandoned deliveries are not final");
+        // As after a crash: another worker resumes from the committed position.
+        let restarted = Harness::dispatcher(&h.log, &h.admissions);
+        restarted.start(crate::testing::trigger(), plan(subscriber.url("/"), |_| {})).await;
+        h.wait_committed(3).await;
+        let counts = counts(&subscriber.at("/"));
+        assert_eq!(counts, [("e0", 2), ("e1", 2), ("e2", 2)].map(|(id, n)| (id.to_owned(), n)).into());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_is_not_committed_until_the_dead_letter_store_has_it() {
+        let subscriber = Subscriber::start(|r| if r.id() == "e1" { Reply::status(400) } else { Reply::ok() }).await;
+        let h = Harness::new().await;
+        // Fails for about 80 s (0.1 s doubling to 30 s between tries).
+        h.log.faults().fail_next(Fault::DeadLetterPut, 10);
+        h.start(plan(subscriber.url("/"), |d| d.retry.retries = 0)).await;
+        h.append(&events("e", 5)).await;
+        tokio::time::sleep(20 * SECOND).await;
+        assert_eq!(subscriber.at("/").len(), 5, "the others are delivered meanwhile");
+        assert!(h.log.faults().remaining(Fault::DeadLetterPut) > 0);
+        assert!(h.dead_letters().await.is_empty());
+        assert_eq!(h.committed(), 1, "stopped at e1");
+        h.wait_committed(5).await;
+        assert_eq!(h.log.faults().remaining(Fault::DeadLetterPut), 0);
+        let stored: Vec<String> = h.dead_letters().await.iter().map(|e| e.event.id().to_owned()).collect();
+        assert_eq!(stored, ["e1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redrive_delivers_dead_letters_by_id_or_all_and_removes_them_once_delivered() {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let up = healthy.clone();
+        let subscriber =
+            Subscriber::start(move |_| if up.load(AtomicOrdering::SeqCst) { Reply::ok() } else { Reply::status(400) })
+                .await;
+        let h = Harness::new().await;
+        h.start(plan(subscriber.url("/"), |d| d.retry.retries = 0)).await;
+        h.append(&events("e", 3)).await;
+        h.wait_committed(3).await;
+        let ids: Vec<String> = h.dead_letters().await.into_iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), 3);
+
+        // Still failing: the dead letters stay.
+        assert!(h.dispatcher.redrive(NAMESPACE, TRIGGER, Redrive::All).await);
+        subscriber.wait_for("/", 6).await;
+        tokio::time::sleep(SECOND).await;
+        assert_eq!(h.dead_letters().await.len(), 3);
+
+        healthy.store(true, AtomicOrdering::SeqCst);
+        assert!(h.dispatcher.redrive(NAMESPACE, TRIGGER, Redrive::Ids(vec![ids[1].clone(), "nope".into()])).await);
+        subscriber.wait_for("/", 7).await;
+        wait_until_async("e1 removed", || async { h.dead_letters().await.len() == 2 }).await;
+        let left: Vec<String> = h.dead_letters().await.into_iter().map(|e| e.event.id().to_owned()).collect();
+        assert_eq!(left, ["e0", "e2"]);
+        assert_eq!(subscriber.ids("/").last().map(String::as_str), Some("e1"));
+
+        assert!(h.dispatcher.redrive(NAMESPACE, TRIGGER, Redrive::All).await);
+        wait_until_async("all removed", || async { h.dead_letters().await.is_empty() }).await;
+        assert_eq!(
+            counts(&subscriber.at("/")),
+            [("e0", 3), ("e1", 3), ("e2", 3)].map(|(id, n)| (id.to_owned(), n)).into()
+        );
+        assert!(!h.dispatcher.redrive(NAMESPACE, "other", Redrive::All).await, "no such trigger");
+    }
+}
+
+/// The at-least-once invariant, for random outcomes, completion orders and log faults: the
+/// committed position never passes an event whose outcome is not final (delivered, taken by
+/// the dead-letter sink, or in the dead-letter store), and it reaches the end of the log.
+#[cfg(test)]
+mod at_least_once {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use switchyard_log::testkit::memory::{Fault, MemoryLog};
+    use switchyard_log::EventLog;
+    use tokio::time::Instant;
+
+    use crate::retry::Backoff;
+    use crate::testing::{event, keyed, plan, Harness, Reply, Subscriber, SCOPE};
+    use crate::Ordering;
+
+    /// What the subscriber does with one event.
+    #[derive(Debug, Clone, Copy)]
+    enum Outcome {
+        /// Takes it after `delay_ms`.
+        Delivered { delay_ms: u64 },
+        /// Fails retryably `failures` times (within the retries), then takes it.
+        Retried { failures: usize, delay_ms: u64 },
+        /// Refuses it for good: dead-lettered.
+        Refused { delay_ms: u64 },
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        /// Each event's outcome and partition key.
+        events: Vec<(Outcome, Option<&'static str>)>,
+        /// Events from here on are appended later, while the first ones are in flight.
+        later: usize,
+        ordered: bool,
+        max_in_flight: u32,
+        /// A dead-letter sink that takes events (`Some(true)`) or fails (`Some(false)`).
+        sink: Option<bool>,
+        store_failures: u32,
+        commit_failures: u32,
+        read_failures: u32,
+        /// When the trigger is replaced (its worker stopped gracefully and started again).
+        restart_at_ms: Option<u64>,
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            (0u64..300).prop_map(|delay_ms| Outcome::Delivered { delay_ms }),
+            (1usize..=3, 0u64..300).prop_map(|(failures, delay_ms)| Outcome::Retried { failures, delay_ms }),
+            (0u64..300).prop_map(|delay_ms| Outcome::Refused { delay_ms }),
+        ]
+    }
+
+    prop_compose! {
+        fn case()(
+            events in prop::collection::vec((outcome(), prop::option::of(prop::sample::select(vec!["a", "b", "c"]))), 1..40),
+            later in 0usize..40,
+            ordered in any::<bool>(),
+            max_in_flight in 1u32..8,
+            sink in prop::option::of(any::<bool>()),
+            store_failures in 0u32..5,
+            commit_failures in 0u32..4,
+            read_failures in 0u32..3,
+            restart_at_ms in prop::option::of(0u64..1500),
+        ) -> Case {
+            let later = later.min(events.len());
+            Case { events, later, ordered, max_in_flight, sink, store_failures, commit_failures, read_failures, restart_at_ms }
+        }
+    }
+
+    /// The ids whose outcome is final now.
+    async fn finals(subscriber: &Subscriber, log: &MemoryLog) -> HashSet<String> {
+        let mut ids = subscriber.accepted_ids();
+        let stored = log.dead_letters().list(SCOPE, None, usize::MAX).await.unwrap();
+        ids.extend(stored.iter().map(|entry| entry.event.id().to_owned()));
+        ids
+    }
+
+    async fn run(case: Case) -> Result<(), TestCaseError> {
+        let outcomes: Arc<Vec<Outcome>> = Arc::new(case.events.iter().map(|(outcome, _)| *outcome).collect());
+        let sink_takes = case.sink == Some(true);
+        let script = outcomes.clone();
+        let subscriber = Subscriber::start(move |r| {
+            if r.path == "/dls" {
+                return if sink_takes { Reply::ok() } else { Reply::status(500) };
+            }
+            let index: usize = r.id().trim_start_matches('e').parse().unwrap();
+            match script[index] {
+                Outcome::Delivered { delay_ms } => Reply::ok().after(Duration::from_millis(delay_ms)),
+                Outcome::Retried { failures, delay_ms } if r.attempt <= failures => {
+                    Reply::status(503).after(Duration::from_millis(delay_ms))
+                }
+                Outcome::Retried { delay_ms, .. } => Reply::ok().after(Duration::from_millis(delay_ms)),
+                Outcome::Refused { delay_ms } => Reply::status(422).after(Duration::from_millis(delay_ms)),
+            }
+        })
+        .await;
+        let h = Harness::new().await;
+        let plan = plan(subscriber.url("/"), |d| {
+            d.ordering = if case.ordered { Ordering::Ordered } else { Ordering::Unordered };
+            d.max_in_flight = case.max_in_flight;
+            d.retry.retries = 3;
+            d.retry.backoff = Backoff::Linear;
+            d.retry.delay = Duration::from_millis(50);
+            d.dead_letter_sink = case.sink.map(|_| subscriber.url("/dls"));
+        });
+        let events: Vec<_> = case
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, (_, key))| match key {
+                Some(key) => keyed(&format!("e{i}"), key),
+                None => event(&format!("e{i}")),
+            })
+            .collect();
+        let (first, second) = events.split_at(case.later);
+        h.append(first).await;
+        h.start(plan.clone()).await;
+        h.log.faults().fail_next(Fault::DeadLetterPut, case.store_failures);
+        h.log.faults().fail_next(Fault::Commit, case.commit_failures);
+        h.log.faults().fail_next(Fault::Read, case.read_failures);
+        let started = Instant::now();
+        let mut appended = second.is_empty();
+        let mut restarted = case.restart_at_ms.is_none();
+        let end = events.len() as u64;
+        loop {
+            // Committed first: what is final only grows, so it is a superset of what was
+            // final when that position was committed.
+            let committed = h.committed();
+            let finals = finals(&subscriber, &h.log).await;
+            for offset in 0..committed {
+                let id = format!("e{offset}");
+                prop_assert!(finals.contains(&id), "committed {committed} past {id}, which is not final");
+            }
+            if committed == end && appended && restarted {
+                break;
+            }
+            let elapsed = started.elapsed();
+            prop_assert!(elapsed < Duration::from_secs(600), "stuck at {committed} of {end}");
+            if !appended && elapsed >= Duration::from_millis(500) {
+                h.append(second).await;
+                appended = true;
+            }
+            if !restarted && elapsed >= Duration::from_millis(case.restart_at_ms.unwrap_or_default()) {
+                // Replacing a trigger stops its worker gracefully, then starts a new one.
+                h.start(plan.clone()).await;
+                restarted = true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let finals = finals(&subscriber, &h.log).await;
+        for (offset, (outcome, _)) in case.events.iter().enumerate() {
+            let id = format!("e{offset}");
+            prop_assert!(finals.contains(&id), "{id} ({outcome:?}) has no final outcome");
+        }
+        h.dispatcher.shutdown(Duration::from_secs(5)).await;
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn progress_never_passes_an_event_whose_outcome_is_not_final(case in case()) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            runtime.block_on(run(case))?;
+        }
+    }
+}
