@@ -23,7 +23,8 @@ use crate::{Ordering, Progress};
 const BATCH: usize = 256;
 /// How far reading may run ahead of the watermark, in deliveries' worth: ten times
 /// `maxInFlight`, within these bounds. Bounds memory with a stalled subscriber (the backlog
-/// stays in the log, not in RAM) and the replay after a crash.
+/// stays in the log, not in RAM) and the replay after a crash. It is checked before each take,
+/// so it may be passed by what one take brings: a read batch (`BATCH`) or the fanout's queue.
 const MIN_WINDOW: u64 = 1_000;
 const MAX_WINDOW: u64 = 10_000;
 /// Pause after a log read error before trying again.
