@@ -178,7 +178,7 @@ impl Controller {
         let outcome = match &change.value {
             Some(bytes) => match Declaration::decode(&change.key, bytes) {
                 Ok(declaration) => {
-                    let previous = self.catalog.insert(declaration.clone());
+                    let previous = self.catalog.insert(&change.key, bytes);
                     self.activate(&declaration, previous.as_ref()).await
                 }
                 Err(unreadable) => Err(unreadable_problem(&unreadable)),

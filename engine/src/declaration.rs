@@ -208,15 +208,6 @@ impl Declaration {
         self.kind().key(namespace, name)
     }
 
-    /// The spec's generation.
-    pub fn generation(&self) -> Option<u64> {
-        match self {
-            Declaration::Broker(broker) => broker.metadata.generation,
-            Declaration::Trigger(trigger) => trigger.metadata.generation,
-            Declaration::Source(source) => source.source.metadata.generation,
-        }
-    }
-
     /// As stored when it replaces `existing` (or is created): server-set metadata filled in.
     pub(crate) fn prepared(self, existing: Option<&Declaration>) -> (Declaration, Upsert) {
         match (self, existing) {
@@ -249,24 +240,31 @@ impl Declaration {
 }
 
 /// This node's view of every declaration, as applied from the declaration log: what the REST
-/// API reads. It is a cache of the log, never the truth.
+/// API reads. It is a cache of the log, never the truth. Declarations are kept as the log holds
+/// them (their JSON) and decoded when read: a parsed Trigger costs several times its text,
+/// which with thousands of triggers is most of an idle node's memory.
 #[derive(Default)]
 pub(crate) struct Catalog {
-    by_key: RwLock<BTreeMap<String, Declaration>>,
+    by_key: RwLock<BTreeMap<String, Box<[u8]>>>,
 }
 
 impl Catalog {
     pub(crate) fn get(&self, key: &str) -> Option<Declaration> {
-        self.by_key.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        let by_key = self.by_key.read().unwrap_or_else(|e| e.into_inner());
+        by_key.get(key).and_then(|bytes| decoded(key, bytes))
     }
 
-    /// Stores a declaration; returns the one it replaced.
-    pub(crate) fn insert(&self, declaration: Declaration) -> Option<Declaration> {
-        self.by_key.write().unwrap_or_else(|e| e.into_inner()).insert(declaration.key(), declaration)
+    /// Stores a declaration as its log entry `bytes` (which [`Declaration::decode`] read);
+    /// returns the one it replaced.
+    pub(crate) fn insert(&self, key: &str, bytes: &[u8]) -> Option<Declaration> {
+        let mut by_key = self.by_key.write().unwrap_or_else(|e| e.into_inner());
+        let previous = by_key.insert(key.to_owned(), bytes.into());
+        previous.and_then(|bytes| decoded(key, &bytes))
     }
 
     pub(crate) fn remove(&self, key: &str) -> Option<Declaration> {
-        self.by_key.write().unwrap_or_else(|e| e.into_inner()).remove(key)
+        let previous = self.by_key.write().unwrap_or_else(|e| e.into_inner()).remove(key);
+        previous.and_then(|bytes| decoded(key, &bytes))
     }
 
     /// The declarations of `kind`, in `namespace` or every namespace, sorted by namespace and
@@ -274,7 +272,11 @@ impl Catalog {
     pub(crate) fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Declaration> {
         let prefix = kind.prefix(namespace);
         let by_key = self.by_key.read().unwrap_or_else(|e| e.into_inner());
-        by_key.range(prefix.clone()..).take_while(|(key, _)| key.starts_with(&prefix)).map(|(_, d)| d.clone()).collect()
+        by_key
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .filter_map(|(key, bytes)| decoded(key, bytes))
+            .collect()
     }
 
     /// The triggers of broker `namespace/broker`.
@@ -294,6 +296,12 @@ impl Catalog {
             _ => None,
         }
     }
+}
+
+/// A stored entry, decoded. Only entries that decoded when applied are stored, so this fails
+/// only if memory is corrupt: treated as absent.
+fn decoded(key: &str, bytes: &[u8]) -> Option<Declaration> {
+    Declaration::decode(key, bytes).ok()
 }
 
 /// Checks a namespace given in a path (a DNS-1123 label).
@@ -337,12 +345,15 @@ mod tests {
     #[test]
     fn the_catalog_lists_by_kind_and_namespace() {
         let catalog = Catalog::default();
+        let insert = |declaration: Declaration| {
+            let declaration = declaration.prepared(None).0;
+            catalog.insert(&declaration.key(), &declaration.encode());
+        };
         for (ns, name) in [("a", "b1"), ("ab", "b2"), ("a", "b3")] {
-            let broker = Declaration::parse(Kind::Broker, ns, name, b"{}").unwrap();
-            catalog.insert(broker.prepared(None).0);
+            insert(Declaration::parse(Kind::Broker, ns, name, b"{}").unwrap());
         }
         let trigger = br#"{"spec":{"broker":"b1","subscriber":{"uri":"http://127.0.0.1:1/"}}}"#;
-        catalog.insert(Declaration::parse(Kind::Trigger, "a", "t", trigger).unwrap().prepared(None).0);
+        insert(Declaration::parse(Kind::Trigger, "a", "t", trigger).unwrap());
         let names = |ds: Vec<Declaration>| ds.iter().map(|d| d.names().1.to_owned()).collect::<Vec<_>>();
         assert_eq!(names(catalog.list(Kind::Broker, Some("a"))), ["b1", "b3"]);
         assert_eq!(names(catalog.list(Kind::Broker, None)), ["b1", "b3", "b2"]);

@@ -7,7 +7,6 @@ use std::time::Duration;
 /// Doubling waits: `first`, `2 × first`, `4 × first`, … at most `max`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExponentialBackoff {
-    first: Duration,
     max: Duration,
     next: Duration,
 }
@@ -15,7 +14,7 @@ pub struct ExponentialBackoff {
 impl ExponentialBackoff {
     /// Waits from `first` doubling to `max`.
     pub fn new(first: Duration, max: Duration) -> ExponentialBackoff {
-        ExponentialBackoff { first, max, next: first.min(max) }
+        ExponentialBackoff { max, next: first.min(max) }
     }
 
     /// The wait before the next try; each call doubles the one after.
@@ -29,11 +28,6 @@ impl ExponentialBackoff {
     pub fn peek(&self) -> Duration {
         self.next
     }
-
-    /// Starts again from the first wait (after a success).
-    pub fn reset(&mut self) {
-        self.next = self.first.min(self.max);
-    }
 }
 
 #[cfg(test)]
@@ -41,13 +35,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn doubles_up_to_the_longest_wait_and_resets() {
+    fn doubles_up_to_the_longest_wait() {
         let ms = Duration::from_millis;
         let mut backoff = ExponentialBackoff::new(ms(100), ms(500));
         let waits: Vec<Duration> = (0..5).map(|_| backoff.next_delay()).collect();
         assert_eq!(waits, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
-        backoff.reset();
-        assert_eq!(backoff.peek(), ms(100));
+        assert_eq!(backoff.peek(), ms(500));
         assert_eq!(ExponentialBackoff::new(ms(10), ms(5)).next_delay(), ms(5));
         let mut huge = ExponentialBackoff::new(Duration::MAX, Duration::MAX);
         assert_eq!((huge.next_delay(), huge.next_delay()), (Duration::MAX, Duration::MAX));
