@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::http_client::{trace_id, Answer, Attempt, DeliveryClient, Target};
 use crate::retry::{Failure, Verdict};
-use crate::{metrics, TriggerPlan, TriggerRef};
+use crate::{metrics, DeliveryPolicy, Filter, TriggerPlan, TriggerRef};
 
 /// The first and the longest pause between attempts to write a dead letter to a failing store.
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -26,7 +26,10 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// What one trigger's deliveries share.
 pub(crate) struct Context {
     pub(crate) trigger: TriggerRef,
-    pub(crate) plan: TriggerPlan,
+    /// The plan's filter, shared with the fanout.
+    pub(crate) filter: Arc<Filter>,
+    /// The plan's delivery policy; its URLs live in the targets below.
+    pub(crate) delivery: DeliveryPolicy,
     /// `namespace/name`, for logs and the dead-letter store.
     scope: String,
     subscriber: Target,
@@ -51,22 +54,24 @@ impl Context {
         log: Arc<dyn EventLog>,
         admission: Arc<dyn Admit>,
     ) -> Context {
-        let delivery = &plan.delivery;
-        let target = |url: &url::Url| Target {
-            url: url.clone(),
+        // Taken apart, so that nothing is held twice for each of thousands of triggers.
+        let TriggerPlan { filter, subscriber, mut delivery } = plan;
+        let target = |url: url::Url| Target {
+            url,
             format: delivery.format,
             namespace: trigger.namespace.clone(),
             timeout: delivery.timeout,
         };
         Context {
             scope: trigger.key(),
-            subscriber: target(&plan.subscriber),
-            dead_letter_sink: delivery.dead_letter_sink.as_ref().map(target),
+            subscriber: target(subscriber),
+            dead_letter_sink: delivery.dead_letter_sink.take().map(target),
             in_flight: Semaphore::new(delivery.max_in_flight.max(1) as usize),
             rate: delivery.rate_limit.map(RateLimiter::new),
             dead_letters: log.dead_letters(),
+            filter: Arc::new(filter),
+            delivery,
             trigger,
-            plan,
             client,
             log,
             admission,
@@ -77,6 +82,11 @@ impl Context {
     /// `namespace/name`.
     pub(crate) fn scope(&self) -> &str {
         &self.scope
+    }
+
+    /// The subscriber's URL.
+    pub(crate) fn subscriber(&self) -> &url::Url {
+        &self.subscriber.url
     }
 }
 
@@ -167,7 +177,7 @@ async fn attempt(ctx: &Context, target: &Target, event: &Event, replies: Replies
             },
             Err(failure) => failure,
         };
-        match ctx.plan.delivery.retry.after_failure(attempt, &failure) {
+        match ctx.delivery.retry.after_failure(attempt, &failure) {
             Verdict::RetryAfter(wait) => {
                 tracing::debug!(
                     trigger = %ctx.scope(), target = %target.url, attempt, %failure, trace_id = trace_id(event),

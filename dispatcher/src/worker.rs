@@ -95,7 +95,7 @@ pub(crate) async fn run(
     if let Some(start) = subscription.position(0) {
         state.tracker(0, start);
     }
-    let window = (10 * u64::from(ctx.plan.delivery.max_in_flight)).clamp(MIN_WINDOW, MAX_WINDOW);
+    let window = (10 * u64::from(ctx.delivery.max_in_flight)).clamp(MIN_WINDOW, MAX_WINDOW);
     let mut source = Source::Reading;
     let mut fanout: Option<Fanout> = None;
     let mut position: Option<watch::Receiver<u64>> = None;
@@ -111,7 +111,7 @@ pub(crate) async fn run(
     }
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(trigger = %ctx.scope(), subscriber = %ctx.plan.subscriber, "trigger started");
+    tracing::info!(trigger = %ctx.scope(), subscriber = %ctx.subscriber(), "trigger started");
     loop {
         let room = state.window() < window;
         let reading = !matches!(source, Source::Attached { .. });
@@ -184,7 +184,7 @@ pub(crate) async fn run(
 async fn attach(ctx: &Context, fanouts: &Fanouts, state: &State) -> Option<(Source, Fanout)> {
     let from = state.read_upto();
     let fanout = fanouts.get(&ctx.log, &ctx.trigger.topic, from);
-    let filter = Arc::new(ctx.plan.filter.clone());
+    let filter = ctx.filter.clone();
     let attachment = fanout.attach(ctx.scope(), filter, from).await?;
     tracing::debug!(trigger = %ctx.scope(), from, at = attachment.at, "attached to the fanout");
     let source = if attachment.at > from {
@@ -261,7 +261,7 @@ impl State {
                 break;
             }
             self.tracker(position.partition, position.offset).advance(position.offset + 1);
-            if self.ctx.plan.filter.matches(&log_event.event) {
+            if self.ctx.filter.matches(&log_event.event) {
                 self.take(position, log_event.timestamp_ms, log_event.event);
             }
         }
@@ -315,7 +315,7 @@ impl State {
     fn take(&mut self, position: Position, timestamp_ms: i64, event: Arc<switchyard_event::Event>) {
         self.tracker(position.partition, position.offset).track(position.offset, timestamp_ms);
         let log_event = LogEvent { position, timestamp_ms, event };
-        match self.ctx.plan.delivery.ordering {
+        match self.ctx.delivery.ordering {
             Ordering::Unordered => self.spawn(log_event, None),
             Ordering::Ordered => {
                 // Events without the extension share one key (the empty one).
@@ -414,7 +414,7 @@ impl State {
 async fn redrive(ctx: Arc<Context>, selection: Redrive) {
     let scope = ctx.scope();
     let mut tasks = JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.plan.delivery.max_in_flight.max(1) as usize));
+    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.delivery.max_in_flight.max(1) as usize));
     let mut after: Option<String> = None;
     let mut ids = match &selection {
         Redrive::Ids(ids) => Some(ids.clone().into_iter()),
