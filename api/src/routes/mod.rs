@@ -22,6 +22,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::problem::ApiError;
+use ingest::ingest_endpoint;
 
 /// What every handler shares.
 pub struct AppState {
@@ -73,8 +74,5 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sources::get_source, sources::put_source, sources::delete_source))
         .routes(routes!(sources::receive_webhook))
         // Any other method on the ingest path: 405 with `Allow: POST, OPTIONS`.
-        .routes(
-            routes!(ingest::ingest_post, ingest::ingest_options)
-                .map(|methods| methods.fallback(ingest::ingest_endpoint)),
-        )
+        .routes(routes!(ingest::ingest_post, ingest::ingest_options).map(|methods| methods.fallback(ingest_endpoint)))
 }
