@@ -168,13 +168,15 @@ async fn killing_a_node_under_load_loses_no_acknowledged_event() {
 /// Whether `node`'s trigger group member holds partitions of `kafka_topic`, by the last
 /// rebalance it logged (each logs the whole assignment after it).
 fn holds_partitions(node: &Server, kafka_topic: &str) -> bool {
-    let topic = format!("topic={kafka_topic} ");
+    // The Kafka backend's consumers log `consumer=topic '<topic>' … assigned=[…]` on every
+    // rebalance.
+    let consumer = format!("consumer=topic '{kafka_topic}'");
     let log = node.log();
     let last = log
         .lines()
         .rev()
-        .find(|l| l.contains(&topic) && (l.contains("partitions assigned") || l.contains("partitions revoked")));
-    last.and_then(|l| l.split("partitions=").nth(1)).is_some_and(|partitions| !partitions.starts_with("{}"))
+        .find(|l| l.contains(&consumer) && (l.contains("partitions assigned") || l.contains("partitions revoked")));
+    last.and_then(|l| l.split("assigned=").nth(1)).is_some_and(|partitions| !partitions.starts_with("[]"))
 }
 
 /// A Kafka of this test's own, since it is stopped mid-test.
