@@ -10,6 +10,7 @@ use switchyard_tests::{create_topic, kafka_bootstrap, produce, Answer, Server, S
 
 const MAX_EVENT_BYTES: usize = 4096;
 const MAX_EVENT_ATTRIBUTES: usize = 16;
+const MAX_BATCH_EVENTS: usize = 5;
 /// With the four required attributes and `datacontenttype` (from `content-type`): 17 as sent,
 /// 19 once the broker stamps `knativearrivaltime` and `knativebrokerttl`.
 const EXTENSIONS: usize = 12;
@@ -31,6 +32,7 @@ async fn server() -> Server {
     Server::start_with_env(&[
         ("SWITCHYARD_MAX_EVENT_BYTES", &MAX_EVENT_BYTES.to_string()),
         ("SWITCHYARD_MAX_EVENT_ATTRIBUTES", &MAX_EVENT_ATTRIBUTES.to_string()),
+        ("SWITCHYARD_MAX_BATCH_EVENTS", &MAX_BATCH_EVENTS.to_string()),
     ])
     .await
 }
@@ -214,4 +216,29 @@ async fn an_event_over_the_size_limit_is_refused_the_same_way_in_each_way_in() {
 
     let answer = reply(&small, data);
     through_a_reply_and_its_redrive(&server, answer, "too_large", &expected).await;
+}
+
+#[tokio::test]
+async fn a_batch_over_the_events_limit_is_refused_whole_naming_the_limit() {
+    let server = server().await;
+    server.broker("default", "b").await;
+    let event = |i: usize| json!({"specversion": "1.0", "id": format!("e{i}"), "type": "t", "source": "/batch"});
+    let too_many: Vec<Value> = (0..=MAX_BATCH_EVENTS).map(event).collect();
+    let response = reqwest::Client::new()
+        .post(format!("{}/default/b", server.url))
+        .header("content-type", "application/cloudevents-batch+json")
+        .json(&too_many)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let problem: Value = response.json().await.expect("problem+json");
+    let expected = format!(
+        "the batch has {} events, above the limit of {MAX_BATCH_EVENTS} (max_batch_events): send it in smaller batches",
+        MAX_BATCH_EVENTS + 1
+    );
+    assert_eq!(problem["detail"], expected.as_str(), "{problem}");
+    assert_eq!(refused(&server, "ingest", "too_many_events").await, (MAX_BATCH_EVENTS + 1) as f64);
+    let just_enough: Vec<Value> = (0..MAX_BATCH_EVENTS).map(event).collect();
+    assert_eq!(server.send_batch("default", "b", &just_enough).await, StatusCode::ACCEPTED);
 }
