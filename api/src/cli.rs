@@ -96,7 +96,10 @@ impl Client {
         } else {
             let mut builder = self.http.post(url);
             for (name, value) in &attributes {
-                builder = builder.header(format!("ce-{name}"), switchyard_event::http::encode_header_value(value));
+                builder = builder.header(
+                    format!("ce-{name}"),
+                    switchyard_event::http::encode_header_value(value, switchyard_event::http::HeaderEncoding::Percent),
+                );
             }
             if let Some(content_type) = request.content_type.or(data.as_ref().map(|_| "application/json".to_owned())) {
                 builder = builder.header("content-type", content_type);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_event::http::HeaderEncoding;
 use switchyard_event::limits::EventLimits;
 use url::Url;
 
@@ -25,6 +26,9 @@ pub struct ConfigFile {
     pub max_event_attributes: Option<usize>,
     /// Most events one batch request may carry.
     pub max_batch_events: Option<usize>,
+    /// How binary deliveries write string attributes into `ce-` headers where a trigger does
+    /// not choose (`delivery.headerEncoding`): `compatible` (the default) or `percent`.
+    pub header_encoding: Option<String>,
     /// Embedded-log retention.
     pub retention: Option<RetentionFile>,
     /// Seconds in-flight deliveries get to finish at shutdown.
@@ -85,6 +89,9 @@ pub struct ServeConfig {
     pub max_event_attributes: usize,
     /// See [`ConfigFile::max_batch_events`].
     pub max_batch_events: usize,
+    /// See [`ConfigFile::header_encoding`].
+    #[serde(serialize_with = "serialize_header_encoding")]
+    pub header_encoding: HeaderEncoding,
     /// Retention by age.
     pub retention_age: Duration,
     /// Retention by size.
@@ -117,6 +124,13 @@ pub enum LogBackend {
 }
 
 const DEFAULT_TOPIC_PREFIX: &str = "switchyard.";
+
+fn serialize_header_encoding<S: serde::Serializer>(
+    encoding: &HeaderEncoding,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(encoding.name())
+}
 
 fn serialize_url<S: serde::Serializer>(url: &Option<Url>, serializer: S) -> Result<S::Ok, S::Error> {
     url.as_ref().map(Url::as_str).serialize(serializer)
@@ -160,13 +174,14 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 14] = [
+pub const ENV_OVERRIDES: [(&str, &str); 15] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
     ("SWITCHYARD_MAX_BATCH_BYTES", "max_batch_bytes"),
     ("SWITCHYARD_MAX_EVENT_ATTRIBUTES", "max_event_attributes"),
     ("SWITCHYARD_MAX_BATCH_EVENTS", "max_batch_events"),
+    ("SWITCHYARD_HEADER_ENCODING", "header_encoding"),
     ("SWITCHYARD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("SWITCHYARD_RETENTION_MAX_AGE_HOURS", "retention.max_age_hours"),
     ("SWITCHYARD_RETENTION_MAX_BYTES", "retention.max_bytes"),
@@ -195,6 +210,7 @@ impl ConfigFile {
                 "max_batch_bytes" => self.max_batch_bytes = Some(number()? as usize),
                 "max_event_attributes" => self.max_event_attributes = Some(number()? as usize),
                 "max_batch_events" => self.max_batch_events = Some(number()? as usize),
+                "header_encoding" => self.header_encoding = Some(value.clone()),
                 "shutdown_grace_secs" => self.shutdown_grace_secs = Some(number()?),
                 "log" => self.log = Some(value.clone()),
                 "kafka.topic_prefix" => {
@@ -280,6 +296,13 @@ impl ServeConfig {
                 message: format!("{max_batch_bytes} is below max_event_bytes ({max_event_bytes})"),
             });
         }
+        let header_encoding = match parsed.header_encoding.as_deref() {
+            None => HeaderEncoding::default(),
+            Some(name) => HeaderEncoding::from_name(name).ok_or_else(|| ConfigError::Value {
+                key: "header_encoding",
+                message: format!("'{name}' is not a header encoding: use 'compatible' or 'percent'"),
+            })?,
+        };
         let retention = parsed.retention.unwrap_or_default();
         let max_age_hours = retention.max_age_hours.unwrap_or(7 * 24);
         if max_age_hours == 0 {
@@ -305,6 +328,7 @@ impl ServeConfig {
             max_batch_bytes,
             max_event_attributes,
             max_batch_events,
+            header_encoding,
             retention_age: Duration::from_secs(max_age_hours * 3600),
             retention_bytes: retention.max_bytes.unwrap_or(10 << 30),
             shutdown_grace: Duration::from_secs(parsed.shutdown_grace_secs.unwrap_or(10)),
@@ -391,6 +415,7 @@ impl ServeConfig {
             max_batch_bytes: Some(self.max_batch_bytes),
             max_event_attributes: Some(self.max_event_attributes),
             max_batch_events: Some(self.max_batch_events),
+            header_encoding: Some(self.header_encoding.name().to_owned()),
             shutdown_grace_secs: Some(self.shutdown_grace.as_secs()),
             retention: Some(RetentionFile {
                 max_age_hours: Some(self.retention_age.as_secs() / 3600),
@@ -502,6 +527,22 @@ mod tests {
             let error = ServeConfig::resolve_with(None, &no_env, bad).unwrap_err().to_string();
             assert!(error.contains("tracing.otlp_endpoint"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_header_encoding_is_compatible_unless_set_and_names_its_key_when_wrong() {
+        let config = ServeConfig::resolve(None, &no_env, None, None).unwrap();
+        assert_eq!(config.header_encoding, HeaderEncoding::Compatible);
+        let env = |var: &str| (var == "SWITCHYARD_HEADER_ENCODING").then(|| "percent".to_owned());
+        let config = ServeConfig::resolve(None, &env, None, None).unwrap();
+        assert_eq!(config.header_encoding, HeaderEncoding::Percent);
+        assert!(toml::to_string(&config.to_file()).unwrap().contains("header_encoding = \"percent\""));
+        let env = |var: &str| (var == "SWITCHYARD_HEADER_ENCODING").then(|| "raw".to_owned());
+        let error = ServeConfig::resolve(None, &env, None, None).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "invalid config key 'header_encoding': 'raw' is not a header encoding: use 'compatible' or 'percent'"
+        );
     }
 
     #[test]

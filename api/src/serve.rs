@@ -41,6 +41,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             max_batch_events: config.max_batch_events,
         },
         spans: exporter.as_ref().map(|exporter| exporter.sink()),
+        header_encoding: config.header_encoding,
     };
     let engine =
         Engine::start(backend, settings, clients()).await.context("cannot start brokers, triggers and sources")?;

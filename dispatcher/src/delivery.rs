@@ -59,6 +59,7 @@ impl Context {
         let target = |url: url::Url| Target {
             url,
             format: delivery.format,
+            header_encoding: delivery.header_encoding,
             namespace: trigger.namespace.clone(),
             timeout: delivery.timeout,
         };
@@ -587,7 +588,7 @@ mod tests {
         assert_eq!(calls.len(), 1);
         assert_eq!((calls[0].namespace.as_str(), calls[0].broker.as_str()), ("ns", "b"));
         // As sent in binary mode, where every extension is a string.
-        let encoded = |e: &Event| switchyard_event::http::encode_binary(e);
+        let encoded = |e: &Event| switchyard_event::http::encode_binary(e, Default::default());
         assert_eq!(calls[0].events.iter().map(encoded).collect::<Vec<_>>(), [encoded(&reply)]);
         assert!(
             matches!(&calls[0].origin, Origin::Reply { trigger, ttl: 7 } if trigger == "ns/t"),

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+use switchyard_event::http::HeaderEncoding;
 use switchyard_event::tracecontext::{Span, SpanId, SpanKind, SpanSink, SpanValue, TraceContext, TraceId};
 use switchyard_event::Event;
 use url::Url;
@@ -29,6 +30,8 @@ pub struct Target {
     pub url: Url,
     /// Binary or structured.
     pub format: Format,
+    /// How binary mode writes string attributes; `None` is the client's default.
+    pub header_encoding: Option<HeaderEncoding>,
     /// Sent as `Kn-Namespace` (Knative data-plane contract).
     pub namespace: String,
     /// Per-attempt timeout.
@@ -54,6 +57,8 @@ pub struct DeliveryClient {
     /// The largest reply event read from an answer: the brokers' event size limit, so a larger
     /// reply is refused as any larger event is.
     max_reply_bytes: usize,
+    /// How binary mode writes string attributes where the target does not say.
+    header_encoding: HeaderEncoding,
 }
 
 impl std::fmt::Debug for DeliveryClient {
@@ -76,7 +81,7 @@ impl DeliveryClient {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        Ok(DeliveryClient { client, spans: None, max_reply_bytes })
+        Ok(DeliveryClient { client, spans: None, max_reply_bytes, header_encoding: HeaderEncoding::default() })
     }
 
     /// The largest reply event read from an answer.
@@ -87,6 +92,13 @@ impl DeliveryClient {
     /// Reports every traced attempt to `spans` once it is finished.
     pub fn with_spans(mut self, spans: Arc<dyn SpanSink>) -> DeliveryClient {
         self.spans = Some(spans);
+        self
+    }
+
+    /// Writes binary-mode string attributes in `encoding` for targets that do not choose
+    /// (the server's `header_encoding` setting).
+    pub fn with_header_encoding(mut self, encoding: HeaderEncoding) -> DeliveryClient {
+        self.header_encoding = encoding;
         self
     }
 
@@ -112,7 +124,8 @@ impl DeliveryClient {
     }
 
     async fn post(&self, target: &Target, event: &Event, trace_headers: HeaderMap) -> Result<Answer, Failure> {
-        let (mut headers, body) = encode(target.format, event);
+        let encoding = target.header_encoding.unwrap_or(self.header_encoding);
+        let (mut headers, body) = encode(target.format, encoding, event);
         headers.extend(trace_headers);
         headers.insert("prefer", HeaderValue::from_static("reply"));
         if let Ok(namespace) = HeaderValue::from_str(&target.namespace) {
@@ -218,9 +231,9 @@ pub struct Answer {
     pub truncated: bool,
 }
 
-fn encode(format: Format, event: &Event) -> (HeaderMap, Bytes) {
+fn encode(format: Format, encoding: HeaderEncoding, event: &Event) -> (HeaderMap, Bytes) {
     match format {
-        Format::Binary => switchyard_event::http::encode_binary(event),
+        Format::Binary => switchyard_event::http::encode_binary(event, encoding),
         Format::Json => {
             let (content_type, body) = switchyard_event::http::encode_structured(event);
             let mut headers = HeaderMap::new();
@@ -257,7 +270,13 @@ mod tests {
     use crate::testing::{client, event, Reply, Subscriber};
 
     fn target(url: Url, format: Format) -> Target {
-        Target { url, format, namespace: "team-a".to_owned(), timeout: Duration::from_secs(3600) }
+        Target {
+            url,
+            format,
+            header_encoding: None,
+            namespace: "team-a".to_owned(),
+            timeout: Duration::from_secs(3600),
+        }
     }
 
     const ATTEMPT: Attempt<'static> = Attempt { trigger: "ns/t", number: 1, dead_letter: false };
@@ -290,8 +309,8 @@ mod tests {
         assert_eq!(request.header("ce-id"), Some("e-1"));
         assert_eq!(request.header("ce-specversion"), Some("1.0"));
         assert_eq!(request.header("ce-count"), Some("3"));
-        // Non-ASCII is percent-encoded in headers (HTTP binding §3.1.3.2).
-        assert_eq!(request.header("ce-subject"), Some("h%C3%A9llo%20w%C3%B6rld"));
+        // By default UTF-8 goes raw, as Knative's broker writes it.
+        assert_eq!(request.header("ce-subject"), Some("héllo wörld"));
         assert_eq!(request.header("content-type"), Some("application/json"));
         assert_eq!(request.header("ce-datacontenttype"), None);
         assert_eq!(&request.body[..], br#"{"a":[1,2]}"#);
@@ -299,6 +318,17 @@ mod tests {
         assert_eq!(request.header("prefer"), Some("reply"));
         assert_eq!(request.header("kn-namespace"), Some("team-a"));
         assert_eq!(request.event.as_ref().map(Event::id), Some("e-1"));
+
+        // The HTTP binding's percent-encoding (§3.1.3.2), chosen by the target or the client.
+        let percent =
+            Target { header_encoding: Some(HeaderEncoding::Percent), ..target(subscriber.url("/p"), Format::Binary) };
+        client().send(&percent, &sent, ATTEMPT).await.unwrap();
+        let by_client = client().with_header_encoding(HeaderEncoding::Percent);
+        by_client.send(&target(subscriber.url("/p"), Format::Binary), &sent, ATTEMPT).await.unwrap();
+        for request in subscriber.at("/p") {
+            assert_eq!(request.header("ce-subject"), Some("h%C3%A9llo%20w%C3%B6rld"));
+            assert_eq!(request.event.as_ref().map(|e| e.get_str("subject")), Some(Some("héllo wörld")));
+        }
     }
 
     #[tokio::test(start_paused = true)]

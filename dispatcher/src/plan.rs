@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use switchyard_event::http::HeaderEncoding;
 use switchyard_meta::resources::{validate_dns_label, validate_http_url, DeliverySpec, Destination, TriggerSpec};
 use switchyard_meta::{parse_iso8601_duration, ValidationError};
 use url::Url;
@@ -49,6 +50,8 @@ pub struct DeliveryPolicy {
     pub timeout: Duration,
     /// Binary or structured.
     pub format: Format,
+    /// How binary deliveries write string attributes; `None` is the server's default.
+    pub header_encoding: Option<HeaderEncoding>,
     /// Whether deliveries may overtake each other.
     pub ordering: Ordering,
     /// Attempts in flight at once, 1 to [`MAX_IN_FLIGHT`].
@@ -62,8 +65,8 @@ pub struct DeliveryPolicy {
 impl Default for DeliveryPolicy {
     /// The server-wide defaults, for every field a `delivery` leaves unset: 10 exponential
     /// retries from PT0.2S (Knative's default broker configuration, `config-br-defaults`),
-    /// `Retry-After` honoured up to 5 minutes, 30 s per attempt, binary mode, unordered, 100
-    /// in flight, no rate limit, no dead-letter sink.
+    /// `Retry-After` honoured up to 5 minutes, 30 s per attempt, binary mode with the server's
+    /// header encoding, unordered, 100 in flight, no rate limit, no dead-letter sink.
     fn default() -> DeliveryPolicy {
         DeliveryPolicy {
             retry: KnativeRetry {
@@ -74,6 +77,7 @@ impl Default for DeliveryPolicy {
             },
             timeout: Duration::from_secs(30),
             format: Format::Binary,
+            header_encoding: None,
             ordering: Ordering::Unordered,
             max_in_flight: 100,
             rate_limit: None,
@@ -117,6 +121,10 @@ impl DeliveryPolicy {
         if let Some(format) = &spec.format {
             let choices = [("binary", Format::Binary), ("json", Format::Json)];
             policy.format = one_of(&path("format"), format, "a format", choices)?;
+        }
+        if let Some(encoding) = &spec.header_encoding {
+            let choices = HeaderEncoding::ALL.map(|encoding| (encoding.name(), encoding));
+            policy.header_encoding = Some(one_of(&path("headerEncoding"), encoding, "a header encoding", choices)?);
         }
         if let Some(ordering) = &spec.ordering {
             let choices = [("unordered", Ordering::Unordered), ("ordered", Ordering::Ordered)];
@@ -289,6 +297,7 @@ mod tests {
             },
             timeout: Duration::from_secs(30),
             format: Format::Binary,
+            header_encoding: None,
             ordering: Ordering::Unordered,
             max_in_flight: 100,
             rate_limit: None,
@@ -303,7 +312,7 @@ mod tests {
     fn delivery_overrides() {
         let compiled = delivery(
             r#"{"deadLetterSink":{"uri":"https://dls.example/x"},"retry":3,"backoffPolicy":"linear",
-                "backoffDelay":"PT1S","timeout":"PT2M","retryAfterMax":"PT0S","format":"json",
+                "backoffDelay":"PT1S","timeout":"PT2M","retryAfterMax":"PT0S","format":"json","headerEncoding":"percent",
                 "ordering":"ordered","maxInFlight":1,"rateLimit":2.5}"#,
         )
         .unwrap();
@@ -318,6 +327,7 @@ mod tests {
                 },
                 timeout: Duration::from_secs(120),
                 format: Format::Json,
+                header_encoding: Some(HeaderEncoding::Percent),
                 ordering: Ordering::Ordered,
                 max_in_flight: 1,
                 rate_limit: Some(2.5),
@@ -350,6 +360,7 @@ mod tests {
             (r#"{"retryAfterMax":"P1Y"}"#, "spec.delivery.retryAfterMax", "'P1Y'"),
             (r#"{"retryAfterMax":"5m"}"#, "spec.delivery.retryAfterMax", "'5m'"),
             (r#"{"format":"xml"}"#, "spec.delivery.format", "'xml'"),
+            (r#"{"headerEncoding":"raw"}"#, "spec.delivery.headerEncoding", "'raw' is not a header encoding"),
             (r#"{"ordering":"fifo"}"#, "spec.delivery.ordering", "'fifo'"),
             (r#"{"maxInFlight":0}"#, "spec.delivery.maxInFlight", "'0'"),
             (r#"{"maxInFlight":-5}"#, "spec.delivery.maxInFlight", "'-5'"),

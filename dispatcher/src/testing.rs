@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::response::IntoResponse;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use switchyard_event::http::HeaderEncoding;
 use switchyard_event::{AttrValue, Event};
 use switchyard_log::testkit::memory::MemoryLog;
 use switchyard_log::testkit::sample_event;
@@ -56,7 +57,7 @@ impl Request {
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers.get(name).and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
     }
 }
 
@@ -116,7 +117,7 @@ impl Reply {
 
     /// A 200 carrying `event` as a binary-mode reply.
     pub(crate) fn event(event: &Event) -> Reply {
-        let (headers, body) = switchyard_event::http::encode_binary(event);
+        let (headers, body) = switchyard_event::http::encode_binary(event, HeaderEncoding::Percent);
         let mut reply = Reply::ok().body(body);
         reply.headers = headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
         reply

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_dispatcher::{Backlog, DeliveryClient, Dispatcher};
+use switchyard_event::http::HeaderEncoding;
 use switchyard_event::limits::EventLimits;
 use switchyard_event::tracecontext::SpanSink;
 use switchyard_log::{Backend, DeadLetterStore, LogError};
@@ -47,6 +48,8 @@ pub struct Settings {
     pub limits: EventLimits,
     /// Where ingest and delivery spans go, when span export is on.
     pub spans: Option<Arc<dyn SpanSink>>,
+    /// How binary deliveries write string attributes where a trigger does not choose.
+    pub header_encoding: HeaderEncoding,
 }
 
 /// The engine could not start.
@@ -74,7 +77,8 @@ impl Engine {
     pub async fn start(backend: Backend, settings: Settings, clients: Clients) -> Result<Engine, StartError> {
         let log = backend.log.clone();
         let admission = Arc::new(Admission::new(log.clone(), settings.limits, settings.spans.clone()));
-        let mut client = DeliveryClient::new(settings.limits.max_event_bytes)?;
+        let mut client =
+            DeliveryClient::new(settings.limits.max_event_bytes)?.with_header_encoding(settings.header_encoding);
         if let Some(spans) = settings.spans {
             client = client.with_spans(spans);
         }

@@ -30,6 +30,7 @@ impl HttpSink for HttpPoster {
         let target = Target {
             url: uri.clone(),
             format: Format::Binary,
+            header_encoding: None,
             namespace: source.namespace.clone(),
             timeout: SINK_TIMEOUT,
         };

@@ -50,7 +50,7 @@ fn event() -> Event {
 
 fn benches(c: &mut Criterion) {
     let event = event();
-    let (headers, body) = ce_http::encode_binary(&event);
+    let (headers, body) = ce_http::encode_binary(&event, ce_http::HeaderEncoding::Compatible);
     assert_eq!(headers.keys().filter(|n| n.as_str().starts_with("ce-")).count(), 8);
     assert_eq!(body.len(), 1024);
     let (content_type, structured_body) = ce_http::encode_structured(&event);
@@ -66,7 +66,12 @@ fn benches(c: &mut Criterion) {
     group.bench_function("decode_structured_1k_json", |b| {
         b.iter(|| ce_http::decode_request(black_box(&structured_headers), black_box(structured_body.clone())))
     });
-    group.bench_function("encode_binary", |b| b.iter(|| ce_http::encode_binary(black_box(&event))));
+    group.bench_function("encode_binary", |b| {
+        b.iter(|| ce_http::encode_binary(black_box(&event), ce_http::HeaderEncoding::Compatible))
+    });
+    group.bench_function("encode_binary_percent", |b| {
+        b.iter(|| ce_http::encode_binary(black_box(&event), ce_http::HeaderEncoding::Percent))
+    });
     group.bench_function("encode_structured", |b| b.iter(|| ce_http::encode_structured(black_box(&event))));
     group.bench_function("storage_encode_decode", |b| {
         b.iter(|| {

@@ -4,6 +4,8 @@
 //! Only the message parts live here (headers and body); the server owns the I/O and maps
 //! [`EventError::UnsupportedFormat`] to `415 Unsupported Media Type`, other errors to `400`.
 
+use std::fmt::Write as _;
+
 use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use bytes::Bytes;
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
@@ -24,6 +26,42 @@ const HEADER_PREFIX: &str = "ce-";
 /// §3.1.3.2: space, double-quote, percent and everything outside printable ASCII
 /// (`percent_encoding` always encodes non-ASCII bytes; `CONTROLS` adds U+0000–U+001F and U+007F).
 const HEADER_VALUE_ENCODE_SET: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// How binary-mode string attributes are written into `ce-` headers (`delivery.headerEncoding`).
+///
+/// Both are lossless for a receiver that percent-decodes (§3.1.3.2, as Switchyard's ingest and
+/// the Python SDK's new API do). They differ in what a receiver that never decodes sees (sdk-go,
+/// so Knative's broker, and the JavaScript SDK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderEncoding {
+    /// Printable ASCII and UTF-8 written raw, as HTTP field values allow (RFC 9110 §5.5) and
+    /// as Knative's broker, sdk-go and the JavaScript SDK write them; `%XX` only for what a
+    /// header cannot carry or a decoder would misread (see [`encode_header_value`]). The
+    /// default: what a team moving from Knative sees today.
+    #[default]
+    Compatible,
+    /// The HTTP binding's rule (§3.1.3.2): space, `"`, `%` and every byte outside printable
+    /// ASCII as `%XX`.
+    Percent,
+}
+
+impl HeaderEncoding {
+    /// Every encoding.
+    pub const ALL: [HeaderEncoding; 2] = [HeaderEncoding::Compatible, HeaderEncoding::Percent];
+
+    /// The encoding a name selects.
+    pub fn from_name(name: &str) -> Option<HeaderEncoding> {
+        Self::ALL.into_iter().find(|encoding| encoding.name() == name)
+    }
+
+    /// Its name in declarations and configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeaderEncoding::Compatible => "compatible",
+            HeaderEncoding::Percent => "percent",
+        }
+    }
+}
 
 /// How a request carries its events (§3), from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +105,9 @@ pub fn content_mode(content_type: Option<&HeaderValue>) -> Result<ContentMode, E
 /// Binary mode (§3.1): every `ce-` header is an attribute named by the rest of the header name
 /// (header names are case-insensitive, so lower-cased), its value percent-decoded
 /// (see [`decode_header_value`]); `Content-Type` is `datacontenttype`; a non-empty body is the
-/// data, [`DataForm::Json`] when the content type is JSON and the body parses as JSON,
-/// [`DataForm::Binary`] otherwise. Headers cannot tell types apart, so every attribute is an
-/// [`AttrValue::String`]. A request without `ce-specversion` is reported as missing it first:
-/// it is most likely not a CloudEvent at all.
+/// data, in the form [`DataForm::infer`] gives it. Headers cannot tell types apart, so every
+/// attribute is an [`AttrValue::String`]. A request without `ce-specversion` is reported as
+/// missing it first: it is most likely not a CloudEvent at all.
 ///
 /// Structured and batched modes decode the body with [`json::decode_event`] and
 /// [`json::decode_batch`]; `ce-` headers are ignored there (§3.2.3 makes the body
@@ -114,40 +151,52 @@ fn decode_binary(headers: &HeaderMap, body: Bytes) -> Result<Event, EventError> 
         None
     } else {
         let content_type = attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
-        // UTF-8 is checked apart: serde_json does not check it inside strings it skips.
-        let is_json = content_type.is_some_and(json::is_json_content_type)
-            && std::str::from_utf8(&body).is_ok()
-            && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
-        let form = if is_json { DataForm::Json } else { DataForm::Binary };
-        Some(Data { form, bytes: body })
+        Some(Data { form: DataForm::infer(content_type, &body), bytes: body })
     };
     Event::new(attributes, data)
 }
 
-/// Decodes a binary-mode attribute header value (§3.1.3.2), tolerantly.
+/// Decodes a binary-mode attribute header value (§3.1.3.2).
 ///
 /// - A value that is entirely an RFC 7230 §3.2.6 quoted-string is unquoted first, as §3.1.3.2
 ///   requires for compatibility with producers predating the percent-encoding rule; a value
 ///   that only looks quoted (an unescaped `"` inside, a dangling `\`) is kept as it is.
-/// - Each valid `%XX` is decoded; a `%` not followed by two hex digits stays literal
-///   (`100%` stays `100%`).
-/// - If the decoded bytes are not UTF-8, the value is kept undecoded rather than rejected: it was
-///   most likely never meant as percent-encoding.
-/// - Raw non-ASCII bytes (obs-text) are accepted when they are UTF-8.
+/// - Each `%XX` (two hex digits) is decoded. A `%` not followed by two hex digits is not an
+///   escape and stays literal (`100%` stays `100%`): SDKs that never encode (sdk-go, the
+///   JavaScript SDK) send such values raw.
+/// - Raw non-ASCII bytes (obs-text) are taken as UTF-8, as those SDKs send them.
 ///
-/// `attribute` only names the attribute in the error for a value that is not UTF-8 at all.
+/// The value must be UTF-8 text both before and after decoding: a raw byte that is not UTF-8
+/// and an escape that decodes to one (`%FF`) are refused alike, with an error naming
+/// `attribute`, since an attribute is a Unicode string (core spec §3.3) and guessing a charset
+/// would change the value.
 pub fn decode_header_value(attribute: &str, value: &HeaderValue) -> Result<String, EventError> {
-    let raw =
-        std::str::from_utf8(value.as_bytes()).map_err(|_| invalid(attribute, "the header value is not valid utf-8"))?;
+    let raw = std::str::from_utf8(value.as_bytes()).map_err(|e| {
+        let bad = value.as_bytes()[e.valid_up_to()];
+        invalid(
+            attribute,
+            &format!(
+                "the header value has byte 0x{bad:02X} at offset {}, which is not utf-8: send the text as utf-8, \
+                 raw or percent-encoded",
+                e.valid_up_to()
+            ),
+        )
+    })?;
     let unquoted = unquote(raw);
     let text = unquoted.as_deref().unwrap_or(raw);
     if !text.contains('%') {
         return Ok(text.to_owned());
     }
-    Ok(match percent_decode(text.as_bytes()).decode_utf8() {
-        Ok(decoded) => decoded.into_owned(),
-        Err(_) => text.to_owned(),
-    })
+    match percent_decode(text.as_bytes()).decode_utf8() {
+        Ok(decoded) => Ok(decoded.into_owned()),
+        Err(_) => Err(invalid(
+            attribute,
+            &format!(
+                "'{text}' has percent-escapes that decode to bytes that are not utf-8: escape the utf-8 bytes of \
+                 the text ('é' is '%C3%A9'), and write a literal '%' as '%25'"
+            ),
+        )),
+    }
 }
 
 /// The content of an RFC 7230 §3.2.6 quoted-string spanning the whole value, with `\`-escapes
@@ -166,23 +215,67 @@ fn unquote(value: &str) -> Option<String> {
     Some(out)
 }
 
-/// Percent-encodes an attribute value for a binary-mode header (§3.1.3.2): space, `"`, `%` and
-/// every byte outside printable ASCII (U+0021–U+007E) become `%XX` of their UTF-8 bytes, upper
-/// case. The result is always a valid header value.
-pub fn encode_header_value(value: &str) -> String {
-    utf8_percent_encode(value, HEADER_VALUE_ENCODE_SET).to_string()
+/// An attribute value as a binary-mode header value, in `encoding`. The result is always a
+/// valid header value.
+///
+/// [`HeaderEncoding::Percent`] (§3.1.3.2): space, `"`, `%` and every byte outside printable
+/// ASCII (U+0021–U+007E) become `%XX` of their UTF-8 bytes, upper case.
+///
+/// [`HeaderEncoding::Compatible`]: everything raw except what would not survive:
+/// - control characters (U+0000–U+001F, U+007F), which a header cannot carry;
+/// - a space at either end, which HTTP strips (RFC 9110 §5.5);
+/// - a `%` followed by two hex digits, which a decoder would read as an escape (`%41` goes as
+///   `%2541`; `100%` stays `100%`);
+/// - the opening `"` of a value that starts and ends with one, which a decoder would unquote
+///   (§3.1.3.2).
+///
+/// So a decoding receiver reads back exactly the value, and one that does not decode reads it
+/// exactly unless it holds one of those.
+pub fn encode_header_value(value: &str, encoding: HeaderEncoding) -> String {
+    match encoding {
+        HeaderEncoding::Percent => utf8_percent_encode(value, HEADER_VALUE_ENCODE_SET).to_string(),
+        HeaderEncoding::Compatible => encode_compatible(value),
+    }
+}
+
+fn encode_compatible(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let last = bytes.len().saturating_sub(1);
+    let looks_quoted = bytes.len() >= 2 && bytes[0] == b'"' && bytes[last] == b'"';
+    let must_escape = |i: usize, b: u8| match b {
+        b if b.is_ascii_control() => true,
+        b' ' => i == 0 || i == last,
+        // Escaping a later byte writes `%`, never a hex digit, so looking at the raw bytes is
+        // enough to know whether this `%` would be read as an escape.
+        b'%' => bytes.get(i + 1..i + 3).is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit)),
+        b'"' => i == 0 && looks_quoted,
+        _ => false,
+    };
+    if !bytes.iter().enumerate().any(|(i, &b)| must_escape(i, b)) {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for (i, c) in value.char_indices() {
+        // Every byte that may need escaping is ASCII, so a whole char is either kept or escaped.
+        if c.is_ascii() && must_escape(i, c as u8) {
+            let _ = write!(out, "%{:02X}", c as u8);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The event as a binary-mode message (§3.1): headers and body.
 ///
-/// Every attribute becomes a `ce-<name>` header holding its canonical string form,
-/// percent-encoded; `datacontenttype` becomes `Content-Type` instead (absent when the event has
-/// none). The body is the data bytes unchanged, empty without data.
+/// Every attribute becomes a `ce-<name>` header holding its canonical string form, written in
+/// `encoding` ([`encode_header_value`]); `datacontenttype` becomes `Content-Type` instead
+/// (absent when the event has none). The body is the data bytes unchanged, empty without data.
 ///
 /// Events built through [`Event::new`] always encode fully. An attribute that cannot be put in a
 /// header at all (possible only for unvalidated events, such as a corrupted stored record whose
 /// attribute name is not a header token) is left out rather than panicking.
-pub fn encode_binary(event: &Event) -> (HeaderMap, Bytes) {
+pub fn encode_binary(event: &Event, encoding: HeaderEncoding) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::with_capacity(event.attributes().len());
     for (name, value) in event.attributes() {
         let value = value.to_canonical_string();
@@ -194,7 +287,8 @@ pub fn encode_binary(event: &Event) -> (HeaderMap, Bytes) {
             continue;
         }
         let header = HeaderName::from_bytes(format!("{HEADER_PREFIX}{name}").as_bytes());
-        let value = HeaderValue::from_str(&encode_header_value(&value));
+        // `from_bytes`: compatible values hold raw UTF-8, which `from_str` refuses.
+        let value = HeaderValue::from_bytes(encode_header_value(&value, encoding).as_bytes());
         if let (Ok(header), Ok(value)) = (header, value) {
             headers.append(header, value);
         }
@@ -252,7 +346,10 @@ mod tests {
         let mut map = HeaderMap::new();
         for (name, value) in attributes {
             let name = HeaderName::from_bytes(format!("ce-{name}").as_bytes()).unwrap();
-            map.append(name, HeaderValue::from_str(&encode_header_value(value)).unwrap());
+            map.append(
+                name,
+                HeaderValue::from_bytes(encode_header_value(value, HeaderEncoding::Percent).as_bytes()).unwrap(),
+            );
         }
         map
     }
@@ -280,24 +377,61 @@ mod tests {
             ("!#$&'()*+,-./:;<=>?@[\\]^_`{|}~", "!#$&'()*+,-./:;<=>?@[\\]^_`{|}~"),
         ];
         for (value, encoded) in cases {
-            assert_eq!(encode_header_value(value), encoded, "{value}");
+            assert_eq!(encode_header_value(value, HeaderEncoding::Percent), encoded, "{value}");
             let header = HeaderValue::from_str(encoded).unwrap();
             assert_eq!(decode_header_value("x", &header).unwrap(), value, "{encoded}");
         }
     }
 
     #[test]
-    fn percent_decoding_is_tolerant() {
+    fn compatible_encoding_escapes_only_what_would_not_survive() {
+        // (attribute value, header value): what a receiver that never decodes sees.
+        let cases = [
+            ("New York", "New York"),
+            ("say \"hi\"", "say \"hi\""),
+            ("café Grüße 😀", "café Grüße 😀"),
+            ("100% off", "100% off"),
+            ("50%", "50%"),
+            ("%zz", "%zz"),
+            ("not %41", "not %2541"),
+            ("%25", "%2525"),
+            ("%0\n", "%0%0A"),
+            ("tab\there\u{7f}", "tab%09here%7F"),
+            (" padded ", "%20padded%20"),
+            (" ", "%20"),
+            ("\"quoted\"", "%22quoted\""),
+            ("\"", "\""),
+            ("a\"b\"", "a\"b\""),
+            ("", ""),
+        ];
+        for (value, encoded) in cases {
+            assert_eq!(encode_header_value(value, HeaderEncoding::Compatible), encoded, "{value}");
+            let header = HeaderValue::from_bytes(encoded.as_bytes()).unwrap();
+            assert_eq!(decode_header_value("x", &header).unwrap(), value, "{encoded}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn both_header_encodings_round_trip_through_the_decoder(value in any::<String>()) {
+            for encoding in HeaderEncoding::ALL {
+                let encoded = encode_header_value(&value, encoding);
+                let header = HeaderValue::from_bytes(encoded.as_bytes()).expect("a valid header value");
+                prop_assert_eq!(decode_header_value("x", &header).unwrap(), value.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn percent_decoding_keeps_stray_percents_and_refuses_non_utf8() {
         // (raw header bytes, decoded value)
-        let cases: [(&[u8], &str); 14] = [
+        let cases: [(&[u8], &str); 12] = [
             (b"100%", "100%"),
             (b"%zz", "%zz"),
             (b"%4", "%4"),
             (b"50%25 off %", "50% off %"),
             (b"%e2%82%ac", "\u{20AC}"),
             (b"%E2%82%Ac", "\u{20AC}"),
-            (b"%C0%A0", "%C0%A0"),             // overlong encoding: not UTF-8, kept raw
-            (b"%FF and %41", "%FF and %41"),   // any invalid sequence keeps the whole value raw
             ("Grüße €".as_bytes(), "Grüße €"), // raw UTF-8 (obs-text)
             ("Gr%C3%BC%C3%9Fe €".as_bytes(), "Grüße €"),
             (b"\"quoted value\"", "quoted value"), // RFC 7230 quoted-string, §3.1.3.2
@@ -312,8 +446,19 @@ mod tests {
         let not_utf8 = HeaderValue::from_bytes(b"caf\xe9").unwrap();
         assert_eq!(
             decode_header_value("ext", &not_utf8).unwrap_err().to_string(),
-            "invalid attribute 'ext': the header value is not valid utf-8"
+            "invalid attribute 'ext': the header value has byte 0xE9 at offset 3, which is not utf-8: send the \
+             text as utf-8, raw or percent-encoded"
         );
+        for escaped in ["caf%E9", "%C0%A0", "%FF and %41"] {
+            let error = decode_header_value("subject", &HeaderValue::from_str(escaped).unwrap()).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "invalid attribute 'subject': '{escaped}' has percent-escapes that decode to bytes that are not \
+                     utf-8: escape the utf-8 bytes of the text ('é' is '%C3%A9'), and write a literal '%' as '%25'"
+                )
+            );
+        }
     }
 
     #[test]
@@ -387,13 +532,19 @@ mod tests {
     #[test]
     fn binary_mode_data_forms() {
         // (content type, body, expected data form; None = no data)
-        let cases: [(Option<&str>, &[u8], Option<DataForm>); 9] = [
+        let cases: [(Option<&str>, &[u8], Option<DataForm>); 15] = [
             (Some("application/json"), b"{\"a\":1}", Some(DataForm::Json)),
             (Some("application/vnd.x+json"), b" [1, 2] ", Some(DataForm::Json)),
             (Some("text/json"), b"\"s\"", Some(DataForm::Json)),
             (Some("application/json"), b"{not json", Some(DataForm::Binary)),
             (Some("application/json"), b"\"\xff\"", Some(DataForm::Binary)),
-            (Some("text/plain"), b"{\"a\":1}", Some(DataForm::Binary)),
+            (Some("application/json; charset=utf-8"), b"{not json", Some(DataForm::Binary)),
+            (Some("text/plain"), b"{\"a\":1}", Some(DataForm::Text)),
+            (Some("text/plain"), b"caf\xe9", Some(DataForm::Binary)),
+            (Some("application/xml"), b"<a/>", Some(DataForm::Text)),
+            (Some("application/atom+xml"), b"<feed/>", Some(DataForm::Text)),
+            (Some("application/x-custom; charset=UTF-8"), b"line", Some(DataForm::Text)),
+            (Some("application/octet-stream"), b"line", Some(DataForm::Binary)),
             (None, b"{\"a\":1}", Some(DataForm::Binary)),
             (Some("application/json"), b"", None),
             (None, b"", None),
@@ -445,7 +596,7 @@ mod tests {
         };
         // (extra headers, error fragment)
         type Headers = [(&'static str, &'static [u8])];
-        let cases: [(&Headers, &str); 7] = [
+        let cases: [(&Headers, &str); 8] = [
             (&[("ce-", b"x")], "header 'ce-' names no attribute"),
             (&[("ce-id", b"2")], "duplicate attribute 'id'"),
             (&[("ce-ext", b"a"), ("CE-EXT", b"b")], "duplicate attribute 'ext'"),
@@ -454,7 +605,8 @@ mod tests {
                 "duplicate attribute 'datacontenttype'",
             ),
             (&[("ce-data", b"x")], "invalid attribute name 'data'"),
-            (&[("ce-ext", b"caf\xe9")], "invalid attribute 'ext': the header value is not valid utf-8"),
+            (&[("ce-ext", b"caf\xe9")], "invalid attribute 'ext': the header value has byte 0xE9 at offset 3"),
+            (&[("ce-subject", b"caf%E9")], "invalid attribute 'subject': 'caf%E9' has percent-escapes"),
             (&[("ce-time", b"2018-04-05")], "invalid attribute 'time'"),
         ];
         for (extra, expected) in cases {
@@ -474,6 +626,31 @@ mod tests {
     }
 
     #[test]
+    fn textual_bodies_go_out_in_structured_and_batch_mode_as_json_strings() {
+        // (content type, body, the `data`/`data_base64` member written)
+        let cases: [(&str, &[u8], &str); 5] = [
+            ("text/plain; charset=utf-8", "café \"q\"\n".as_bytes(), r#""data":"café \"q\"\n""#),
+            ("application/xml", b"<a x=\"1\"/>", r#""data":"<a x=\"1\"/>""#),
+            ("application/json", b"{\"a\": 1}", r#""data":{"a": 1}"#),
+            ("text/plain", b"caf\xe9", r#""data_base64":"Y2Fm6Q==""#),
+            ("image/png", b"png", r#""data_base64":"cG5n""#),
+        ];
+        for (content_type, body, member) in cases {
+            let mut map = binary_headers(VALID);
+            map.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+            let event = decode_request(&map, Bytes::copy_from_slice(body)).unwrap().remove(0);
+            let (_, structured) = encode_structured(&event);
+            let (_, batch) = encode_batch(std::slice::from_ref(&event));
+            for text in [structured, batch] {
+                assert!(String::from_utf8_lossy(&text).contains(member), "{content_type}: {text:?}");
+            }
+            let (content_type, structured) = encode_structured(&event);
+            let decoded = decode_request(&headers(&[("content-type", content_type.as_bytes())]), structured).unwrap();
+            assert_eq!(decoded[0].data().map(|d| &d.bytes[..]), Some(body));
+        }
+    }
+
+    #[test]
     fn encode_binary_maps_attributes_to_headers() {
         let mut attributes = required();
         attributes.push(("datacontenttype".into(), s("application/json")));
@@ -482,7 +659,7 @@ mod tests {
             Event::new(attributes, Some(Data { form: DataForm::Json, bytes: Bytes::from_static(b"[1]") })).unwrap();
         event.set_extension("flag", AttrValue::Bool(true)).unwrap();
         event.set_extension("count", AttrValue::Integer(-3)).unwrap();
-        let (map, body) = encode_binary(&event);
+        let (map, body) = encode_binary(&event, HeaderEncoding::Percent);
         let pairs: Vec<_> = map.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
         assert_eq!(
             pairs,
@@ -498,8 +675,10 @@ mod tests {
             ]
         );
         assert_eq!(&body[..], b"[1]");
+        let (map, _) = encode_binary(&event, HeaderEncoding::Compatible);
+        assert_eq!(map["ce-subject"].as_bytes(), "Euro \u{20AC}".as_bytes());
 
-        let (map, body) = encode_binary(&Event::new(required(), None).unwrap());
+        let (map, body) = encode_binary(&Event::new(required(), None).unwrap(), HeaderEncoding::Compatible);
         assert!(map.get(CONTENT_TYPE).is_none());
         assert!(body.is_empty());
     }
@@ -522,8 +701,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn binary_roundtrip_keeps_canonical_values_and_data_bytes(event in arb_event()) {
-            let (map, body) = encode_binary(&event);
+        fn binary_roundtrip_keeps_canonical_values_and_data_bytes(event in arb_event(), percent: bool) {
+            let encoding = if percent { HeaderEncoding::Percent } else { HeaderEncoding::Compatible };
+            let (map, body) = encode_binary(&event, encoding);
             let decoded = decode_request(&map, body).unwrap();
             prop_assert_eq!(decoded.len(), 1);
             let canonical = |e: &Event| -> Vec<(String, String)> {

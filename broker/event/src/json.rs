@@ -49,6 +49,31 @@ pub fn is_json_content_type(content_type: &str) -> bool {
     !ty.is_empty() && (subtype.eq_ignore_ascii_case(b"json") || has_json_suffix)
 }
 
+/// Whether a content type declares text that is not JSON: `text/*`, `application/xml`, any
+/// `*/*+xml`, or any type with a `charset` parameter (RFC 2046 §4.1.2 gives `charset` to text
+/// only). Such data, when it is UTF-8, goes in the JSON format as a string (JSON format §3.1.1),
+/// so that an SDK hands its subscriber a string, not bytes.
+pub fn is_text_content_type(content_type: &str) -> bool {
+    if is_json_content_type(content_type) {
+        return false;
+    }
+    let mut parts = content_type.split(';');
+    let media_type = parts.next().unwrap_or_default().trim();
+    let has_charset = parts.any(|parameter| {
+        parameter.split_once('=').is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+    });
+    let Some((ty, subtype)) = media_type.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.as_bytes();
+    let has_xml_suffix =
+        subtype.len() > b"+xml".len() && subtype[subtype.len() - b"+xml".len()..].eq_ignore_ascii_case(b"+xml");
+    has_charset
+        || ty.eq_ignore_ascii_case("text")
+        || (ty.eq_ignore_ascii_case("application") && subtype.eq_ignore_ascii_case(b"xml"))
+        || has_xml_suffix
+}
+
 /// Decodes one event in the JSON format (JSON format §3): a JSON object whose members are the
 /// context attributes, plus `data` or `data_base64`.
 ///
@@ -113,10 +138,11 @@ pub fn from_value(value: &Value) -> Result<Event, EventError> {
 /// - JSON data: its text verbatim as `data`, unless the bytes are not valid JSON, or are a JSON
 ///   string under a non-JSON content type (a decoder would read that back as text and drop the
 ///   quotes); those go as `data_base64` so the bytes survive;
-/// - text data: a JSON string as `data` when the content type is present and not JSON (the only
-///   case a decoder reads back as text); otherwise, or when the bytes are not UTF-8,
-///   `data_base64`;
-/// - binary data: `data_base64`.
+/// - text data (a JSON string, or UTF-8 bytes under a textual content type however they
+///   arrived, [`DataForm::of_bytes`]): a JSON string as `data` when the content type is
+///   present and not JSON (the only case a decoder reads back as text); otherwise, or when the
+///   bytes are not UTF-8, `data_base64`;
+/// - other bytes: `data_base64`.
 ///
 /// So `decode_event(&encode_event(e)) == e` for every event the decoders produce. The one
 /// loss is whitespace around a JSON payload (e.g. a trailing newline of a binary-mode body): it
@@ -220,15 +246,17 @@ enum DataMember<'a> {
 }
 
 fn data_member<'a>(data: &'a Data, content_type: Option<&str>) -> DataMember<'a> {
+    // Bytes stored before text was told apart on the way in are told apart here.
+    let form = match data.form {
+        DataForm::Binary => DataForm::of_bytes(content_type, &data.bytes),
+        form => form,
+    };
     // JSON format §3.1.2: an absent content type means `application/json`.
-    if data.form == DataForm::Binary {
-        return DataMember::Base64;
-    }
     let json_content = content_type.is_none_or(is_json_content_type);
     let Ok(text) = std::str::from_utf8(&data.bytes) else {
         return DataMember::Base64;
     };
-    match data.form {
+    match form {
         DataForm::Json => {
             // serde_json does not check UTF-8 while skipping strings, hence `from_str` on the
             // already-checked text.
@@ -328,7 +356,11 @@ impl RawEvent<'_> {
             }
             (None, None) => None,
             (None, Some(encoded)) => match BASE64_LENIENT.decode(encoded.as_bytes()) {
-                Ok(bytes) => Some(Data { form: DataForm::Binary, bytes: Bytes::from(bytes) }),
+                Ok(bytes) => {
+                    let content_type =
+                        attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
+                    Some(Data { form: DataForm::of_bytes(content_type, &bytes), bytes: Bytes::from(bytes) })
+                }
                 Err(e) => {
                     return Err(invalid(DATA_BASE64, format!("is not valid base64 ({e})")));
                 }
@@ -595,7 +627,7 @@ mod tests {
     #[test]
     fn data_is_classified_by_content_type_and_shape() {
         // (extra members, form, bytes)
-        let cases: [(&str, DataForm, &[u8]); 10] = [
+        let cases: [(&str, DataForm, &[u8]); 12] = [
             (r#","data":{"a":[1,2.50,"x"]}"#, DataForm::Json, br#"{"a":[1,2.50,"x"]}"#),
             (
                 r#","data":[ 1 ,
@@ -610,6 +642,8 @@ mod tests {
             (r#","datacontenttype":"text/plain","data":{"k":1}"#, DataForm::Json, br#"{"k":1}"#),
             (r#","datacontenttype":"text/json","data":"x""#, DataForm::Json, br#""x""#),
             (r#","data_base64":"aGk""#, DataForm::Binary, b"hi"),
+            (r#","datacontenttype":"text/plain","data_base64":"aGk""#, DataForm::Text, b"hi"),
+            (r#","datacontenttype":"text/plain","data_base64":"/w==""#, DataForm::Binary, b"\xff"),
             (r#","data_base64":"""#, DataForm::Binary, b""),
         ];
         for (extra, form, bytes) in cases {

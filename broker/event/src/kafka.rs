@@ -105,7 +105,7 @@ pub fn encode_binary(event: &Event) -> KafkaRecord {
         headers.push((format!("{HEADER_PREFIX}{name}"), text));
     }
     if let Some(data) = event.data() {
-        if inferred_form(event.datacontenttype(), &data.bytes) != data.form {
+        if DataForm::infer(event.datacontenttype(), &data.bytes) != data.form {
             types.push(format!("data={}", form_name(data.form)));
         }
     }
@@ -136,9 +136,8 @@ pub fn encode_structured(event: &Event) -> KafkaRecord {
 ///   mode, §1.3), are [`EventError::UnsupportedFormat`].
 /// - Binary mode: each `ce_` header (prefix matched case-insensitively, the rest taken as the
 ///   attribute name) is an attribute whose value is the header's UTF-8 text; `content-type` (name
-///   matched case-insensitively) is `datacontenttype`; a present value is the data —
-///   [`DataForm::Json`] when the content type is JSON and the value parses as JSON,
-///   [`DataForm::Binary`] otherwise — and a null value means no data (§3.2.2). Then
+///   matched case-insensitively) is `datacontenttype`; a present value is the data, in the form
+///   [`DataForm::infer`] gives it, and a null value means no data (§3.2.2). Then
 ///   [`TYPES_HEADER`], if present, restores extension types and the data form.
 ///
 /// The key is not consulted: the key mapping must not modify the event (§3.1), so a record key
@@ -206,7 +205,7 @@ fn decode_binary(headers: &[(&str, Option<&[u8]>)], value: Option<Bytes>) -> Res
     }
     let mut data = value.map(|bytes| {
         let content_type = attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
-        Data { form: inferred_form(content_type, &bytes), bytes }
+        Data { form: DataForm::infer(content_type, &bytes), bytes }
     });
     if let Some(types) = types {
         apply_types(types, &mut attributes, &mut data)?;
@@ -273,22 +272,6 @@ fn apply_types(
         };
     }
     Ok(())
-}
-
-/// The data form a binary-mode reader infers, as the HTTP binding's binary mode does: JSON when
-/// the content type says so and the bytes are JSON, opaque bytes otherwise.
-/// How a binary-mode payload is represented (§3.2.2): JSON when its content type is JSON and it
-/// parses as JSON, opaque bytes otherwise.
-pub fn inferred_form(content_type: Option<&str>, bytes: &[u8]) -> DataForm {
-    // UTF-8 is checked apart: serde_json does not check it inside strings it skips.
-    let is_json = content_type.is_some_and(json::is_json_content_type)
-        && std::str::from_utf8(bytes).is_ok()
-        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
-    if is_json {
-        DataForm::Json
-    } else {
-        DataForm::Binary
-    }
 }
 
 fn form_name(form: DataForm) -> &'static str {
@@ -421,11 +404,12 @@ mod tests {
     #[test]
     fn data_forms_are_inferred_or_carried() {
         // (content type, form, bytes, whether the private header is needed)
-        let cases: [(Option<&str>, DataForm, &[u8], bool); 7] = [
+        let cases: [(Option<&str>, DataForm, &[u8], bool); 8] = [
             (Some("application/json"), DataForm::Json, b"{\"a\": 1}\n", false),
             (Some("application/octet-stream"), DataForm::Binary, b"\x00\xff", false),
             (None, DataForm::Binary, b"{\"a\": 1}", false),
-            (Some("text/plain"), DataForm::Text, "Grüße".as_bytes(), true),
+            (Some("text/plain"), DataForm::Text, "Grüße".as_bytes(), false),
+            (Some("text/plain"), DataForm::Binary, "Grüße".as_bytes(), true),
             (Some("application/json"), DataForm::Binary, b"{\"a\": 1}", true),
             (Some("application/xml"), DataForm::Json, b"{\"a\": 1}", true),
             (Some("application/json"), DataForm::Json, b"{not json", true),

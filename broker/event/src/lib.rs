@@ -52,7 +52,7 @@ mod pipeline_tests {
             mode in 0u8..3,
         ) {
             let (headers, body) = match mode {
-                0 => binding::encode_binary(&event),
+                0 => binding::encode_binary(&event, binding::HeaderEncoding::Percent),
                 1 => {
                     let (content_type, body) = binding::encode_structured(&event);
                     let mut headers = HeaderMap::new();
@@ -74,7 +74,7 @@ mod pipeline_tests {
             }
             let stored = storage::decode(&Bytes::from(storage::encode(&ingested[0]))).unwrap();
             prop_assert_eq!(&stored, &ingested[0]);
-            let (headers, body) = binding::encode_binary(&stored);
+            let (headers, body) = binding::encode_binary(&stored, binding::HeaderEncoding::Compatible);
             let delivered = binding::decode_request(&headers, body).unwrap();
             prop_assert_eq!(canonical(&delivered[0]), canonical(&event));
             prop_assert_eq!(data_bytes(&delivered[0]), data_bytes(&event));

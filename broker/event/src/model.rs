@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use crate::error::EventError;
+use crate::json;
 
 /// The only CloudEvents version Switchyard accepts (core spec 1.0.2 still says `1.0`).
 pub const SPEC_VERSION: &str = "1.0";
@@ -53,8 +54,8 @@ impl AttrValue {
 pub enum DataForm {
     /// A JSON value; the bytes are its JSON text as received.
     Json,
-    /// A string (JSON format `data` holding a string under a non-JSON content type); the bytes
-    /// are the UTF-8 text.
+    /// Text: JSON format `data` holding a string under a non-JSON content type, or a body in
+    /// UTF-8 under a textual content type ([`DataForm::infer`]); the bytes are the UTF-8 text.
     Text,
     /// Opaque bytes (binary-mode body, or JSON format `data_base64`).
     Binary,
@@ -67,6 +68,35 @@ pub struct Data {
     pub form: DataForm,
     /// The payload bytes, unchanged.
     pub bytes: Bytes,
+}
+
+impl DataForm {
+    /// The form of a payload that arrives as bare bytes with its content type (an HTTP
+    /// binary-mode body, a Kafka record value): JSON when the content type is JSON and the bytes
+    /// parse as JSON; text when the content type is textual ([`json::is_text_content_type`]) and
+    /// the bytes are UTF-8, so the JSON format can carry it as a string (JSON format §3.1.1);
+    /// opaque bytes otherwise.
+    pub fn infer(content_type: Option<&str>, bytes: &[u8]) -> DataForm {
+        let is_json = content_type.is_some_and(json::is_json_content_type)
+            // UTF-8 is checked apart: serde_json does not check it inside strings it skips.
+            && std::str::from_utf8(bytes).is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
+        if is_json {
+            DataForm::Json
+        } else {
+            DataForm::of_bytes(content_type, bytes)
+        }
+    }
+
+    /// The form of bytes that are not JSON data (a JSON format `data_base64`, or a body that is
+    /// not JSON): text when the content type is textual and the bytes are UTF-8, opaque bytes
+    /// otherwise. So text is text however it arrived, and every encoder writes it the same way.
+    pub fn of_bytes(content_type: Option<&str>, bytes: &[u8]) -> DataForm {
+        if content_type.is_some_and(json::is_text_content_type) && std::str::from_utf8(bytes).is_ok() {
+            DataForm::Text
+        } else {
+            DataForm::Binary
+        }
+    }
 }
 
 /// A validated CloudEvent.

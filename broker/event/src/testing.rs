@@ -96,8 +96,9 @@ fn json_text() -> impl Strategy<Value = String> {
 /// non-JSON type (the only case a decoder yields text), and JSON strings only under a JSON type.
 fn data(content_type: Option<String>) -> impl Strategy<Value = Option<Data>> {
     let json_content = content_type.as_deref().is_none_or(is_json_content_type);
+    let binary_type = content_type.clone();
     let binary = proptest::collection::vec(any::<u8>(), 0..200)
-        .prop_map(|b| Some(Data { form: DataForm::Binary, bytes: Bytes::from(b) }));
+        .prop_map(move |b| Some(Data { form: DataForm::of_bytes(binary_type.as_deref(), &b), bytes: Bytes::from(b) }));
     let json = json_text()
         .prop_filter("a json string under a non-json type reads back as text", move |t| {
             json_content || !t.starts_with('"')

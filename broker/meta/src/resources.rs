@@ -75,8 +75,8 @@ pub struct Destination {
     pub audience: Option<String>,
 }
 
-/// Knative's `DeliverySpec` plus Switchyard's own fields (`format`, `ordering`, `maxInFlight`,
-/// `rateLimit`), as submitted. Every field is validated on the way in; [`resolve_delivery`]
+/// Knative's `DeliverySpec` plus Switchyard's own fields (`format`, `headerEncoding`,
+/// `ordering`, `maxInFlight`, `rateLimit`), as submitted. Every field is validated on the way in; [`resolve_delivery`]
 /// turns it into concrete settings with the server-wide defaults.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -103,6 +103,10 @@ pub struct DeliverySpec {
     /// `binary` (default) or `json`: the HTTP content mode used to deliver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// `compatible` or `percent`: how `binary` deliveries write string attributes into `ce-`
+    /// headers; the server's `header_encoding` setting when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_encoding: Option<String>,
     /// `unordered` (default) or `ordered`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<String>,

@@ -72,7 +72,7 @@ fn wrap(namespace: &str, name: &str, record: RecordParts<'_>) -> Event {
         attributes.push(("datacontenttype".to_owned(), text(content_type.clone())));
     }
     let data = record.value.map(|bytes| Data {
-        form: switchyard_event::kafka::inferred_form(content_type.as_deref(), bytes),
+        form: switchyard_event::DataForm::infer(content_type.as_deref(), bytes),
         bytes: bytes.clone(),
     });
     // Valid by construction: fixed names, and text that is printable (`printable`, topic names

@@ -106,7 +106,7 @@ impl PingSourceSpec {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(encoded)
                     .map_err(|e| ValidationError::field("spec.dataBase64", format!("is not base64: {e}")))?;
-                Some(Data { form: DataForm::Binary, bytes: Bytes::from(bytes) })
+                Some(Data { form: DataForm::of_bytes(self.content_type.as_deref(), &bytes), bytes: Bytes::from(bytes) })
             }
             (None, None) => None,
         };
