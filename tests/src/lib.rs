@@ -485,9 +485,9 @@ pub struct Received {
 }
 
 impl Received {
-    /// A header as text.
+    /// A header as text (raw UTF-8 included, as `compatible` header encoding writes it).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers.get(name).and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
     }
 
     /// A binary-mode attribute (`ce-<name>`), percent-decoded as the HTTP binding encodes

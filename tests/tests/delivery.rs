@@ -97,10 +97,11 @@ async fn binary_delivery_is_faithful_and_carries_knative_headers() {
     assert_eq!(received.header("ce-type"), Some("com.example.t"));
     assert_eq!(received.header("ce-source"), Some("https://example.com/src"));
     assert_eq!(received.header("ce-time"), Some("2024-05-01T10:00:00.123+02:00"), "time keeps its offset text");
-    assert_eq!(received.header("ce-subject"), Some("Euro%20%E2%82%AC%20and%20%22quotes%22%20100%25"));
+    // `compatible` header encoding (the default): raw, as Knative's broker writes values.
+    assert_eq!(received.header("ce-subject"), Some("Euro € and \"quotes\" 100%"));
     assert_eq!(received.header("ce-flag"), Some("true"));
     assert_eq!(received.header("ce-count"), Some("42"));
-    assert_eq!(received.header("ce-text"), Some("spaced%20out"));
+    assert_eq!(received.header("ce-text"), Some("spaced out"));
     assert_eq!(received.header("content-type"), Some("application/json"));
     assert_eq!(received.header("prefer"), Some("reply"));
     assert_eq!(received.header("kn-namespace"), Some("ns1"));
@@ -220,4 +221,102 @@ async fn redirects_are_not_followed() {
     }
     assert_eq!(redirecting.received().len(), 1);
     assert!(target.received().is_empty(), "the redirect was not followed");
+}
+
+/// POSTs one binary-mode event with these extra headers and body.
+async fn post_binary(server: &Server, broker: &str, id: &str, headers: &[(&str, &[u8])], body: &'static [u8]) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/default/{broker}", server.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-type", "t")
+        .header("ce-source", "/s");
+    for (name, value) in headers {
+        request = request.header(*name, reqwest::header::HeaderValue::from_bytes(value).unwrap());
+    }
+    let response = request.body(body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "{id}");
+}
+
+#[tokio::test]
+async fn header_encoding_is_chosen_per_trigger_with_the_server_default_for_the_rest() {
+    let value = "Zoë \"q\" 100% not %41";
+    // Sent percent-encoded: raw, '%41' would be an escape.
+    let subject: (&str, &[u8]) = ("ce-subject", b"Zo%C3%AB%20%22q%22%20100%25%20not%20%2541");
+    for (server_default, default_header) in
+        [(None, "Zoë \"q\" 100% not %2541"), (Some("percent"), "Zo%C3%AB%20%22q%22%20100%25%20not%20%2541")]
+    {
+        let server = match server_default {
+            None => Server::start().await,
+            Some(encoding) => Server::start_with_env(&[("SWITCHYARD_HEADER_ENCODING", encoding)]).await,
+        };
+        server.broker("default", "b").await;
+        let subscriber = Subscriber::start().await;
+        for (name, delivery) in [
+            ("default", json!({})),
+            ("percent", json!({"headerEncoding": "percent"})),
+            ("compatible", json!({"headerEncoding": "compatible"})),
+        ] {
+            let uri = format!("{}/{name}", subscriber.url);
+            server
+                .trigger("default", name, json!({"broker": "b", "subscriber": {"uri": uri}, "delivery": delivery}))
+                .await;
+        }
+        post_binary(&server, "b", "e-1", &[subject], b"").await;
+        let received = subscriber.wait_for(3, WAIT).await;
+        let at = |path: &str| received.iter().find(|r| r.path.ends_with(path)).unwrap().header("ce-subject").unwrap();
+        assert_eq!(at("/default"), default_header, "server default {server_default:?}");
+        assert_eq!(at("/percent"), "Zo%C3%AB%20%22q%22%20100%25%20not%20%2541");
+        assert_eq!(at("/compatible"), "Zoë \"q\" 100% not %2541");
+        // Either way, a receiver that decodes as the HTTP binding says reads the value back.
+        assert!(received.iter().all(|r| r.attribute("subject").as_deref() == Some(value)));
+    }
+    let (status, body) = Server::start()
+        .await
+        .put("/v1/namespaces/default/triggers/t", json!({"spec": {"broker": "b", "subscriber": {"uri": "http://127.0.0.1:9/"}, "delivery": {"headerEncoding": "raw"}}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["detail"].as_str().unwrap().contains("spec.delivery.headerEncoding"), "{body}");
+}
+
+#[tokio::test]
+async fn structured_delivery_writes_utf8_text_as_a_json_string() {
+    let server = Server::start().await;
+    server.broker("default", "b").await;
+    let subscriber = Subscriber::start().await;
+    let spec = json!({"broker": "b", "subscriber": {"uri": subscriber.url}, "delivery": {"format": "json"}});
+    server.trigger("default", "t", spec).await;
+    let text: &[u8] = "café \"q\"\n".as_bytes();
+    // (id, content type, body, the member delivered)
+    let cases: [(&str, &[u8], &[u8], Value); 5] = [
+        ("plain", b"text/plain", text, json!({"data": "café \"q\"\n"})),
+        ("xml", b"application/atom+xml", b"<feed/>", json!({"data": "<feed/>"})),
+        ("charset", b"application/x-log; charset=utf-8", b"line", json!({"data": "line"})),
+        ("latin1", b"text/plain; charset=iso-8859-1", b"caf\xe9", json!({"data_base64": "Y2Fm6Q=="})),
+        ("png", b"image/png", b"\x89PNG", json!({"data_base64": "iVBORw=="})),
+    ];
+    for (id, content_type, body, _) in &cases {
+        post_binary(&server, "b", id, &[("content-type", content_type)], body).await;
+    }
+    // A producer's data_base64 of text goes out as text too, in a batch as alone.
+    let batch = json!([{"specversion": "1.0", "id": "batched", "type": "t", "source": "/s",
+        "datacontenttype": "text/csv", "data_base64": "YSxi"}]);
+    let response = reqwest::Client::new()
+        .post(format!("{}/default/b", server.url))
+        .header("content-type", "application/cloudevents-batch+json")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let received = subscriber.wait_for(cases.len() + 1, WAIT).await;
+    let delivered: Vec<Value> = received.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
+    let by_id = |id: &str| delivered.iter().find(|v| v["id"] == id).unwrap_or_else(|| panic!("{id}")).clone();
+    for (id, _, _, member) in cases {
+        let event = by_id(id);
+        let (name, value) = member.as_object().unwrap().iter().next().unwrap();
+        assert_eq!(&event[name], value, "{id}: {event}");
+    }
+    assert_eq!(by_id("batched")["data"], "a,b");
+    assert_eq!(by_id("batched").get("data_base64"), None);
 }

@@ -214,3 +214,35 @@ async fn options_answers_the_webhook_handshake() {
     assert_eq!(response.headers()["webhook-allowed-rate"], "*");
     assert_eq!(response.headers()["allow"], "POST, OPTIONS");
 }
+
+#[tokio::test]
+async fn header_values_raw_or_percent_encoded_are_one_value_and_non_utf8_is_refused_by_name() {
+    let (_server, subscriber, client, url) = setup().await;
+    let send = |id: &'static str, subject: &'static [u8]| {
+        client
+            .post(&url)
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-type", "t")
+            .header("ce-source", "/s")
+            .header("ce-subject", reqwest::header::HeaderValue::from_bytes(subject).unwrap())
+            .send()
+    };
+    // Raw UTF-8 (as sdk-go and the JavaScript SDK send it), percent-encoded (as the HTTP binding
+    // says), and a '%' that starts no escape (kept as it is).
+    for (id, subject) in
+        [("raw", "café 100%".as_bytes()), ("encoded", b"caf%C3%A9%20100%25"), ("mixed", "café 100%25".as_bytes())]
+    {
+        assert_eq!(send(id, subject).await.unwrap().status(), StatusCode::ACCEPTED, "{id}");
+    }
+    let received = subscriber.wait_for(3, Duration::from_secs(15)).await;
+    assert!(received.iter().all(|r| r.attribute("subject").as_deref() == Some("café 100%")), "{received:?}");
+
+    // A byte that is not UTF-8, raw or escaped, is refused alike, naming the attribute.
+    for (subject, says) in [(&b"caf\xe9"[..], "byte 0xE9 at offset 3"), (b"caf%E9", "'caf%E9' has percent-escapes")] {
+        let (status, content_type, body) = problem(send("bad", subject).await.unwrap()).await;
+        assert_eq!((status, content_type.as_str()), (StatusCode::BAD_REQUEST, "application/problem+json"));
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("invalid attribute 'subject'") && detail.contains(says), "{detail}");
+    }
+}
