@@ -6,14 +6,8 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
-log "python: the independent CloudEvents SDK used by the interop test"
-if ! python3 -c 'import cloudevents, sys; sys.exit(0 if cloudevents.__version__.startswith("2.") else 1)' 2>/dev/null; then
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-        apt-get update -qq && apt-get install -y -qq python3-pip
-    fi
-    python3 -m pip install --quiet --disable-pip-version-check 'cloudevents==2.2.0' \
-        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'cloudevents==2.2.0'
-fi
+log "interop: the CloudEvents SDKs the interop matrix drives (Python, JavaScript, Go; pinned, cached)"
+tests/interop/setup.sh
 
 log "rust: toolchain components"
 if command -v rustup >/dev/null 2>&1; then
