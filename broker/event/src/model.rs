@@ -57,7 +57,8 @@ pub enum DataForm {
     /// Text: JSON format `data` holding a string under a non-JSON content type, or a body in
     /// UTF-8 under a textual content type ([`DataForm::infer`]); the bytes are the UTF-8 text.
     Text,
-    /// Opaque bytes (binary-mode body, or JSON format `data_base64`).
+    /// Opaque bytes: a body or JSON format `data_base64` that is neither JSON nor text
+    /// ([`DataForm::of_bytes`]).
     Binary,
 }
 
