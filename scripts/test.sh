@@ -37,6 +37,9 @@ cargo build --workspace --bins --locked
 cargo build -p switchyard-log-kafka --example kafka_tool --locked
 
 log "kafka: a real single-node broker for the Kafka backend's tests"
+# Fresh every run: each run leaves thousands of partitions behind, and a broker that kept them
+# across runs reached ~20,000 and died of "Too many open files" (the fd limit here is 20000).
+deploy/kafka/local.sh down
 SWITCHYARD_TEST_KAFKA="$(deploy/kafka/local.sh up)"
 export SWITCHYARD_TEST_KAFKA
 
