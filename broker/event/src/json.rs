@@ -347,6 +347,7 @@ impl RawEvent<'_> {
             }
         }
         let data_text = self.data.into_iter().next();
+        let content_type = attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
         let data = match (data_text, data_base64) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -356,20 +357,12 @@ impl RawEvent<'_> {
             }
             (None, None) => None,
             (None, Some(encoded)) => match BASE64_LENIENT.decode(encoded.as_bytes()) {
-                Ok(bytes) => {
-                    let content_type =
-                        attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
-                    Some(Data { form: DataForm::of_bytes(content_type, &bytes), bytes: Bytes::from(bytes) })
-                }
+                Ok(bytes) => Some(Data { form: DataForm::of_bytes(content_type, &bytes), bytes: Bytes::from(bytes) }),
                 Err(e) => {
                     return Err(invalid(DATA_BASE64, format!("is not valid base64 ({e})")));
                 }
             },
-            (Some(text), None) => {
-                let content_type =
-                    attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
-                Some(data_from_text(&text, content_type)?)
-            }
+            (Some(text), None) => Some(data_from_text(&text, content_type)?),
         };
         Event::new(attributes, data)
     }
