@@ -50,7 +50,8 @@ log "test again on kafka: the core, delivery, filter and sources suites with the
 SWITCHYARD_TEST_BACKEND=kafka cargo test -p switchyard-tests --locked \
     --test admission --test ingest --test rest --test delivery --test delivery_semantics --test filters \
     --test cli --test tracing --test openapi --test metrics --test interop \
-    --test sources --test sources_ping --test sources_github --test sources_kafka
+    --test sources --test sources_ping --test sources_github --test sources_kafka \
+    --test hostile_limits --test supervision
 
 log "fuzz smoke (10 s per target; ./scripts/fuzz.sh 600 for a real run)"
 ./scripts/fuzz.sh 10

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_engine::Quotas;
 use switchyard_event::http::HeaderEncoding;
-use switchyard_event::limits::EventLimits;
+use switchyard_event::limits::{EventLimits, MAX_STORABLE_ATTRIBUTES};
 use url::Url;
 
 /// The configuration file, as written by an operator. Every field is optional.
@@ -26,6 +27,16 @@ pub struct ConfigFile {
     pub max_event_attributes: Option<usize>,
     /// Most events one batch request may carry.
     pub max_batch_events: Option<usize>,
+    /// Longest attribute name in bytes.
+    pub max_attribute_name_bytes: Option<usize>,
+    /// Longest attribute value (as text) in bytes.
+    pub max_attribute_value_bytes: Option<usize>,
+    /// Most brokers a namespace may hold.
+    pub max_brokers_per_namespace: Option<usize>,
+    /// Most triggers a namespace may hold.
+    pub max_triggers_per_namespace: Option<usize>,
+    /// Most sources (every kind together) a namespace may hold.
+    pub max_sources_per_namespace: Option<usize>,
     /// How binary deliveries write string attributes into `ce-` headers where a trigger does
     /// not choose (`delivery.headerEncoding`): `compatible` (the default) or `percent`.
     pub header_encoding: Option<String>,
@@ -40,6 +51,8 @@ pub struct ConfigFile {
     pub log: Option<String>,
     /// The Kafka backend's settings (with `log = "kafka://…"`).
     pub kafka: Option<KafkaFile>,
+    /// The HTTP server's limits.
+    pub http: Option<HttpFile>,
 }
 
 /// `[kafka]`.
@@ -72,6 +85,9 @@ pub struct RetentionFile {
     pub max_age_hours: Option<u64>,
     /// Keep at most this many bytes per broker (default 10 GiB).
     pub max_bytes: Option<u64>,
+    /// Keep at most this many bytes for all brokers together, oldest deleted first (default
+    /// 50 GiB).
+    pub max_total_bytes: Option<u64>,
 }
 
 /// The validated configuration `serve` runs with.
@@ -89,13 +105,25 @@ pub struct ServeConfig {
     pub max_event_attributes: usize,
     /// See [`ConfigFile::max_batch_events`].
     pub max_batch_events: usize,
+    /// See [`ConfigFile::max_attribute_name_bytes`].
+    pub max_attribute_name_bytes: usize,
+    /// See [`ConfigFile::max_attribute_value_bytes`].
+    pub max_attribute_value_bytes: usize,
+    /// See [`ConfigFile::max_brokers_per_namespace`].
+    pub max_brokers_per_namespace: usize,
+    /// See [`ConfigFile::max_triggers_per_namespace`].
+    pub max_triggers_per_namespace: usize,
+    /// See [`ConfigFile::max_sources_per_namespace`].
+    pub max_sources_per_namespace: usize,
     /// See [`ConfigFile::header_encoding`].
     #[serde(serialize_with = "serialize_header_encoding")]
     pub header_encoding: HeaderEncoding,
     /// Retention by age.
     pub retention_age: Duration,
-    /// Retention by size.
+    /// Retention by size, per broker.
     pub retention_bytes: u64,
+    /// Retention by size, all brokers together.
+    pub retention_total_bytes: u64,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
     /// Where spans are exported over OTLP/HTTP, if anywhere.
@@ -103,6 +131,8 @@ pub struct ServeConfig {
     pub otlp_endpoint: Option<Url>,
     /// Which event log.
     pub log: LogBackend,
+    /// The HTTP server's limits.
+    pub http: HttpLimits,
 }
 
 /// The event log backend.
@@ -174,17 +204,23 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 15] = [
+pub const ENV_OVERRIDES: [(&str, &str); 21] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
     ("SWITCHYARD_MAX_BATCH_BYTES", "max_batch_bytes"),
     ("SWITCHYARD_MAX_EVENT_ATTRIBUTES", "max_event_attributes"),
     ("SWITCHYARD_MAX_BATCH_EVENTS", "max_batch_events"),
+    ("SWITCHYARD_MAX_ATTRIBUTE_NAME_BYTES", "max_attribute_name_bytes"),
+    ("SWITCHYARD_MAX_ATTRIBUTE_VALUE_BYTES", "max_attribute_value_bytes"),
+    ("SWITCHYARD_MAX_BROKERS_PER_NAMESPACE", "max_brokers_per_namespace"),
+    ("SWITCHYARD_MAX_TRIGGERS_PER_NAMESPACE", "max_triggers_per_namespace"),
+    ("SWITCHYARD_MAX_SOURCES_PER_NAMESPACE", "max_sources_per_namespace"),
     ("SWITCHYARD_HEADER_ENCODING", "header_encoding"),
     ("SWITCHYARD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("SWITCHYARD_RETENTION_MAX_AGE_HOURS", "retention.max_age_hours"),
     ("SWITCHYARD_RETENTION_MAX_BYTES", "retention.max_bytes"),
+    ("SWITCHYARD_RETENTION_MAX_TOTAL_BYTES", "retention.max_total_bytes"),
     ("SWITCHYARD_OTLP_ENDPOINT", "tracing.otlp_endpoint"),
     ("SWITCHYARD_LOG_BACKEND", "log"),
     ("SWITCHYARD_KAFKA_TOPIC_PREFIX", "kafka.topic_prefix"),
@@ -210,6 +246,11 @@ impl ConfigFile {
                 "max_batch_bytes" => self.max_batch_bytes = Some(number()? as usize),
                 "max_event_attributes" => self.max_event_attributes = Some(number()? as usize),
                 "max_batch_events" => self.max_batch_events = Some(number()? as usize),
+                "max_attribute_name_bytes" => self.max_attribute_name_bytes = Some(number()? as usize),
+                "max_attribute_value_bytes" => self.max_attribute_value_bytes = Some(number()? as usize),
+                "max_brokers_per_namespace" => self.max_brokers_per_namespace = Some(number()? as usize),
+                "max_triggers_per_namespace" => self.max_triggers_per_namespace = Some(number()? as usize),
+                "max_sources_per_namespace" => self.max_sources_per_namespace = Some(number()? as usize),
                 "header_encoding" => self.header_encoding = Some(value.clone()),
                 "shutdown_grace_secs" => self.shutdown_grace_secs = Some(number()?),
                 "log" => self.log = Some(value.clone()),
@@ -230,10 +271,13 @@ impl ConfigFile {
                 "retention.max_age_hours" => {
                     self.retention.get_or_insert_with(RetentionFile::default).max_age_hours = Some(number()?)
                 }
+                "retention.max_total_bytes" => {
+                    self.retention.get_or_insert_with(RetentionFile::default).max_total_bytes = Some(number()?)
+                }
                 _ => self.retention.get_or_insert_with(RetentionFile::default).max_bytes = Some(number()?),
             }
         }
-        Ok(())
+        self.http.get_or_insert_with(HttpFile::default).apply_env(env)
     }
 }
 
@@ -285,6 +329,35 @@ impl ServeConfig {
                 ),
             });
         }
+        if max_event_attributes > MAX_STORABLE_ATTRIBUTES {
+            return Err(ConfigError::Value {
+                key: "max_event_attributes",
+                message: format!(
+                    "{max_event_attributes} is above {MAX_STORABLE_ATTRIBUTES}, the most the log can store"
+                ),
+            });
+        }
+        // `knativearrivaltime`, the longest name the broker itself adds, has 18 bytes.
+        let max_attribute_name_bytes = at_least(
+            parsed.max_attribute_name_bytes,
+            defaults.max_attribute_name_bytes,
+            20,
+            "max_attribute_name_bytes",
+        )?;
+        // A `traceparent` has 55 bytes.
+        let max_attribute_value_bytes = at_least(
+            parsed.max_attribute_value_bytes,
+            defaults.max_attribute_value_bytes,
+            64,
+            "max_attribute_value_bytes",
+        )?;
+        let quotas = Quotas::default();
+        let max_brokers_per_namespace =
+            at_least(parsed.max_brokers_per_namespace, quotas.brokers, 1, "max_brokers_per_namespace")?;
+        let max_triggers_per_namespace =
+            at_least(parsed.max_triggers_per_namespace, quotas.triggers, 1, "max_triggers_per_namespace")?;
+        let max_sources_per_namespace =
+            at_least(parsed.max_sources_per_namespace, quotas.sources, 1, "max_sources_per_namespace")?;
         let max_batch_events = parsed.max_batch_events.unwrap_or(defaults.max_batch_events);
         if max_batch_events == 0 {
             return Err(ConfigError::Value { key: "max_batch_events", message: "must be positive".into() });
@@ -320,7 +393,9 @@ impl ServeConfig {
             kafka.partitions.unwrap_or(8),
             kafka.replication_factor.unwrap_or(1),
         )?;
+        let http = HttpLimits::resolve(parsed.http.unwrap_or_default())?;
         Ok(ServeConfig {
+            http,
             log,
             listen,
             data_dir: data_dir.or(parsed.data_dir).unwrap_or_else(|| PathBuf::from("./switchyard-data")),
@@ -331,6 +406,12 @@ impl ServeConfig {
             header_encoding,
             retention_age: Duration::from_secs(max_age_hours * 3600),
             retention_bytes: retention.max_bytes.unwrap_or(10 << 30),
+            retention_total_bytes: retention.max_total_bytes.unwrap_or(50 << 30),
+            max_attribute_name_bytes,
+            max_attribute_value_bytes,
+            max_brokers_per_namespace,
+            max_triggers_per_namespace,
+            max_sources_per_namespace,
             shutdown_grace: Duration::from_secs(parsed.shutdown_grace_secs.unwrap_or(10)),
             otlp_endpoint,
         })
@@ -393,6 +474,15 @@ fn parse_log_backend(
     Ok(LogBackend::Kafka { bootstrap_servers, topic_prefix, partitions, replication_factor })
 }
 
+/// A setting (default `default`) that must be at least `min`.
+fn at_least(value: Option<usize>, default: usize, min: usize, key: &'static str) -> Result<usize, ConfigError> {
+    let value = value.unwrap_or(default);
+    match value >= min {
+        true => Ok(value),
+        false => Err(ConfigError::Value { key, message: format!("{value} is below {min}") }),
+    }
+}
+
 fn parse_otlp_endpoint(text: &str) -> Result<Url, ConfigError> {
     let invalid = || ConfigError::Value {
         key: "tracing.otlp_endpoint",
@@ -415,11 +505,17 @@ impl ServeConfig {
             max_batch_bytes: Some(self.max_batch_bytes),
             max_event_attributes: Some(self.max_event_attributes),
             max_batch_events: Some(self.max_batch_events),
+            max_attribute_name_bytes: Some(self.max_attribute_name_bytes),
+            max_attribute_value_bytes: Some(self.max_attribute_value_bytes),
+            max_brokers_per_namespace: Some(self.max_brokers_per_namespace),
+            max_triggers_per_namespace: Some(self.max_triggers_per_namespace),
+            max_sources_per_namespace: Some(self.max_sources_per_namespace),
             header_encoding: Some(self.header_encoding.name().to_owned()),
             shutdown_grace_secs: Some(self.shutdown_grace.as_secs()),
             retention: Some(RetentionFile {
                 max_age_hours: Some(self.retention_age.as_secs() / 3600),
                 max_bytes: Some(self.retention_bytes),
+                max_total_bytes: Some(self.retention_total_bytes),
             }),
             log: Some(match &self.log {
                 LogBackend::Embedded => "embedded".to_owned(),
@@ -437,9 +533,217 @@ impl ServeConfig {
                 .otlp_endpoint
                 .as_ref()
                 .map(|url| TracingFile { otlp_endpoint: Some(url.as_str().to_owned()) }),
+            http: Some(self.http.to_file()),
         }
     }
 }
+
+// ---- `[http]`: the HTTP server's limits (header, body and idle timeouts, lingering close,
+// connection and concurrency limits, the REST body limit). Kept together in this block. ----
+
+/// `[http]`: the HTTP server's limits. Every key is optional; see [`HttpLimits`] for what each
+/// limit does and its default.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    /// Seconds a client has to send a request's headers (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a request body may take before it must be moving (default 30).
+    pub body_read_timeout_secs: Option<u64>,
+    /// The slowest upload kept going, in bytes per second (default 16384).
+    pub body_min_bytes_per_sec: Option<u64>,
+    /// Seconds a connection with no request in flight is kept (default 60).
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds to keep reading (and discarding) what a client still sends once its answer is
+    /// written and the connection closes (default 5).
+    pub lingering_close_secs: Option<u64>,
+    /// Most open connections (default 10000, or half the open-file limit when that is lower).
+    pub max_connections: Option<u64>,
+    /// Most requests handled at once, health, readiness and metrics aside (default 1024).
+    pub max_concurrent_requests: Option<u64>,
+    /// Largest request body of the REST API (declarations, filters, dead letters; default
+    /// 1 MiB). Ingest and webhooks are held to `max_event_bytes` / `max_batch_bytes`.
+    pub max_api_body_bytes: Option<u64>,
+}
+
+/// The HTTP server's limits, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpLimits {
+    /// A client that has not sent a request's whole header block this long after the
+    /// connection opened (or, on a kept-alive HTTP/1 connection, after the previous answer) is
+    /// disconnected: slowloris. On HTTP/1 this is also how long a kept-alive connection waits
+    /// for its next request.
+    pub header_read_timeout: Duration,
+    /// A request body must have arrived within this time, extended by one second for every
+    /// `body_min_bytes_per_sec` bytes received; otherwise the request is answered 408.
+    pub body_read_timeout: Duration,
+    /// See [`HttpLimits::body_read_timeout`].
+    pub body_min_bytes_per_sec: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/2 gets a GOAWAY).
+    pub idle_timeout: Duration,
+    /// How long a connection closing with unread request bytes is drained, so that the client
+    /// still sending reads the answer (e.g. a 413) instead of a reset.
+    pub lingering_close: Duration,
+    /// Connections over this are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Requests over this are answered 503 with `Retry-After` instead of waiting.
+    pub max_concurrent_requests: usize,
+    /// See [`HttpFile::max_api_body_bytes`].
+    pub max_api_body_bytes: usize,
+}
+
+/// Default of [`HttpLimits::max_connections`] where the open-file limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            body_min_bytes_per_sec: 16 << 10,
+            idle_timeout: Duration::from_secs(60),
+            lingering_close: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_requests: 1024,
+            max_api_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The environment variables that override `[http]` keys, and the key each sets.
+pub const HTTP_ENV_OVERRIDES: [(&str, &str); 8] = [
+    ("SWITCHYARD_HTTP_HEADER_READ_TIMEOUT_SECS", "http.header_read_timeout_secs"),
+    ("SWITCHYARD_HTTP_BODY_READ_TIMEOUT_SECS", "http.body_read_timeout_secs"),
+    ("SWITCHYARD_HTTP_BODY_MIN_BYTES_PER_SEC", "http.body_min_bytes_per_sec"),
+    ("SWITCHYARD_HTTP_IDLE_TIMEOUT_SECS", "http.idle_timeout_secs"),
+    ("SWITCHYARD_HTTP_LINGERING_CLOSE_SECS", "http.lingering_close_secs"),
+    ("SWITCHYARD_HTTP_MAX_CONNECTIONS", "http.max_connections"),
+    ("SWITCHYARD_HTTP_MAX_CONCURRENT_REQUESTS", "http.max_concurrent_requests"),
+    ("SWITCHYARD_HTTP_MAX_API_BODY_BYTES", "http.max_api_body_bytes"),
+];
+
+impl HttpFile {
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        for (var, key) in HTTP_ENV_OVERRIDES {
+            let Some(value) = env(var) else { continue };
+            let number = value.trim().parse::<u64>().map_err(|_| ConfigError::Env {
+                var,
+                message: format!("'{value}' is not a whole number (it sets '{key}')"),
+            })?;
+            let field = match key {
+                "http.header_read_timeout_secs" => &mut self.header_read_timeout_secs,
+                "http.body_read_timeout_secs" => &mut self.body_read_timeout_secs,
+                "http.body_min_bytes_per_sec" => &mut self.body_min_bytes_per_sec,
+                "http.idle_timeout_secs" => &mut self.idle_timeout_secs,
+                "http.lingering_close_secs" => &mut self.lingering_close_secs,
+                "http.max_connections" => &mut self.max_connections,
+                "http.max_concurrent_requests" => &mut self.max_concurrent_requests,
+                _ => &mut self.max_api_body_bytes,
+            };
+            *field = Some(number);
+        }
+        Ok(())
+    }
+}
+
+impl HttpLimits {
+    /// The file's keys over the defaults, each checked against its range. An unset
+    /// `max_connections` is the default lowered to half the process's open-file limit (Linux),
+    /// so that accepting never runs the process out of descriptors.
+    fn resolve(file: HttpFile) -> Result<HttpLimits, ConfigError> {
+        let defaults = HttpLimits::default();
+        let secs = |key: &'static str, value: Option<u64>, default: Duration, max: u64| match value {
+            None => Ok(default),
+            Some(value) => in_range(key, value, 1, max).map(Duration::from_secs),
+        };
+        let count = |key: &'static str, value: Option<u64>, default: usize, min: u64, max: u64| match value {
+            None => Ok(default),
+            Some(value) => in_range(key, value, min, max)
+                .and_then(|value| usize::try_from(value).map_err(|_| out_of_range(key, value, min, max))),
+        };
+        let max_connections = match file.max_connections {
+            None => {
+                open_file_limit().map_or(DEFAULT_MAX_CONNECTIONS, |limit| (limit / 2).clamp(1, DEFAULT_MAX_CONNECTIONS))
+            }
+            value => count("http.max_connections", value, DEFAULT_MAX_CONNECTIONS, 1, 1_000_000)?,
+        };
+        Ok(HttpLimits {
+            header_read_timeout: secs(
+                "http.header_read_timeout_secs",
+                file.header_read_timeout_secs,
+                defaults.header_read_timeout,
+                3600,
+            )?,
+            body_read_timeout: secs(
+                "http.body_read_timeout_secs",
+                file.body_read_timeout_secs,
+                defaults.body_read_timeout,
+                86_400,
+            )?,
+            body_min_bytes_per_sec: match file.body_min_bytes_per_sec {
+                None => defaults.body_min_bytes_per_sec,
+                Some(value) => in_range("http.body_min_bytes_per_sec", value, 1, 1 << 30)?,
+            },
+            idle_timeout: secs("http.idle_timeout_secs", file.idle_timeout_secs, defaults.idle_timeout, 86_400)?,
+            lingering_close: secs(
+                "http.lingering_close_secs",
+                file.lingering_close_secs,
+                defaults.lingering_close,
+                300,
+            )?,
+            max_connections,
+            max_concurrent_requests: count(
+                "http.max_concurrent_requests",
+                file.max_concurrent_requests,
+                defaults.max_concurrent_requests,
+                1,
+                1_000_000,
+            )?,
+            max_api_body_bytes: count(
+                "http.max_api_body_bytes",
+                file.max_api_body_bytes,
+                defaults.max_api_body_bytes,
+                1024,
+                1 << 30,
+            )?,
+        })
+    }
+
+    fn to_file(&self) -> HttpFile {
+        HttpFile {
+            header_read_timeout_secs: Some(self.header_read_timeout.as_secs()),
+            body_read_timeout_secs: Some(self.body_read_timeout.as_secs()),
+            body_min_bytes_per_sec: Some(self.body_min_bytes_per_sec),
+            idle_timeout_secs: Some(self.idle_timeout.as_secs()),
+            lingering_close_secs: Some(self.lingering_close.as_secs()),
+            max_connections: u64::try_from(self.max_connections).ok(),
+            max_concurrent_requests: u64::try_from(self.max_concurrent_requests).ok(),
+            max_api_body_bytes: u64::try_from(self.max_api_body_bytes).ok(),
+        }
+    }
+}
+
+fn in_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(out_of_range(key, value, min, max))
+    }
+}
+
+fn out_of_range(key: &'static str, value: u64, min: u64, max: u64) -> ConfigError {
+    ConfigError::Value { key, message: format!("{value} is outside {min}..={max}") }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere or when
+/// unlimited.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+}
+
+// ---- end of `[http]` ----
 
 #[cfg(test)]
 mod tests {
@@ -593,5 +897,44 @@ mod tests {
             Flags { log: Some("kafka://a:1".into()), kafka_topic_prefix: Some("a b".into()), ..Flags::default() };
         let error = ServeConfig::resolve_with(None, &no_env, flags).unwrap_err().to_string();
         assert!(error.contains("kafka.topic_prefix"), "{error}");
+    }
+
+    #[test]
+    fn http_limits_have_defaults_layer_file_and_environment_and_refuse_zero_or_absurd_values() {
+        let config = ServeConfig::resolve(None, &no_env, None, None).unwrap();
+        let defaults = HttpLimits::default();
+        assert_eq!(config.http.header_read_timeout, defaults.header_read_timeout);
+        assert_eq!(config.http.max_concurrent_requests, 1024);
+        assert!(config.http.max_connections >= 1 && config.http.max_connections <= DEFAULT_MAX_CONNECTIONS);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[http]\nheader_read_timeout_secs = 3\nmax_connections = 50\n").unwrap();
+        let env = |var: &str| (var == "SWITCHYARD_HTTP_MAX_CONNECTIONS").then(|| "7".to_owned());
+        let config = ServeConfig::resolve(Some(&path), &env, None, None).unwrap();
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(config.http.max_connections, 7);
+        let text = toml::to_string(&config.to_file()).unwrap();
+        assert!(text.contains("[http]") && text.contains("max_connections = 7"), "{text}");
+        for (var, value) in [
+            ("SWITCHYARD_HTTP_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("SWITCHYARD_HTTP_BODY_READ_TIMEOUT_SECS", "0"),
+            ("SWITCHYARD_HTTP_BODY_MIN_BYTES_PER_SEC", "0"),
+            ("SWITCHYARD_HTTP_IDLE_TIMEOUT_SECS", "99999999"),
+            ("SWITCHYARD_HTTP_LINGERING_CLOSE_SECS", "0"),
+            ("SWITCHYARD_HTTP_MAX_CONNECTIONS", "0"),
+            ("SWITCHYARD_HTTP_MAX_CONCURRENT_REQUESTS", "0"),
+            ("SWITCHYARD_HTTP_MAX_API_BODY_BYTES", "10"),
+        ] {
+            let env = |wanted: &str| (wanted == var).then(|| value.to_owned());
+            let error = ServeConfig::resolve(None, &env, None, None).unwrap_err().to_string();
+            let key = HTTP_ENV_OVERRIDES.iter().find(|(v, _)| *v == var).unwrap().1;
+            assert!(error.contains(&format!("'{key}'")) && error.contains(value), "{var}: {error}");
+        }
+        let env = |var: &str| (var == "SWITCHYARD_HTTP_IDLE_TIMEOUT_SECS").then(|| "soon".to_owned());
+        let error = ServeConfig::resolve(None, &env, None, None).unwrap_err().to_string();
+        assert!(error.contains("SWITCHYARD_HTTP_IDLE_TIMEOUT_SECS") && error.contains("soon"), "{error}");
+        std::fs::write(&path, "[http]\nheader_timeout = 3\n").unwrap();
+        let error = ServeConfig::resolve(Some(&path), &no_env, None, None).unwrap_err().to_string();
+        assert!(error.contains("header_timeout"), "{error}");
     }
 }

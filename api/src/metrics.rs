@@ -18,6 +18,15 @@ use switchyard_dispatcher::{metrics as dispatch, Backlog};
 pub const INGEST_REJECTED: &str = "switchyard_ingest_rejected_requests_total";
 /// Time to answer an ingest request (accepted or not), including the durable append.
 pub const INGEST_DURATION: &str = "switchyard_ingest_duration_seconds";
+/// Open HTTP connections.
+pub const HTTP_CONNECTIONS_OPEN: &str = "switchyard_http_connections_open";
+/// Connections closed as soon as accepted: over `http.max_connections`.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "switchyard_http_connections_refused_total";
+/// Connections closed or requests answered 408 on a timeout, by `kind` ([`TimeoutKind`]).
+pub const HTTP_TIMEOUTS: &str = "switchyard_http_timeouts_total";
+/// Requests the HTTP server refused before their handler ran (or in place of its answer), by
+/// `reason` ([`RequestRefusal`]).
+pub const HTTP_REQUESTS_REFUSED: &str = "switchyard_http_requests_refused_total";
 
 /// Latencies from 100 µs to 60 s: every histogram whose name ends in `_seconds`.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -47,6 +56,19 @@ pub fn exporter() -> &'static PrometheusHandle {
         }
         metrics::describe_counter!(INGEST_REJECTED, "Ingest requests refused, by reason.");
         metrics::describe_histogram!(INGEST_DURATION, metrics::Unit::Seconds, "Time to answer an ingest request.");
+        metrics::describe_gauge!(HTTP_CONNECTIONS_OPEN, "Open HTTP connections.");
+        metrics::describe_counter!(
+            HTTP_CONNECTIONS_REFUSED,
+            "HTTP connections closed as soon as accepted, over http.max_connections."
+        );
+        metrics::describe_counter!(
+            HTTP_TIMEOUTS,
+            "HTTP timeouts, by kind: header (connection closed), body (request answered 408), idle (connection closed)."
+        );
+        metrics::describe_counter!(
+            HTTP_REQUESTS_REFUSED,
+            "HTTP requests refused by the server's limits, by reason: overloaded (503, http.max_concurrent_requests), too_large (413, a route's body limit)."
+        );
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("metrics-upkeep".to_owned())
@@ -74,6 +96,67 @@ pub fn ingest_answered(status: StatusCode, elapsed: Duration) {
         _ => "internal_error",
     };
     metrics::counter!(INGEST_REJECTED, "reason" => reason).increment(1);
+}
+
+/// Which HTTP timeout expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// A request's headers did not arrive in time: the connection is closed.
+    Header,
+    /// A request's body did not arrive in time: 408.
+    Body,
+    /// No request on a connection for the idle timeout: it is closed.
+    Idle,
+}
+
+/// Why the HTTP server refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestRefusal {
+    /// Over the concurrency limit: 503.
+    Overloaded,
+    /// Over the route's body limit: 413.
+    TooLarge,
+}
+
+/// Counts a connection closed at once over the connection limit.
+pub fn connection_refused() {
+    metrics::counter!(HTTP_CONNECTIONS_REFUSED).increment(1);
+}
+
+/// Counts an HTTP timeout.
+pub fn timed_out(kind: TimeoutKind) {
+    let kind = match kind {
+        TimeoutKind::Header => "header",
+        TimeoutKind::Body => "body",
+        TimeoutKind::Idle => "idle",
+    };
+    metrics::counter!(HTTP_TIMEOUTS, "kind" => kind).increment(1);
+}
+
+/// Counts a request the server's limits refused.
+pub fn request_refused(reason: RequestRefusal) {
+    let reason = match reason {
+        RequestRefusal::Overloaded => "overloaded",
+        RequestRefusal::TooLarge => "too_large",
+    };
+    metrics::counter!(HTTP_REQUESTS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// An open connection, counted in [`HTTP_CONNECTIONS_OPEN`] while it lives.
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    /// Counts one more open connection.
+    pub fn open() -> OpenConnection {
+        metrics::gauge!(HTTP_CONNECTIONS_OPEN).increment(1.0);
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(HTTP_CONNECTIONS_OPEN).decrement(1.0);
+    }
 }
 
 /// The exposition: everything recorded, then the backlog gauges.

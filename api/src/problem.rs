@@ -117,6 +117,8 @@ impl From<ControlError> for ApiError {
         match error {
             ControlError::Invalid(invalid) => ApiError::bad_request(invalid.to_string()),
             ControlError::Log(error) => error.into(),
+            // Kubernetes answers a create beyond a ResourceQuota the same way.
+            quota @ ControlError::QuotaExceeded(_) => ApiError::new(StatusCode::FORBIDDEN, quota.to_string()),
             not_active @ ControlError::NotActive { .. } => ApiError::unavailable(not_active.to_string(), 5),
         }
     }
@@ -172,6 +174,12 @@ error_response!(
     BadRequest,
     400,
     "Invalid body, name, field or query; the detail names what to fix (a CESQL or JSONPath error with its position)."
+);
+error_response!(
+    /// 403: a create beyond the namespace's quota.
+    QuotaExceeded,
+    403,
+    "The namespace already holds its quota of this kind (brokers, triggers or sources); the detail names the quota's setting."
 );
 error_response!(
     /// 404: what the path names does not exist.

@@ -2,11 +2,12 @@
 //! made is applied first), and serve HTTP until SIGINT/SIGTERM. The only place that names a
 //! concrete backend.
 
-use std::future::IntoFuture;
+mod http;
+
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchyard_engine::{Engine, Settings};
+use switchyard_engine::{Engine, Quotas, Settings};
 use switchyard_event::limits::EventLimits;
 use switchyard_log::Backend;
 use switchyard_log_embedded::EmbeddedConfig;
@@ -27,6 +28,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             let mut log_config = EmbeddedConfig::new(config.data_dir.join("log"));
             log_config.retention_age = config.retention_age;
             log_config.retention_bytes = config.retention_bytes;
+            log_config.retention_total_bytes = config.retention_total_bytes;
             switchyard_log_embedded::open(log_config, &config.data_dir.join("meta.redb"))
                 .await
                 .context("cannot open the event log")?
@@ -39,9 +41,16 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             max_event_bytes: config.max_event_bytes,
             max_attributes: config.max_event_attributes,
             max_batch_events: config.max_batch_events,
+            max_attribute_name_bytes: config.max_attribute_name_bytes,
+            max_attribute_value_bytes: config.max_attribute_value_bytes,
         },
         spans: exporter.as_ref().map(|exporter| exporter.sink()),
         header_encoding: config.header_encoding,
+        quotas: Quotas {
+            brokers: config.max_brokers_per_namespace,
+            triggers: config.max_triggers_per_namespace,
+            sources: config.max_sources_per_namespace,
+        },
     };
     let engine =
         Engine::start(backend, settings, clients()).await.context("cannot start brokers, triggers and sources")?;
@@ -49,22 +58,24 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on '{}'", config.listen))?;
     let address = listener.local_addr()?;
+    engine.controller().serving_at(address);
     let state = Arc::new(AppState {
         engine: Arc::new(engine),
         base_url: format!("http://{address}"),
         max_batch_bytes: config.max_batch_bytes,
+        max_api_body_bytes: config.http.max_api_body_bytes,
     });
-    tracing::info!(%address, data_dir = %config.data_dir.display(), "switchyard listening");
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(
-        axum::serve(listener, router(state.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.await;
-            })
-            .into_future(),
+    tracing::info!(
+        %address,
+        data_dir = %config.data_dir.display(),
+        max_connections = config.http.max_connections,
+        "switchyard listening"
     );
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let limits = http::ServerLimits { http: config.http.clone(), max_batch_bytes: config.max_batch_bytes };
+    let http = tokio::spawn(http::serve(listener, router(state.clone()), limits, http_stopped));
     shutdown_signal().await;
-    // Ingest answers 503 from now on, while the API stays up: in-flight deliveries get their
+    // Ingest and `/readyz` answer 503 from now on, while the API (and `/healthz`) stays up: in-flight deliveries get their
     // grace period, progress is persisted, and only then does the listener close.
     tracing::info!(grace_secs = config.shutdown_grace.as_secs(), "shutting down");
     state.engine.shutdown(config.shutdown_grace).await;
@@ -72,8 +83,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         // After the deliveries' grace period, so their last spans are sent too.
         exporter.shutdown().await;
     }
-    let _ = stop_http.send(());
-    http.await.context("http server task")??;
+    let _ = stop_http.send(true);
+    http.await.context("http server task")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -60,7 +60,8 @@ fn dialects(c: &mut Criterion) {
         (
             "jsonpath",
             Filter::JsonPath(Arc::new(
-                jsonpath_rust::parser::parse_json_path("$.data.items[?@.sku == 'A1']").expect("valid JSONPath"),
+                switchyard_dispatcher::filter::JsonPath::compile("$.data.items[?@.sku == 'A1']")
+                    .expect("valid JSONPath"),
             )),
         ),
     ];

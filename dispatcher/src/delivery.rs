@@ -1,6 +1,7 @@
 //! Delivering one event until its outcome is final: attempts under the retry policy, replies
 //! written back to the broker, then the dead-letter sink, then the dead-letter store. Nothing
-//! leaves this module without a final outcome, so the worker may count it done.
+//! leaves this module without a final outcome, so the worker may count it done — not even a
+//! panic ([`deliver_read`]), and not a record that is not an event ([`move_aside`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -11,12 +12,13 @@ use http::HeaderMap;
 use switchyard_event::limits::LimitExceeded;
 use switchyard_event::{knative, AttrValue, Event};
 use switchyard_log::backoff::ExponentialBackoff;
-use switchyard_log::{Admit, Admitted, DeadLetter, DeadLetterStore, EventLog, Origin};
+use switchyard_log::{Admit, Admitted, DeadLetter, DeadLetterStore, EventLog, LogEvent, Origin};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::http_client::{trace_id, Answer, Attempt, DeliveryClient, Target};
 use crate::retry::{Failure, Verdict};
+use crate::supervise::catch_panic;
 use crate::{metrics, DeliveryPolicy, Filter, TriggerPlan, TriggerRef};
 
 /// The first and the longest pause between attempts to write a dead letter to a failing store.
@@ -114,7 +116,67 @@ enum Replies {
     Ignore,
 }
 
-/// Delivers an event read from the log; returns once its outcome is final.
+/// Delivers an event read from the log; returns once its outcome is final, even if delivering
+/// it panics.
+///
+/// A panic (anywhere in [`deliver`]: an attempt, a reply's admission, the dead-letter sink) is
+/// logged at error with the trigger and offset, counted, and counts as one failed attempt of
+/// the retry policy: the event is delivered again after the policy's wait, and once the policy
+/// gives up it goes straight to the dead-letter store (not the sink, which may be what
+/// panics) with the reason `panic: <message> after <n> attempts`.
+pub(crate) async fn deliver_read(ctx: &Context, log_event: &LogEvent) {
+    let event = &log_event.event;
+    let mut panics = 0;
+    let exhausted = loop {
+        let Err(message) = catch_panic(deliver(ctx, event)).await else { return };
+        panics += 1;
+        metrics::task_panicked("delivery");
+        tracing::error!(
+            trigger = %ctx.scope(), partition = log_event.position.partition, offset = log_event.position.offset,
+            id = %event.id(), trace_id = trace_id(event), panic = %message, panics, "delivery panicked"
+        );
+        let failure = Failure {
+            status: None,
+            error: Some(format!("panic: {message}")),
+            retry_after: None,
+            body_prefix: Default::default(),
+        };
+        match ctx.delivery.retry.after_failure(panics, &failure) {
+            Verdict::RetryAfter(wait) => tokio::time::sleep(wait).await,
+            Verdict::GiveUp => break Exhausted { failure, attempts: panics },
+        }
+    };
+    store(ctx, event, exhausted).await;
+}
+
+/// Moves a record that could not be decoded (`log_event` is its stand-in, see
+/// [`LogEvent::undecodable`]) to the dead-letter store, unfiltered and undelivered, with
+/// `attempts` 0 and a reason that says where it sits and why it is not an event. Retried until
+/// written, like every dead letter; then its outcome is final and the watermark moves past it.
+pub(crate) async fn move_aside(ctx: &Context, log_event: &LogEvent, why: &str) {
+    let position = log_event.position;
+    let topic = &ctx.trigger.topic;
+    let entry = DeadLetter {
+        id: String::new(),
+        event: Event::clone(&log_event.event),
+        reason: format!(
+            "undecodable record at offset {} of partition {} of topic '{topic}': {why}",
+            position.offset, position.partition
+        ),
+        attempts: 0,
+        last_status: None,
+        last_error: Some(why.to_owned()),
+        dead_lettered_at: knative::now_rfc3339(),
+    };
+    let id = keep(ctx, &entry).await;
+    metrics::undecodable();
+    tracing::warn!(
+        trigger = %ctx.scope(), %topic, partition = position.partition, offset = position.offset, dead_letter = %id,
+        reason = %why, "undecodable record moved to the dead-letter store"
+    );
+}
+
+/// Delivers an event (read from the log, or a dead letter's); returns once its outcome is final.
 pub(crate) async fn deliver(ctx: &Context, event: &Event) {
     let outgoing = knative::for_subscriber(event);
     let replies = Replies::Admit { ttl: knative::ttl(event), redrive: false };
@@ -297,19 +359,28 @@ async fn store(ctx: &Context, event: &Event, exhausted: Exhausted) {
         last_error: exhausted.failure.error.clone(),
         dead_lettered_at: knative::now_rfc3339(),
     };
+    let id = keep(ctx, &entry).await;
+    metrics::dead_lettered("store");
+    tracing::warn!(trigger = %ctx.scope(), event = %event.id(), trace_id = trace_id(event), dead_letter = %id, reason = %entry.reason, "event kept in the dead-letter store");
+}
+
+/// Writes `entry` to the trigger's dead-letter store, trying again with doubling pauses until it
+/// is written (a store that fails, or panics, only delays it); returns its id.
+async fn keep(ctx: &Context, entry: &DeadLetter) -> String {
+    let event = &entry.event;
     let mut pause = ExponentialBackoff::new(STORE_RETRY_FIRST, STORE_RETRY_MAX);
     loop {
-        match ctx.dead_letters.put(ctx.scope(), entry.clone()).await {
-            Ok(id) => {
-                metrics::dead_lettered("store");
-                tracing::warn!(trigger = %ctx.scope(), event = %event.id(), trace_id = trace_id(event), dead_letter = %id, reason = %entry.reason, "event kept in the dead-letter store");
-                return;
-            }
-            Err(error) => {
+        match catch_panic(ctx.dead_letters.put(ctx.scope(), entry.clone())).await {
+            Ok(Ok(id)) => return id,
+            Ok(Err(error)) => {
                 tracing::error!(trigger = %ctx.scope(), event = %event.id(), trace_id = trace_id(event), %error, "cannot write to the dead-letter store; retrying");
-                tokio::time::sleep(pause.next_delay()).await;
+            }
+            Err(message) => {
+                metrics::task_panicked("delivery");
+                tracing::error!(trigger = %ctx.scope(), event = %event.id(), trace_id = trace_id(event), panic = %message, "the dead-letter store panicked; retrying");
             }
         }
+        tokio::time::sleep(pause.next_delay()).await;
     }
 }
 
@@ -319,12 +390,15 @@ pub(crate) struct RateLimiter {
     next: tokio::sync::Mutex<Instant>,
 }
 
+/// The longest interval a rate limiter spaces attempts by, whatever rate it is given: the plan
+/// validates rates, this only keeps an out-of-range one from panicking.
+const RATE_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+
 impl RateLimiter {
     pub(crate) fn new(per_second: f64) -> RateLimiter {
-        RateLimiter {
-            interval: Duration::from_secs_f64(1.0 / per_second),
-            next: tokio::sync::Mutex::new(Instant::now()),
-        }
+        let interval =
+            Duration::try_from_secs_f64(1.0 / per_second).map_or(RATE_INTERVAL_MAX, |i| i.min(RATE_INTERVAL_MAX));
+        RateLimiter { interval, next: tokio::sync::Mutex::new(Instant::now()) }
     }
 
     async fn acquire(&self) {

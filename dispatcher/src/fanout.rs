@@ -6,6 +6,14 @@
 //! A trigger whose queue is full is detached at that offset and reads the log itself from
 //! there (the backlog stays on disk, not in memory); once it has caught up it attaches again.
 //!
+//! A record that could not be decoded is no event to match: it is pushed to every attached
+//! trigger, whatever its filter, and each moves it to its dead-letter store.
+//!
+//! The task is supervised: after a panic its triggers are detached (their queues close, so
+//! they read alone from where they were, as after falling behind), the fanout reports a
+//! [`TriggerFault`] for its topic's triggers, and it restarts after a doubling wait from the
+//! position it last published (see `supervise.rs`).
+//!
 //! Invariant: a trigger never misses an event by switching between the fanout and its own
 //! reader. Ordering contract with the workers: for every batch, pushes (and detachments, which drop
 //! the trigger's queue sender) happen before the batch's end is published in `position`. A
@@ -16,29 +24,22 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use switchyard_event::Event;
-use switchyard_log::{EventLog, LogError, LogEvent, Position};
+use switchyard_log::{EventLog, LogError, LogEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::filter::{EventView, Filter};
 use crate::index::MatchIndex;
+use crate::supervise::{FaultSlot, Restarts, TriggerFault};
 
 /// Events a trigger's queue holds before the trigger is detached.
 pub(crate) const QUEUE_CAPACITY: usize = 1024;
 /// Events read per batch.
 const BATCH: usize = 256;
 
-/// A matching event, as pushed into a trigger's queue.
-pub(crate) struct Pushed {
-    pub(crate) position: Position,
-    pub(crate) timestamp_ms: i64,
-    pub(crate) event: Arc<Event>,
-}
-
 /// What a worker holds while attached.
 pub(crate) struct Attachment {
-    /// Matching events from `at` on.
-    pub(crate) queue: mpsc::Receiver<Pushed>,
+    /// Matching events (and undecodable records) from `at` on.
+    pub(crate) queue: mpsc::Receiver<LogEvent>,
     /// The fanout's position when the attachment began: the worker reads the log itself below
     /// it (from where it was) before taking from the queue.
     pub(crate) at: u64,
@@ -84,6 +85,11 @@ impl Fanouts {
         }
     }
 
+    /// Why the fanout of `topic` does not work as it should, if it does not.
+    pub(crate) fn fault(&self, topic: &str) -> Option<TriggerFault> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).get(topic).and_then(|fanout| fanout.fault.get())
+    }
+
     /// The fanout of `topic`, if one was started.
     #[cfg(test)]
     pub(crate) fn running(&self, topic: &str) -> Option<Fanout> {
@@ -97,6 +103,8 @@ pub(crate) struct Fanout {
     commands: mpsc::UnboundedSender<Command>,
     /// Every event below this offset has been pushed to (or skipped for) every attached trigger.
     pub(crate) position: watch::Receiver<u64>,
+    /// Set while the task restarts after a panic.
+    fault: FaultSlot,
 }
 
 impl Fanout {
@@ -104,8 +112,9 @@ impl Fanout {
     pub(crate) fn start(log: Arc<dyn EventLog>, topic: String, from: u64) -> Fanout {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (position_tx, position) = watch::channel(from);
-        tokio::spawn(run(log, topic, from, commands_rx, position_tx));
-        Fanout { commands, position }
+        let fault = FaultSlot::default();
+        tokio::spawn(supervise(log, topic, commands_rx, position_tx, fault.clone()));
+        Fanout { commands, position, fault }
     }
 
     /// Whether the task still runs (it ends when its topic is deleted).
@@ -141,7 +150,7 @@ struct Attached {
     filter: Arc<Filter>,
     /// Events below this offset are not this trigger's business (it handled them itself).
     from: u64,
-    queue: mpsc::Sender<Pushed>,
+    queue: mpsc::Sender<LogEvent>,
     detached_at: Arc<AtomicU64>,
 }
 
@@ -161,21 +170,22 @@ impl Fan {
 
     fn push(&mut self, log_event: &LogEvent, candidates: &mut Vec<String>) -> bool {
         candidates.clear();
-        self.index.candidates(&log_event.event, candidates);
+        // A record that is not an event matches nothing, yet every trigger must move it aside.
+        let undecodable = log_event.undecodable.is_some();
+        if undecodable {
+            candidates.extend(self.triggers.keys().cloned());
+        } else {
+            self.index.candidates(&log_event.event, candidates);
+        }
         let view = EventView::new(&log_event.event);
         let offset = log_event.position.offset;
         let mut detached = false;
         for name in candidates.iter() {
             let Some(attached) = self.triggers.get(name) else { continue };
-            if offset < attached.from || !attached.filter.evaluate(&view, &mut None) {
+            if offset < attached.from || !(undecodable || attached.filter.evaluate(&view, &mut None)) {
                 continue;
             }
-            let pushed = Pushed {
-                position: log_event.position,
-                timestamp_ms: log_event.timestamp_ms,
-                event: log_event.event.clone(),
-            };
-            if attached.queue.try_send(pushed).is_err() {
+            if attached.queue.try_send(log_event.clone()).is_err() {
                 // Full (or the worker is gone): it reads from here itself.
                 attached.detached_at.store(offset, Ordering::Release);
                 self.triggers.remove(name);
@@ -186,14 +196,40 @@ impl Fan {
     }
 }
 
-async fn run(
+/// Runs the fanout, restarting it after a panic. While it waits to restart, triggers asking
+/// to attach are turned away (they read alone, and ask again once caught up).
+async fn supervise(
     log: Arc<dyn EventLog>,
     topic: String,
-    from: u64,
     mut commands: mpsc::UnboundedReceiver<Command>,
     position: watch::Sender<u64>,
+    fault: FaultSlot,
 ) {
-    let mut reader = match log.reader(&topic, 0, from).await {
+    let mut restarts = Restarts::new("fanout", "FanoutPanicked", fault);
+    loop {
+        // Everything below the published position went to the triggers then attached; those
+        // attaching anew say where they are themselves.
+        let from = *position.borrow();
+        let Err(message) = restarts.watch(run(&log, &topic, from, &mut commands, &position)).await else { return };
+        let restart = tokio::time::sleep(restarts.panicked(&topic, &message));
+        tokio::pin!(restart);
+        loop {
+            tokio::select! {
+                () = &mut restart => break,
+                command = commands.recv() => if command.is_none() { return },
+            }
+        }
+    }
+}
+
+async fn run(
+    log: &Arc<dyn EventLog>,
+    topic: &str,
+    from: u64,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    position: &watch::Sender<u64>,
+) {
+    let mut reader = match log.reader(topic, 0, from).await {
         Ok(reader) => reader,
         Err(error) => {
             tracing::warn!(%topic, %error, "fanout cannot read its topic");

@@ -11,6 +11,12 @@ pub const DELIVERY_ATTEMPTS: &str = "switchyard_delivery_attempts_total";
 pub const DELIVERY_DURATION: &str = "switchyard_delivery_duration_seconds";
 /// Events whose delivery failed for good, by `destination` (`sink` or `store`).
 pub const DEAD_LETTERED: &str = "switchyard_dead_lettered_events_total";
+/// Records that could not be decoded and were moved to a trigger's dead-letter store instead
+/// of being filtered or delivered: counted once per trigger that moved the record aside.
+pub const UNDECODABLE_RECORDS: &str = "switchyard_undecodable_records_total";
+/// Panics caught in the dispatcher's tasks, by `task` (`delivery`, `redrive`, `worker`,
+/// `fanout`): each was logged at error and survived (see `supervise.rs`).
+pub const TASK_PANICS: &str = "switchyard_task_panics_total";
 /// Events behind a trigger: the log's end minus the trigger's committed position.
 pub const TRIGGER_BACKLOG: &str = "switchyard_trigger_backlog";
 /// Age of the oldest event a trigger has read and not yet brought to a final outcome.
@@ -36,4 +42,14 @@ fn attempt_outcome<T>(result: &Result<T, Failure>) -> &'static str {
 /// An event went to the dead-letter sink (`sink`) or the dead-letter store (`store`).
 pub(crate) fn dead_lettered(destination: &'static str) {
     metrics::counter!(DEAD_LETTERED, "destination" => destination).increment(1);
+}
+
+/// A record that could not be decoded was moved to a trigger's dead-letter store.
+pub(crate) fn undecodable() {
+    metrics::counter!(UNDECODABLE_RECORDS).increment(1);
+}
+
+/// A task (`delivery`, `redrive`, `worker` or `fanout`) panicked.
+pub(crate) fn task_panicked(task: &'static str) {
+    metrics::counter!(TASK_PANICS, "task" => task).increment(1);
 }

@@ -40,6 +40,17 @@ pub const MAX_RETRY: i64 = 1000;
 /// The most deliveries in flight per trigger that `maxInFlight` may ask for.
 pub const MAX_IN_FLIGHT: i64 = 10_000;
 
+/// The longest `backoffDelay`, `timeout` and `retryAfterMax` a delivery may ask for: past an
+/// hour a retry or an attempt is better served by the dead-letter store and a redrive, and
+/// every timer stays far from `Instant`'s range.
+pub const MAX_DELIVERY_DURATION: Duration = Duration::from_secs(3600);
+
+/// The slowest `rateLimit`: one attempt every 1,000 s.
+pub const MIN_RATE_LIMIT: f64 = 0.001;
+
+/// The fastest `rateLimit`: above this it limits nothing a node can do.
+pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
+
 /// How a trigger delivers: Knative's `DeliverySpec` plus Switchyard's `format`, `ordering`,
 /// `maxInFlight` and `rateLimit`, compiled.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,10 +153,13 @@ impl DeliveryPolicy {
                 })?;
         }
         if let Some(rate) = spec.rate_limit {
-            if !(rate.is_finite() && rate > 0.0) {
+            // NaN fails both comparisons.
+            if !(MIN_RATE_LIMIT..=MAX_RATE_LIMIT).contains(&rate) {
                 return Err(ValidationError::field(
                     &path("rateLimit"),
-                    format!("'{rate}' is not a rate: use a number of attempts per second greater than zero"),
+                    format!(
+                        "'{rate}' is out of range: use a number of attempts per second from {MIN_RATE_LIMIT} to {MAX_RATE_LIMIT}"
+                    ),
                 ));
             }
             policy.rate_limit = Some(rate);
@@ -164,9 +178,14 @@ fn one_of<T: Copy>(field: &str, value: &str, what: &str, choices: [(&str, T); 2]
         .ok_or_else(|| ValidationError::field(field, format!("'{value}' is not {what}: use '{first}' or '{second}'")))
 }
 
+/// A delivery duration, at most [`MAX_DELIVERY_DURATION`].
 fn duration_field(field: &str, text: &str) -> Result<Duration, ValidationError> {
-    parse_iso8601_duration(text)
-        .map_err(|e| ValidationError::field(field, format!("'{text}' is not a valid ISO-8601 duration: {e}")))
+    let duration = parse_iso8601_duration(text)
+        .map_err(|e| ValidationError::field(field, format!("'{text}' is not a valid ISO-8601 duration: {e}")))?;
+    if duration > MAX_DELIVERY_DURATION {
+        return Err(ValidationError::field(field, format!("'{text}' is longer than the limit of PT1H")));
+    }
+    Ok(duration)
 }
 
 /// A Knative `Destination` as an absolute http(s) URL (`field` e.g. `spec.subscriber`). A
@@ -367,6 +386,12 @@ mod tests {
             (r#"{"maxInFlight":10001}"#, "spec.delivery.maxInFlight", "'10001'"),
             (r#"{"rateLimit":0}"#, "spec.delivery.rateLimit", "'0'"),
             (r#"{"rateLimit":-1.5}"#, "spec.delivery.rateLimit", "'-1.5'"),
+            // Found by hand: 1e-300 passed and panicked in `Duration::from_secs_f64(1 / rate)`.
+            (r#"{"rateLimit":1e-300}"#, "spec.delivery.rateLimit", "from 0.001 to 1000000"),
+            (r#"{"rateLimit":1e7}"#, "spec.delivery.rateLimit", "'10000000'"),
+            (r#"{"timeout":"P9999999W"}"#, "spec.delivery.timeout", "longer than the limit of PT1H"),
+            (r#"{"backoffDelay":"PT1H0.001S"}"#, "spec.delivery.backoffDelay", "limit of PT1H"),
+            (r#"{"retryAfterMax":"P1D"}"#, "spec.delivery.retryAfterMax", "limit of PT1H"),
             (r#"{"deadLetterSink":{}}"#, "spec.delivery.deadLetterSink.uri", "is required"),
             (r#"{"deadLetterSink":{"uri":"/dls"}}"#, "spec.delivery.deadLetterSink.uri", "'/dls'"),
             (r#"{"deadLetterSink":{"uri":"ftp://x/"}}"#, "spec.delivery.deadLetterSink.uri", "'ftp://x/'"),

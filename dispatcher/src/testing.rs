@@ -1,14 +1,16 @@
 //! What the dispatcher's unit tests share: a real HTTP subscriber on 127.0.0.1 that records
 //! what it receives and answers what the test scripts, an [`Admit`] that records replies (or
-//! refuses them), and a harness around a [`Dispatcher`] over the in-memory log.
+//! refuses them, or panics), and a harness around a [`Dispatcher`] over the in-memory log,
+//! seen through [`ChaosLog`] (which reads chosen events back as undecodable records, or
+//! panics in a read, on demand); and a recorder of the counters the dispatcher increments.
 //!
 //! Everything runs inside the test's own (current-thread, paused-time) runtime: the server's
 //! delays are `tokio::time::sleep`s, which paused time fast-forwards, and loopback I/O wakes
 //! its peer at once, so a test spanning minutes of backoff runs in milliseconds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +22,10 @@ use switchyard_event::http::HeaderEncoding;
 use switchyard_event::{AttrValue, Event};
 use switchyard_log::testkit::memory::MemoryLog;
 use switchyard_log::testkit::sample_event;
-use switchyard_log::{Admit, Admitted, DeadLetter, EventLog, Origin, Refusal};
+use switchyard_log::{
+    Admit, Admitted, DeadLetter, DeadLetterStore, EventLog, LogError, LogEvent, Origin, Refusal, StateStore,
+    Subscription,
+};
 use tokio::time::Instant;
 use url::Url;
 
@@ -240,12 +245,19 @@ pub(crate) struct Admissions {
     calls: Mutex<Vec<Admission>>,
     refuse_next: AtomicU32,
     hops_spent: AtomicBool,
+    panic_next: AtomicU32,
 }
 
 impl Admissions {
     /// Refuses the next `n` calls (as a full log would: `Unavailable`).
     pub(crate) fn refuse_next(&self, n: u32) {
         self.refuse_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Panics in the next `n` calls (a bug on the path of a delivery, for the tests of what
+    /// survives one).
+    pub(crate) fn panic_next(&self, n: u32) {
+        self.panic_next.store(n, Ordering::SeqCst);
     }
 
     /// Answers every call with `HopsSpent` from now on.
@@ -267,6 +279,9 @@ impl Admit for Admissions {
         events: Vec<Event>,
         origin: Origin,
     ) -> Result<Admitted, Refusal> {
+        if take_one(&self.panic_next) {
+            panic!("injected panic in admission");
+        }
         let refused = self.refuse_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         self.calls.lock().unwrap().push(Admission {
             namespace: namespace.to_owned(),
@@ -363,10 +378,188 @@ pub(crate) async fn wait_until_async<F: Future<Output = bool>>(what: &str, mut c
     }
 }
 
-/// A dispatcher over an in-memory log holding the test topic, with the trigger's group created
-/// before any event, so that it reads from offset 0.
+/// Takes one from a countdown; false when it is at zero.
+fn take_one(countdown: &AtomicU32) -> bool {
+    countdown.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+/// What [`ChaosLog`] does to reads, beyond the in-memory log's own faults.
+#[derive(Debug, Default)]
+pub(crate) struct Chaos {
+    /// Ids of events read back as undecodable records.
+    undecodable: Mutex<HashSet<String>>,
+    /// Group subscriptions' (the workers') next reads that panic.
+    subscription_panics: AtomicU32,
+    /// Shared readers' (the fanout's) next reads that panic.
+    reader_panics: AtomicU32,
+    /// Whether the log says it is partitioned (as Kafka does): then workers read alone.
+    partitioned: AtomicBool,
+}
+
+impl Chaos {
+    /// Reads the event with this id back as a record that could not be decoded.
+    pub(crate) fn undecodable(&self, id: &str) {
+        self.undecodable.lock().unwrap().insert(id.to_owned());
+    }
+
+    /// Panics in the next `n` reads of group subscriptions (the workers' own reads).
+    pub(crate) fn panic_subscription_reads(&self, n: u32) {
+        self.subscription_panics.store(n, Ordering::SeqCst);
+    }
+
+    /// Says the log is partitioned, so that workers read it alone (as on Kafka), from now on.
+    pub(crate) fn partitioned(&self) {
+        self.partitioned.store(true, Ordering::SeqCst);
+    }
+
+    /// Panics in the next `n` reads of shared readers (the fanout's).
+    pub(crate) fn panic_reader_reads(&self, n: u32) {
+        self.reader_panics.store(n, Ordering::SeqCst);
+    }
+}
+
+/// The in-memory log, read through [`Chaos`].
+pub(crate) struct ChaosLog {
+    inner: Arc<MemoryLog>,
+    chaos: Arc<Chaos>,
+}
+
+#[async_trait]
+impl EventLog for ChaosLog {
+    fn dead_letters(&self) -> Arc<dyn DeadLetterStore> {
+        self.inner.dead_letters()
+    }
+    fn state(&self) -> Arc<dyn StateStore> {
+        self.inner.state()
+    }
+    async fn create_topic(&self, topic: &str) -> Result<(), LogError> {
+        self.inner.create_topic(topic).await
+    }
+    async fn delete_topic(&self, topic: &str) -> Result<(), LogError> {
+        self.inner.delete_topic(topic).await
+    }
+    async fn append(&self, topic: &str, events: &[Event]) -> Result<(), LogError> {
+        self.inner.append(topic, events).await
+    }
+    async fn create_group(&self, topic: &str, group: &str) -> Result<(), LogError> {
+        self.inner.create_group(topic, group).await
+    }
+    async fn delete_group(&self, topic: &str, group: &str) -> Result<(), LogError> {
+        self.inner.delete_group(topic, group).await
+    }
+    async fn subscribe(&self, topic: &str, group: &str) -> Result<Box<dyn Subscription>, LogError> {
+        let inner = self.inner.subscribe(topic, group).await?;
+        Ok(Box::new(ChaosSubscription { inner, chaos: self.chaos.clone(), topic: topic.to_owned(), shared: false }))
+    }
+    async fn reader(&self, topic: &str, partition: u32, offset: u64) -> Result<Box<dyn Subscription>, LogError> {
+        let inner = self.inner.reader(topic, partition, offset).await?;
+        Ok(Box::new(ChaosSubscription { inner, chaos: self.chaos.clone(), topic: topic.to_owned(), shared: true }))
+    }
+    async fn flush(&self) -> Result<(), LogError> {
+        self.inner.flush().await
+    }
+    fn single_partition(&self) -> bool {
+        !self.chaos.partitioned.load(Ordering::SeqCst)
+    }
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, LogError> {
+        self.inner.end_offsets(topic).await
+    }
+}
+
+struct ChaosSubscription {
+    inner: Box<dyn Subscription>,
+    chaos: Arc<Chaos>,
+    topic: String,
+    /// A shared reader, not a group's subscription.
+    shared: bool,
+}
+
+#[async_trait]
+impl Subscription for ChaosSubscription {
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<LogEvent>, LogError> {
+        let panics = if self.shared { &self.chaos.reader_panics } else { &self.chaos.subscription_panics };
+        if take_one(panics) {
+            panic!("injected panic in a read of {}", if self.shared { "a shared reader" } else { "a subscription" });
+        }
+        let batch = self.inner.next_batch(max).await?;
+        let undecodable = self.chaos.undecodable.lock().unwrap().clone();
+        let read = |log_event: LogEvent| {
+            if !undecodable.contains(log_event.event.id()) {
+                return log_event;
+            }
+            let LogEvent { position, timestamp_ms, .. } = log_event;
+            let record = Bytes::from_static(b"\x01\x00\xff not an event");
+            LogEvent::undecodable(&self.topic, position, timestamp_ms, record, "truncated record".to_owned())
+        };
+        Ok(batch.into_iter().map(read).collect())
+    }
+    fn commit(&mut self, partition: u32, next_offset: u64) -> Result<(), LogError> {
+        self.inner.commit(partition, next_offset)
+    }
+    fn seek(&mut self, partition: u32, offset: u64) -> Result<(), LogError> {
+        self.inner.seek(partition, offset)
+    }
+    fn position(&self, partition: u32) -> Option<u64> {
+        self.inner.position(partition)
+    }
+}
+
+/// Counts what the code under test increments, on the test's thread (the tests' runtimes run
+/// every task there): `get("name{label=value}")`, labels in the order given.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    counts: Mutex<HashMap<String, Arc<Count>>>,
+}
+
+#[derive(Debug, Default)]
+struct Count(AtomicU64);
+
+impl metrics::CounterFn for Count {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::SeqCst);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.fetch_max(value, Ordering::SeqCst);
+    }
+}
+
+impl Counters {
+    /// Records into a new set of counters (leaked: a test's worth) until the guard is dropped.
+    pub(crate) fn install() -> (&'static Counters, metrics::LocalRecorderGuard<'static>) {
+        let counters: &'static Counters = Box::leak(Box::default());
+        (counters, metrics::set_default_local_recorder(counters))
+    }
+
+    /// The counter's value (0 when it was never incremented).
+    pub(crate) fn get(&self, key: &str) -> u64 {
+        self.counts.lock().unwrap().get(key).map_or(0, |count| count.0.load(Ordering::SeqCst))
+    }
+}
+
+impl metrics::Recorder for Counters {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let name =
+            if labels.is_empty() { key.name().to_owned() } else { format!("{}{{{}}}", key.name(), labels.join(",")) };
+        let count = self.counts.lock().unwrap().entry(name).or_default().clone();
+        metrics::Counter::from_arc(count)
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// A dispatcher over an in-memory log holding the test topic (read through [`ChaosLog`]), with
+/// the trigger's group created before any event, so that it reads from offset 0.
 pub(crate) struct Harness {
     pub(crate) log: Arc<MemoryLog>,
+    pub(crate) chaos: Arc<Chaos>,
     pub(crate) admissions: Arc<Admissions>,
     pub(crate) dispatcher: Dispatcher,
 }
@@ -377,8 +570,10 @@ impl Harness {
         log.create_topic(TOPIC).await.unwrap();
         log.create_group(TOPIC, TRIGGER).await.unwrap();
         let admissions = Arc::new(Admissions::default());
-        let dispatcher = Harness::dispatcher(&log, &admissions);
-        Harness { log, admissions, dispatcher }
+        let chaos = Arc::new(Chaos::default());
+        let chaotic = Arc::new(ChaosLog { inner: log.clone(), chaos: chaos.clone() });
+        let dispatcher = Dispatcher::new(chaotic, client(), admissions.clone() as Arc<dyn Admit>);
+        Harness { log, chaos, admissions, dispatcher }
     }
 
     /// A second dispatcher on the same log, as a restarted node would be.

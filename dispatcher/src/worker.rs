@@ -2,6 +2,10 @@
 //! attached, or by reading the log itself (at start, behind, or detached for being slow) — hand
 //! each to a delivery task (in order per partition key when ordered), and commit only the
 //! watermark below which every event has a final outcome.
+//!
+//! A record that could not be decoded is never filtered or delivered: it is moved to the
+//! trigger's dead-letter store, which makes it final. [`supervise`] restarts the loop after a
+//! panic, from the committed position.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,15 +13,16 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering as AtomicOrdering;
 
-use switchyard_log::{DeadLetter, LogError, LogEvent, Position, Subscription};
+use switchyard_log::{DeadLetter, LogError, LogEvent, Position, Subscription, UNDECODABLE_TYPE};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::delivery::{self, Context};
 use crate::fanout::{Attachment, Fanout, Fanouts};
+use crate::supervise::{catch_panic, FaultSlot, Restarts};
 use crate::tracker::Tracker;
-use crate::{Ordering, Progress};
+use crate::{metrics, Ordering, Progress};
 
 /// Events read per batch.
 const BATCH: usize = 256;
@@ -71,12 +76,43 @@ enum Source {
     Attached { attachment: Attachment },
 }
 
-pub(crate) async fn run(
+/// Runs the trigger's loop until it is told to stop (or its topic or group is gone),
+/// restarting it after a panic.
+///
+/// A panic drops the loop's state: its in-flight deliveries are abandoned (not final, so not
+/// committed) and its fanout queue closes. After a doubling wait (see `supervise.rs`), during
+/// which `fault` says why the trigger is not ready, the loop starts again from the committed
+/// position, so nothing is skipped (at least once). Stop requests and redrives wait in their
+/// channels meanwhile.
+pub(crate) async fn supervise(
     ctx: Arc<Context>,
     progress: Arc<Mutex<Progress>>,
     fanouts: Arc<Fanouts>,
     mut stop: watch::Receiver<Stop>,
     mut redrives: mpsc::UnboundedReceiver<Redrive>,
+    fault: FaultSlot,
+) {
+    let mut restarts = Restarts::new("worker", "WorkerPanicked", fault);
+    loop {
+        let life = run(ctx.clone(), progress.clone(), fanouts.clone(), &mut stop, &mut redrives);
+        let Err(message) = restarts.watch(life).await else { return };
+        let wait = restarts.panicked(ctx.scope(), &message);
+        if *stop.borrow() != Stop::Run {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    progress: Arc<Mutex<Progress>>,
+    fanouts: Arc<Fanouts>,
+    stop: &mut watch::Receiver<Stop>,
+    redrives: &mut mpsc::UnboundedReceiver<Redrive>,
 ) {
     let trigger = &ctx.trigger;
     let mut subscription = loop {
@@ -122,6 +158,7 @@ pub(crate) async fn run(
             Some(selection) = redrives.recv() => {
                 state.deliveries.spawn(redrive(ctx.clone(), selection));
             }
+            Some(ended) = state.deliveries.join_next(), if !state.deliveries.is_empty() => state.joined(ended),
             batch = subscription.next_batch(BATCH), if room && reading => match batch {
                 Ok(batch) => {
                     let caught_up = batch.len() < BATCH;
@@ -151,29 +188,31 @@ pub(crate) async fn run(
             },
             pushed = next_pushed(&mut source), if room && !reading => {
                 if let Some(pushed) = pushed {
-                    state.take(pushed.position, pushed.timestamp_ms, pushed.event);
+                    state.take(pushed);
                 }
                 source = state.sync(source, position.as_mut(), &mut *subscription);
             }
             // Progress past events this trigger does not want is picked up now and then rather
             // than on every move of the fanout, which would wake thousands of idle triggers per
             // batch.
-            _ = progress.tick(), if room && !reading => {
+            // Also while reading alone when a commit failed: it is tried again even if no
+            // event comes to trigger one.
+            _ = progress.tick(), if (room && !reading) || state.commit_owed() => {
                 if position.as_ref().is_some_and(|p| p.has_changed().is_err()) {
                     // The fanout stopped (its topic is being deleted): read alone.
                     position = None;
                 }
                 source = state.sync(source, position.as_mut(), &mut *subscription);
+                state.commit(&mut *subscription);
             }
         }
-        while state.deliveries.try_join_next().is_some() {}
     }
     if let Some(fanout) = &fanout {
         fanout.detach(ctx.scope());
     }
-    let stop_mode = *stop.borrow();
+    let stop_mode = *stop.borrow_and_update();
     if let Stop::Graceful(grace) = stop_mode {
-        state.drain(grace, &mut *subscription).await;
+        state.drain(grace, stop, &mut *subscription).await;
     }
     state.deliveries.abort_all();
     tracing::info!(trigger = %ctx.scope(), in_flight = state.deliveries.len(), "trigger stopped");
@@ -196,7 +235,7 @@ async fn attach(ctx: &Context, fanouts: &Fanouts, state: &State) -> Option<(Sour
     Some((source, fanout))
 }
 
-async fn next_pushed(source: &mut Source) -> Option<crate::fanout::Pushed> {
+async fn next_pushed(source: &mut Source) -> Option<LogEvent> {
     match source {
         Source::Attached { attachment } => attachment.queue.recv().await,
         _ => std::future::pending().await,
@@ -261,8 +300,8 @@ impl State {
                 break;
             }
             self.tracker(position.partition, position.offset).advance(position.offset + 1);
-            if self.ctx.filter.matches(&log_event.event) {
-                self.take(position, log_event.timestamp_ms, log_event.event);
+            if log_event.undecodable.is_some() || self.ctx.filter.matches(&log_event.event) {
+                self.take(log_event);
             }
         }
         self.commit(subscription);
@@ -282,7 +321,7 @@ impl State {
         let published = position.map(|p| *p.borrow_and_update());
         loop {
             match attachment.queue.try_recv() {
-                Ok(pushed) => self.take(pushed.position, pushed.timestamp_ms, pushed.event),
+                Ok(pushed) => self.take(pushed),
                 Err(TryRecvError::Empty) => {
                     if let Some(published) = published {
                         self.advance(published, subscription);
@@ -311,10 +350,14 @@ impl State {
         Source::Reading
     }
 
-    /// A matching event: deliver it now, or queue it behind its key in ordered mode.
-    fn take(&mut self, position: Position, timestamp_ms: i64, event: Arc<switchyard_event::Event>) {
-        self.tracker(position.partition, position.offset).track(position.offset, timestamp_ms);
-        let log_event = LogEvent { position, timestamp_ms, event };
+    /// A matching event: deliver it now, or queue it behind its key in ordered mode. An
+    /// undecodable record is moved aside at once: it has no key, and holds none.
+    fn take(&mut self, log_event: LogEvent) {
+        let position = log_event.position;
+        self.tracker(position.partition, position.offset).track(position.offset, log_event.timestamp_ms);
+        if log_event.undecodable.is_some() {
+            return self.spawn(log_event, None);
+        }
         match self.ctx.delivery.ordering {
             Ordering::Unordered => self.spawn(log_event, None),
             Ordering::Ordered => {
@@ -335,10 +378,32 @@ impl State {
         let ctx = self.ctx.clone();
         let done = self.completions_tx.clone();
         self.deliveries.spawn(async move {
-            delivery::deliver(&ctx, &log_event.event).await;
+            match &log_event.undecodable {
+                Some(why) => delivery::move_aside(&ctx, &log_event, why).await,
+                None => delivery::deliver_read(&ctx, &log_event).await,
+            }
             // The worker may be gone (trigger deleted); then nothing is committed, as intended.
             let _ = done.send(Done { position: log_event.position, key });
         });
+    }
+
+    /// A delivery or redrive task ended. Both catch their own panics, so one that escapes is a
+    /// bug around them; it is never discarded: it is counted and passed on to the worker,
+    /// whose supervisor logs it and restarts the worker from the committed position, so the
+    /// offset the task held does not stay pending forever.
+    fn joined(&self, ended: Result<(), tokio::task::JoinError>) {
+        if let Err(error) = ended {
+            if error.is_panic() {
+                let message = crate::supervise::panic_message(error.into_panic().as_ref());
+                metrics::task_panicked("delivery");
+                panic!("a delivery task panicked: {message}");
+            }
+        }
+    }
+
+    /// Whether a commit failed and its watermark is still to be committed.
+    fn commit_owed(&self) -> bool {
+        self.trackers.iter().any(|(partition, tracker)| self.committed.get(partition) != Some(&tracker.watermark()))
     }
 
     fn mark_done(&mut self, position: Position) {
@@ -393,13 +458,15 @@ impl State {
         progress.oldest_pending_ms = oldest_pending_ms;
     }
 
-    /// Lets in-flight deliveries finish for up to `grace`, committing as they do.
-    async fn drain(&mut self, grace: Duration, subscription: &mut dyn Subscription) {
+    /// Lets in-flight deliveries finish for up to `grace` (or until told to abort), committing
+    /// as they do.
+    async fn drain(&mut self, grace: Duration, stop: &mut watch::Receiver<Stop>, subscription: &mut dyn Subscription) {
         let deadline = tokio::time::Instant::now() + grace;
         while !self.deliveries.is_empty() {
             tokio::select! {
-                _ = self.deliveries.join_next() => {}
+                Some(ended) = self.deliveries.join_next() => self.joined(ended),
                 _ = tokio::time::sleep_until(deadline) => break,
+                Ok(()) = stop.changed() => if *stop.borrow_and_update() == Stop::Abort { break },
             }
         }
         while let Ok(done) = self.completions.try_recv() {
@@ -409,9 +476,17 @@ impl State {
     }
 }
 
+/// Redelivers dead letters (see [`redrive_pages`]); a panic ends the redrive, logged and counted.
+async fn redrive(ctx: Arc<Context>, selection: Redrive) {
+    if let Err(message) = catch_panic(redrive_pages(&ctx, selection)).await {
+        metrics::task_panicked("redrive");
+        tracing::error!(trigger = %ctx.scope(), panic = %message, "redrive panicked; the dead letters stay in the store");
+    }
+}
+
 /// Redelivers dead letters, at most `maxInFlight` at a time, reading the store page by page so
 /// that a large store is not loaded into memory.
-async fn redrive(ctx: Arc<Context>, selection: Redrive) {
+async fn redrive_pages(ctx: &Arc<Context>, selection: Redrive) {
     let scope = ctx.scope();
     let mut tasks = JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(ctx.delivery.max_in_flight.max(1) as usize));
@@ -446,6 +521,10 @@ async fn redrive(ctx: Arc<Context>, selection: Redrive) {
         }
         after = page.last().map(|entry| entry.id.clone());
         for entry in page {
+            if is_undecodable_stand_in(&entry.event) {
+                tracing::info!(trigger = %scope, id = %entry.id, "not redriven: an undecodable record, not an event; it stays in the store");
+                continue;
+            }
             let fresh = ctx.redriving.lock().unwrap_or_else(|e| e.into_inner()).insert(entry.id.clone());
             if !fresh {
                 continue;
@@ -453,13 +532,24 @@ async fn redrive(ctx: Arc<Context>, selection: Redrive) {
             let Ok(slot) = slots.clone().acquire_owned().await else { break };
             let ctx = ctx.clone();
             tasks.spawn(async move {
-                delivery::redrive(&ctx, entry).await;
+                let id = entry.id.clone();
+                if let Err(message) = catch_panic(delivery::redrive(&ctx, entry)).await {
+                    metrics::task_panicked("redrive");
+                    tracing::error!(trigger = %ctx.scope(), %id, panic = %message, "redrive panicked; the dead letter stays in the store");
+                    ctx.redriving.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                }
                 drop(slot);
             });
             while tasks.try_join_next().is_some() {}
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// The stand-in a backend reads for a record that is not an event ([`LogEvent::undecodable`]):
+/// delivering it would hand a subscriber bytes that are no event of theirs.
+fn is_undecodable_stand_in(event: &switchyard_event::Event) -> bool {
+    event.ty() == UNDECODABLE_TYPE && event.get("switchyardreason").is_some()
 }
 
 #[cfg(test)]

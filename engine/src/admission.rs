@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use switchyard_event::limits::EventLimits;
+use switchyard_event::limits::{EventLimits, LimitExceeded};
 use switchyard_event::tracecontext::{self, SpanSink};
 use switchyard_event::{knative, AttrValue, Event};
 use switchyard_log::{Admit, Admitted, EventLog, LogError, Origin, Refusal};
@@ -186,7 +186,12 @@ impl Admit for Admission {
     }
 
     fn refuse(&self, origin: &Origin, refusal: Refusal) -> Refusal {
-        metrics::refused(origin, 1, &refusal);
+        // A batch refused by its count before it was decoded still refuses all its events.
+        let events = match &refusal {
+            Refusal::Limit(LimitExceeded::TooManyEvents { count, .. }) => *count,
+            _ => 1,
+        };
+        metrics::refused(origin, events, &refusal);
         refusal
     }
 }
@@ -194,7 +199,6 @@ impl Admit for Admission {
 #[cfg(test)]
 mod tests {
     use switchyard_event::http::ContentMode;
-    use switchyard_event::limits::LimitExceeded;
     use switchyard_log::testkit::memory::MemoryLog;
     use switchyard_log::testkit::sample_event;
 
@@ -223,7 +227,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_origin_gets_the_same_refusal_for_the_same_event() {
-        let limits = EventLimits { max_event_bytes: 2048, max_attributes: 12, max_batch_events: 10 };
+        let limits =
+            EventLimits { max_event_bytes: 2048, max_attributes: 12, max_batch_events: 10, ..EventLimits::default() };
         let (log, admission) = admission(limits).await;
         let large = sample_event("large", 4096);
         let mut crowded = sample_event("crowded", 1);

@@ -12,10 +12,11 @@
 //! and a dispatcher worker per trigger whose broker exists, and the sources.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use switchyard_dispatcher::{Dispatcher, Redrive, TriggerPlan, TriggerRef};
+use switchyard_dispatcher::{dead_letter_scope, Dispatcher, Redrive, TriggerPlan, TriggerRef};
 use switchyard_log::{Admit, Change, DeclarationLog, EventLog, LogError};
 use switchyard_meta::status::{Address, BrokerStatus, Condition, SourceStatus, TriggerStatus};
 use switchyard_meta::{Broker, Trigger, Upsert, ValidationError};
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::admission::{topic_name, Admission};
 use crate::declaration::{Catalog, Declaration, Kind, SourceDeclaration, Unreadable};
-use crate::metrics;
+use crate::{loops, metrics, Quotas};
 
 /// How long a write waits for this node to apply its own published change.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,6 +41,9 @@ pub enum ControlError {
     /// The log (or the declaration log) failed; retry later.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A create beyond a namespace's quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The declaration is stored, but could not take effect on this node yet.
     #[error("'{key}' is declared but not active yet: {message}; it is retried, and its status says why")]
     NotActive {
@@ -76,6 +80,7 @@ pub(crate) struct Parts {
     pub(crate) admission: Arc<Admission>,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) sources: Arc<Sources>,
+    pub(crate) quotas: Quotas,
 }
 
 /// Declarations applied to the running system.
@@ -91,6 +96,9 @@ pub struct Controller {
     applied: watch::Sender<u64>,
     /// Declarations that do not run as declared on this node, by key.
     problems: Mutex<HashMap<String, Problem>>,
+    /// Where this node serves ingest, once it listens: declarations that would deliver a
+    /// broker's events back into it here are refused (`loops`).
+    node: OnceLock<SocketAddr>,
 }
 
 fn group_name(namespace: &str, trigger: &str) -> String {
@@ -117,7 +125,13 @@ impl Controller {
             applying: tokio::sync::Mutex::new(()),
             applied: watch::channel(0).0,
             problems: Mutex::default(),
+            node: OnceLock::new(),
         }
+    }
+
+    /// Tells the controller where this node serves ingest, for the loop guard.
+    pub fn serving_at(&self, address: SocketAddr) {
+        let _ = self.node.set(address);
     }
 
     /// Waits until every change numbered below `sequence` is applied on this node.
@@ -136,9 +150,16 @@ impl Controller {
         body: &[u8],
     ) -> Result<(Declaration, Upsert), ControlError> {
         let declaration = Declaration::parse(kind, namespace, name, body)?;
+        if let Some(node) = self.node.get() {
+            loops::refuse_self_delivery(&declaration, *node)?;
+        }
         let _publishing = self.publishing.lock().await;
         let key = declaration.key();
-        let (prepared, upsert) = declaration.prepared(self.catalog.get(&key).as_ref());
+        let existing = self.catalog.get(&key);
+        if existing.is_none() {
+            self.check_quota(kind, namespace)?;
+        }
+        let (prepared, upsert) = declaration.prepared(existing.as_ref());
         if let Declaration::Broker(broker) = &prepared {
             // Before the answer, on this node, so that ingest may start at once.
             let (namespace, name) = broker.names();
@@ -146,6 +167,33 @@ impl Controller {
         }
         self.publish(&key, Some(prepared.encode())).await?;
         Ok((prepared, upsert))
+    }
+
+    /// Refuses one more declaration of `kind` in a namespace that holds its quota of them.
+    fn check_quota(&self, kind: Kind, namespace: &str) -> Result<(), ControlError> {
+        let (held, quota, what, setting) = match kind {
+            Kind::Broker => {
+                (self.catalog.count(kind, namespace), self.parts.quotas.brokers, "brokers", "max_brokers_per_namespace")
+            }
+            Kind::Trigger => (
+                self.catalog.count(kind, namespace),
+                self.parts.quotas.triggers,
+                "triggers",
+                "max_triggers_per_namespace",
+            ),
+            Kind::Source(_) => (
+                Kind::sources().map(|kind| self.catalog.count(kind, namespace)).sum(),
+                self.parts.quotas.sources,
+                "sources",
+                "max_sources_per_namespace",
+            ),
+        };
+        match held < quota {
+            true => Ok(()),
+            false => Err(ControlError::QuotaExceeded(format!(
+                "namespace '{namespace}' already has {held} {what}, its quota ({setting} = {quota}): delete one first, or raise the quota"
+            ))),
+        }
     }
 
     /// Deletes a declaration; returns it as it was, or `None` if there was none.
@@ -192,23 +240,44 @@ impl Controller {
         self.applied.send_replace(change.sequence + 1);
     }
 
-    /// Tries again every declaration that failed to take effect for a reason that may pass.
-    pub(crate) async fn retry_failed(&self) {
-        let keys: Vec<String> = {
-            let problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-            problems.iter().filter(|(_, problem)| problem.retry).map(|(key, _)| key.clone()).collect()
+    /// Records a change whose application panicked: the change counts as applied (a node that
+    /// waited for it must not wait forever, and the next change replaces it), its declaration
+    /// is reported not ready, and it is tried again like any failure that may pass.
+    pub(crate) fn apply_panicked(&self, key: &str, sequence: Option<u64>, message: &str) {
+        tracing::error!(%key, panic = %message, "applying a declaration panicked; it is retried");
+        metrics::task_panicked("declarations");
+        let problem = Problem {
+            reason: "ApplyPanicked",
+            message: format!("applying it failed unexpectedly ({message}); it is retried"),
+            retry: true,
         };
-        for key in keys {
-            let _applying = self.applying.lock().await;
-            let outcome = match self.catalog.get(&key) {
-                Some(declaration) => self.activate(&declaration, None).await,
-                None => Ok(()),
-            };
-            if outcome.is_ok() {
-                tracing::info!(%key, "declaration took effect on retry");
-            }
-            self.record(&key, outcome);
+        self.record(key, Err(problem));
+        if let Some(sequence) = sequence {
+            self.applied.send_if_modified(|applied| {
+                let advanced = *applied < sequence + 1;
+                *applied = (*applied).max(sequence + 1);
+                advanced
+            });
         }
+    }
+
+    /// The declarations that failed to take effect for a reason that may pass.
+    pub(crate) fn to_retry(&self) -> Vec<String> {
+        let problems = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        problems.iter().filter(|(_, problem)| problem.retry).map(|(key, _)| key.clone()).collect()
+    }
+
+    /// Tries a declaration that failed to take effect again.
+    pub(crate) async fn retry(&self, key: &str) {
+        let _applying = self.applying.lock().await;
+        let outcome = match self.catalog.get(key) {
+            Some(declaration) => self.activate(&declaration, None).await,
+            None => Ok(()),
+        };
+        if outcome.is_ok() {
+            tracing::info!(%key, "declaration took effect on retry");
+        }
+        self.record(key, outcome);
     }
 
     fn record(&self, key: &str, outcome: Result<(), Problem>) {
@@ -266,7 +335,18 @@ impl Controller {
                 self.parts.dispatcher.stop(namespace, name).await;
                 let topic = topic_name(namespace, &trigger.spec.broker);
                 match self.parts.log.delete_group(&topic, &group_name(namespace, name)).await {
-                    Ok(()) | Err(LogError::UnknownTopic(_)) => Ok(()),
+                    Ok(()) | Err(LogError::UnknownTopic(_)) => {}
+                    Err(error) => return Err(Problem::failed(&error)),
+                }
+                // Its dead letters go with it: a new trigger of the same name must not inherit
+                // (and be able to redrive) another subscriber's events.
+                let scope = dead_letter_scope(namespace, name);
+                match self.parts.log.dead_letters().purge(&scope).await {
+                    Ok(0) => Ok(()),
+                    Ok(purged) => {
+                        tracing::info!(trigger = %scope, purged, "deleted the dead letters of a deleted trigger");
+                        Ok(())
+                    }
                     Err(error) => Err(Problem::failed(&error)),
                 }
             }
@@ -359,6 +439,10 @@ impl Controller {
         let (namespace, name) = trigger.names();
         let broker = &trigger.spec.broker;
         let problem = self.problem(&Kind::Trigger.key(namespace, name)).or_else(|| {
+            let fault = self.parts.dispatcher.fault(namespace, name)?;
+            Some(Problem { reason: fault.reason, message: fault.message, retry: false })
+        });
+        let problem = problem.or_else(|| {
             let missing = !self.parts.admission.broker_exists(namespace, broker);
             missing.then(|| Problem {
                 reason: "BrokerDoesNotExist",
@@ -499,5 +583,93 @@ mod tests {
         let error = engine.controller().put(Kind::Trigger, "ns", "t", bad).await.unwrap_err();
         assert!(error.to_string().contains("spec.delivery.rateLimit"), "{error}");
         assert!(declarations.published().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stored_declaration_that_cannot_compile_comes_up_not_ready_and_the_node_starts() {
+        // Stored before today's bounds: `rateLimit: 1e-300` once crash-looped every start.
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        {
+            let engine = engine(&log, &declarations).await;
+            engine.controller().put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+            engine.controller().put(Kind::Trigger, "ns", "t", TRIGGER).await.unwrap();
+            engine.shutdown(Duration::from_secs(1)).await;
+        }
+        let replayed = MemoryDeclarations::new();
+        for change in declarations.published() {
+            let mut value = change.value;
+            if change.key == "trigger/ns/t" {
+                let mut stored: serde_json::Value = serde_json::from_slice(&value.unwrap()).unwrap();
+                stored["spec"]["delivery"] = serde_json::json!({"rateLimit": 1e-300});
+                value = Some(serde_json::to_vec(&stored).unwrap());
+            }
+            replayed.publish(&change.key, value).await.unwrap();
+        }
+        let engine = engine(&log, &replayed).await;
+        assert!(engine.admission().broker_exists("ns", "b"));
+        let condition = trigger_condition(&engine);
+        assert_eq!((condition.status.as_str(), condition.reason.as_deref()), ("False", Some("InvalidSpec")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_namespace_holds_at_most_its_quota_and_replacing_is_always_allowed() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let settings = Settings { quotas: Quotas { brokers: 1, triggers: 2, sources: 0 }, ..Settings::default() };
+        let engine = Engine::start(backend(&log, &declarations), settings, Clients::default()).await.unwrap();
+        let controller = engine.controller();
+        controller.put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+        let error = controller.put(Kind::Broker, "ns", "c", BROKER).await.unwrap_err();
+        assert!(matches!(error, ControlError::QuotaExceeded(_)), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "namespace 'ns' already has 1 brokers, its quota (max_brokers_per_namespace = 1): delete one first, or raise the quota"
+        );
+        controller.put(Kind::Broker, "ns", "b", BROKER).await.expect("replacing is not a create");
+        controller.put(Kind::Broker, "other", "c", BROKER).await.expect("quotas are per namespace");
+        controller.put(Kind::Trigger, "ns", "t1", TRIGGER).await.unwrap();
+        controller.put(Kind::Trigger, "ns", "t2", TRIGGER).await.unwrap();
+        assert!(controller.put(Kind::Trigger, "ns", "t3", TRIGGER).await.is_err());
+        controller.delete(Kind::Trigger, "ns", "t1").await.unwrap();
+        controller.put(Kind::Trigger, "ns", "t3", TRIGGER).await.expect("room again after a delete");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_triggers_dead_letters_go_with_it() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let engine = engine(&log, &declarations).await;
+        let controller = engine.controller();
+        controller.put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+        controller.put(Kind::Trigger, "ns", "t", TRIGGER).await.unwrap();
+        let store = engine.dead_letters();
+        let letter = switchyard_log::DeadLetter {
+            id: String::new(),
+            event: switchyard_log::testkit::sample_event("1", 4),
+            reason: "test".into(),
+            attempts: 1,
+            last_status: None,
+            last_error: None,
+            dead_lettered_at: "2026-01-01T00:00:00Z".into(),
+        };
+        store.put("ns/t", letter).await.unwrap();
+        controller.delete(Kind::Trigger, "ns", "t").await.unwrap();
+        controller.put(Kind::Trigger, "ns", "t", TRIGGER).await.unwrap();
+        assert!(store.list("ns/t", None, 10).await.unwrap().is_empty(), "the new trigger starts clean");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trigger_delivering_into_its_own_broker_here_is_refused() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let engine = engine(&log, &declarations).await;
+        let controller = engine.controller();
+        controller.serving_at("127.0.0.1:8080".parse().unwrap());
+        let looping = br#"{"spec":{"broker":"b","subscriber":{"uri":"http://localhost:8080/ns/b"}}}"#;
+        let error = controller.put(Kind::Trigger, "ns", "t", looping).await.unwrap_err().to_string();
+        assert!(error.contains("spec.subscriber.uri") && error.contains("'http://localhost:8080/ns/b'"), "{error}");
+        let chained = br#"{"spec":{"broker":"b","subscriber":{"uri":"http://localhost:8080/ns/c"}}}"#;
+        controller.put(Kind::Trigger, "ns", "t", chained).await.expect("another broker is fine");
+        let broker = br#"{"spec":{"delivery":{"deadLetterSink":{"uri":"http://127.0.0.1:8080/ns/b"}}}}"#;
+        let error = controller.put(Kind::Broker, "ns", "b", broker).await.unwrap_err().to_string();
+        assert!(error.contains("spec.delivery.deadLetterSink.uri"), "{error}");
+        assert!(declarations.published().iter().all(|change| change.key != "broker/ns/b"));
     }
 }

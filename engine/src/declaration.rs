@@ -279,6 +279,13 @@ impl Catalog {
             .collect()
     }
 
+    /// How many declarations of `kind` `namespace` has (keys only: nothing is decoded).
+    pub(crate) fn count(&self, kind: Kind, namespace: &str) -> usize {
+        let prefix = kind.prefix(Some(namespace));
+        let by_key = self.by_key.read().unwrap_or_else(|e| e.into_inner());
+        by_key.range(prefix.clone()..).take_while(|(key, _)| key.starts_with(&prefix)).count()
+    }
+
     /// The triggers of broker `namespace/broker`.
     pub(crate) fn triggers_of(&self, namespace: &str, broker: &str) -> Vec<Trigger> {
         self.list(Kind::Trigger, Some(namespace))

@@ -22,6 +22,7 @@
 mod admission;
 mod controller;
 mod declaration;
+mod loops;
 pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;
@@ -50,6 +51,29 @@ pub struct Settings {
     pub spans: Option<Arc<dyn SpanSink>>,
     /// How binary deliveries write string attributes where a trigger does not choose.
     pub header_encoding: HeaderEncoding,
+    /// How many brokers, triggers and sources a namespace may hold.
+    pub quotas: Quotas,
+}
+
+/// Per-namespace limits on declarations, so one tenant (or one runaway script) cannot exhaust
+/// a node's memory and threads. A create beyond a limit is refused; replacing an existing
+/// declaration always succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Brokers per namespace.
+    pub brokers: usize,
+    /// Triggers per namespace.
+    pub triggers: usize,
+    /// Sources per namespace, every kind together.
+    pub sources: usize,
+}
+
+impl Default for Quotas {
+    /// 100 brokers (each has its own log writer), 10,000 triggers (what the benchmark holds
+    /// one node to), 1,000 sources.
+    fn default() -> Quotas {
+        Quotas { brokers: 100, triggers: 10_000, sources: 1_000 }
+    }
 }
 
 /// The engine could not start.
@@ -92,6 +116,7 @@ impl Engine {
             admission: admission.clone(),
             dispatcher,
             sources: sources.clone(),
+            quotas: settings.quotas,
         }));
         tokio::spawn(follow(Arc::downgrade(&controller), changes.receiver));
         tokio::spawn(retry_failed(Arc::downgrade(&controller)));
@@ -134,24 +159,49 @@ impl Engine {
     }
 }
 
-/// Applies the declaration log's changes, in order, for as long as the engine lives.
+/// Applies the declaration log's changes, in order, for as long as the engine lives. Each is
+/// applied in its own task, so that a panic while applying one is recorded against its
+/// declaration (which is then retried) instead of ending the loop: a node that cannot apply
+/// one declaration still applies every other, and still starts.
 async fn follow(
     controller: std::sync::Weak<Controller>,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<switchyard_log::Change>,
 ) {
     while let Some(change) = changes.recv().await {
         let Some(controller) = controller.upgrade() else { return };
-        controller.apply(change).await;
+        let (key, sequence) = (change.key.clone(), change.sequence);
+        let applying = controller.clone();
+        if let Err(panicked) = tokio::spawn(async move { applying.apply(change).await }).await {
+            controller.apply_panicked(&key, Some(sequence), &panic_message(panicked));
+        }
     }
 }
 
-/// Tries declarations that failed to take effect again, now and then.
+/// Tries declarations that failed to take effect again, now and then, each in its own task
+/// for the same reason as in [`follow`].
 async fn retry_failed(controller: std::sync::Weak<Controller>) {
     let mut interval = tokio::time::interval(controller::RETRY_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         let Some(controller) = controller.upgrade() else { return };
-        controller.retry_failed().await;
+        for key in controller.to_retry() {
+            let retrying = controller.clone();
+            let retried = key.clone();
+            if let Err(panicked) = tokio::spawn(async move { retrying.retry(&retried).await }).await {
+                controller.apply_panicked(&key, None, &panic_message(panicked));
+            }
+        }
+    }
+}
+
+/// What a task's panic said, for the log and the status.
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => match payload.downcast::<String>() {
+            Ok(text) => *text,
+            Err(payload) => payload.downcast_ref::<&str>().map_or("a panic", |text| text).to_owned(),
+        },
+        Err(error) => error.to_string(),
     }
 }

@@ -10,6 +10,7 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use switchyard_dispatcher::metrics as dispatch;
 use switchyard_event::http::ContentMode;
 use switchyard_log::{Admitted, EventLog, MetricKind, Origin, Refusal};
+use switchyard_sources::metrics as sources;
 
 /// Events that entered a broker, by `origin` (`ingest`, `source`, `reply`, `redrive`).
 pub const ADMITTED: &str = "switchyard_admitted_events_total";
@@ -83,6 +84,10 @@ pub(crate) fn declaration_failed(kind: &'static str) {
     metrics::counter!(DECLARATIONS_FAILED, "kind" => kind).increment(1);
 }
 
+pub(crate) fn task_panicked(task: &'static str) {
+    metrics::counter!(dispatch::TASK_PANICS, "task" => task).increment(1);
+}
+
 /// Gives every series the node records its help text (and unit), through the `metrics`
 /// facade's global recorder: call once the recorder is installed.
 pub fn describe(log: &dyn EventLog) {
@@ -97,6 +102,23 @@ pub fn describe(log: &dyn EventLog) {
         "Time from the append of producers' or sources' events to their being durable."
     );
     describe_counter!(DECLARATIONS_FAILED, "Declarations that could not be applied on this node, by kind.");
+    describe_counter!(
+        dispatch::TASK_PANICS,
+        "Panics caught in tasks (delivery, redrive, worker, fanout, source, declarations), by task; the work is retried or the task restarted."
+    );
+    describe_counter!(
+        switchyard_dispatcher::filter::FILTER_BUDGET_EXHAUSTED,
+        "Filter evaluations stopped by their work budget (the event did not match), by dialect."
+    );
+    describe_counter!(sources::EVENTS, "Events of sources, by kind and outcome.");
+    describe_counter!(
+        sources::KAFKA_BAD_RECORDS,
+        "KafkaSource records that are not what they claim (wrapped) or cannot be events (skipped), by reason."
+    );
+    describe_counter!(
+        dispatch::UNDECODABLE_RECORDS,
+        "Records that could not be decoded, moved to a trigger's dead-letter store (once per trigger)."
+    );
     describe_counter!(dispatch::DELIVERY_ATTEMPTS, "Delivery attempts (each retry counts), by outcome.");
     describe_histogram!(
         dispatch::DELIVERY_DURATION,

@@ -26,7 +26,7 @@
 
 pub mod github;
 pub mod kafka;
-mod metrics;
+pub mod metrics;
 pub mod ping;
 mod resource;
 mod runtime;
@@ -41,7 +41,7 @@ use switchyard_log::records::RecordConnector;
 use switchyard_meta::ValidationError;
 
 pub use crate::resource::{parse_source, CeOverrides, Declared, Sink, SinkSpec, Source, SourceRef};
-pub use crate::runtime::{Sources, Stopped, WebhookAnswer, WebhookFailure};
+pub use crate::runtime::{Sources, Stopped, WebhookAnswer, WebhookFailure, WebhookTarget};
 pub use crate::sink::{Emitter, HttpSink, Outlets, SinkError};
 
 /// Every kind of source, in the order the API lists them. Adding a source is its folder plus

@@ -6,10 +6,18 @@
 //!   all; on Kafka the slots are partitions of a lease topic shared out by Kafka's group
 //!   protocol, so each source runs on exactly one live node, and moves when that node goes.
 //!   Before a slot is given up, [`Sources::release`] stops what runs on it.
-//! - **Webhooks** are answered on any node: a request names its source, and the events go to
-//!   the sink from the node that received them. A delivery whose event id this source already
-//!   took is answered as accepted and not sent again (the ids are kept for
-//!   [`SEEN_RETENTION`]).
+//! - **Webhooks** are answered on any node: a request names its source (looked up before the
+//!   body is read: [`Sources::webhook_target`]), and the events go to the sink from the node
+//!   that received them. A delivery whose event id this source already took is answered as
+//!   accepted and not sent again (the ids are kept for [`SEEN_RETENTION`]). An id is reserved
+//!   before its event is sent: a concurrent delivery of the same id on this node waits for the
+//!   first one's outcome and is answered from it (accepted as a duplicate, or the same
+//!   failure); a failed send releases the reservation, so that a later redelivery is sent.
+//! - **Supervision**: every task the runtime spawns is watched. An activity that panics is
+//!   logged at `error`, counted (`switchyard_task_panics_total{task="source"}`), its source
+//!   shows `Ready=False` ([`TASK_PANICKED`]), and it starts again after a doubling wait
+//!   ([`RESTART_FIRST`] to [`RESTART_MAX`]); once it has run for [`HEALTHY_AFTER`] without
+//!   panicking, its status clears and the wait starts over.
 //! - **Progress** a source must not repeat lives in the backend's [`StateStore`], under keys
 //!   that start with the source's identity (`pingsource/ns/name/…`); deleting a source removes
 //!   them.
@@ -31,6 +39,9 @@ use crate::resource::{Declared, Sink, Source, SourceRef};
 use crate::sink::{sink_uri, Emitter, Outlets, SinkError};
 use crate::{Activity, Behaviour, Clients, NotReady, Receipt, SourceKind, Webhook, WebhookError};
 
+#[cfg(test)]
+mod tests;
+
 /// How long a webhook source remembers the event ids it took: GitHub lets a delivery be
 /// redelivered for three days.
 pub(crate) const SEEN_RETENTION: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -39,9 +50,21 @@ const SEEN_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 /// How long a webhook request waits for its sink before answering 503: GitHub gives up on a
 /// delivery after 10 s.
 const WEBHOOK_SINK_DEADLINE: Duration = Duration::from_secs(5);
+/// How much longer than that a concurrent delivery of the same id waits for the first one's
+/// outcome (the first also records the id once sent).
+const WEBHOOK_WAIT_MARGIN: Duration = Duration::from_secs(1);
 /// The first and the longest wait between attempts at a sink that refused.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The status reason of a source whose task panicked and waits to start again.
+pub(crate) const TASK_PANICKED: &str = "SourceTaskPanicked";
+/// The first and the longest wait before a panicked task starts again.
+pub(crate) const RESTART_FIRST: Duration = Duration::from_secs(1);
+pub(crate) const RESTART_MAX: Duration = Duration::from_secs(60);
+/// How long a restarted task runs without panicking before it counts as healthy again.
+pub(crate) const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// The longest panic message a status shows.
+const PANIC_MESSAGE_CHARS: usize = 300;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -83,6 +106,44 @@ pub struct Sources {
     entries: Mutex<HashMap<SourceRef, Entry>>,
     /// Serialises every change to what runs (declarations, placement, shutdown).
     changes: tokio::sync::Mutex<bool>,
+    /// The webhook event ids being sent now, by their seen key, with how each send ended.
+    in_flight: Arc<Mutex<HashMap<String, watch::Receiver<Option<SendOutcome>>>>>,
+}
+
+/// How the send of a reserved webhook event ended.
+#[derive(Debug, Clone)]
+enum SendOutcome {
+    /// Durable in the sink.
+    Taken,
+    /// Not taken: a concurrent delivery of the same id is answered the same.
+    Failed(WebhookFailure),
+}
+
+/// An event id this node is sending now; released (and its waiters told) when dropped, also
+/// when the request is abandoned midway.
+struct Reservation {
+    key: String,
+    outcome: watch::Sender<Option<SendOutcome>>,
+    in_flight: Arc<Mutex<HashMap<String, watch::Receiver<Option<SendOutcome>>>>>,
+}
+
+impl Reservation {
+    fn finish(&self, outcome: SendOutcome) {
+        self.outcome.send_replace(Some(outcome));
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        lock(&self.in_flight).remove(&self.key);
+    }
+}
+
+/// A webhook source a request names, found before the request's body is read.
+pub struct WebhookTarget {
+    kind: &'static dyn SourceKind,
+    declared: Arc<Declared>,
+    webhook: Arc<dyn Webhook>,
 }
 
 /// A webhook request that was answered with success.
@@ -136,10 +197,13 @@ impl Sources {
             placement,
             entries: Mutex::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(false),
+            in_flight: Arc::default(),
         });
         sources.placement.on_release(Arc::new(ReleaseSources(Arc::downgrade(&sources))));
-        tokio::spawn(follow_placement(Arc::downgrade(&sources), sources.placement.held()));
-        tokio::spawn(forget_old_ids(Arc::downgrade(&sources)));
+        let weak = Arc::downgrade(&sources);
+        spawn_supervised("following the placement", move || follow_placement(weak.clone()));
+        let weak = Arc::downgrade(&sources);
+        spawn_supervised("forgetting old webhook ids", move || forget_old_ids(weak.clone()));
         sources
     }
 
@@ -255,7 +319,7 @@ impl Sources {
         };
         let activity: Arc<dyn Activity> = Arc::clone(activity);
         tracing::info!(source = %id, "source started");
-        let task = tokio::spawn(async move { activity.run(context).await });
+        let task = tokio::spawn(supervise(activity, context));
         entry.running = Some(Running { stop, task });
     }
 
@@ -319,6 +383,35 @@ impl Sources {
         status
     }
 
+    /// The webhook source a request to `/webhooks/{path}/{namespace}/{name}` names: looked up
+    /// before the request's body is read, so that a request for no source costs nothing.
+    pub fn webhook_target(&self, path: &str, namespace: &str, name: &str) -> Result<WebhookTarget, WebhookFailure> {
+        let kind = crate::kinds()
+            .iter()
+            .copied()
+            .find(|kind| kind.webhook_path() == Some(path))
+            .ok_or_else(|| WebhookFailure::NotFound(format!("no webhook source kind '{path}'")))?;
+        let id = SourceRef { kind: kind.kind(), namespace: namespace.to_owned(), name: name.to_owned() };
+        let entries = lock(&self.entries);
+        let entry = entries
+            .get(&id)
+            .ok_or_else(|| WebhookFailure::NotFound(format!("{} '{namespace}/{name}' does not exist", kind.kind())))?;
+        let webhook: Arc<dyn Webhook> = match &entry.behaviour {
+            Ok(Behaviour::Webhook(webhook)) => Arc::clone(webhook),
+            Ok(Behaviour::Active(_)) => {
+                return Err(WebhookFailure::NotFound(format!("{} '{namespace}/{name}' takes no webhooks", kind.kind())))
+            }
+            Err(not_ready) => {
+                return Err(WebhookFailure::NotReady(format!(
+                    "{} '{namespace}/{name}' is not ready: {}",
+                    kind.kind(),
+                    not_ready.message
+                )))
+            }
+        };
+        Ok(WebhookTarget { kind, declared: Arc::clone(&entry.declared), webhook })
+    }
+
     /// Answers a request to `/webhooks/{path}/{namespace}/{name}`.
     pub async fn webhook(
         &self,
@@ -328,36 +421,20 @@ impl Sources {
         headers: &http::HeaderMap,
         body: &Bytes,
     ) -> Result<WebhookAnswer, WebhookFailure> {
-        let kind = crate::kinds()
-            .iter()
-            .copied()
-            .find(|kind| kind.webhook_path() == Some(path))
-            .ok_or_else(|| WebhookFailure::NotFound(format!("no webhook source kind '{path}'")))?;
-        let id = SourceRef { kind: kind.kind(), namespace: namespace.to_owned(), name: name.to_owned() };
-        let (declared, webhook) = {
-            let entries = lock(&self.entries);
-            let entry = entries.get(&id).ok_or_else(|| {
-                WebhookFailure::NotFound(format!("{} '{namespace}/{name}' does not exist", kind.kind()))
-            })?;
-            let webhook: Arc<dyn Webhook> = match &entry.behaviour {
-                Ok(Behaviour::Webhook(webhook)) => Arc::clone(webhook),
-                Ok(Behaviour::Active(_)) => {
-                    return Err(WebhookFailure::NotFound(format!(
-                        "{} '{namespace}/{name}' takes no webhooks",
-                        kind.kind()
-                    )))
-                }
-                Err(not_ready) => {
-                    return Err(WebhookFailure::NotReady(format!(
-                        "{} '{namespace}/{name}' is not ready: {}",
-                        kind.kind(),
-                        not_ready.message
-                    )))
-                }
-            };
-            (Arc::clone(&entry.declared), webhook)
-        };
-        let events = match webhook.receive(headers, body) {
+        let target = self.webhook_target(path, namespace, name)?;
+        self.receive(&target, headers, body).await
+    }
+
+    /// Answers a webhook request to `target` (from [`Sources::webhook_target`]).
+    pub async fn receive(
+        &self,
+        target: &WebhookTarget,
+        headers: &http::HeaderMap,
+        body: &Bytes,
+    ) -> Result<WebhookAnswer, WebhookFailure> {
+        let kind = target.kind;
+        let declared = &target.declared;
+        let events = match target.webhook.receive(headers, body) {
             Ok(Receipt::Events(events)) => events,
             Ok(Receipt::Ignored(reason)) => {
                 crate::metrics::events(kind.kind(), "ignored", 1);
@@ -369,30 +446,101 @@ impl Sources {
             }
         };
         let ids: Vec<String> = events.iter().map(|event| event.id().to_owned()).collect();
-        let mut fresh = Vec::with_capacity(events.len());
-        for event in events {
-            let seen = self.state.get(&seen_key(&id, event.id())).await.map_err(unavailable)?;
+        // One event per id: a request that names an id twice carries it once.
+        let mut unique = std::collections::HashSet::new();
+        let events: Vec<Event> = events.into_iter().filter(|event| unique.insert(event.id().to_owned())).collect();
+        let reserved = match self.reserve(&declared.id, events).await? {
+            Reserved::Taken => {
+                crate::metrics::events(kind.kind(), "duplicate", ids.len());
+                return Ok(WebhookAnswer::Accepted { duplicates: ids.len(), ids });
+            }
+            Reserved::Mine(reserved) => reserved,
+        };
+        let mut fresh = Vec::with_capacity(reserved.len());
+        let mut reservations = Vec::with_capacity(reserved.len());
+        for (event, reservation) in reserved {
+            let seen = self.state.get(&reservation.key).await.map_err(unavailable)?;
             if seen.is_none() {
                 fresh.push(event);
             }
+            reservations.push(reservation);
         }
         let duplicates = ids.len() - fresh.len();
         crate::metrics::events(kind.kind(), "duplicate", duplicates);
         if !fresh.is_empty() {
             let fresh_ids: Vec<String> = fresh.iter().map(|event| event.id().to_owned()).collect();
             let count = fresh.len();
-            self.emit_within(&declared, fresh, WEBHOOK_SINK_DEADLINE).await?;
+            if let Err(failure) = self.emit_within(declared, fresh, WEBHOOK_SINK_DEADLINE).await {
+                for reservation in &reservations {
+                    reservation.finish(SendOutcome::Failed(failure.clone()));
+                }
+                return Err(failure);
+            }
             crate::metrics::events(kind.kind(), "sent", count);
             let now = now_ms().to_string();
             for event_id in fresh_ids {
                 // The events are durable: a failure to remember them only risks a duplicate
                 // if the sender delivers them again.
-                if let Err(error) = self.state.put(&seen_key(&id, &event_id), now.as_bytes()).await {
-                    tracing::warn!(source = %id, event_id, %error, "cannot record a delivery id; a redelivery would be sent again");
+                if let Err(error) = self.state.put(&seen_key(&declared.id, &event_id), now.as_bytes()).await {
+                    tracing::warn!(source = %declared.id, event_id, %error, "cannot record a delivery id; a redelivery would be sent again");
                 }
             }
         }
+        for reservation in &reservations {
+            reservation.finish(SendOutcome::Taken);
+        }
         Ok(WebhookAnswer::Accepted { ids, duplicates })
+    }
+
+    /// Reserves the ids of `events` (all of them, or none while a concurrent delivery sends one
+    /// of them: then waits for its outcome and tries again), so that no two requests on this
+    /// node send an id at once. `Taken` when a concurrent delivery has sent them all.
+    async fn reserve(&self, source: &SourceRef, events: Vec<Event>) -> Result<Reserved, WebhookFailure> {
+        let give_up = tokio::time::Instant::now() + WEBHOOK_SINK_DEADLINE + WEBHOOK_WAIT_MARGIN;
+        let mut taken_by_others = std::collections::HashSet::new();
+        loop {
+            let busy = {
+                let mut in_flight = lock(&self.in_flight);
+                let busy = events.iter().filter(|event| !taken_by_others.contains(event.id())).find_map(|event| {
+                    in_flight.get(&seen_key(source, event.id())).map(|r| (event.id().to_owned(), r.clone()))
+                });
+                match busy {
+                    Some(busy) => busy,
+                    None => {
+                        let mut reserved = Vec::with_capacity(events.len());
+                        for event in events {
+                            if taken_by_others.contains(event.id()) {
+                                continue;
+                            }
+                            let key = seen_key(source, event.id());
+                            let (outcome, watcher) = watch::channel(None);
+                            in_flight.insert(key.clone(), watcher);
+                            let in_flight = Arc::clone(&self.in_flight);
+                            reserved.push((event, Reservation { key, outcome, in_flight }));
+                        }
+                        return Ok(if reserved.is_empty() { Reserved::Taken } else { Reserved::Mine(reserved) });
+                    }
+                }
+            };
+            let (event_id, mut outcome) = busy;
+            let waited = tokio::time::timeout_at(give_up, outcome.wait_for(Option::is_some)).await;
+            match waited {
+                Ok(Ok(ended)) => match ended.clone() {
+                    Some(SendOutcome::Taken) => {
+                        taken_by_others.insert(event_id);
+                    }
+                    Some(SendOutcome::Failed(failure)) => return Err(failure),
+                    None => {}
+                },
+                // Abandoned (its request went away) before an outcome: try again.
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    return Err(WebhookFailure::Unavailable(format!(
+                        "a concurrent delivery of event '{event_id}' is still being sent; retry later"
+                    )))
+                }
+            }
+        }
     }
 
     /// Sends to the sink, retrying for up to `deadline`; a refusal for good is not retried.
@@ -441,6 +589,14 @@ impl Sources {
     }
 }
 
+/// What [`Sources::reserve`] got.
+enum Reserved {
+    /// A concurrent delivery sent them all.
+    Taken,
+    /// The events to send, each with its reservation.
+    Mine(Vec<(Event, Reservation)>),
+}
+
 fn seen_key(id: &SourceRef, event_id: &str) -> String {
     format!("{id}/seen/{event_id}")
 }
@@ -465,11 +621,18 @@ impl Release for ReleaseSources {
     }
 }
 
-async fn follow_placement(sources: std::sync::Weak<Sources>, mut held: watch::Receiver<BTreeSet<u32>>) {
-    while held.changed().await.is_ok() {
+/// Follows the slots this node holds. Started again after a panic, it first catches up with
+/// the slots held now.
+async fn follow_placement(sources: std::sync::Weak<Sources>) {
+    let Some(mut held) = sources.upgrade().map(|sources| sources.placement.held()) else { return };
+    loop {
         let Some(sources) = sources.upgrade() else { return };
         let now = held.borrow_and_update().clone();
         sources.follow(&now).await;
+        drop(sources);
+        if held.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -480,6 +643,96 @@ async fn forget_old_ids(sources: std::sync::Weak<Sources>) {
         let Some(sources) = sources.upgrade() else { return };
         sources.forget_old_ids().await;
     }
+}
+
+/// Runs `activity` until it returns (asked to stop), starting it again after a panic: the panic
+/// is logged, counted and shown in the source's status, and each restart waits twice as long
+/// as the one before (from [`RESTART_FIRST`] to [`RESTART_MAX`]) until a run lasts
+/// [`HEALTHY_AFTER`].
+async fn supervise(activity: Arc<dyn Activity>, context: RunContext) {
+    let id = context.declared.id.clone();
+    let mut restarts = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+    let mut recovering = false;
+    loop {
+        let run = {
+            let activity = Arc::clone(&activity);
+            let context = context.again();
+            tokio::spawn(async move { activity.run(context).await })
+        };
+        let joined = watch_run(run, recovering.then_some(HEALTHY_AFTER), || {
+            restarts = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+            let mut problem = lock(&context.problem);
+            if problem.as_ref().is_some_and(|problem| problem.reason == TASK_PANICKED) {
+                *problem = None;
+            }
+            tracing::info!(source = %id, "the source's task runs again");
+        })
+        .await;
+        let Some(message) = panic_message(joined) else { return };
+        let wait = restarts.next_delay();
+        tracing::error!(source = %id, panic = %message, restart_in = ?wait, "a source's task panicked; it starts again after the wait");
+        crate::metrics::task_panicked();
+        context.report(Some(NotReady {
+            reason: TASK_PANICKED,
+            message: format!("the source's task panicked ({message}); it starts again in {} s", wait.as_secs_f64()),
+        }));
+        recovering = true;
+        if context.sleep(wait).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Awaits a run; if `healthy_after` is given and the run lasts that long, calls `healthy` once.
+async fn watch_run(
+    mut run: JoinHandle<()>,
+    healthy_after: Option<Duration>,
+    healthy: impl FnOnce(),
+) -> Result<(), tokio::task::JoinError> {
+    let Some(healthy_after) = healthy_after else { return run.await };
+    tokio::select! {
+        joined = &mut run => return joined,
+        () = tokio::time::sleep(healthy_after) => healthy(),
+    }
+    run.await
+}
+
+/// What a task's panic said, for the log and the status (`None`: the task did not panic).
+fn panic_message(joined: Result<(), tokio::task::JoinError>) -> Option<String> {
+    let error = joined.err().filter(tokio::task::JoinError::is_panic)?;
+    let payload = error.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let mut chars = text.chars();
+    let short: String = chars.by_ref().take(PANIC_MESSAGE_CHARS).collect();
+    Some(if chars.next().is_some() { format!("{short}…") } else { short })
+}
+
+/// Spawns a runtime task that is started again after a panic (logged at `error`, counted),
+/// after a doubling wait; `start` makes each run.
+fn spawn_supervised<F, Fut>(what: &'static str, mut start: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut restarts = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+        loop {
+            let run = tokio::spawn(start());
+            let joined = watch_run(run, Some(HEALTHY_AFTER), || {
+                restarts = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+            })
+            .await;
+            let Some(message) = panic_message(joined) else { return };
+            let wait = restarts.next_delay();
+            tracing::error!(task = what, panic = %message, restart_in = ?wait, "a sources task panicked; it starts again after the wait");
+            crate::metrics::task_panicked();
+            tokio::time::sleep(wait).await;
+        }
+    });
 }
 
 /// What an [`Activity`] runs with.
@@ -496,6 +749,17 @@ pub struct RunContext {
 pub struct Stopped;
 
 impl RunContext {
+    /// The same context for another run of the activity.
+    fn again(&self) -> RunContext {
+        RunContext {
+            declared: Arc::clone(&self.declared),
+            emitter: self.emitter.clone(),
+            state: Arc::clone(&self.state),
+            stop: self.stop.clone(),
+            problem: Arc::clone(&self.problem),
+        }
+    }
+
     /// The source.
     pub fn source(&self) -> &Declared {
         &self.declared

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_tests::{Received, Server, Subscriber};
+use switchyard_tests::{Answer, Received, Server, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "It's a Secret to Everybody";
@@ -354,4 +354,166 @@ async fn a_webhook_is_not_acknowledged_before_its_event_is_durable() {
     let (status, answer) = deliver(&url, "push", "early-1", "application/json", push).await;
     assert_eq!((status, answer["duplicates"].as_u64()), (StatusCode::ACCEPTED, Some(0)), "{answer}");
     subscriber.wait_for(1, WAIT).await;
+}
+
+async fn github_source_to(server: &Server, name: &str, sink_uri: &str) -> String {
+    let (status, body) = server
+        .put(
+            &format!("/v1/namespaces/default/githubsources/{name}"),
+            json!({"spec": {"ownerAndRepository": "o/r", "eventTypes": ["push"], "secretToken": {"value": SECRET}, "sink": {"uri": sink_uri}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["status"]["webhookUrl"].as_str().expect("status.webhookUrl").to_owned()
+}
+
+const PUSH: &[u8] = b"{\"repository\":{\"full_name\":\"o/r\"}}";
+
+#[tokio::test]
+async fn concurrent_redeliveries_of_one_id_are_sent_once() {
+    // The sink answers after a second, so that every delivery arrives while the first is
+    // being sent: without a reservation each would find the id not yet taken and send it.
+    let server = Server::start().await;
+    let sink = Subscriber::start().await;
+    sink.always(Answer::status(StatusCode::OK).after(Duration::from_secs(1)));
+    let url = github_source_to(&server, "slow", &sink.url).await;
+    let deliveries: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { deliver(&url, "push", "same-1", "application/json", PUSH.to_vec()).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for delivery in deliveries {
+        answers.push(delivery.await.expect("a delivery"));
+    }
+    for (status, answer) in &answers {
+        assert_eq!(*status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["ids"], json!(["same-1"]), "{answer}");
+    }
+    let mut duplicates: Vec<u64> = answers.iter().map(|(_, answer)| answer["duplicates"].as_u64().unwrap()).collect();
+    duplicates.sort_unstable();
+    assert_eq!(duplicates, [0, 1, 1, 1, 1], "one delivery sent it, the others were answered from its outcome");
+    // Every delivery was answered after the sink took the event: it has all it will get.
+    assert_eq!(sink.received().len(), 1, "the event reached the sink once");
+    let duplicate =
+        server.metric("switchyard_source_events_total", &[("kind", "GitHubSource"), ("outcome", "duplicate")]).await;
+    assert_eq!(duplicate, Some(4.0));
+}
+
+#[tokio::test]
+async fn a_failed_send_releases_the_id_for_the_next_redelivery() {
+    let server = Server::start().await;
+    let sink = Subscriber::start().await;
+    sink.set_down(true);
+    let url = github_source_to(&server, "down", &sink.url).await;
+    // Two at once while the sink is down: the first fails after the webhook deadline, and the
+    // other, waiting on it, gets the same answer rather than sending again.
+    let (first, second) = tokio::join!(
+        deliver(&url, "push", "retry-1", "application/json", PUSH.to_vec()),
+        deliver(&url, "push", "retry-1", "application/json", PUSH.to_vec()),
+    );
+    assert_eq!((first.0, second.0), (StatusCode::SERVICE_UNAVAILABLE, StatusCode::SERVICE_UNAVAILABLE));
+    assert!(sink.received().is_empty());
+    // GitHub's redelivery once the sink is back is sent: the failure kept no reservation.
+    sink.set_down(false);
+    let (status, answer) = deliver(&url, "push", "retry-1", "application/json", PUSH.to_vec()).await;
+    assert_eq!((status, answer["duplicates"].as_u64()), (StatusCode::ACCEPTED, Some(0)), "{answer}");
+    assert_eq!(sink.ids(), BTreeSet::from(["retry-1".to_owned()]));
+}
+
+/// The head of a signed GitHub push delivery to `path`, with `framing` (a `content-length` or
+/// `transfer-encoding` header).
+fn delivery_head(server: &Server, path: &str, framing: &str) -> String {
+    let address = server.url.trim_start_matches("http://");
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\nx-github-event: push\r\n\
+         x-github-delivery: big-1\r\nx-hub-signature-256: sha256={}\r\n{framing}\r\n\r\n",
+        "0".repeat(64)
+    )
+}
+
+/// Reads an answer (its head and problem body) from `stream`; the server may keep it open.
+async fn read_answer(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+            let text = String::from_utf8_lossy(&answer);
+            if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer: {}", String::from_utf8_lossy(&answer));
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Sends a request's head only, declaring `content_length` bytes, and reads the answer: the
+/// server must answer without the body.
+async fn head_only(server: &Server, path: &str, content_length: usize) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.expect("connect");
+    let head = delivery_head(server, path, &format!("content-length: {content_length}"));
+    stream.write_all(head.as_bytes()).await.expect("send the head");
+    read_answer(&mut stream).await
+}
+
+#[tokio::test]
+async fn a_webhook_body_is_not_read_for_an_unknown_source_or_over_the_limit() {
+    let server = Server::start_with_env(&[("SWITCHYARD_MAX_BATCH_BYTES", "2097152")]).await;
+    let sink = Subscriber::start().await;
+    github_source_to(&server, "known", &sink.url).await;
+    let declared = 20 << 20;
+
+    // No source: 404 from the headers alone, whatever the declared length (the body is never
+    // sent, so an answer at all shows it was not awaited).
+    for length in [1 << 20, declared] {
+        let answer = head_only(&server, "/webhooks/github/default/nope", length).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{length}: {answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains("GitHubSource 'default/nope' does not exist"), "{answer}");
+    }
+    let answer = head_only(&server, "/webhooks/gitlab/default/known", 1 << 20).await;
+    assert!(answer.starts_with("HTTP/1.1 404") && answer.contains("no webhook source kind 'gitlab'"), "{answer}");
+
+    let answer = head_only(&server, "/webhooks/github/default/known", declared).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("2097152 bytes (max_batch_bytes)"), "{answer}");
+
+    // A streamed body has no length to check first: it is cut off at the limit (64 KiB chunks,
+    // 2.5 MiB in all, sent while the answer is awaited).
+    let stream = tokio::net::TcpStream::connect(server.url.trim_start_matches("http://")).await.expect("connect");
+    let (mut reading, mut writing) = stream.into_split();
+    let head = delivery_head(&server, "/webhooks/github/default/known", "transfer-encoding: chunked");
+    let sending = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        writing.write_all(head.as_bytes()).await?;
+        let chunk = [format!("{:x}\r\n", 64 << 10).into_bytes(), vec![b' '; 64 << 10], b"\r\n".to_vec()].concat();
+        for _ in 0..40 {
+            writing.write_all(&chunk).await?;
+        }
+        writing.write_all(b"0\r\n\r\n").await
+    });
+    let answer = read_answer(&mut reading).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("2097152 bytes (max_batch_bytes)"), "{answer}");
+    sending.abort();
+    assert!(sink.received().is_empty());
+    // The node still answers.
+    let (status, _) = deliver(
+        &format!("{}/webhooks/github/default/known", server.url),
+        "push",
+        "small-1",
+        "application/json",
+        PUSH.to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
 }

@@ -186,3 +186,65 @@ async fn topics_may_come_later_and_records_wait_in_kafka_while_the_sink_is_missi
     server.broker("default", "later").await;
     wait_for_ids(&late, &expected, &server).await;
 }
+
+#[tokio::test]
+async fn bad_records_are_wrapped_or_skipped_and_counted_and_the_source_goes_on() {
+    let topic = fresh("poison");
+    create_topic(&topic, 1);
+    let server = Server::start().await;
+    let subscriber = Subscriber::start().await;
+    server.broker("default", "b").await;
+    server.trigger("default", "all", json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
+    kafka_source(&server, "poison", &[&topic], "b").await;
+
+    // Far more headers than an event has attributes: no event can carry the record.
+    let many_headers: Vec<Value> = (0..70_000).map(|i| json!([format!("h{i}"), "v"])).collect();
+    let offsets = produce(
+        &topic,
+        &[
+            // An empty content type (this record used to panic the source, again after every
+            // restart).
+            json!({"value": "no type", "headers": [["content-type", ""]]}),
+            // Records that claim to be CloudEvents but are not valid ones.
+            json!({"value": "x", "headers": [["ce_specversion", "1.0"], ["ce_type", "t"]]}),
+            json!({"value": "{nope", "headers": [["content-type", "application/cloudevents+json"]]}),
+            json!({"value": "x", "headers": [["ce_specversion", "2.0"], ["ce_id", "a"], ["ce_source", "/s"], ["ce_type", "t"]]}),
+            json!({"value": "x", "headers": [["ce_specversion", "1.0"], ["ce_id", "a"], ["ce_id", "b"], ["ce_source", "/s"], ["ce_type", "t"]]}),
+            json!({"value": "too many", "headers": many_headers}),
+            // Good records after them.
+            json!({"value": "{\"ok\":true}", "headers": [["content-type", "application/json"]]}),
+            json!({"value": "by boat", "headers": [["ce_specversion", "1.0"], ["ce_id", "good-1"], ["ce_source", "/shop"], ["ce_type", "t"]]}),
+        ],
+    );
+    let id = |i: usize| format!("partition:{}/offset:{}", offsets[i].0, offsets[i].1);
+    let mut expected: BTreeSet<String> = [0, 1, 2, 3, 4, 6].into_iter().map(id).collect();
+    expected.insert("good-1".to_owned());
+    wait_for_ids(&subscriber, &expected, &server).await;
+    let received = subscriber.received();
+    assert!(!subscriber.ids().contains(&id(5)), "the record no event can carry is skipped");
+    let empty = by_id(&received, &id(0));
+    assert_eq!(empty.header("ce-type"), Some("dev.knative.kafka.event"));
+    assert_eq!(&empty.body[..], b"no type");
+    assert!(empty.header("content-type").is_none_or(|t| !t.is_empty()), "no empty content type: {empty:?}");
+    let invalid = by_id(&received, &id(2));
+    assert_eq!(invalid.header("ce-kafkaheadercontenttype"), Some("application/cloudevents+json"));
+    assert_eq!(&invalid.body[..], b"{nope", "the record's value, as it was");
+    assert_eq!(&by_id(&received, &id(6)).body[..], b"{\"ok\":true}");
+
+    let count = |reason: &'static str| {
+        let server = &server;
+        async move { server.metric("switchyard_source_kafka_bad_records_total", &[("reason", reason)]).await.unwrap_or(0.0) }
+    };
+    assert_eq!(count("invalid_cloudevent").await, 4.0);
+    assert_eq!(count("unmappable").await, 1.0);
+    assert_eq!(
+        server.metric("switchyard_task_panics_total", &[("task", "source")]).await.unwrap_or(0.0),
+        0.0,
+        "nothing panicked"
+    );
+    let (_, body) = server.get("/v1/namespaces/default/kafkasources/poison").await;
+    assert_eq!(body["status"]["conditions"][0]["status"], "True", "{body}");
+    let log = server.log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(log.matches("is not a valid CloudEvent").count(), 1, "logged once: {log}");
+}

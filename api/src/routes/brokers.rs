@@ -13,7 +13,7 @@ use switchyard_meta::status::BrokerStatus;
 use switchyard_meta::Resource;
 
 use crate::openapi::{NamespacePath, ResourcePath};
-use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable};
+use crate::problem::{ApiError, BadRequest, Internal, NotFound, QuotaExceeded, TooLarge, Unavailable};
 use crate::routes::declarations::{self, List, Object};
 use crate::routes::AppState;
 
@@ -70,7 +70,7 @@ pub(crate) async fn get_broker(
     responses(
         (status = 200, description = "Replaced.", body = Resource<BrokerSpec, BrokerStatus>),
         (status = 201, description = "Created.", body = Resource<BrokerSpec, BrokerStatus>),
-        BadRequest, TooLarge, Unavailable, Internal,
+        BadRequest, QuotaExceeded, TooLarge, Unavailable, Internal,
     ),
 )]
 pub(crate) async fn put_broker(

@@ -169,7 +169,7 @@ pub(crate) async fn redrive_dead_letters(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let scope = scope(&state, &namespace, &name)?;
-    let body = read_body(body).await?;
+    let body = read_body(&state, body).await?;
     let request: RedriveRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RedriveRequest { ids: None }
     } else {

@@ -14,9 +14,6 @@ use switchyard_meta::{Resource, Upsert};
 use crate::problem::ApiError;
 use crate::routes::AppState;
 
-/// Largest REST request body.
-const MAX_RESOURCE_BYTES: usize = 1 << 20;
-
 /// A declaration as the API answers it: the resource, and (but for a DELETE) the status this
 /// node observes. Routes document each variant as `Resource<Spec, Status>` (a source's spec as
 /// one of the registered kinds' specs: `crate::openapi::SourceSpec`).
@@ -80,10 +77,13 @@ pub(crate) fn kind(plural: &str) -> Result<Kind, ApiError> {
     })
 }
 
-pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_RESOURCE_BYTES)
-        .await
-        .map_err(|_| ApiError::too_large(format!("request body exceeds the limit of {MAX_RESOURCE_BYTES} bytes")))
+/// A REST request's body, up to `http.max_api_body_bytes` (the server refused a longer
+/// `Content-Length` before the handler ran; this cuts a chunked body off at the same limit).
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.max_api_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::too_large(format!("the request body exceeds the limit of {limit} bytes (http.max_api_body_bytes)"))
+    })
 }
 
 /// `GET …/{plural}/{name}`.
@@ -110,7 +110,7 @@ pub(crate) async fn put(
     name: &str,
     body: Body,
 ) -> Result<(StatusCode, Json<Object>), ApiError> {
-    let body = read_body(body).await?;
+    let body = read_body(state, body).await?;
     let (declaration, upsert) = state.engine.controller().put(kind, namespace, name, &body).await?;
     let status = match upsert {
         Upsert::Created => StatusCode::CREATED,

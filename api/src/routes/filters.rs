@@ -1,7 +1,11 @@
 //! Trying filters without declaring a trigger: `POST /v1/filters/test` and
 //! `POST /v1/cesql/evaluate`.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,10 +14,14 @@ use switchyard_event::Event;
 use switchyard_meta::resources::{AttributesFilter, SubscriptionsFilter};
 
 use crate::openapi::CloudEvent;
-use crate::problem::{ApiError, BadRequest, TooLarge};
+use crate::problem::{ApiError, BadRequest, TooLarge, Unavailable};
+use crate::routes::declarations::read_body;
+use crate::routes::AppState;
 
-/// Largest request body.
-const MAX_BODY_BYTES: usize = 1 << 20;
+/// The longest a request may take to decode, compile and evaluate. The filters' own limits
+/// and work budgets keep it to milliseconds; this bounds what they do not (decoding a 1 MiB
+/// body and its data), on a blocking thread so that the async workers stay free.
+const MAX_EVALUATION_TIME: Duration = Duration::from_secs(5);
 
 /// A filter to try on an event, with a trigger's semantics.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -116,11 +124,25 @@ pub(crate) enum CesqlErrorKind {
     Generic,
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::too_large(format!("request body exceeds {MAX_BODY_BYTES} bytes")))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+}
+
+/// Runs `work` on a blocking thread, within [`MAX_EVALUATION_TIME`].
+async fn bounded<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(MAX_EVALUATION_TIME, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(ApiError::internal(panic)),
+        Err(_) => Err(ApiError::unavailable(
+            format!(
+                "evaluating the filter took longer than {} s (filter test time limit)",
+                MAX_EVALUATION_TIME.as_secs()
+            ),
+            1,
+        )),
+    }
 }
 
 fn event_from(value: &Value) -> Result<Event, ApiError> {
@@ -137,15 +159,22 @@ fn event_from(value: &Value) -> Result<Event, ApiError> {
     request_body = FilterTest,
     responses(
         (status = 200, description = "Whether the event passes, and the evaluation errors met.", body = FilterTestResult),
-        BadRequest, TooLarge,
+        BadRequest, TooLarge, Unavailable,
     ),
 )]
-pub(crate) async fn test_filter(body: Body) -> Result<Json<FilterTestResult>, ApiError> {
-    let request: FilterTest = read_json(body).await?;
-    let filter = Filter::compile(request.filter.as_ref(), &request.filters, "")?;
-    let event = event_from(&request.event)?;
-    let (matched, errors) = filter.explain(&event);
-    Ok(Json(FilterTestResult { matched, errors }))
+pub(crate) async fn test_filter(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> Result<Json<FilterTestResult>, ApiError> {
+    let bytes = read_body(&state, body).await?;
+    bounded(move || {
+        let request: FilterTest = parse_json(&bytes)?;
+        let filter = Filter::compile(request.filter.as_ref(), &request.filters, "")?;
+        let event = event_from(&request.event)?;
+        let (matched, errors) = filter.explain(&event);
+        Ok(Json(FilterTestResult { matched, errors }))
+    })
+    .await
 }
 
 /// `{"expression", "event"}` → `{"result", "error"}`, evaluated fail-fast. Always 200 for a
@@ -158,11 +187,19 @@ pub(crate) async fn test_filter(body: Body) -> Result<Json<FilterTestResult>, Ap
     request_body = CesqlEvaluate,
     responses(
         (status = 200, description = "The value, or the parse or evaluation error (fail-fast): always 200 for a well-formed request.", body = CesqlResult),
-        BadRequest, TooLarge,
+        BadRequest, TooLarge, Unavailable,
     ),
 )]
-pub(crate) async fn evaluate_cesql(body: Body) -> Result<Json<CesqlResult>, ApiError> {
-    let request: CesqlEvaluate = read_json(body).await?;
+pub(crate) async fn evaluate_cesql(
+    State(state): State<Arc<AppState>>,
+    body: Body,
+) -> Result<Json<CesqlResult>, ApiError> {
+    let bytes = read_body(&state, body).await?;
+    bounded(move || evaluate_cesql_request(&bytes)).await
+}
+
+fn evaluate_cesql_request(bytes: &[u8]) -> Result<Json<CesqlResult>, ApiError> {
+    let request: CesqlEvaluate = parse_json(bytes)?;
     let event = event_from(&request.event)?;
     let answer = match switchyard_cesql::parse(&request.expression) {
         Err(error) => {

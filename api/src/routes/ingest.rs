@@ -134,31 +134,60 @@ async fn ingest(
     admission.precheck(namespace, broker, &origin)?;
     let mode = mode.map_err(event_error)?;
     let limits = admission.limits();
-    // A single event's body is held to the event limit as it is read, with the same words
-    // admission would use; a batch's events are judged one by one once decoded.
+    let batch_too_large = || {
+        ApiError::too_large(format!(
+            "the batch body exceeds the limit of {} bytes (max_batch_bytes)",
+            state.max_batch_bytes
+        ))
+    };
+    let declared_length = content_length(headers);
+    // A single event's body is held to the event limit (a batch's to the batch limit) by its
+    // declared length before anything is read, and as it is read, with the same words admission
+    // would use; a batch's events are judged one by one once decoded.
     let body = match mode {
-        ContentMode::Batched => axum::body::to_bytes(body, state.max_batch_bytes).await.map_err(|_| {
-            ApiError::too_large(format!(
-                "the batch body exceeds the limit of {} bytes (max_batch_bytes)",
-                state.max_batch_bytes
-            ))
-        })?,
-        ContentMode::Binary | ContentMode::Structured => {
-            match axum::body::to_bytes(body, limits.max_event_bytes).await {
-                Ok(body) => body,
-                Err(_) => {
-                    let limit = LimitExceeded::EventTooLarge { index: None, limit: limits.max_event_bytes };
-                    return Err(admission.refuse(&origin, limit.into()).into());
-                }
+        ContentMode::Batched => {
+            if declared_length.is_some_and(|length| exceeds(length, state.max_batch_bytes)) {
+                return Err(batch_too_large());
             }
+            // Only the length limit fails here: a body that stalled or broke off is answered
+            // by the HTTP server (408) whatever this says.
+            axum::body::to_bytes(body, state.max_batch_bytes).await.map_err(|_| batch_too_large())?
+        }
+        ContentMode::Binary | ContentMode::Structured => {
+            let too_large = || {
+                let limit = LimitExceeded::EventTooLarge { index: None, limit: limits.max_event_bytes };
+                ApiError::from(admission.refuse(&origin, limit.into()))
+            };
+            if declared_length.is_some_and(|length| exceeds(length, limits.max_event_bytes)) {
+                return Err(too_large());
+            }
+            axum::body::to_bytes(body, limits.max_event_bytes).await.map_err(|_| too_large())?
         }
     };
     if let Origin::Ingest { body_bytes, .. } = &mut origin {
         *body_bytes = body.len();
     }
-    let events = switchyard_event::http::decode_request(headers, body).map_err(event_error)?;
+    let events = match switchyard_event::http::decode_request_at_most(headers, body, limits.max_batch_events) {
+        Ok(events) => events,
+        // Counted as admission counts it, in its words.
+        Err(EventError::TooManyEvents { count, limit }) => {
+            let refusal = LimitExceeded::TooManyEvents { count, limit }.into();
+            return Err(admission.refuse(&origin, refusal).into());
+        }
+        Err(error) => return Err(event_error(error)),
+    };
     admission.admit(namespace, broker, events, origin).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// The request's `Content-Length`, when it has a valid one (hyper refuses malformed and
+/// conflicting ones before the handler runs).
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn exceeds(length: u64, limit: usize) -> bool {
+    u64::try_from(limit).is_ok_and(|limit| length > limit)
 }
 
 fn event_error(error: EventError) -> ApiError {

@@ -32,6 +32,43 @@ pub struct AppState {
     pub base_url: String,
     /// The largest batch request body (and webhook request body).
     pub max_batch_bytes: usize,
+    /// The largest request body of the REST API (`http.max_api_body_bytes`): the HTTP server
+    /// holds those routes to it before their handlers read.
+    pub max_api_body_bytes: usize,
+}
+
+/// Which kind of route a request is for, as the HTTP server's limits see it (before routing):
+/// the route table below decides, this only mirrors its shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// `GET /healthz`, `/readyz`, `/metrics`: exempt from the concurrency limit, so that a
+    /// node at its limit is not taken for a dead one.
+    Operations,
+    /// `/{namespace}/{broker}` (and every method but GET on `/v1/{broker}`): held to
+    /// `max_batch_bytes`, and to `max_event_bytes` by content mode in the handler.
+    Ingest,
+    /// `/webhooks/…`: held to `max_batch_bytes` (checked by the handler once the source is
+    /// known).
+    Webhook,
+    /// Everything else: the REST API, held to `http.max_api_body_bytes`.
+    Api,
+}
+
+impl RouteClass {
+    /// The class of a request for `path` with `method`.
+    pub fn of(method: &Method, path: &str) -> RouteClass {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["healthz" | "readyz" | "metrics"] if method == Method::GET || method == Method::HEAD => {
+                RouteClass::Operations
+            }
+            ["webhooks", ..] => RouteClass::Webhook,
+            // `GET /v1/{sources}` lists sources; any other method there is ingest (see [`api`]).
+            ["v1", _] if method == Method::GET => RouteClass::Api,
+            [namespace, broker] if !namespace.is_empty() && !broker.is_empty() => RouteClass::Ingest,
+            _ => RouteClass::Api,
+        }
+    }
 }
 
 /// The whole HTTP API: the routes of [`api`], and a problem+json 404 for any other path.
@@ -75,4 +112,27 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sources::receive_webhook))
         // Any other method on the ingest path: 405 with `Allow: POST, OPTIONS`.
         .routes(routes!(ingest::ingest_post, ingest::ingest_options).map(|methods| methods.fallback(ingest_endpoint)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_classed_by_the_route_they_are_for() {
+        let class = |method: Method, path: &str| RouteClass::of(&method, path);
+        assert_eq!(class(Method::GET, "/healthz"), RouteClass::Operations);
+        assert_eq!(class(Method::GET, "/readyz"), RouteClass::Operations);
+        assert_eq!(class(Method::GET, "/metrics"), RouteClass::Operations);
+        assert_eq!(class(Method::POST, "/healthz"), RouteClass::Api);
+        assert_eq!(class(Method::POST, "/default/orders"), RouteClass::Ingest);
+        assert_eq!(class(Method::POST, "/v1/orders"), RouteClass::Ingest);
+        assert_eq!(class(Method::GET, "/v1/pingsources"), RouteClass::Api);
+        assert_eq!(class(Method::POST, "/webhooks/github/default/repo"), RouteClass::Webhook);
+        assert_eq!(class(Method::PUT, "/v1/namespaces/default/brokers/b"), RouteClass::Api);
+        assert_eq!(class(Method::POST, "/v1/filters/test"), RouteClass::Api);
+        assert_eq!(class(Method::POST, "/v1/cesql/evaluate"), RouteClass::Api);
+        assert_eq!(class(Method::POST, "/default/"), RouteClass::Api);
+        assert_eq!(class(Method::POST, "/"), RouteClass::Api);
+    }
 }

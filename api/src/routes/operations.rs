@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::problem::ApiError;
 use crate::routes::AppState;
 
 #[utoipa::path(
@@ -24,10 +25,18 @@ pub(crate) async fn healthz() -> &'static str {
     path = "/readyz",
     tag = "operations",
     summary = "Readiness",
-    responses((status = 200, description = "Brokers and triggers are up and the API serves.", body = String, content_type = "text/plain", example = "ok")),
+    responses(
+        (status = 200, description = "Brokers and triggers are up and the API serves.", body = String, content_type = "text/plain", example = "ok"),
+        (status = 503, description = "The node is stopping (from SIGTERM on, while deliveries drain): send it nothing new.", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
 )]
-pub(crate) async fn readyz() -> &'static str {
-    "ok"
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    // The HTTP server answers only once the engine has started, so the one time not to be
+    // ready is the stop.
+    if state.engine.admission().is_stopping() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping").into_response();
+    }
+    "ok".into_response()
 }
 
 #[utoipa::path(

@@ -125,7 +125,12 @@ pub(crate) struct WebhookIgnored {
 /// The source checks the request (for GitHub: `X-Hub-Signature-256` over the raw body with the
 /// source's secret, `X-GitHub-Event`, `X-GitHub-Delivery`), turns it into events and answers
 /// 202 once they are durable in its sink. A delivery whose event id the source already took is
-/// answered 202 and not sent again.
+/// answered 202 and not sent again; one that arrives while the same id is being sent waits for
+/// that outcome and gets the same answer.
+///
+/// The source is looked up (404, or 503 when it is not ready) and a declared `Content-Length`
+/// over `max_batch_bytes` refused (413) before any of the body is read; a streamed body is cut
+/// off at the same limit (413).
 #[utoipa::path(
     post,
     path = "/webhooks/{webhook}/{namespace}/{name}",
@@ -145,35 +150,49 @@ pub(crate) async fn receive_webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    // The payload becomes an event's data, held to the event limit by admission; a form body
-    // carries it encoded, so the request may be larger: up to the batch limit.
-    let body = axum::body::to_bytes(body, state.max_batch_bytes).await.map_err(|_| {
-        ApiError::too_large(format!(
-            "the request body exceeds the limit of {} bytes (max_batch_bytes)",
-            state.max_batch_bytes
-        ))
-    })?;
+    // Nothing of the body is read before the source is known and the declared length fits: a
+    // request for no source, or one over the limit, costs no more than its headers.
+    let target = state.engine.sources().webhook_target(&webhook, &namespace, &name).map_err(failure)?;
     if state.engine.admission().is_stopping() {
         return Err(ApiError::unavailable("the broker is shutting down; retry later", 5));
     }
-    match state.engine.sources().webhook(&webhook, &namespace, &name, &headers, &body).await {
+    // The payload becomes an event's data, held to the event limit by admission; a form body
+    // carries it encoded, so the request may be larger: up to the batch limit. A streamed
+    // (chunked) body is cut off at the same limit.
+    let limit = state.max_batch_bytes;
+    let too_large =
+        || ApiError::too_large(format!("the request body exceeds the limit of {limit} bytes (max_batch_bytes)"));
+    let declared_length = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared_length.is_some_and(|length| u64::try_from(limit).is_ok_and(|limit| length > limit)) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    match state.engine.sources().receive(&target, &headers, &body).await {
         Ok(WebhookAnswer::Accepted { ids, duplicates }) => {
             Ok((StatusCode::ACCEPTED, Json(WebhookAccepted { ids, duplicates })).into_response())
         }
         Ok(WebhookAnswer::Ignored(ignored)) => Ok(Json(WebhookIgnored { ignored }).into_response()),
-        Err(failure) => Err(match failure {
-            WebhookFailure::NotFound(detail) => ApiError::not_found(detail),
-            WebhookFailure::Refused(refused) => {
-                let status = match &refused {
-                    WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-                    WebhookError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                    WebhookError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                };
-                ApiError::new(status, refused.to_string())
-            }
-            WebhookFailure::Limit(limit) => ApiError::too_large(limit.to_string()),
-            WebhookFailure::NotReady(detail) => ApiError::unavailable(detail, 30),
-            WebhookFailure::Unavailable(detail) => ApiError::unavailable(detail, 5),
-        }),
+        Err(refused) => Err(failure(refused)),
+    }
+}
+
+/// The answer to a webhook request that failed.
+fn failure(failure: WebhookFailure) -> ApiError {
+    match failure {
+        WebhookFailure::NotFound(detail) => ApiError::not_found(detail),
+        WebhookFailure::Refused(refused) => {
+            let status = match &refused {
+                WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                WebhookError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                WebhookError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            };
+            ApiError::new(status, refused.to_string())
+        }
+        WebhookFailure::Limit(limit) => ApiError::too_large(limit.to_string()),
+        WebhookFailure::NotReady(detail) => ApiError::unavailable(detail, 30),
+        WebhookFailure::Unavailable(detail) => ApiError::unavailable(detail, 5),
     }
 }

@@ -13,7 +13,7 @@ use switchyard_meta::status::TriggerStatus;
 use switchyard_meta::Resource;
 
 use crate::openapi::{NamespacePath, ResourcePath};
-use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable};
+use crate::problem::{ApiError, BadRequest, Internal, NotFound, QuotaExceeded, TooLarge, Unavailable};
 use crate::routes::declarations::{self, List, Object};
 use crate::routes::AppState;
 
@@ -70,7 +70,7 @@ pub(crate) async fn get_trigger(
     responses(
         (status = 200, description = "Replaced.", body = Resource<TriggerSpec, TriggerStatus>),
         (status = 201, description = "Created.", body = Resource<TriggerSpec, TriggerStatus>),
-        BadRequest, TooLarge, Unavailable, Internal,
+        BadRequest, QuotaExceeded, TooLarge, Unavailable, Internal,
     ),
 )]
 pub(crate) async fn put_trigger(
@@ -86,7 +86,7 @@ pub(crate) async fn put_trigger(
     path = "/v1/namespaces/{namespace}/triggers/{name}",
     tag = "triggers",
     summary = "Delete a trigger",
-    description = "Stops it and forgets its progress.",
+    description = "Stops it, forgets its progress and deletes its dead letters (a new trigger of the same name starts clean).",
     params(ResourcePath),
     responses((status = 200, description = "Deleted: the trigger as it was (without status).", body = Resource<TriggerSpec, TriggerStatus>), NotFound, Unavailable, Internal),
 )]

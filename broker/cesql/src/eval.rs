@@ -1,6 +1,7 @@
 //! Fail-fast evaluation (CESQL §3.6, §4.1) over borrowed values.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use switchyard_event::{AttrValue, Event};
 
@@ -162,8 +163,72 @@ impl Fault<'_> {
 
 pub(crate) type Outcome<'a> = Result<Val<'a>, Fault<'a>>;
 
-/// Evaluates `node` against `event`, stopping at the first error.
-pub(crate) fn eval<'a>(node: &'a Node, event: &'a Event) -> Outcome<'a> {
+/// What one evaluation reads, and the work it may still do: one unit per node, plus about one
+/// per byte a string operation reads or writes (times the words of state for `LIKE`). Running
+/// out stops evaluation with a `generic` error, so that no expression, however built, holds
+/// the thread it runs on for long on any accepted event.
+pub(crate) struct Scope<'a> {
+    pub(crate) event: &'a Event,
+    budget: u64,
+    remaining: Cell<u64>,
+    exhausted: Cell<bool>,
+}
+
+impl<'a> Scope<'a> {
+    pub(crate) fn new(event: &'a Event, budget: u64) -> Scope<'a> {
+        Scope { event, budget, remaining: Cell::new(budget), exhausted: Cell::new(false) }
+    }
+
+    /// Spends `units` of the budget, or fails when it is spent.
+    pub(crate) fn charge<'b>(&self, units: u64) -> Result<(), Fault<'b>> {
+        match self.remaining.get().checked_sub(units) {
+            Some(left) => {
+                self.remaining.set(left);
+                Ok(())
+            }
+            None => {
+                self.remaining.set(0);
+                self.exhausted.set(true);
+                Err(Fault::Other(
+                    ErrorKind::Generic,
+                    format!(
+                        "evaluation exceeds the work budget of {} units (cesql evaluation work budget)",
+                        self.budget
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Whether a charge could not be paid.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.exhausted.get()
+    }
+
+    /// Spends what reading `text` costs.
+    pub(crate) fn charge_str<'b>(&self, text: &str) -> Result<(), Fault<'b>> {
+        self.charge(units(text.len()))
+    }
+
+    /// Spends what reading the string operands of a binary operator costs.
+    fn charge_operands<'b>(&self, left: &Val<'_>, right: &Val<'_>) -> Result<(), Fault<'b>> {
+        let length = |v: &Val<'_>| match v {
+            Val::Str(s) => s.len(),
+            _ => 0,
+        };
+        self.charge(units(length(left)).saturating_add(units(length(right))))
+    }
+}
+
+/// A byte count as work units.
+pub(crate) fn units(bytes: usize) -> u64 {
+    u64::try_from(bytes).unwrap_or(u64::MAX)
+}
+
+/// Evaluates `node` against the scope's event, stopping at the first error.
+pub(crate) fn eval<'a>(node: &'a Node, cx: &Scope<'a>) -> Outcome<'a> {
+    cx.charge(1)?;
+    let event = cx.event;
     match node {
         Node::Literal(value) => Ok(Val::from_literal(value)),
         Node::Attribute(name) => match event.get(name) {
@@ -174,75 +239,101 @@ pub(crate) fn eval<'a>(node: &'a Node, event: &'a Event) -> Outcome<'a> {
         // CESQL §3.4.4.
         Node::Exists(name) => Ok(Val::Bool(event.get(name).is_some())),
         // CESQL §3.4.1 and §3.7 rule 1: unary operators are not ambiguous; cast the operand.
-        Node::Not(operand) => Ok(Val::Bool(!eval(operand, event)?.into_bool()?)),
+        Node::Not(operand) => {
+            let operand = eval(operand, cx)?;
+            cx.charge_operands(&operand, &Val::Bool(false))?;
+            Ok(Val::Bool(!operand.into_bool()?))
+        }
         Node::Negate(operand) => {
-            let i = eval(operand, event)?.into_int()?;
+            let operand = eval(operand, cx)?;
+            cx.charge_operands(&operand, &Val::Bool(false))?;
+            let i = operand.into_int()?;
             i.checked_neg().map(Val::Int).ok_or_else(|| Fault::math(format!("-({i}) overflows a 32-bit integer")))
         }
         Node::Arith(op, left, right) => {
-            let (l, r) = (eval(left, event)?, eval(right, event)?);
+            let (l, r) = (eval(left, cx)?, eval(right, cx)?);
+            cx.charge_operands(&l, &r)?;
             arithmetic(*op, l.into_int()?, r.into_int()?).map(Val::Int)
         }
         Node::Compare(op, left, right) => {
-            let (l, r) = (eval(left, event)?, eval(right, event)?);
+            let (l, r) = (eval(left, cx)?, eval(right, cx)?);
+            cx.charge_operands(&l, &r)?;
             compare(*op, l, r).map(Val::Bool)
         }
-        Node::Logic(op, operands) => logic(*op, operands, event).map(Val::Bool),
+        Node::Logic(op, operands) => logic(*op, operands, cx).map(Val::Bool),
         // CESQL §3.4.3: the left operand is cast to String.
         Node::Like { value, pattern, negated } => {
-            let value = eval(value, event)?.into_str();
+            let value = eval(value, cx)?.into_str();
+            cx.charge(pattern.cost(value.len()))?;
             Ok(Val::Bool(pattern.matches(&value) != *negated))
         }
         // CESQL §3.4.5 and §3.7: `=` semantics with the left operand's type as the target type
         // of every set element. Every element is evaluated, so an erroneous element is reported
         // whatever its position.
         Node::In { value, set, negated } => {
-            let value = eval(value, event)?;
+            let value = eval(value, cx)?;
             let ty = value.ty();
             let mut found = false;
             for element in set.iter() {
-                let element = eval(element, event)?.cast(ty)?;
+                let element = eval(element, cx)?;
+                cx.charge_operands(&value, &element)?;
+                let element = element.cast(ty)?;
                 found = found || element == value;
             }
             Ok(Val::Bool(found != *negated))
         }
-        Node::Call { function, args } => functions::call(*function, args, event),
+        Node::Call { function, args } => functions::call(*function, args, cx),
         // CESQL §3.5: an invocation that cannot be dispatched is a MissingFunctionError.
         Node::MissingFunction { name, arity } => Err(Fault::MissingFunction(name, *arity)),
     }
 }
 
 /// Evaluates `node` and casts the result to Boolean (CESQL §3.7): the same as
-/// `eval(node, event)?.into_bool()`, with the shapes filters are made of (logic, `EXISTS`,
+/// `eval(node, cx)?.into_bool()`, with the shapes filters are made of (logic, `EXISTS`,
 /// attribute compared with a string literal, attribute `LIKE` pattern) computed directly,
 /// without building intermediate values.
-pub(crate) fn eval_bool<'a>(node: &'a Node, event: &'a Event) -> Result<bool, Fault<'a>> {
+pub(crate) fn eval_bool<'a>(node: &'a Node, cx: &Scope<'a>) -> Result<bool, Fault<'a>> {
+    let event = cx.event;
     match node {
-        Node::Logic(op, operands) => logic(*op, operands, event),
-        Node::Exists(name) => Ok(event.get(name).is_some()),
-        Node::Not(operand) => Ok(!eval_bool(operand, event)?),
+        Node::Logic(op, operands) => {
+            cx.charge(1)?;
+            logic(*op, operands, cx)
+        }
+        Node::Exists(name) => {
+            cx.charge(1)?;
+            Ok(event.get(name).is_some())
+        }
+        Node::Not(operand) => {
+            cx.charge(1)?;
+            Ok(!eval_bool(operand, cx)?)
+        }
         Node::Compare(op @ (CmpOp::Eq | CmpOp::NotEq), left, right) => {
             if let (Node::Attribute(name), Node::Literal(Value::String(literal))) = (&**left, &**right) {
                 match event.get(name) {
-                    Some(AttrValue::String(value)) => return Ok((value == literal) == (*op == CmpOp::Eq)),
+                    Some(AttrValue::String(value)) => {
+                        cx.charge(units(literal.len()).saturating_add(1))?;
+                        return Ok((value == literal) == (*op == CmpOp::Eq));
+                    }
                     None => return Err(Fault::MissingAttribute(name)),
                     Some(_) => {}
                 }
             }
-            compare(*op, eval(left, event)?, eval(right, event)?)
+            eval(node, cx)?.into_bool()
         }
         Node::Like { value, pattern, negated } => {
             if let Node::Attribute(name) = &**value {
                 match event.get(name) {
-                    Some(AttrValue::String(value)) => return Ok(pattern.matches(value) != *negated),
+                    Some(AttrValue::String(value)) => {
+                        cx.charge(pattern.cost(value.len()).saturating_add(1))?;
+                        return Ok(pattern.matches(value) != *negated);
+                    }
                     None => return Err(Fault::MissingAttribute(name)),
                     Some(_) => {}
                 }
             }
-            let value = eval(value, event)?.into_str();
-            Ok(pattern.matches(&value) != *negated)
+            eval(node, cx)?.into_bool()
         }
-        other => eval(other, event)?.into_bool(),
+        other => eval(other, cx)?.into_bool(),
     }
 }
 
@@ -283,18 +374,18 @@ fn compare<'a>(op: CmpOp, l: Val<'a>, r: Val<'a>) -> Result<bool, Fault<'a>> {
 
 /// CESQL §3.4.2: Boolean x Boolean -> Boolean; AND and OR short-circuit (§3.6). An n-ary node
 /// is a left-nested chain of the same operator, so the short circuit is the same.
-fn logic<'a>(op: LogicOp, operands: &'a [Node], event: &'a Event) -> Result<bool, Fault<'a>> {
+fn logic<'a>(op: LogicOp, operands: &'a [Node], cx: &Scope<'a>) -> Result<bool, Fault<'a>> {
     let mut operands = operands.iter();
     let mut acc = match operands.next() {
-        Some(first) => eval_bool(first, event)?,
+        Some(first) => eval_bool(first, cx)?,
         None => return Ok(false),
     };
     for operand in operands {
         match op {
             LogicOp::And if !acc => return Ok(false),
             LogicOp::Or if acc => return Ok(true),
-            LogicOp::And | LogicOp::Or => acc = eval_bool(operand, event)?,
-            LogicOp::Xor => acc ^= eval_bool(operand, event)?,
+            LogicOp::And | LogicOp::Or => acc = eval_bool(operand, cx)?,
+            LogicOp::Xor => acc ^= eval_bool(operand, cx)?,
         }
     }
     Ok(acc)

@@ -6,9 +6,7 @@
 
 use std::borrow::Cow;
 
-use switchyard_event::Event;
-
-use crate::eval::{eval, Fault, Outcome, Val};
+use crate::eval::{eval, units, Fault, Outcome, Scope, Val};
 use crate::parser::Node;
 
 /// A built-in function, resolved at parse time.
@@ -57,16 +55,27 @@ pub(crate) fn resolve(name: &str, arity: usize) -> Option<Function> {
     accepts.then_some(function)
 }
 
-/// Evaluates the arguments and applies `function`.
-pub(crate) fn call<'a>(function: Function, args: &'a [Node], event: &'a Event) -> Outcome<'a> {
-    let arg = |node: &'a Node| eval(node, event);
+/// Evaluates the arguments and applies `function`. Every function reads its string arguments
+/// once and writes at most about as much, so each call spends the length of its string
+/// arguments from the budget; the concatenations spend each part before appending it, so that
+/// no result outgrows the budget.
+pub(crate) fn call<'a>(function: Function, args: &'a [Node], cx: &Scope<'a>) -> Outcome<'a> {
+    let arg = |node: &'a Node| -> Outcome<'a> {
+        let value = eval(node, cx)?;
+        if let Val::Str(s) = &value {
+            cx.charge_str(s)?;
+        }
+        Ok(value)
+    };
     match (function, args) {
         // String manipulation, CESQL §3.5.1.
         (Function::Length, [x]) => length(&arg(x)?.into_str()).map(Val::Int),
         (Function::Concat, parts) => {
             let mut out = String::new();
             for part in parts {
-                out.push_str(&arg(part)?.into_str());
+                let part = arg(part)?.into_str();
+                cx.charge_str(&part)?;
+                out.push_str(&part);
             }
             Ok(Val::Str(Cow::Owned(out)))
         }
@@ -79,10 +88,12 @@ pub(crate) fn call<'a>(function: Function, args: &'a [Node], event: &'a Event) -
             let delimiter = delimiter.into_str();
             let mut out = String::new();
             for (i, value) in values.into_iter().enumerate() {
+                let value = value.into_str();
+                cx.charge(units(delimiter.len()).saturating_add(units(value.len())))?;
                 if i > 0 {
                     out.push_str(&delimiter);
                 }
-                out.push_str(&value.into_str());
+                out.push_str(&value);
             }
             Ok(Val::Str(Cow::Owned(out)))
         }

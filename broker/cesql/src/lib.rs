@@ -55,10 +55,43 @@ use switchyard_event::Event;
 ///   parse errors.
 /// - Calls to unknown functions, or with an unsupported number of arguments, parse and fail
 ///   when evaluated with a `missingFunction` error (CESQL §3.5).
-/// - Nesting is limited to a depth of 200 so that evaluation can never exhaust the stack.
+/// - Limits, so that neither parsing nor evaluating untrusted text can exhaust the stack, the
+///   memory or the time of the thread it runs on: the text is at most [`MAX_EXPRESSION_BYTES`]
+///   bytes, nests at most [`MAX_NESTING`] levels deep, and each `LIKE` pattern has at most
+///   [`MAX_LIKE_PATTERN_CHARS`] characters; evaluation does at most [`MAX_EVALUATION_WORK`]
+///   units of work (see [`Expression::evaluate`]).
 pub fn parse(text: &str) -> Result<Expression, ParseError> {
     let root = parser::parse(text)?;
     Ok(Expression { root })
+}
+
+/// The longest expression `parse` accepts, in bytes (128 KiB): far above any hand-written
+/// filter, and it bounds the tree, so the work of evaluating it, to tens of thousands of nodes.
+pub const MAX_EXPRESSION_BYTES: usize = parser::MAX_EXPRESSION_BYTES;
+
+/// The deepest nesting `parse` accepts (parentheses, unary operators, function calls, and the
+/// depth of the tree binary operators build), so that the recursive parser and evaluator stay
+/// far from the end of a 2 MiB thread stack.
+pub const MAX_NESTING: usize = parser::MAX_DEPTH;
+
+/// The longest `LIKE` pattern `parse` accepts, in characters: `LIKE` runs in time linear in
+/// the value times ⌈pattern characters / 64⌉, so this bounds that factor to 4.
+pub const MAX_LIKE_PATTERN_CHARS: usize = like::MAX_PATTERN_CHARS;
+
+/// The work one evaluation may do: one unit per node evaluated, plus about one per byte that
+/// an operator or function reads or writes (`LIKE` counts the value's bytes times its words of
+/// state). Running out is a `generic` error, so the event does not pass a filter. One unit is
+/// about a nanosecond: the budget keeps an evaluation near a millisecond on any event, while
+/// leaving room for many passes over ordinary attributes (a 1 MiB attribute can still be read
+/// about once).
+pub const MAX_EVALUATION_WORK: u64 = 1_000_000;
+
+/// An evaluation stopped by its work budget ([`MAX_EVALUATION_WORK`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("evaluation exceeds the work budget of {budget} units (cesql evaluation work budget)")]
+pub struct BudgetExhausted {
+    /// The budget.
+    pub budget: u64,
 }
 
 /// A syntax error: where it is and what is wrong.
@@ -83,9 +116,11 @@ impl Expression {
     /// A missing attribute is a `missingAttribute` error (CESQL §3.2), a failed implicit or
     /// explicit cast a `cast` error (§3.7), a division by zero or an integer overflow a `math`
     /// error, a call that cannot be dispatched a `missingFunction` error (§3.5), and invalid
-    /// function arguments a `functionEvaluation` error.
+    /// function arguments a `functionEvaluation` error; running out of the
+    /// [`MAX_EVALUATION_WORK`] budget a `generic` error.
     pub fn evaluate(&self, event: &Event) -> Result<Value, EvalError> {
-        match eval::eval(&self.root, event) {
+        let scope = eval::Scope::new(event, MAX_EVALUATION_WORK);
+        match eval::eval(&self.root, &scope) {
             Ok(value) => Ok(value.into_value()),
             Err(fault) => Err(fault.into_error()),
         }
@@ -102,13 +137,29 @@ impl Expression {
         operands.iter().filter_map(parser::Node::attribute_equals_string).collect()
     }
 
+    /// [`Expression::matches`], telling apart an evaluation stopped by the
+    /// [`MAX_EVALUATION_WORK`] budget (so that callers can count it) from other failures.
+    pub fn matches_within_budget(&self, event: &Event) -> Result<bool, BudgetExhausted> {
+        let scope = eval::Scope::new(event, MAX_EVALUATION_WORK);
+        let matched = if self.root.yields_boolean() {
+            eval::eval_bool(&self.root, &scope).unwrap_or(false)
+        } else {
+            matches!(eval::eval(&self.root, &scope), Ok(eval::Val::Bool(true)))
+        };
+        if scope.exhausted() {
+            return Err(BudgetExhausted { budget: MAX_EVALUATION_WORK });
+        }
+        Ok(matched)
+    }
+
     /// Filter semantics (CESQL v1.0 §1.2): true only when evaluation succeeds and yields the
     /// Boolean `true`; any error, or a result of another type, means the event does not pass.
     /// Errors are dropped unformatted, and the common filter shapes (whose result is always a
     /// Boolean) are evaluated without building intermediate values.
     pub fn matches(&self, event: &Event) -> bool {
         if self.root.yields_boolean() {
-            eval::eval_bool(&self.root, event).unwrap_or(false)
+            let scope = eval::Scope::new(event, MAX_EVALUATION_WORK);
+            eval::eval_bool(&self.root, &scope).unwrap_or(false)
         } else {
             matches!(self.evaluate(event), Ok(Value::Boolean(true)))
         }
@@ -198,6 +249,90 @@ mod tests {
         assert_send_sync::<Expression>();
         assert_send_sync::<ParseError>();
         assert_send_sync::<EvalError>();
+    }
+
+    fn event_with(name: &str, value: String) -> Event {
+        let s = |v: &str| switchyard_event::AttrValue::String(v.to_owned());
+        Event::new(
+            vec![
+                ("specversion".into(), s("1.0")),
+                ("id".into(), s("1")),
+                ("source".into(), s("/s")),
+                ("type".into(), s("t")),
+                (name.into(), switchyard_event::AttrValue::String(value)),
+            ],
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn long_expressions_are_refused_naming_the_limit() {
+        let text = format!("'{}' = 'a'", "a".repeat(MAX_EXPRESSION_BYTES));
+        let error = parse(&text).unwrap_err();
+        assert_eq!(error.position, 0);
+        assert!(error.message.contains("above the limit of 131072 (cesql expression length)"), "{error}");
+    }
+
+    #[test]
+    fn long_like_patterns_are_refused_naming_the_limit() {
+        let error = parse(&format!("type LIKE '{}'", "%a".repeat(200))).unwrap_err();
+        assert_eq!(error.position, 10);
+        assert!(error.message.contains("above the limit of 256 (like pattern length)"), "{error}");
+        assert!(parse(&format!("type LIKE '{}'", "%a".repeat(128))).is_ok());
+    }
+
+    /// Parsing and evaluating the deepest accepted expressions, and refusing much deeper ones,
+    /// fit in a small stack, even unoptimised (an async worker thread has 2 MiB).
+    #[test]
+    fn nesting_fits_a_small_stack() {
+        let run = || {
+            let event = event_with("x", "1".to_owned());
+            let depth = MAX_NESTING - 1;
+            let accepted = [
+                format!("{}x{}", "(".repeat(depth), ")".repeat(depth)),
+                format!("{}TRUE", "NOT ".repeat(depth)),
+                format!("{}x", "- ".repeat(depth)),
+                format!("{}x{}", "ABS(".repeat(depth), ")".repeat(depth)),
+                format!("{}x{}", "x IN (".repeat(depth), ")".repeat(depth)),
+                vec!["x"; MAX_NESTING].join(" + "),
+            ];
+            for text in &accepted {
+                let expression = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+                let _ = expression.evaluate(&event);
+                let _ = expression.matches(&event);
+            }
+            for text in [
+                format!("{}x{}", "(".repeat(60_000), ")".repeat(60_000)),
+                format!("{}x", "NOT ".repeat(30_000)),
+                format!("{}x", "-".repeat(100_000)),
+                format!("{}x{}", "ABS(".repeat(20_000), ")".repeat(20_000)),
+                vec!["x"; 30_000].join(" * "),
+            ] {
+                let error = parse(&text).unwrap_err();
+                assert!(error.message.contains("(cesql nesting limit)"), "{error}");
+            }
+        };
+        std::thread::Builder::new().stack_size(1 << 20).spawn(run).unwrap().join().unwrap();
+    }
+
+    #[test]
+    fn evaluation_stops_at_the_work_budget() {
+        // 600 kB: an attribute an accepted 1 MiB event can carry.
+        let event = event_with("big", format!("{}b", "a".repeat(600_000)));
+        let once = parse("big LIKE '%a_b'").unwrap();
+        assert!(once.matches(&event));
+        let twice = parse("big LIKE '%a_c' OR big LIKE '%a_b'").unwrap();
+        assert!(!twice.matches(&event));
+        let error = twice.evaluate(&event).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Generic);
+        assert!(error.message.contains("work budget of 1000000 units"), "{error}");
+        // Concatenations spend before they allocate.
+        let error = parse("LENGTH(CONCAT(big, big, big, big, big)) > 0").unwrap().evaluate(&event).unwrap_err();
+        assert!(error.message.contains("work budget"), "{error}");
+        // Many cheap nodes fit: a long OR chain of short comparisons.
+        let chain = (0..5_000).map(|i| format!("type = 'x{i}'")).collect::<Vec<_>>().join(" OR ");
+        assert_eq!(parse(&chain).unwrap().evaluate(&event), Ok(Value::Boolean(false)));
     }
 
     #[test]

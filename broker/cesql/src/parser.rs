@@ -18,7 +18,10 @@ use crate::{ParseError, Value};
 
 /// The deepest tree (and the deepest nesting of parentheses, unary operators and calls) that
 /// `parse` accepts, so that neither parsing nor evaluation can exhaust the stack.
-pub(crate) const MAX_DEPTH: usize = 200;
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// The longest text `parse` accepts, in bytes.
+pub(crate) const MAX_EXPRESSION_BYTES: usize = 128 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ArithOp {
@@ -125,6 +128,15 @@ impl Node {
 
 /// Parses `text` into a tree.
 pub(crate) fn parse(text: &str) -> Result<Node, ParseError> {
+    if text.len() > MAX_EXPRESSION_BYTES {
+        return Err(ParseError {
+            position: 0,
+            message: format!(
+                "the expression has {} bytes, above the limit of {MAX_EXPRESSION_BYTES} (cesql expression length)",
+                text.len()
+            ),
+        });
+    }
     let tokens = lex(text)?;
     let mut parser = Parser { tokens, next: 0, nesting: 0 };
     let (node, _) = parser.expression()?;
@@ -141,7 +153,8 @@ type Parsed = (Node, usize);
 struct Parser<'a> {
     tokens: Vec<Token<'a>>,
     next: usize,
-    /// Current recursion depth of `expression` and `unary`.
+    /// Current recursion depth of `unary`, which every cycle of the recursion (parentheses,
+    /// unary operators, arguments, sets) passes through.
     nesting: usize,
 }
 
@@ -191,7 +204,10 @@ impl<'a> Parser<'a> {
 
     fn check_depth(position: usize, depth: usize) -> Result<(), ParseError> {
         if depth > MAX_DEPTH {
-            return Err(Self::error(position, format!("expression nests deeper than {MAX_DEPTH} levels")));
+            return Err(Self::error(
+                position,
+                format!("expression nests deeper than {MAX_DEPTH} levels (cesql nesting limit)"),
+            ));
         }
         Ok(())
     }
@@ -203,10 +219,7 @@ impl<'a> Parser<'a> {
 
     /// `expression` (CESQL §2.1): the loosest level, the logical operators.
     fn expression(&mut self) -> Result<Parsed, ParseError> {
-        self.enter()?;
-        let result = self.logic();
-        self.nesting -= 1;
-        result
+        self.logic()
     }
 
     fn logic(&mut self) -> Result<Parsed, ParseError> {
@@ -331,7 +344,8 @@ impl<'a> Parser<'a> {
                         format!("the pattern of like must be a string literal, found {found}"),
                     ));
                 };
-                node = Node::Like { value: Box::new(node), pattern: Pattern::compile(pattern), negated };
+                let pattern = Pattern::compile(pattern).map_err(|message| Self::error(token.position, message))?;
+                node = Node::Like { value: Box::new(node), pattern, negated };
                 depth += 1;
             } else {
                 // CESQL §2.3 `set-expression ::= "(" expression ("," expression)* ")"`.

@@ -200,7 +200,9 @@ fn encode(entry: &DeadLetter) -> Result<Vec<u8>, LogError> {
         }
     }
     put_len(&mut out, entry.dead_lettered_at.as_bytes(), "time")?;
-    storage::encode_into(&entry.event, &mut out);
+    storage::encode_into(&entry.event, &mut out).map_err(|error| {
+        LogError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("dead letter event: {error}")))
+    })?;
     Ok(out)
 }
 

@@ -78,6 +78,17 @@ impl Groups {
         lock(&self.state).committed.get(&key(topic, group)).copied()
     }
 
+    /// The groups of `topic` with their positions.
+    pub(crate) fn of_topic(&self, topic: &str) -> Vec<(String, u64)> {
+        let prefix = format!("{topic}/");
+        let state = lock(&self.state);
+        let groups = state
+            .committed
+            .iter()
+            .filter_map(|(key, &position)| key.strip_prefix(&prefix).map(|group| (group.to_owned(), position)));
+        groups.collect()
+    }
+
     /// Creates a group at `end` unless it exists; durable on return.
     pub(crate) fn create(&self, topic: &str, group: &str, end: u64) -> Result<(), LogError> {
         let key = key(topic, group);

@@ -41,7 +41,7 @@ use switchyard_log::{
     Backend, DeadLetterStore, EventLog, LogError, MetricDescription, MetricKind, SingleNode, StateStore, Subscription,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::deadletters::DeadLetters;
 use crate::groups::Groups;
@@ -83,6 +83,9 @@ pub struct EmbeddedConfig {
     /// Closed segments are deleted, oldest first, while a topic is larger than this
     /// (default 10 GiB).
     pub retention_bytes: u64,
+    /// Closed segments are deleted, oldest first across all topics, while the whole log is
+    /// larger than this (default 50 GiB): brokers share one disk.
+    pub retention_total_bytes: u64,
     /// How often retention runs (default 60 s).
     pub retention_check_interval: Duration,
 }
@@ -95,6 +98,7 @@ impl EmbeddedConfig {
             segment_bytes: 64 << 20,
             retention_age: Duration::from_secs(7 * 24 * 3600),
             retention_bytes: 10 << 30,
+            retention_total_bytes: 50 << 30,
             retention_check_interval: Duration::from_secs(60),
         }
     }
@@ -131,7 +135,16 @@ pub const METRIC_WRITTEN_BYTES: &str = "switchyard_log_written_bytes_total";
 pub const METRIC_FSYNCS: &str = "switchyard_log_fsyncs_total";
 
 /// The series above, described.
+/// Events retention deleted before a group read them, by `topic` and `group`.
+pub const METRIC_RETENTION_UNREAD: &str = "switchyard_log_retention_unread_events_total";
+
 const METRICS: &[MetricDescription] = &[
+    MetricDescription {
+        name: METRIC_RETENTION_UNREAD,
+        kind: MetricKind::Counter,
+        unit: "",
+        help: "Events retention deleted before a trigger read them, by topic and group.",
+    },
     MetricDescription {
         name: METRIC_FSYNC_BATCH,
         kind: MetricKind::Histogram,
@@ -259,27 +272,49 @@ impl Topic {
         lock(&self.writer).take()
     }
 
-    /// Deletes closed segments that retention no longer keeps; returns how many.
-    fn enforce_retention(&self, now_ms: i64, age_ms: i64, max_bytes: u64) -> usize {
-        let removed: Vec<Segment> = {
-            let mut segments = write_lock(&self.segments);
-            let mut total: u64 = segments.values().map(|s| s.size).sum();
-            let mut removed = Vec::new();
-            // Only whole closed segments, oldest first: the active (last) one always stays,
-            // and the log stays contiguous.
-            while segments.len() > 1 {
-                let Some(mut first) = segments.first_entry() else { break };
-                let segment = first.get_mut();
-                let expired = segment.last_ts.is_none_or(|ts| now_ms.saturating_sub(ts) > age_ms);
-                if !expired && total <= max_bytes {
-                    break;
-                }
-                total -= segment.size;
-                removed.push(first.remove());
+    /// Removes the closed segments that retention no longer keeps from the table (oldest
+    /// first: the active, last one always stays, and the log stays contiguous); the caller
+    /// deletes their files ([`Topic::delete_segments`]).
+    fn take_expired(&self, now_ms: i64, age_ms: i64, max_bytes: u64) -> Vec<Segment> {
+        let mut segments = write_lock(&self.segments);
+        let mut total: u64 = segments.values().map(|s| s.size).sum();
+        let mut removed = Vec::new();
+        while segments.len() > 1 {
+            let Some(first) = segments.first_entry() else { break };
+            let segment = first.get();
+            let expired = segment.last_ts.is_none_or(|ts| now_ms.saturating_sub(ts) > age_ms);
+            if !expired && total <= max_bytes {
+                break;
             }
-            removed
-        };
-        for segment in &removed {
+            total -= segment.size;
+            removed.push(first.remove());
+        }
+        removed
+    }
+
+    /// The oldest closed segment: its last record's time and its size.
+    fn oldest_closed(&self) -> Option<(i64, u64)> {
+        let segments = read_lock(&self.segments);
+        let first = segments.values().next().filter(|_| segments.len() > 1)?;
+        Some((first.last_ts.unwrap_or(i64::MIN), first.size))
+    }
+
+    /// Removes the oldest closed segment from the table, if there is one.
+    fn take_oldest(&self) -> Option<Segment> {
+        let mut segments = write_lock(&self.segments);
+        (segments.len() > 1).then(|| segments.pop_first().map(|(_, segment)| segment)).flatten()
+    }
+
+    /// Bytes held by the topic's segments.
+    fn size(&self) -> u64 {
+        read_lock(&self.segments).values().map(|s| s.size).sum()
+    }
+
+    /// Deletes the files of segments taken out of the table, and counts, per group, the events
+    /// they held that the group had not read yet: retention is not supposed to outrun a
+    /// trigger, and when it does the loss must show.
+    fn delete_segments(&self, removed: &[Segment], groups: &Groups, why: &'static str) {
+        for segment in removed {
             for path in [&segment.log_path, &segment.idx_path] {
                 if let Err(e) = fs::remove_file(path) {
                     if e.kind() != io::ErrorKind::NotFound {
@@ -288,14 +323,21 @@ impl Topic {
                 }
             }
             info!(topic = %self.name, segment = segment.base, next_offset = segment.next_offset, bytes = segment.size,
-                "retention deleted a segment");
+                why, "retention deleted a segment");
+            for (group, position) in groups.of_topic(&self.name) {
+                let unread = segment.next_offset.saturating_sub(position.max(segment.base));
+                if unread > 0 {
+                    error!(topic = %self.name, group, unread, why, "retention deleted events a trigger had not read");
+                    metrics::counter!(METRIC_RETENTION_UNREAD, "topic" => self.name.clone(), "group" => group)
+                        .increment(unread);
+                }
+            }
         }
         if !removed.is_empty() {
             if let Err(e) = segment::sync_dir(&self.dir) {
                 warn!(topic = %self.name, error = %e, "cannot fsync the topic directory after retention");
             }
         }
-        removed.len()
     }
 }
 
@@ -447,10 +489,9 @@ impl EmbeddedLog {
             })?
         };
         let retention = {
-            let topics = Arc::clone(&topics);
-            let (age, bytes) = (config.retention_age, config.retention_bytes);
+            let (topics, groups, config) = (Arc::clone(&topics), Arc::clone(&groups), config.clone());
             spawn_periodic("log-retention", config.retention_check_interval, move || {
-                enforce_retention(&topics, age, bytes);
+                enforce_retention(&topics, &groups, &config);
             })?
         };
         Ok(Arc::new(EmbeddedLog {
@@ -503,7 +544,7 @@ impl EmbeddedLog {
     /// Runs retention now (it also runs every `retention_check_interval`); returns how many
     /// segments it deleted.
     pub fn enforce_retention(&self) -> usize {
-        enforce_retention(&self.topics, self.config.retention_age, self.config.retention_bytes)
+        enforce_retention(&self.topics, &self.groups, &self.config)
     }
 
     /// The configuration in force.
@@ -533,11 +574,37 @@ impl Drop for EmbeddedLog {
     }
 }
 
-fn enforce_retention(topics: &RwLock<HashMap<String, Arc<Topic>>>, age: Duration, max_bytes: u64) -> usize {
+/// Retention: each topic's own limits (`retention_age`, `retention_bytes`), then the budget of
+/// all topics together (`retention_total_bytes`), which deletes the oldest closed segment of
+/// any topic until the whole log fits. Returns how many segments were deleted.
+fn enforce_retention(topics: &RwLock<HashMap<String, Arc<Topic>>>, groups: &Groups, config: &EmbeddedConfig) -> usize {
     let now = now_ms();
-    let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    let age_ms = i64::try_from(config.retention_age.as_millis()).unwrap_or(i64::MAX);
     let topics: Vec<Arc<Topic>> = read_lock(topics).values().cloned().collect();
-    topics.iter().map(|t| t.enforce_retention(now, age_ms, max_bytes)).sum()
+    let mut deleted = 0;
+    for topic in &topics {
+        let removed = topic.take_expired(now, age_ms, config.retention_bytes);
+        topic.delete_segments(&removed, groups, "topic retention");
+        deleted += removed.len();
+    }
+    let mut total: u64 = topics.iter().map(|topic| topic.size()).sum();
+    while total > config.retention_total_bytes {
+        let oldest =
+            topics.iter().filter_map(|topic| Some((topic.oldest_closed()?, topic))).min_by_key(|((ts, _), _)| *ts);
+        let Some((_, topic)) = oldest else {
+            warn!(
+                total,
+                budget = config.retention_total_bytes,
+                "the log is over its total budget with no closed segment left to delete"
+            );
+            break;
+        };
+        let Some(segment) = topic.take_oldest() else { continue };
+        total = total.saturating_sub(segment.size);
+        topic.delete_segments(std::slice::from_ref(&segment), groups, "total budget");
+        deleted += 1;
+    }
+    deleted
 }
 
 /// Runs blocking work off the async threads.

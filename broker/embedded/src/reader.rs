@@ -260,12 +260,15 @@ fn read_batch(
                     }
                     // Copied into its own buffer so that an event kept for long (a retry)
                     // pins only its own bytes, not the whole read chunk.
-                    let event = storage::decode(&Bytes::copy_from_slice(payload))
-                        .map_err(|e| corrupt(header.offset, e.to_string()))?;
-                    out.push(LogEvent {
-                        position: Position { partition: 0, offset: header.offset },
-                        timestamp_ms: header.timestamp_ms,
-                        event: Arc::new(event),
+                    let record = Bytes::copy_from_slice(payload);
+                    let position = Position { partition: 0, offset: header.offset };
+                    // The checksum held, so the bytes are what was written: a record the codec
+                    // cannot read is moved aside by the reader's owner, not read again forever.
+                    out.push(match storage::decode(&record) {
+                        Ok(event) => LogEvent::new(position, header.timestamp_ms, Arc::new(event)),
+                        Err(e) => {
+                            LogEvent::undecodable(&topic.name, position, header.timestamp_ms, record, e.to_string())
+                        }
                     });
                     cursor = header.offset + 1;
                 }

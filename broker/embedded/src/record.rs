@@ -56,7 +56,13 @@ impl Header {
 pub(crate) fn push_frame(out: &mut Vec<u8>, event: &Event) -> Result<(), LogError> {
     let start = out.len();
     out.resize(start + HEADER_LEN, 0);
-    storage::encode_into(event, out);
+    if let Err(error) = storage::encode_into(event, out) {
+        out.truncate(start);
+        return Err(LogError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("event '{}' cannot be stored: {error}", event.id()),
+        )));
+    }
     let len = out.len() - start - HEADER_LEN;
     if len > MAX_PAYLOAD {
         out.truncate(start);

@@ -230,6 +230,34 @@ async fn retention_by_size_deletes_oldest_closed_segments_and_readers_skip_forwa
 }
 
 #[tokio::test]
+async fn the_total_budget_deletes_the_oldest_segments_of_any_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = setup(dir.path(), |c| {
+        c.segment_bytes = 4096;
+        c.retention_total_bytes = 16_000;
+        c.retention_check_interval = Duration::from_secs(3600);
+    })
+    .await;
+    // The old topic fills first, then a newer one: each alone is within its own 10 GiB.
+    append_each(&log, &events("old", 30, 1000)).await;
+    let newer = "default.newer";
+    log.create_topic(newer).await.unwrap();
+    for event in events("new", 8, 1000) {
+        log.append(newer, std::slice::from_ref(&event)).await.unwrap();
+    }
+    let newer_files = || fs::read_dir(dir.path().join("topics").join(newer)).unwrap().count();
+    let newer_before = newer_files();
+    assert!(log.enforce_retention() > 0);
+    let sizes = |topic: &str| -> u64 {
+        let dir = dir.path().join("topics").join(topic);
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+    };
+    assert!(sizes(TOPIC) + sizes(newer) <= 16_000, "{} + {}", sizes(TOPIC), sizes(newer));
+    assert_eq!(newer_files(), newer_before, "the oldest segments went first: all of the old topic's");
+    assert_eq!(log.enforce_retention(), 0);
+}
+
+#[tokio::test]
 async fn retention_by_age_keeps_the_active_segment() {
     let dir = tempfile::tempdir().unwrap();
     let log = setup(dir.path(), |c| {

@@ -56,7 +56,7 @@ fn benches(c: &mut Criterion) {
     let (content_type, structured_body) = ce_http::encode_structured(&event);
     let mut structured_headers = ::http::HeaderMap::new();
     structured_headers.insert(::http::header::CONTENT_TYPE, content_type);
-    let stored = Bytes::from(storage::encode(&event));
+    let stored = Bytes::from(storage::encode(&event).unwrap());
 
     let mut group = c.benchmark_group("event");
     group.throughput(Throughput::Elements(1));
@@ -75,7 +75,7 @@ fn benches(c: &mut Criterion) {
     group.bench_function("encode_structured", |b| b.iter(|| ce_http::encode_structured(black_box(&event))));
     group.bench_function("storage_encode_decode", |b| {
         b.iter(|| {
-            let bytes = Bytes::from(storage::encode(black_box(&event)));
+            let bytes = Bytes::from(storage::encode(black_box(&event)).unwrap());
             storage::decode(&bytes)
         })
     });

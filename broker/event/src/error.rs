@@ -44,6 +44,15 @@ pub enum EventError {
     /// More attributes than an event may carry (the storage codec counts them in 16 bits).
     #[error("too many attributes: {0} (at most 65535)")]
     TooManyAttributes(usize),
+    /// A batch of more events than the limit; the words of
+    /// [`LimitExceeded::TooManyEvents`](crate::limits::LimitExceeded::TooManyEvents).
+    #[error("the batch has {count} events, above the limit of {limit} (max_batch_events): send it in smaller batches")]
+    TooManyEvents {
+        /// How many it has.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A stored record could not be decoded.
     #[error("corrupt stored event: {0}")]
     Corrupt(&'static str),

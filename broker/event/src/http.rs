@@ -113,10 +113,20 @@ pub fn content_mode(content_type: Option<&HeaderValue>) -> Result<ContentMode, E
 /// [`json::decode_batch`]; `ce-` headers are ignored there (§3.2.3 makes the body
 /// authoritative).
 pub fn decode_request(headers: &HeaderMap, body: Bytes) -> Result<Vec<Event>, EventError> {
+    decode_request_at_most(headers, body, usize::MAX)
+}
+
+/// [`decode_request`] where a batch may carry at most `max_batch_events` events (see
+/// [`json::decode_batch_at_most`]).
+pub fn decode_request_at_most(
+    headers: &HeaderMap,
+    body: Bytes,
+    max_batch_events: usize,
+) -> Result<Vec<Event>, EventError> {
     match content_mode(headers.get(CONTENT_TYPE))? {
         ContentMode::Binary => decode_binary(headers, body).map(|event| vec![event]),
         ContentMode::Structured => json::decode_event(&body).map(|event| vec![event]),
-        ContentMode::Batched => json::decode_batch(&body),
+        ContentMode::Batched => json::decode_batch_at_most(&body, max_batch_events),
     }
 }
 

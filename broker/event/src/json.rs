@@ -15,7 +15,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -97,8 +97,21 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, EventError> {
 /// names its zero-based index ([`EventError::InBatch`]): a producer must not have to guess which
 /// of its events were accepted.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Event>, EventError> {
-    let raw = match serde_json::from_slice::<RawBatch<'_>>(bytes) {
+    decode_batch_at_most(bytes, usize::MAX)
+}
+
+/// [`decode_batch`] of at most `max_events` events: past that, the rest of the array is only
+/// counted (nothing is kept of it), and the batch is refused with
+/// [`EventError::TooManyEvents`], so a body of many tiny events costs one scan, not a decode.
+pub fn decode_batch_at_most(bytes: &[u8], max_events: usize) -> Result<Vec<Event>, EventError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = BatchSeed { max_events }.deserialize(&mut deserializer).and_then(|batch| {
+        deserializer.end()?;
+        Ok(batch)
+    });
+    let raw = match parsed {
         Ok(RawBatch::Array(events)) => events,
+        Ok(RawBatch::TooMany { count }) => return Err(EventError::TooManyEvents { count, limit: max_events }),
         Ok(RawBatch::NotArray(kind)) => {
             return Err(EventError::Malformed(format!("a batch must be a JSON array, found {kind}")))
         }
@@ -483,21 +496,28 @@ impl<'de> Visitor<'de> for RawEventVisitor {
     }
 }
 
-/// A batch as parsed: the events, or what the document was instead of an array.
+/// A batch as parsed: the events, how many there were when too many, or what the document
+/// was instead of an array.
 enum RawBatch<'a> {
     Array(Vec<RawEvent<'a>>),
+    TooMany { count: usize },
     NotArray(&'static str),
 }
 
-impl<'de> Deserialize<'de> for RawBatch<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RawBatchVisitor)
+/// Parses a batch of at most `max_events` events.
+struct BatchSeed {
+    max_events: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed {
+    type Value = RawBatch<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct RawBatchVisitor;
-
-impl<'de> Visitor<'de> for RawBatchVisitor {
+impl<'de> Visitor<'de> for BatchSeed {
     type Value = RawBatch<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -506,11 +526,21 @@ impl<'de> Visitor<'de> for RawBatchVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         // The size hint comes from the input: cap it so a lie cannot reserve a huge buffer.
-        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(event) = seq.next_element()? {
-            events.push(event);
+        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024).min(self.max_events));
+        while events.len() < self.max_events {
+            match seq.next_element()? {
+                Some(event) => events.push(event),
+                None => return Ok(RawBatch::Array(events)),
+            }
         }
-        Ok(RawBatch::Array(events))
+        let mut count = events.len();
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            count += 1;
+        }
+        Ok(match count > self.max_events {
+            true => RawBatch::TooMany { count },
+            false => RawBatch::Array(events),
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -737,6 +767,23 @@ mod tests {
         // Nesting beyond serde_json's recursion limit is an error, not a stack overflow.
         let deep = format!(r#"{{"specversion":"1.0","data":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
         assert!(decode_event(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_batch_over_the_limit_is_counted_not_decoded() {
+        let body = format!("[{VALID},{VALID},{VALID}]");
+        assert_eq!(decode_batch_at_most(body.as_bytes(), 3).unwrap().len(), 3);
+        // Elements past the limit are only counted: even invalid ones.
+        let body = format!("[{VALID},{VALID},{{}},7]");
+        let error = decode_batch_at_most(body.as_bytes(), 2).unwrap_err();
+        assert_eq!(error, EventError::TooManyEvents { count: 4, limit: 2 });
+        assert!(error.to_string().starts_with("the batch has 4 events, above the limit of 2 (max_batch_events)"));
+        // Still the JSON rules: what follows the array, or a broken tail, is malformed.
+        assert!(matches!(decode_batch_at_most(b"[] x", 2), Err(EventError::Malformed(_))));
+        assert!(matches!(
+            decode_batch_at_most(format!("[{VALID},{VALID},{VALID}").as_bytes(), 2),
+            Err(EventError::Malformed(_))
+        ));
     }
 
     #[test]

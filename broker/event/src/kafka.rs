@@ -128,7 +128,8 @@ pub fn encode_structured(event: &Event) -> KafkaRecord {
 
 /// Decodes the event a Kafka record carries, in the content mode its `content-type` header
 /// selects (§3): a value starting with `application/cloudevents` (case-insensitively) is
-/// structured mode, anything else (or no header) binary mode.
+/// structured mode, anything else (or no header) binary mode; a record with a `ce_specversion`
+/// header is binary mode whatever its content type.
 ///
 /// - Structured mode: only the JSON format (`application/cloudevents+json`) is understood; the
 ///   value is decoded with [`json::decode_event`] and every other header is ignored (the value is
@@ -152,7 +153,12 @@ pub fn decode<'a>(
 ) -> Result<Event, EventError> {
     let headers: Vec<(&str, Option<&[u8]>)> = headers.into_iter().collect();
     let content_type = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE)).map(|(_, v)| *v);
-    if let Some(Some(content_type)) = content_type {
+    // A binary-mode event whose `datacontenttype` is itself a CloudEvents media type has a
+    // `content-type` that reads as structured mode; its `ce_specversion` header settles it
+    // (a structured-mode record carries no `ce_` headers, §3.3), so every event the encoder
+    // writes reads back (found by the kafka_record fuzz target).
+    let binary = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("ce_specversion"));
+    if let (Some(Some(content_type)), false) = (content_type, binary) {
         if let Ok(text) = std::str::from_utf8(content_type) {
             let media_type = text.split(';').next().unwrap_or_default().trim();
             if starts_with_ignore_ascii_case(media_type, CLOUDEVENTS_MEDIA_TYPE_PREFIX) {
@@ -526,6 +532,15 @@ mod tests {
         .unwrap();
         assert_eq!(event.datacontenttype(), Some("application/json"));
         assert_eq!(event.data().map(|d| d.form), Some(DataForm::Json));
+    }
+
+    #[test]
+    fn a_binary_event_whose_data_is_itself_a_cloudevent_reads_back() {
+        let mut attributes = required();
+        attributes.push(("datacontenttype".to_owned(), AttrValue::String("application/cloudevents+json".into())));
+        let data = Data { form: DataForm::Json, bytes: Bytes::from_static(br#"{"specversion":"1.0"}"#) };
+        let event = Event::new(attributes, Some(data)).unwrap();
+        assert_eq!(encode_binary(&event).decode().unwrap(), event);
     }
 
     proptest! {

@@ -10,13 +10,15 @@ pub const BROKER_TTL: &str = "knativebrokerttl";
 /// The hop budget of a new event.
 pub const DEFAULT_TTL: i32 = 255;
 
-/// Stamps an event at ingress: its arrival time always (the ingress is authoritative), and
-/// the default hop budget when it carries none.
+/// Stamps an event at ingress: its arrival time always (the ingress is authoritative), and a
+/// hop budget: the default when it carries none or one that is not a number, and never more
+/// than the default, so a client cannot buy a reply loop more hops than Knative allows.
 pub fn stamp_ingress(event: &mut Event, arrival_time: &str) {
     // Both names are valid extension names, so setting them cannot fail.
     let _ = event.set_extension(ARRIVAL_TIME, AttrValue::String(arrival_time.to_owned()));
-    if event.get(BROKER_TTL).is_none() {
-        let _ = event.set_extension(BROKER_TTL, AttrValue::Integer(DEFAULT_TTL));
+    let budget = ttl(event).clamp(0, DEFAULT_TTL);
+    if event.get(BROKER_TTL) != Some(&AttrValue::Integer(budget)) {
+        let _ = event.set_extension(BROKER_TTL, AttrValue::Integer(budget));
     }
 }
 
@@ -66,5 +68,17 @@ mod tests {
         assert_eq!(ttl(&event), 7);
         event.set_extension(BROKER_TTL, AttrValue::String("junk".into())).unwrap();
         assert_eq!(ttl(&event), DEFAULT_TTL);
+    }
+
+    #[test]
+    fn a_client_cannot_raise_the_hop_budget() {
+        for (sent, kept) in
+            [(AttrValue::Integer(i32::MAX), 255), (AttrValue::Integer(-5), 0), (AttrValue::Integer(9), 9)]
+        {
+            let mut event = Event::new(required(), None).unwrap();
+            event.set_extension(BROKER_TTL, sent.clone()).unwrap();
+            stamp_ingress(&mut event, "2024-01-01T00:00:00Z");
+            assert_eq!(event.get(BROKER_TTL), Some(&AttrValue::Integer(kept)), "{sent:?}");
+        }
     }
 }

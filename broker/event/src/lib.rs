@@ -72,7 +72,7 @@ mod pipeline_tests {
                 // Structured and batch modes carry JSON types: the event is exactly the same.
                 prop_assert_eq!(&ingested[0], &event);
             }
-            let stored = storage::decode(&Bytes::from(storage::encode(&ingested[0]))).unwrap();
+            let stored = storage::decode(&Bytes::from(storage::encode(&ingested[0]).unwrap())).unwrap();
             prop_assert_eq!(&stored, &ingested[0]);
             let (headers, body) = binding::encode_binary(&stored, binding::HeaderEncoding::Compatible);
             let delivered = binding::decode_request(&headers, body).unwrap();

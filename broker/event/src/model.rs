@@ -123,7 +123,7 @@ impl Event {
 
     /// Builds an event without validation. For decoding records that were validated on the
     /// way in (the storage codec).
-    pub(crate) fn new_unchecked(attributes: Vec<(String, AttrValue)>, data: Option<Data>) -> Event {
+    pub fn new_unchecked(attributes: Vec<(String, AttrValue)>, data: Option<Data>) -> Event {
         Event { attributes, data }
     }
 

@@ -13,17 +13,29 @@ use crate::model::{AttrValue, Data, DataForm, Event};
 
 const VERSION: u8 = 1;
 
-/// Appends the storage form of `event` to `out`.
-pub fn encode_into(event: &Event, out: &mut Vec<u8>) {
+/// Appends the storage form of `event` to `out`. An event the layout cannot hold (more than
+/// 65,535 attributes, a name, value or data over 4 GiB) is refused with `out` unchanged, never
+/// written with a wrapped count that would make the record unreadable.
+pub fn encode_into(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError> {
+    let start = out.len();
+    let written = write(event, out);
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
+fn write(event: &Event, out: &mut Vec<u8>) -> Result<(), EventError> {
     out.push(VERSION);
     let attributes = event.attributes();
-    out.extend_from_slice(&(attributes.len() as u16).to_le_bytes());
+    let count = u16::try_from(attributes.len()).map_err(|_| EventError::TooManyAttributes(attributes.len()))?;
+    out.extend_from_slice(&count.to_le_bytes());
     for (name, value) in attributes {
-        put_bytes(out, name.as_bytes());
+        put_bytes(out, name.as_bytes(), name)?;
         match value {
             AttrValue::String(s) => {
                 out.push(0);
-                put_bytes(out, s.as_bytes());
+                put_bytes(out, s.as_bytes(), name)?;
             }
             AttrValue::Bool(b) => {
                 out.push(1);
@@ -43,16 +55,17 @@ pub fn encode_into(event: &Event, out: &mut Vec<u8>) {
                 DataForm::Text => 2,
                 DataForm::Binary => 3,
             });
-            put_bytes(out, &data.bytes);
+            put_bytes(out, &data.bytes, "data")?;
         }
     }
+    Ok(())
 }
 
 /// The storage form of `event`.
-pub fn encode(event: &Event) -> Vec<u8> {
+pub fn encode(event: &Event) -> Result<Vec<u8>, EventError> {
     let mut out = Vec::with_capacity(64 + event.data().map_or(0, |d| d.bytes.len()));
-    encode_into(event, &mut out);
-    out
+    encode_into(event, &mut out)?;
+    Ok(out)
 }
 
 /// Decodes a stored event. `bytes` is shared, so the data is not copied.
@@ -101,9 +114,12 @@ pub fn decode(bytes: &Bytes) -> Result<Event, EventError> {
     Ok(Event::new_unchecked(attributes, data))
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8], what: &str) -> Result<(), EventError> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| EventError::Malformed(format!("'{what}' is too large to store ({} bytes)", bytes.len())))?;
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(bytes);
+    Ok(())
 }
 
 struct Reader<'a> {
@@ -159,7 +175,8 @@ mod tests {
 
     #[test]
     fn corrupt_bytes_are_an_error_not_a_panic() {
-        let good = encode(&event(vec![], Some(Data { form: DataForm::Json, bytes: Bytes::from_static(b"{}") })));
+        let good =
+            encode(&event(vec![], Some(Data { form: DataForm::Json, bytes: Bytes::from_static(b"{}") }))).unwrap();
         for cut in 0..good.len() {
             assert!(decode(&Bytes::copy_from_slice(&good[..cut])).is_err(), "cut at {cut}");
         }
@@ -172,11 +189,22 @@ mod tests {
     fn only_canonical_records_decode() {
         // Found by the storage_decode fuzz target: a boolean byte other than 0 or 1 decoded,
         // so two different records meant the same event.
-        let mut record = encode(&event(vec![("flag".to_owned(), AttrValue::Bool(true))], None));
+        let mut record = encode(&event(vec![("flag".to_owned(), AttrValue::Bool(true))], None)).unwrap();
         let at = record.len() - 2;
         assert_eq!(record[at], 1);
         record[at] = 42;
         assert!(decode(&Bytes::from(record)).is_err());
+    }
+
+    #[test]
+    fn an_event_the_layout_cannot_hold_is_refused_not_wrapped() {
+        // The poison pill of issue 13: 65,537 attributes were written with a count of 1, so
+        // the record could never be read back.
+        let extensions = (0..=u16::MAX as usize).map(|i| (format!("x{i}"), AttrValue::Bool(true))).collect();
+        let mut out = b"kept".to_vec();
+        let error = encode_into(&event(extensions, None), &mut out).unwrap_err();
+        assert_eq!(error, EventError::TooManyAttributes(65_540));
+        assert_eq!(out, b"kept", "nothing half-written is left behind");
     }
 
     proptest! {
@@ -197,7 +225,7 @@ mod tests {
                 bytes: Bytes::from(bytes),
             });
             let e = event(exts, data);
-            let decoded = decode(&Bytes::from(encode(&e))).unwrap();
+            let decoded = decode(&Bytes::from(encode(&e).unwrap())).unwrap();
             prop_assert_eq!(decoded, e);
         }
 

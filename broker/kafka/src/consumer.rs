@@ -129,12 +129,6 @@ impl<K: Kind> State<K> {
         Some(buffered)
     }
 
-    /// Puts a record taken back, to be taken first.
-    pub(crate) fn put_back(&mut self, buffered: Buffered<K::Item>) {
-        self.buffered_bytes += buffered.bytes;
-        self.buffer.push_front(buffered);
-    }
-
     fn clear(&mut self) {
         self.buffer.clear();
         self.buffered_bytes = 0;

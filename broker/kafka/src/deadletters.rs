@@ -97,7 +97,15 @@ fn encode(entry: &DeadLetter) -> Result<Vec<u8>, LogError> {
         last_status: entry.last_status,
         last_error: entry.last_error.clone(),
         dead_lettered_at: entry.dead_lettered_at.clone(),
-        exact: (!exact_in_json).then(|| STANDARD.encode(storage::encode(&entry.event))),
+        exact: match exact_in_json {
+            true => None,
+            false => Some(
+                STANDARD
+                    .encode(storage::encode(&entry.event).map_err(|e| {
+                        LogError::Unavailable(format!("cannot encode the event of a dead letter: {e}"))
+                    })?),
+            ),
+        },
     };
     serde_json::to_vec(&stored).map_err(|e| LogError::Unavailable(format!("cannot encode a dead letter: {e}")))
 }

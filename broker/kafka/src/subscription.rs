@@ -1,7 +1,7 @@
 //! Readers of a broker topic, on the consumer core (`consumer.rs`): a consumer-group member
 //! (`subscribe`) or an assign-only reader of one partition (`reader`). What is theirs: records
-//! decoded into events (a record that is not one is reported once as corrupt, then passed
-//! over), seeks, `flush` of every live member's commits, and the check that the group exists.
+//! decoded into events (a record that is not one comes out as `LogEvent::undecodable`, to be
+//! moved aside), seeks, `flush` of every live member's commits, and the check that the group exists.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -115,7 +115,7 @@ enum Fatal {
 pub(crate) struct Item {
     epoch: u64,
     position: Position,
-    read: Result<LogEvent, String>,
+    read: LogEvent,
 }
 
 impl Kind for Events {
@@ -125,7 +125,15 @@ impl Kind for Events {
     fn read(&mut self, shared: &Shared<Events>, message: &BorrowedMessage<'_>) -> (Item, usize) {
         let position = Position { partition: message.partition() as u32, offset: message.offset() as u64 };
         let timestamp_ms = message.timestamp().to_millis().filter(|ms| *ms > 0).unwrap_or_else(|| now_ms() as i64);
-        let read = decode(message).map(|event| LogEvent { position, timestamp_ms, event: Arc::new(event) });
+        let read = match decode(message) {
+            Ok(event) => LogEvent::new(position, timestamp_ms, Arc::new(event)),
+            // Any producer can write to the topic: a record that is not an event is moved aside
+            // by the reader's owner, not a reason to stop reading.
+            Err(reason) => {
+                let record = message.payload().map(Bytes::copy_from_slice).unwrap_or_default();
+                LogEvent::undecodable(&self.topic, position, timestamp_ms, record, reason)
+            }
+        };
         // Stamps change only on this thread (seeks it applies, revocations it serves).
         let epoch = shared.lock().own.stamps.get(&position.partition).copied().unwrap_or(0);
         (Item { epoch, position, read }, message.payload_len() + 256)
@@ -329,27 +337,12 @@ impl Subscription for KafkaSubscription {
                 let mut batch = Vec::new();
                 while batch.len() < max {
                     let Some(buffered) = state.pop() else { break };
-                    let Buffered { partition, bytes, item: Item { epoch, position, read } } = buffered;
+                    let Buffered { item: Item { epoch, position, read }, .. } = buffered;
                     if epoch != state.own.epochs.get(&position.partition).copied().unwrap_or(0) {
                         continue; // read before a seek
                     }
                     state.own.positions.insert(position.partition, position.offset + 1);
-                    match read {
-                        Ok(event) => batch.push(event),
-                        // A record that is not an event is reported once, then passed over.
-                        Err(reason) if batch.is_empty() => {
-                            return ControlFlow::Break(Err(LogError::Corrupt { position, reason }))
-                        }
-                        Err(reason) => {
-                            state.own.positions.insert(position.partition, position.offset);
-                            state.put_back(Buffered {
-                                partition,
-                                bytes,
-                                item: Item { epoch, position, read: Err(reason) },
-                            });
-                            break;
-                        }
-                    }
+                    batch.push(read);
                 }
                 if !batch.is_empty() {
                     return ControlFlow::Break(Ok(batch));

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use switchyard_event::Event;
 
 pub mod admission;
@@ -87,6 +88,45 @@ pub struct LogEvent {
     pub timestamp_ms: i64,
     /// The event, shared so that fan-out to many deliveries copies nothing.
     pub event: Arc<Event>,
+    /// Why the record could not be decoded, when it could not: `event` is then the stand-in
+    /// from [`LogEvent::undecodable`], which is never delivered or filtered but moved aside
+    /// (dead-lettered with this reason), so a reader never stalls on a bad record.
+    pub undecodable: Option<Arc<str>>,
+}
+
+/// The `type` of the stand-in for a record that is not an event.
+pub const UNDECODABLE_TYPE: &str = "dev.switchyard.record.undecodable";
+
+impl LogEvent {
+    /// An event read back whole.
+    pub fn new(position: Position, timestamp_ms: i64, event: Arc<Event>) -> LogEvent {
+        LogEvent { position, timestamp_ms, event, undecodable: None }
+    }
+
+    /// A record of `topic` that could not be decoded, for `reason`, carried by a stand-in
+    /// event a user can find among dead letters: `type` [`UNDECODABLE_TYPE`], `source`
+    /// `/switchyard/topics/{topic}`, `id` `{partition}-{offset}` (stable, so moving it aside
+    /// twice is recognisable), the reason in the `switchyardreason` extension, and the record's
+    /// bytes as binary data.
+    pub fn undecodable(topic: &str, position: Position, timestamp_ms: i64, record: Bytes, reason: String) -> LogEvent {
+        use switchyard_event::model::{AttrValue, Data, DataForm};
+        let string = |s: String| AttrValue::String(s);
+        let attributes = vec![
+            ("specversion".to_owned(), string("1.0".to_owned())),
+            ("id".to_owned(), string(format!("{}-{}", position.partition, position.offset))),
+            ("source".to_owned(), string(format!("/switchyard/topics/{topic}"))),
+            ("type".to_owned(), string(UNDECODABLE_TYPE.to_owned())),
+            ("datacontenttype".to_owned(), string("application/octet-stream".to_owned())),
+            ("switchyardreason".to_owned(), string(reason.clone())),
+        ];
+        let data = Some(Data { form: DataForm::Binary, bytes: record });
+        LogEvent {
+            position,
+            timestamp_ms,
+            event: Arc::new(Event::new_unchecked(attributes, data)),
+            undecodable: Some(reason.into()),
+        }
+    }
 }
 
 /// What can go wrong in a log backend.

@@ -4,10 +4,15 @@
 //!
 //! **At least once from the edge**: a record's offset is committed to its consumer group only
 //! after its event is durable in the sink. A crash in between delivers it again.
+//!
+//! **A bad record never stops a partition**: one that claims to be a CloudEvent but is not a
+//! valid one is wrapped like any plain record (as Knative does); one no event can carry is
+//! skipped. Both are counted in `switchyard_source_kafka_bad_records_total{reason}` and logged
+//! (the first of each reason per run at `warn`, later ones at `debug`), and the offset moves on.
 
 mod record;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +27,7 @@ use crate::resource::{canonical, check_common, typed_spec, CeOverrides, Declared
 use crate::runtime::{RunContext, Stopped};
 use crate::{Activity, Behaviour, Clients, NotReady, SourceKind};
 
-pub use record::{record_event, RecordParts, EVENT_TYPE};
+pub use record::{record_event, RecordEvent, RecordParts, EVENT_TYPE};
 
 /// Records taken from the consumer at once.
 const BATCH: usize = 500;
@@ -239,7 +244,12 @@ impl Consumer {
     }
 
     /// Reads, sends, commits, until stopped.
-    async fn pump(&self, context: &RunContext, consumer: &mut dyn RecordConsumer) -> Result<(), Stopped> {
+    async fn pump(
+        &self,
+        context: &RunContext,
+        consumer: &mut dyn RecordConsumer,
+        bad_records: &mut BadRecords,
+    ) -> Result<(), Stopped> {
         let id = &context.source().id;
         loop {
             let batch = tokio::select! {
@@ -254,9 +264,10 @@ impl Consumer {
                 }
             };
             context.report(None);
-            let events: Vec<_> =
-                records.iter().map(|record| record_event(&id.namespace, &id.name, parts(record))).collect();
-            if self.concurrent {
+            let events: Vec<_> = records.iter().filter_map(|record| bad_records.map(context, record)).collect();
+            if events.is_empty() {
+                // Every record was skipped: nothing to send, but their offsets are done.
+            } else if self.concurrent {
                 deliver_concurrently(context, events).await?;
             } else {
                 context.deliver(events).await?;
@@ -271,6 +282,35 @@ impl Consumer {
                 }
             }
         }
+    }
+}
+
+/// What a run saw of records that are not CloudEvents as they claim, or cannot be events at all.
+#[derive(Default)]
+struct BadRecords {
+    /// The reasons already logged at `warn` in this run.
+    logged: BTreeSet<&'static str>,
+}
+
+impl BadRecords {
+    /// The event `record` stands for, if any; counts and logs a bad one.
+    fn map(&mut self, context: &RunContext, record: &Record) -> Option<switchyard_event::Event> {
+        let id = &context.source().id;
+        let (reason, what, error, event) = match record_event(&id.namespace, &id.name, parts(record)) {
+            RecordEvent::CloudEvent(event) | RecordEvent::Wrapped(event) => return Some(event),
+            RecordEvent::WrappedInvalid { event, error } => {
+                ("invalid_cloudevent", "is not a valid CloudEvent; wrapped as a plain record", error, Some(event))
+            }
+            RecordEvent::Unmappable(error) => ("unmappable", "cannot be an event; skipped", error, None),
+        };
+        crate::metrics::kafka_bad_record(reason);
+        let (topic, partition, offset) = (record.topic.as_str(), record.partition, record.offset);
+        if self.logged.insert(reason) {
+            tracing::warn!(source = %id, topic, partition, offset, %error, "kafka record {what} (logged once per reason; counted in switchyard_source_kafka_bad_records_total)");
+        } else {
+            tracing::debug!(source = %id, topic, partition, offset, %error, "kafka record {what}");
+        }
+        event
     }
 }
 
@@ -304,9 +344,10 @@ async fn deliver_concurrently(context: &RunContext, events: Vec<switchyard_event
 #[async_trait]
 impl Activity for Consumer {
     async fn run(&self, context: RunContext) {
+        let mut bad_records = BadRecords::default();
         while !context.is_stopped() {
             let Ok(mut consumer) = self.connect(&context).await else { return };
-            let pumped = self.pump(&context, consumer.as_mut()).await;
+            let pumped = self.pump(&context, consumer.as_mut(), &mut bad_records).await;
             if let Err(error) = consumer.close().await {
                 tracing::warn!(source = %context.source().id, %error, "closing the kafka consumer");
             }

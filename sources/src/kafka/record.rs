@@ -1,16 +1,22 @@
 //! A Kafka record as a CloudEvent, as Knative's KafkaSource makes it
 //! (`eventing-kafka-broker`, `InvalidCloudEventInterceptor`): a record that already is a
 //! CloudEvent in the Kafka protocol binding (binary or structured mode) passes through
-//! unchanged; any other is wrapped. Pure code.
+//! unchanged; any other is wrapped, including one that claims to be a CloudEvent but is not a
+//! valid one (Knative wraps those too; the source counts them). A record no event can carry is
+//! skipped, never a panic: the source goes on with the next one. Pure code.
+
+use std::collections::HashMap;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use switchyard_event::{AttrValue, Data, Event};
+use switchyard_event::{AttrValue, Data, Event, EventError};
 
 /// The type of a wrapped record (Knative's `KafkaEventType`).
 pub const EVENT_TYPE: &str = "dev.knative.kafka.event";
 /// Prefix of the extensions that carry a wrapped record's headers.
 const HEADER_EXTENSION_PREFIX: &str = "kafkaheader";
+/// The media types of CloudEvents formats (structured mode).
+const CLOUDEVENTS_MEDIA_TYPE_PREFIX: &str = "application/cloudevents";
 
 /// The parts of a record the mapping reads.
 #[derive(Debug, Clone, Copy)]
@@ -31,25 +37,83 @@ pub struct RecordParts<'a> {
     pub value: Option<&'a Bytes>,
 }
 
-/// The event a record of KafkaSource `namespace/name` stands for.
+/// What a record became.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordEvent {
+    /// A CloudEvent in the Kafka binding (binary or structured mode): passed through unchanged.
+    CloudEvent(Event),
+    /// A plain record, wrapped as Knative wraps it.
+    Wrapped(Event),
+    /// A record that claims to be a CloudEvent (a `ce_specversion` header, or an
+    /// `application/cloudevents…` content type) but is not a valid one: wrapped like a plain
+    /// record, as Knative's KafkaSource does, so that nothing is lost and the partition moves
+    /// on; `error` says why it is not a CloudEvent.
+    WrappedInvalid {
+        /// The wrapped record.
+        event: Event,
+        /// Why the record is not a valid CloudEvent.
+        error: EventError,
+    },
+    /// A record no event can carry, not even wrapped (a topic name with a control character,
+    /// more headers than an event has attributes): skipped, with why.
+    Unmappable(EventError),
+}
+
+impl RecordEvent {
+    /// The event to send, if any.
+    pub fn into_event(self) -> Option<Event> {
+        match self {
+            RecordEvent::CloudEvent(event)
+            | RecordEvent::Wrapped(event)
+            | RecordEvent::WrappedInvalid { event, .. } => Some(event),
+            RecordEvent::Unmappable(_) => None,
+        }
+    }
+}
+
+/// The event a record of KafkaSource `namespace/name` stands for. Never panics, whatever the
+/// record holds.
 ///
 /// A wrapped record gets `id` `partition:<p>/offset:<o>`, `source`
 /// `/apis/v1/namespaces/<ns>/kafkasources/<name>#<topic>`, `type` [`EVENT_TYPE`], `subject`
 /// `partition:<p>#<o>`, `time` the record timestamp, `datacontenttype` its `content-type`
-/// header (lower-cased, as Knative does), the key as both `key` and `partitionkey` (so one
-/// key's events stay in order on the broker), every other header as an extension
-/// `kafkaheader<name>` (the name lower-cased, keeping only letters and digits), and the value
-/// as the data, byte for byte. A key that is not printable UTF-8 is carried as its base64; a
-/// header whose value is null or not printable UTF-8 is left out.
-pub fn record_event(namespace: &str, name: &str, record: RecordParts<'_>) -> Event {
+/// header (lower-cased, as Knative does; left out when empty, and carried as the extension
+/// `kafkaheadercontenttype` when it names a CloudEvents format the value is not in), the key as both `key` and
+/// `partitionkey` (so one key's events stay in order on the broker), every other header as an
+/// extension `kafkaheader<name>` (the name lower-cased, keeping only letters and digits; of
+/// headers that give the same name, the last wins), and the value as the data, byte for byte.
+/// A key that is not printable UTF-8 is carried as its base64; a header whose value is null or
+/// not printable UTF-8 is left out.
+pub fn record_event(namespace: &str, name: &str, record: RecordParts<'_>) -> RecordEvent {
     let headers = record.headers.iter().map(|(name, value)| (name.as_str(), value.as_deref()));
-    if let Ok(event) = switchyard_event::kafka::decode(headers, record.key, record.value.cloned()) {
-        return event;
+    let not_a_cloudevent = match switchyard_event::kafka::decode(headers, record.key, record.value.cloned()) {
+        Ok(event) => return RecordEvent::CloudEvent(event),
+        Err(error) => error,
+    };
+    match wrap(namespace, name, record) {
+        Ok(event) if claims_to_be_a_cloudevent(record.headers) => {
+            RecordEvent::WrappedInvalid { event, error: not_a_cloudevent }
+        }
+        Ok(event) => RecordEvent::Wrapped(event),
+        Err(error) => RecordEvent::Unmappable(error),
     }
-    wrap(namespace, name, record)
 }
 
-fn wrap(namespace: &str, name: &str, record: RecordParts<'_>) -> Event {
+/// Whether the record says it is a CloudEvent: a binary-mode `ce_specversion` header, or a
+/// structured-mode content type.
+fn claims_to_be_a_cloudevent(headers: &[(String, Option<Vec<u8>>)]) -> bool {
+    headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("ce_specversion")
+            || (name.eq_ignore_ascii_case(switchyard_event::kafka::CONTENT_TYPE)
+                && value.as_deref().is_some_and(|value| {
+                    value.len() >= CLOUDEVENTS_MEDIA_TYPE_PREFIX.len()
+                        && value[..CLOUDEVENTS_MEDIA_TYPE_PREFIX.len()]
+                            .eq_ignore_ascii_case(CLOUDEVENTS_MEDIA_TYPE_PREFIX.as_bytes())
+                }))
+    })
+}
+
+fn wrap(namespace: &str, name: &str, record: RecordParts<'_>) -> Result<Event, EventError> {
     let RecordParts { topic, partition, offset, .. } = record;
     let text = |value: String| AttrValue::String(value);
     let mut attributes = vec![
@@ -62,12 +126,18 @@ fn wrap(namespace: &str, name: &str, record: RecordParts<'_>) -> Event {
     if let Some(time) = record.timestamp_ms.and_then(rfc3339_millis) {
         attributes.push(("time".to_owned(), text(time)));
     }
-    let content_type = record
+    // An empty `content-type` says nothing, and `datacontenttype` may not be empty. A
+    // CloudEvents format's media type is not what the value is (it did not decode as one), and
+    // an event carrying it would be read as a structured-mode record wherever the Kafka binding
+    // stores it: it travels as the extension `kafkaheadercontenttype` instead.
+    let mut content_type = record
         .headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(switchyard_event::kafka::CONTENT_TYPE))
         .and_then(|(_, value)| printable(value.as_deref()?))
+        .filter(|content_type| !content_type.is_empty())
         .map(|content_type| content_type.to_ascii_lowercase());
+    let claimed_format = content_type.take_if(|content_type| content_type.starts_with(CLOUDEVENTS_MEDIA_TYPE_PREFIX));
     if let Some(content_type) = &content_type {
         attributes.push(("datacontenttype".to_owned(), text(content_type.clone())));
     }
@@ -75,14 +145,16 @@ fn wrap(namespace: &str, name: &str, record: RecordParts<'_>) -> Event {
         form: switchyard_event::DataForm::infer(content_type.as_deref(), bytes),
         bytes: bytes.clone(),
     });
-    // Valid by construction: fixed names, and text that is printable (`printable`, topic names
-    // are `[a-zA-Z0-9._-]`, the time is formatted here).
-    let mut event = Event::new(attributes, data).expect("a wrapped record is a valid event");
+    // Extensions are gathered apart, a later one replacing an earlier one of the same name in
+    // its place, in linear time: a record may carry many thousands of headers.
+    let mut extensions = Extensions::default();
     if let Some(key) = record.key {
         let key = printable(key).map_or_else(|| base64::engine::general_purpose::STANDARD.encode(key), str::to_owned);
-        for name in ["key", switchyard_event::kafka::PARTITION_KEY] {
-            let _ = event.set_extension(name, text(key.clone()));
-        }
+        extensions.set("key".to_owned(), key.clone());
+        extensions.set(switchyard_event::kafka::PARTITION_KEY.to_owned(), key);
+    }
+    if let Some(claimed_format) = claimed_format {
+        extensions.set(format!("{HEADER_EXTENSION_PREFIX}contenttype"), claimed_format);
     }
     for (header, value) in record.headers {
         if header.eq_ignore_ascii_case(switchyard_event::kafka::CONTENT_TYPE) {
@@ -94,9 +166,35 @@ fn wrap(namespace: &str, name: &str, record: RecordParts<'_>) -> Event {
             .map(|c| c.to_ascii_lowercase())
             .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             .collect();
-        let _ = event.set_extension(&format!("{HEADER_EXTENSION_PREFIX}{suffix}"), text(value.to_owned()));
+        extensions.set(format!("{HEADER_EXTENSION_PREFIX}{suffix}"), value.to_owned());
     }
-    event
+    attributes.extend(extensions.attributes.into_iter().map(|(name, value)| (name, text(value))));
+    // Checked, not assumed: the topic comes from the record, and the extensions may be more
+    // than an event holds.
+    Event::new(attributes, data)
+}
+
+/// Extensions by name, in the order each name was first set.
+#[derive(Default)]
+struct Extensions {
+    attributes: Vec<(String, String)>,
+    positions: HashMap<String, usize>,
+}
+
+impl Extensions {
+    fn set(&mut self, name: String, value: String) {
+        match self.positions.get(&name) {
+            Some(&at) => {
+                if let Some(slot) = self.attributes.get_mut(at) {
+                    slot.1 = value;
+                }
+            }
+            None => {
+                self.positions.insert(name.clone(), self.attributes.len());
+                self.attributes.push((name, value));
+            }
+        }
+    }
 }
 
 /// The bytes as text, if they are UTF-8 without control characters (what an attribute may hold).
@@ -104,9 +202,13 @@ fn printable(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(bytes).ok().filter(|text| !text.chars().any(char::is_control))
 }
 
-/// RFC 3339 in UTC with milliseconds, as Knative writes record times.
+/// RFC 3339 in UTC with milliseconds, as Knative writes record times; `None` for a time
+/// outside years 0 to 9999, which RFC 3339 cannot write.
 fn rfc3339_millis(ms: i64) -> Option<String> {
     let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    if !(0..=9999).contains(&time.year()) {
+        return None;
+    }
     time.format(&time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     ))
@@ -135,7 +237,9 @@ mod tests {
         }
     }
 
-    fn header(name: &str, value: &str) -> (String, Option<Vec<u8>>) {
+    type Header = (String, Option<Vec<u8>>);
+
+    fn header(name: &str, value: &str) -> Header {
         (name.to_owned(), Some(value.as_bytes().to_vec()))
     }
 
@@ -144,7 +248,7 @@ mod tests {
         let value = Bytes::from_static(b"{\"sku\":\"A1\"}");
         let headers =
             [header("Content-Type", "Application/JSON"), header("X-Trace_Id", "abc"), ("empty".to_owned(), None)];
-        let event = record_event("shop", "orders-src", parts(&headers, Some(b"customer-7"), Some(&value)));
+        let event = wrapped(record_event("shop", "orders-src", parts(&headers, Some(b"customer-7"), Some(&value))));
         let attribute = |name: &str| event.get(name).map(|v| v.to_canonical_string().into_owned());
         assert_eq!(event.id(), "partition:2/offset:41");
         assert_eq!(event.source(), "/apis/v1/namespaces/shop/kafkasources/orders-src#orders");
@@ -163,12 +267,12 @@ mod tests {
     fn keys_that_are_not_text_travel_as_base64_and_bad_headers_are_left_out() {
         let value = Bytes::from_static(&[0, 159, 146, 150]);
         let headers = [("bin".to_owned(), Some(vec![0xff, 0xfe])), header("ctl", "a\u{7}b")];
-        let event = record_event("ns", "s", parts(&headers, Some(&[0, 1, 2]), Some(&value)));
+        let event = wrapped(record_event("ns", "s", parts(&headers, Some(&[0, 1, 2]), Some(&value))));
         assert_eq!(event.get_str("key"), Some("AAEC"));
         assert!(event.get("kafkaheaderbin").is_none() && event.get("kafkaheaderctl").is_none());
         assert_eq!(event.data().map(|d| d.form), Some(DataForm::Binary));
         assert!(event.datacontenttype().is_none());
-        let no_value = record_event("ns", "s", parts(&[], None, None));
+        let no_value = wrapped(record_event("ns", "s", parts(&[], None, None)));
         assert!(no_value.data().is_none() && no_value.get("key").is_none());
     }
 
@@ -190,13 +294,112 @@ mod tests {
         {
             let headers: Vec<(String, Option<Vec<u8>>)> =
                 record.headers.iter().map(|(n, v)| (n.clone(), Some(v.clone()))).collect();
-            let event = record_event("ns", "s", parts(&headers, record.key.as_deref(), record.value.as_ref()));
+            let RecordEvent::CloudEvent(event) =
+                record_event("ns", "s", parts(&headers, record.key.as_deref(), record.value.as_ref()))
+            else {
+                panic!("a CloudEvents record passes through")
+            };
             assert_eq!(event.id(), "order-1");
             assert_eq!(event.get_str("region"), Some("eu"));
             assert_eq!(event.data().map(|d| d.bytes.clone()), Some(Bytes::from_static(b"raw")));
         }
-        // A record that claims to be a CloudEvent but is not a valid one is wrapped.
-        let broken = [header("ce_specversion", "1.0"), header("ce_type", "t")];
-        assert_eq!(record_event("ns", "s", parts(&broken, None, None)).ty(), EVENT_TYPE);
+    }
+
+    fn wrapped(mapped: RecordEvent) -> Event {
+        match mapped {
+            RecordEvent::Wrapped(event) => event,
+            other => panic!("expected a wrapped record, got {other:?}"),
+        }
+    }
+
+    fn wrapped_invalid(mapped: RecordEvent) -> (Event, EventError) {
+        match mapped {
+            RecordEvent::WrappedInvalid { event, error } => (event, error),
+            other => panic!("expected an invalid CloudEvent wrapped, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_or_unreadable_content_type_is_left_out() {
+        let value = Bytes::from_static(b"payload");
+        for content_type in [Some(b"".to_vec()), Some(vec![0xff, 0xfe]), Some(b"text/\x07plain".to_vec()), None] {
+            let headers = [("content-type".to_owned(), content_type.clone()), header("x", "y")];
+            let event = wrapped(record_event("ns", "s", parts(&headers, None, Some(&value))));
+            assert!(event.datacontenttype().is_none(), "{content_type:?}");
+            assert_eq!(event.get_str("kafkaheaderx"), Some("y"));
+            assert_eq!(event.data().map(|d| d.bytes.clone()), Some(value.clone()));
+        }
+    }
+
+    #[test]
+    fn records_that_claim_to_be_cloudevents_but_are_not_are_wrapped_with_why() {
+        let value = Bytes::from_static(b"{\"not\": \"an event\"}");
+        let cases: [(Vec<Header>, &str); 6] = [
+            (vec![header("ce_specversion", "1.0"), header("ce_type", "t")], "'id'"),
+            (
+                vec![
+                    header("ce_specversion", "2.0"),
+                    header("ce_id", "1"),
+                    header("ce_source", "/s"),
+                    header("ce_type", "t"),
+                ],
+                "specversion",
+            ),
+            (vec![header("ce_specversion", "1.0"), header("ce_id", "1"), header("ce_id", "2")], "duplicate"),
+            (vec![("ce_specversion".to_owned(), Some(vec![0xff])), header("ce_id", "1")], "utf-8"),
+            (vec![header("content-type", "application/cloudevents+json")], "missing required attribute"),
+            (vec![header("Content-Type", "application/cloudevents-batch+json")], "unsupported"),
+        ];
+        for (headers, why) in cases {
+            let (event, error) = wrapped_invalid(record_event("ns", "s", parts(&headers, Some(b"k"), Some(&value))));
+            assert_eq!(event.ty(), EVENT_TYPE, "{headers:?}");
+            // Stored in the Kafka binding's binary mode, it reads back as it was.
+            assert_eq!(switchyard_event::kafka::encode_binary(&event).decode().as_ref(), Ok(&event), "{headers:?}");
+            assert_eq!(event.data().map(|d| d.bytes.clone()), Some(value.clone()), "the record's value, as it was");
+            assert!(error.to_string().contains(why), "{headers:?}: {error}");
+        }
+        let headers = [header("Content-Type", "Application/CloudEvents-Batch+JSON")];
+        let (event, _) = wrapped_invalid(record_event("ns", "s", parts(&headers, None, Some(&value))));
+        assert!(event.datacontenttype().is_none());
+        assert_eq!(event.get_str("kafkaheadercontenttype"), Some("application/cloudevents-batch+json"));
+        // `ce_specversion` without a value: wrapped, and the header (no value) is left out.
+        let headers = [("ce_specversion".to_owned(), None)];
+        let (event, _) = wrapped_invalid(record_event("ns", "s", parts(&headers, None, None)));
+        assert!(event.get("kafkaheadercespecversion").is_none());
+    }
+
+    #[test]
+    fn odd_records_are_wrapped_or_skipped_never_a_panic() {
+        let value = Bytes::from_static(b"v");
+        // Times outside what RFC 3339 writes, extreme partitions and offsets.
+        for timestamp_ms in [Some(i64::MIN), Some(i64::MAX), Some(-62_167_219_200_001), Some(253_402_300_800_000), None]
+        {
+            let record =
+                RecordParts { partition: i32::MIN, offset: i64::MAX, timestamp_ms, ..parts(&[], None, Some(&value)) };
+            let event = wrapped(record_event("ns", "s", record));
+            assert!(event.get("time").is_none(), "{timestamp_ms:?}");
+        }
+        // A huge key is carried (admission decides whether the event is too large).
+        let key = vec![b'k'; 1 << 20];
+        assert_eq!(
+            wrapped(record_event("ns", "s", parts(&[], Some(&key), None))).get_str("key").map(str::len),
+            Some(1 << 20)
+        );
+        // Many headers giving the same extension name: the last wins, in linear time.
+        let headers: Vec<_> =
+            (0..100_000).map(|i| header(if i % 2 == 0 { "X-A" } else { "x_a" }, &i.to_string())).collect();
+        assert_eq!(
+            wrapped(record_event("ns", "s", parts(&headers, None, None))).get_str("kafkaheaderxa"),
+            Some("99999")
+        );
+        // More distinct headers than an event has attributes, and a topic no attribute can
+        // hold: skipped, with why.
+        let headers: Vec<_> = (0..70_000).map(|i| header(&format!("h{i}"), "v")).collect();
+        let RecordEvent::Unmappable(error) = record_event("ns", "s", parts(&headers, None, None)) else {
+            panic!("too many headers")
+        };
+        assert!(error.to_string().contains("too many attributes"), "{error}");
+        let record = RecordParts { topic: "bad\ntopic", ..parts(&[], None, None) };
+        assert!(matches!(record_event("ns", "s", record), RecordEvent::Unmappable(_)));
     }
 }

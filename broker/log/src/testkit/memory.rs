@@ -315,11 +315,7 @@ impl EventLog for MemoryLog {
         }
         for event in events {
             let offset = stored.len() as u64;
-            stored.push(LogEvent {
-                position: Position { partition: 0, offset },
-                timestamp_ms,
-                event: Arc::new(event.clone()),
-            });
+            stored.push(LogEvent::new(Position { partition: 0, offset }, timestamp_ms, Arc::new(event.clone())));
         }
         // Under the lock, so that readers see ends in offset order.
         t.end.send_replace(stored.len() as u64);
