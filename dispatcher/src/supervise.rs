@@ -3,29 +3,21 @@
 //!
 //! - A delivery that panics counts as a failed attempt and goes through the retry policy again
 //!   (`delivery.rs`); once the policy gives up it is dead-lettered with the panic's message.
-//! - A worker or a fanout that panics is restarted with doubling waits ([`RESTART_FIRST`] to
-//!   [`RESTART_MAX`]); meanwhile its trigger reports a [`TriggerFault`] (a worker from its
+//! - A worker or a fanout that panics is restarted with the waits of
+//!   [`switchyard_log::supervise`]; meanwhile its trigger reports a [`TriggerFault`] (a worker from its
 //!   committed position, so nothing is skipped; a fanout from the position it published, its
 //!   triggers reading alone meanwhile). The fault clears, and the waits start again from the
 //!   first, once the restarted task has run for [`HEALTHY_AFTER`] without panicking.
 
-use std::any::Any;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use switchyard_log::backoff::ExponentialBackoff;
+use switchyard_log::supervise::restart_backoff;
+pub(crate) use switchyard_log::supervise::{catch_panic, panic_message, HEALTHY_AFTER};
 
 use crate::metrics;
-
-/// The first wait before restarting a task that panicked.
-pub(crate) const RESTART_FIRST: Duration = Duration::from_secs(1);
-/// The longest wait before restarting a task that keeps panicking.
-pub(crate) const RESTART_MAX: Duration = Duration::from_secs(60);
-/// How long a restarted task runs without panicking before it counts as healthy again.
-pub(crate) const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 /// Why a running trigger does not work as it should, for its `Ready` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,28 +42,6 @@ impl FaultSlot {
     }
 }
 
-/// Polls `future` to completion; a panic while polling it ends it with the panic's message.
-pub(crate) async fn catch_panic<F: Future>(future: F) -> Result<F::Output, String> {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(move |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-        Ok(Poll::Pending) => Poll::Pending,
-        Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
-    })
-    .await
-}
-
-/// The message a panic was raised with.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic without a message".to_owned()
-    }
-}
-
 /// The restart policy of one long-running task (a trigger's worker, a topic's fanout).
 pub(crate) struct Restarts {
     /// `worker` or `fanout`: the metric's `task` label and the logs' word.
@@ -86,7 +56,7 @@ pub(crate) struct Restarts {
 
 impl Restarts {
     pub(crate) fn new(task: &'static str, reason: &'static str, fault: FaultSlot) -> Restarts {
-        Restarts { task, reason, backoff: ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX), panics: 0, fault }
+        Restarts { task, reason, backoff: restart_backoff(), panics: 0, fault }
     }
 
     /// Runs one life of the task, catching a panic; once it has run [`HEALTHY_AFTER`], a
@@ -129,29 +99,16 @@ impl Restarts {
             tracing::info!(task = self.task, "restarted task runs healthily again");
         }
         self.panics = 0;
-        self.backoff = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+        self.backoff = restart_backoff();
         self.fault.set(None);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use switchyard_log::supervise::RESTART_FIRST;
 
-    #[tokio::test]
-    async fn a_panic_while_polling_ends_the_future_with_its_message() {
-        let caught = catch_panic(async {
-            tokio::task::yield_now().await;
-            panic!("boom {}", 42);
-        })
-        .await;
-        assert_eq!(caught, Err::<(), _>("boom 42".to_owned()));
-        assert_eq!(catch_panic(async { 7 }).await, Ok(7));
-        assert_eq!(
-            catch_panic(async { std::panic::panic_any(3_u8) }).await,
-            Err::<(), _>("a panic without a message".into())
-        );
-    }
+    use super::*;
 
     #[tokio::test(start_paused = true)]
     async fn the_fault_is_reported_until_the_restarted_task_has_run_healthily() {

@@ -35,6 +35,7 @@ use switchyard_dispatcher::{Backlog, DeliveryClient, Dispatcher};
 use switchyard_event::http::HeaderEncoding;
 use switchyard_event::limits::EventLimits;
 use switchyard_event::tracecontext::SpanSink;
+use switchyard_log::supervise::join_panic;
 use switchyard_log::{Backend, DeadLetterStore, LogError};
 use switchyard_sources::{Clients, Outlets, Sources};
 
@@ -171,8 +172,8 @@ async fn follow(
         let Some(controller) = controller.upgrade() else { return };
         let (key, sequence) = (change.key.clone(), change.sequence);
         let applying = controller.clone();
-        if let Err(panicked) = tokio::spawn(async move { applying.apply(change).await }).await {
-            controller.apply_panicked(&key, Some(sequence), &panic_message(panicked));
+        if let Some(message) = join_panic(tokio::spawn(async move { applying.apply(change).await }).await) {
+            controller.apply_panicked(&key, Some(sequence), &message);
         }
     }
 }
@@ -188,20 +189,9 @@ async fn retry_failed(controller: std::sync::Weak<Controller>) {
         for key in controller.to_retry() {
             let retrying = controller.clone();
             let retried = key.clone();
-            if let Err(panicked) = tokio::spawn(async move { retrying.retry(&retried).await }).await {
-                controller.apply_panicked(&key, None, &panic_message(panicked));
+            if let Some(message) = join_panic(tokio::spawn(async move { retrying.retry(&retried).await }).await) {
+                controller.apply_panicked(&key, None, &message);
             }
         }
-    }
-}
-
-/// What a task's panic said, for the log and the status.
-fn panic_message(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(payload) => match payload.downcast::<String>() {
-            Ok(text) => *text,
-            Err(payload) => payload.downcast_ref::<&str>().map_or("a panic", |text| text).to_owned(),
-        },
-        Err(error) => error.to_string(),
     }
 }

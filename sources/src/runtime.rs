@@ -15,9 +15,9 @@
 //!   failure); a failed send releases the reservation, so that a later redelivery is sent.
 //! - **Supervision**: every task the runtime spawns is watched. An activity that panics is
 //!   logged at `error`, counted (`switchyard_task_panics_total{task="source"}`), its source
-//!   shows `Ready=False` ([`TASK_PANICKED`]), and it starts again after a doubling wait
-//!   ([`RESTART_FIRST`] to [`RESTART_MAX`]); once it has run for [`HEALTHY_AFTER`] without
-//!   panicking, its status clears and the wait starts over.
+//!   shows `Ready=False` ([`TASK_PANICKED`]), and it starts again after the waits of
+//!   [`switchyard_log::supervise`]; once it has run for [`HEALTHY_AFTER`] without panicking,
+//!   its status clears and the wait starts over.
 //! - **Progress** a source must not repeat lives in the backend's [`StateStore`], under keys
 //!   that start with the source's identity (`pingsource/ns/name/…`); deleting a source removes
 //!   them.
@@ -30,6 +30,8 @@ use bytes::Bytes;
 use switchyard_event::limits::LimitExceeded;
 use switchyard_event::Event;
 use switchyard_log::backoff::ExponentialBackoff;
+pub(crate) use switchyard_log::supervise::HEALTHY_AFTER;
+use switchyard_log::supervise::{join_panic, restart_backoff};
 use switchyard_log::{slot_of, LogError, Placement, Release, StateStore};
 use switchyard_meta::status::{Condition, SourceStatus};
 use tokio::sync::watch;
@@ -58,13 +60,6 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The status reason of a source whose task panicked and waits to start again.
 pub(crate) const TASK_PANICKED: &str = "SourceTaskPanicked";
-/// The first and the longest wait before a panicked task starts again.
-pub(crate) const RESTART_FIRST: Duration = Duration::from_secs(1);
-pub(crate) const RESTART_MAX: Duration = Duration::from_secs(60);
-/// How long a restarted task runs without panicking before it counts as healthy again.
-pub(crate) const HEALTHY_AFTER: Duration = Duration::from_secs(10);
-/// The longest panic message a status shows.
-const PANIC_MESSAGE_CHARS: usize = 300;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -647,11 +642,10 @@ async fn forget_old_ids(sources: std::sync::Weak<Sources>) {
 
 /// Runs `activity` until it returns (asked to stop), starting it again after a panic: the panic
 /// is logged, counted and shown in the source's status, and each restart waits twice as long
-/// as the one before (from [`RESTART_FIRST`] to [`RESTART_MAX`]) until a run lasts
-/// [`HEALTHY_AFTER`].
+/// as the one before until a run lasts [`HEALTHY_AFTER`].
 async fn supervise(activity: Arc<dyn Activity>, context: RunContext) {
     let id = context.declared.id.clone();
-    let mut restarts = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+    let mut restarts = restart_backoff();
     let mut recovering = false;
     loop {
         let run = {
@@ -660,7 +654,7 @@ async fn supervise(activity: Arc<dyn Activity>, context: RunContext) {
             tokio::spawn(async move { activity.run(context).await })
         };
         let joined = watch_run(run, recovering.then_some(HEALTHY_AFTER), || {
-            restarts = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+            restarts = restart_backoff();
             let mut problem = lock(&context.problem);
             if problem.as_ref().is_some_and(|problem| problem.reason == TASK_PANICKED) {
                 *problem = None;
@@ -668,7 +662,7 @@ async fn supervise(activity: Arc<dyn Activity>, context: RunContext) {
             tracing::info!(source = %id, "the source's task runs again");
         })
         .await;
-        let Some(message) = panic_message(joined) else { return };
+        let Some(message) = join_panic(joined) else { return };
         let wait = restarts.next_delay();
         tracing::error!(source = %id, panic = %message, restart_in = ?wait, "a source's task panicked; it starts again after the wait");
         crate::metrics::task_panicked();
@@ -697,20 +691,6 @@ async fn watch_run(
     run.await
 }
 
-/// What a task's panic said, for the log and the status (`None`: the task did not panic).
-fn panic_message(joined: Result<(), tokio::task::JoinError>) -> Option<String> {
-    let error = joined.err().filter(tokio::task::JoinError::is_panic)?;
-    let payload = error.into_panic();
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
-    let mut chars = text.chars();
-    let short: String = chars.by_ref().take(PANIC_MESSAGE_CHARS).collect();
-    Some(if chars.next().is_some() { format!("{short}…") } else { short })
-}
-
 /// Spawns a runtime task that is started again after a panic (logged at `error`, counted),
 /// after a doubling wait; `start` makes each run.
 fn spawn_supervised<F, Fut>(what: &'static str, mut start: F)
@@ -719,14 +699,14 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut restarts = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+        let mut restarts = restart_backoff();
         loop {
             let run = tokio::spawn(start());
             let joined = watch_run(run, Some(HEALTHY_AFTER), || {
-                restarts = ExponentialBackoff::new(RESTART_FIRST, RESTART_MAX);
+                restarts = restart_backoff();
             })
             .await;
-            let Some(message) = panic_message(joined) else { return };
+            let Some(message) = join_panic(joined) else { return };
             let wait = restarts.next_delay();
             tracing::error!(task = what, panic = %message, restart_in = ?wait, "a sources task panicked; it starts again after the wait");
             crate::metrics::task_panicked();

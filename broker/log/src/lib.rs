@@ -25,6 +25,7 @@ pub mod backoff;
 mod declarations;
 mod placement;
 pub mod records;
+pub mod supervise;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
