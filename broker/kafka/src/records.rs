@@ -34,6 +34,8 @@ const CHECK_WHILE_HEALTHY: Duration = Duration::from_secs(10);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a buffered record costs beyond its key, value and headers.
 const RECORD_OVERHEAD: usize = 256;
+/// The longest `close` waits for the final commit and the group's leave.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// [`RecordConnector`] on librdkafka: each consumer is a member of its consumer group with a
 /// thread of its own, which serves rebalances whenever they happen, even while the caller is
@@ -174,14 +176,19 @@ impl RecordConsumer for KafkaRecordConsumer {
 
     async fn close(self: Box<Self>) -> Result<(), LogError> {
         let KafkaRecordConsumer { handle, group, finished, .. } = *self;
-        // The thread stores the last commits, commits them, leaves the group and ends.
+        // The thread stores the last commits, commits them, leaves the group and ends. With
+        // Kafka gone, librdkafka's commit or leave can block for long: the caller (a source
+        // being stopped) does not wait past CLOSE_WAIT, and the thread finishes on its own.
         drop(handle);
-        match finished.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(LogError::Unavailable(reason)),
-            Err(_) => {
+        match tokio::time::timeout(CLOSE_WAIT, finished).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(LogError::Unavailable(reason)),
+            Ok(Err(_)) => {
                 Err(LogError::Unavailable(format!("the consumer of group '{group}' ended without its final commit")))
             }
+            Err(_) => Err(LogError::Unavailable(format!(
+                "the consumer of group '{group}' did not close within {CLOSE_WAIT:?}; it finishes in the background"
+            ))),
         }
     }
 }
