@@ -17,7 +17,7 @@ use switchyard_log::{Admit, Origin};
 
 use crate::openapi::{BinaryModeHeaders, CloudEvent, EventData, HandshakeHeaders, IngestPath};
 use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable, UnsupportedMediaType};
-use crate::routes::AppState;
+use crate::routes::{read_within, AppState};
 
 /// Send events to a broker.
 ///
@@ -140,28 +140,18 @@ async fn ingest(
             state.max_batch_bytes
         ))
     };
-    let declared_length = content_length(headers);
     // A single event's body is held to the event limit (a batch's to the batch limit) by its
     // declared length before anything is read, and as it is read, with the same words admission
-    // would use; a batch's events are judged one by one once decoded.
+    // would use; a batch's events are judged one by one once decoded. Only the length limit
+    // fails here: a body that stalled or broke off is answered by the HTTP server (408).
     let body = match mode {
-        ContentMode::Batched => {
-            if declared_length.is_some_and(|length| exceeds(length, state.max_batch_bytes)) {
-                return Err(batch_too_large());
-            }
-            // Only the length limit fails here: a body that stalled or broke off is answered
-            // by the HTTP server (408) whatever this says.
-            axum::body::to_bytes(body, state.max_batch_bytes).await.map_err(|_| batch_too_large())?
-        }
+        ContentMode::Batched => read_within(headers, body, state.max_batch_bytes, batch_too_large).await?,
         ContentMode::Binary | ContentMode::Structured => {
             let too_large = || {
                 let limit = LimitExceeded::EventTooLarge { index: None, limit: limits.max_event_bytes };
                 ApiError::from(admission.refuse(&origin, limit.into()))
             };
-            if declared_length.is_some_and(|length| exceeds(length, limits.max_event_bytes)) {
-                return Err(too_large());
-            }
-            axum::body::to_bytes(body, limits.max_event_bytes).await.map_err(|_| too_large())?
+            read_within(headers, body, limits.max_event_bytes, too_large).await?
         }
     };
     if let Origin::Ingest { body_bytes, .. } = &mut origin {
@@ -178,16 +168,6 @@ async fn ingest(
     };
     admission.admit(namespace, broker, events, origin).await?;
     Ok(StatusCode::ACCEPTED.into_response())
-}
-
-/// The request's `Content-Length`, when it has a valid one (hyper refuses malformed and
-/// conflicting ones before the handler runs).
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
-}
-
-fn exceeds(length: u64, limit: usize) -> bool {
-    u64::try_from(limit).is_ok_and(|limit| length > limit)
 }
 
 fn event_error(error: EventError) -> ApiError {

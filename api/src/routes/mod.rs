@@ -14,7 +14,8 @@ mod triggers;
 
 use std::sync::Arc;
 
-use axum::http::{Method, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::Router;
 use switchyard_engine::Engine;
 use utoipa::OpenApi;
@@ -52,6 +53,26 @@ pub enum RouteClass {
     Webhook,
     /// Everything else: the REST API, held to `http.max_api_body_bytes`.
     Api,
+}
+
+/// The request's `Content-Length` (hyper has already refused one that is malformed or given
+/// twice with different values).
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A request's body up to `limit` bytes: refused with `too_large` from its `Content-Length`
+/// before anything is read, or as soon as a chunked body grows past the limit.
+pub(crate) async fn read_within(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    too_large: impl Fn() -> ApiError,
+) -> Result<Bytes, ApiError> {
+    if content_length(headers).is_some_and(|length| u64::try_from(limit).is_ok_and(|limit| length > limit)) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
 impl RouteClass {

@@ -19,7 +19,7 @@ use switchyard_meta::Resource;
 use crate::openapi::{SourceKindPath, SourcePath, SourceSpec, WebhookPath};
 use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable, UnsupportedMediaType};
 use crate::routes::declarations::{self, kind, List, Object};
-use crate::routes::AppState;
+use crate::routes::{read_within, AppState};
 
 #[utoipa::path(
     get,
@@ -162,14 +162,7 @@ pub(crate) async fn receive_webhook(
     let limit = state.max_batch_bytes;
     let too_large =
         || ApiError::too_large(format!("the request body exceeds the limit of {limit} bytes (max_batch_bytes)"));
-    let declared_length = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
-    if declared_length.is_some_and(|length| u64::try_from(limit).is_ok_and(|limit| length > limit)) {
-        return Err(too_large());
-    }
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let body = read_within(&headers, body, limit, too_large).await?;
     match state.engine.sources().receive(&target, &headers, &body).await {
         Ok(WebhookAnswer::Accepted { ids, duplicates }) => {
             Ok((StatusCode::ACCEPTED, Json(WebhookAccepted { ids, duplicates })).into_response())

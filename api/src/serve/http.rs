@@ -46,7 +46,7 @@ use tower_service::Service;
 use crate::config::HttpLimits;
 use crate::metrics::{self as http_metrics, RequestRefusal, TimeoutKind};
 use crate::problem::ApiError;
-use crate::routes::RouteClass;
+use crate::routes::{content_length, RouteClass};
 
 /// What the server needs besides the router: its limits and the body limits of the routes.
 #[derive(Debug, Clone)]
@@ -413,12 +413,6 @@ impl BodyLimit {
 fn refuse_by_content_length(headers: &HeaderMap, limit: BodyLimit) -> Option<Response<AxumBody>> {
     let length = content_length(headers)?;
     (length > u64::try_from(limit.bytes).unwrap_or(u64::MAX)).then(|| limit.refusal())
-}
-
-/// The request's `Content-Length` (hyper has already refused one that is malformed or given
-/// twice with different values).
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// What the request body ran into, for the answer.
