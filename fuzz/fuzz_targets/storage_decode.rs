@@ -9,6 +9,6 @@ use switchyard_event::storage::{decode, encode};
 fuzz_target!(|input: &[u8]| {
     let bytes = Bytes::copy_from_slice(input);
     if let Ok(event) = decode(&bytes) {
-        assert_eq!(encode(&event), input);
+        assert_eq!(encode(&event).expect("a decoded event re-encodes"), input);
     }
 });
