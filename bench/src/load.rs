@@ -192,7 +192,12 @@ pub(crate) async fn open_loop(
             if failed.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let pooled = pool.lock().expect("pool").pop();
+            // A pooled connection idle for long may have been closed by the server (its
+            // keep-alive timeout), as any client's pool expects: skip it.
+            let pooled = {
+                let mut pool = pool.lock().expect("pool");
+                std::iter::from_fn(|| pool.pop()).find(|sender| !sender.is_closed())
+            };
             let mut sender = match pooled {
                 Some(sender) => sender,
                 None => connect(addr).await?,

@@ -154,7 +154,15 @@ impl Dispatcher {
     /// is the old worker's, and a redrive is queued for the new one.
     pub async fn start(&self, trigger: TriggerRef, plan: TriggerPlan) {
         let key = (trigger.namespace.clone(), trigger.name.clone());
-        let ctx = delivery::Context::new(trigger, plan, self.client.clone(), self.log.clone(), self.admission.clone());
+        // Shared before the task is spawned: captured by value, the context would take its
+        // room in the task's state for as long as the trigger runs, beside its shared copy.
+        let ctx = Arc::new(delivery::Context::new(
+            trigger,
+            plan,
+            self.client.clone(),
+            self.log.clone(),
+            self.admission.clone(),
+        ));
         let topic = ctx.trigger.topic.clone();
         let (stop, mut stop_rx) = watch::channel(Stop::Run);
         let (redrive, redrive_rx) = mpsc::unbounded_channel();
@@ -176,7 +184,7 @@ impl Dispatcher {
                 return;
             }
             let (progress, fault) = watched;
-            worker::supervise(Arc::new(ctx), progress, fanouts, stop_rx, redrive_rx, fault).await;
+            worker::supervise(ctx, progress, fanouts, stop_rx, redrive_rx, fault).await;
         });
         workers.insert(key, Worker { topic, progress, stop, redrive, fault, task });
     }

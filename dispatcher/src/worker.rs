@@ -94,7 +94,9 @@ pub(crate) async fn supervise(
 ) {
     let mut restarts = Restarts::new("worker", "WorkerPanicked", fault);
     loop {
-        let life = run(ctx.clone(), progress.clone(), fanouts.clone(), &mut stop, &mut redrives);
+        // Boxed: held inline, the worker's state machine would be laid out twice in this one
+        // (before and after it moves into `watch`), for each of thousands of triggers.
+        let life = Box::pin(run(ctx.clone(), progress.clone(), fanouts.clone(), &mut stop, &mut redrives));
         let Err(message) = restarts.watch(life).await else { return };
         let wait = restarts.panicked(ctx.scope(), &message);
         if *stop.borrow() != Stop::Run {
