@@ -236,6 +236,21 @@ impl Server {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Asserts that the node is well after whatever a test did to it: it answers `/healthz`
+    /// within 100 ms, and its log has no panic.
+    pub async fn assert_healthy(&self) {
+        let client = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().expect("client");
+        let response = client.get(format!("{}/healthz", self.url)).send().await;
+        assert!(
+            response.as_ref().is_ok_and(|r| r.status() == StatusCode::OK),
+            "/healthz within 100 ms: {response:?}; log: {}",
+            self.log()
+        );
+        let log = self.log();
+        let panics: Vec<&str> = log.lines().filter(|line| line.contains("panicked")).collect();
+        assert!(panics.is_empty(), "the server panicked:\n{}", panics.join("\n"));
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -187,11 +187,6 @@ async fn filter_test_and_cesql_cli() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("math"));
 }
 
-async fn healthy(server: &Server) {
-    let response = reqwest::get(format!("{}/healthz", server.url)).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
 async fn post_json(server: &Server, path: &str, body: &Value) -> (StatusCode, Value) {
     let response = reqwest::Client::new().post(format!("{}{path}", server.url)).json(body).send().await.unwrap();
     let status = response.status();
@@ -216,7 +211,7 @@ async fn hostile_filters_get_a_clean_refusal_or_a_bounded_answer() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("filters[0]") && detail.contains("(jsonpath descendant segments)"), "{detail}");
-    healthy(&server).await;
+    server.assert_healthy().await;
     // Two descendant segments are accepted, and answered.
     let request = json!({"filters": [{"jsonpath": "$..*..*"}], "event": nested_event(110)});
     let (status, answer) = post_json(&server, "/v1/filters/test", &request).await;
@@ -229,7 +224,7 @@ async fn hostile_filters_get_a_clean_refusal_or_a_bounded_answer() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["matched"], false);
     assert!(answer["errors"][0].as_str().unwrap().contains("(jsonpath work budget)"), "{answer}");
-    healthy(&server).await;
+    server.assert_healthy().await;
 
     // Deep CESQL: 400 naming the limit in a filter; a parse error answer from the evaluator.
     let deep = format!("{}TRUE{}", "(".repeat(5_000), ")".repeat(5_000));
@@ -242,7 +237,7 @@ async fn hostile_filters_get_a_clean_refusal_or_a_bounded_answer() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["error"]["kind"], "parse");
     assert!(answer["error"]["message"].as_str().unwrap().contains("(cesql nesting limit)"), "{answer}");
-    healthy(&server).await;
+    server.assert_healthy().await;
 
     // The quadratic LIKE (80,000 characters): its correct answer.
     let mut event = nested_event(1);
@@ -257,7 +252,7 @@ async fn hostile_filters_get_a_clean_refusal_or_a_bounded_answer() {
             post_json(&server, "/v1/cesql/evaluate", &json!({"expression": expression, "event": event})).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(answer["result"], json!(expected), "{pattern}: {answer}");
-        healthy(&server).await;
+        server.assert_healthy().await;
     }
     let expression = format!("big LIKE '%{}'", "_".repeat(300));
     let (_, answer) =
@@ -279,7 +274,7 @@ async fn hostile_filters_get_a_clean_refusal_or_a_bounded_answer() {
         let problem: Value = response.json().await.unwrap();
         assert!(problem["detail"].as_str().unwrap().contains("1048576"), "{problem}");
     }
-    healthy(&server).await;
+    server.assert_healthy().await;
 }
 
 /// A trigger's filter that is accepted but runs out of budget on an event just does not match
@@ -313,5 +308,5 @@ async fn trigger_filters_over_a_limit_are_refused_and_budgets_do_not_stall_the_b
     assert_eq!(costly.ids().into_iter().collect::<Vec<_>>(), ["small"]);
     let exhausted = server.metric("switchyard_filter_budget_exhausted_total", &[("dialect", "jsonpath")]).await;
     assert!(exhausted.is_some_and(|n| n >= 1.0), "{exhausted:?}");
-    healthy(&server).await;
+    server.assert_healthy().await;
 }

@@ -64,19 +64,6 @@ async fn read_response(stream: &mut TcpStream, within: Duration) -> Option<(u16,
     }
 }
 
-/// The node answers `/healthz` within 100 ms, and its log has no panic.
-async fn assert_healthy(server: &Server) {
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
-    let response = client.get(format!("{}/healthz", server.url)).send().await;
-    assert!(
-        response.as_ref().is_ok_and(|r| r.status() == StatusCode::OK),
-        "/healthz within 100 ms: {response:?}; log: {}",
-        server.log()
-    );
-    let log = server.log();
-    assert!(!log.contains("panicked"), "the server panicked: {log}");
-}
-
 async fn counter(server: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
     server.metric(name, labels).await.unwrap_or(0.0)
 }
@@ -123,7 +110,7 @@ async fn slowloris_connections_are_closed_at_the_header_timeout() {
     assert!(trickling.await.unwrap(), "a connection trickling header lines for 20 s was not closed");
     let header_timeouts = counter(&server, "switchyard_http_timeouts_total", &[("kind", "header")]).await;
     assert!(header_timeouts >= 51.0, "switchyard_http_timeouts_total{{kind=header}} = {header_timeouts}");
-    assert_healthy(&server).await;
+    server.assert_healthy().await;
 }
 
 #[tokio::test]
@@ -144,7 +131,7 @@ async fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
     assert_eq!((response.status(), response.version()), (StatusCode::OK, reqwest::Version::HTTP_2));
     let idle = counter(&server, "switchyard_http_timeouts_total", &[("kind", "idle")]).await;
     assert!(idle >= 1.0, "switchyard_http_timeouts_total{{kind=idle}} = {idle}");
-    assert_healthy(&server).await;
+    server.assert_healthy().await;
 }
 
 #[tokio::test]
@@ -190,7 +177,7 @@ async fn a_stalled_body_gets_408_and_a_slow_moving_one_goes_through() {
     }
     let (status, text) = read_response(&mut stream, Duration::from_secs(10)).await.expect("an answer");
     assert_eq!(status, 202, "a slow but moving upload: {text}");
-    assert_healthy(&server).await;
+    server.assert_healthy().await;
 }
 
 #[tokio::test]
@@ -246,7 +233,7 @@ async fn connections_over_the_limit_are_closed_and_admitted_ones_keep_working() 
         assert!(Instant::now() < deadline, "no connection admitted after the others closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_healthy(&server).await;
+    server.assert_healthy().await;
 }
 
 #[tokio::test]
@@ -280,7 +267,7 @@ async fn requests_over_the_concurrency_limit_get_503_while_health_still_answers(
     assert_eq!(refused.headers().get("content-type").unwrap(), "application/problem+json");
     let problem: Value = refused.json().await.unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("http.max_concurrent_requests"), "{problem}");
-    assert_healthy(&server).await;
+    server.assert_healthy().await;
     let readyz = client.get(format!("{}/readyz", server.url)).send().await.unwrap();
     assert_eq!(readyz.status(), StatusCode::OK);
     let overloaded = counter(&server, "switchyard_http_requests_refused_total", &[("reason", "overloaded")]).await;
@@ -380,7 +367,7 @@ async fn an_over_limit_body_gets_a_413_that_a_client_still_sending_reads() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let refused = counter(&server, "switchyard_http_requests_refused_total", &[("reason", "too_large")]).await;
     assert!(refused >= 4.0, "switchyard_http_requests_refused_total{{reason=too_large}} = {refused}");
-    assert_healthy(&server).await;
+    server.assert_healthy().await;
 }
 
 #[tokio::test]
@@ -409,7 +396,7 @@ async fn readyz_turns_503_at_sigterm_while_deliveries_drain_and_healthz_stays_20
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Still draining: alive, not ready, and ingest refuses.
-    assert_healthy(&server).await;
+    server.assert_healthy().await;
     assert_eq!(server.send_binary("default", "b", "e-2", "t", b"{}").await, StatusCode::SERVICE_UNAVAILABLE);
     let (status, _) = server.get("/v1/brokers").await;
     assert_eq!(status, StatusCode::OK, "the API stays up while draining");

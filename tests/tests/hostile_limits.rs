@@ -24,11 +24,6 @@ async fn post_structured(server: &Server, body: &Value) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn healthy(server: &Server) {
-    let (status, _) = server.get("/healthz").await;
-    assert_eq!(status, StatusCode::OK);
-}
-
 #[tokio::test]
 async fn the_poison_pill_is_refused_and_the_broker_goes_on_delivering() {
     // 65,535 attributes in a 710 KB body once got 202, wrapped the stored count and stalled
@@ -105,7 +100,7 @@ async fn numeric_fields_out_of_range_are_refused_and_the_server_stays_up() {
     let (status, _) =
         server.put("/v1/namespaces/default/brokers/b", json!({"spec": {"delivery": {"rateLimit": 0.0001}}})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    healthy(&server).await;
+    server.assert_healthy().await;
 }
 
 #[tokio::test]
