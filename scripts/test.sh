@@ -43,14 +43,26 @@ deploy/kafka/local.sh down
 SWITCHYARD_TEST_KAFKA="$(deploy/kafka/local.sh up)"
 export SWITCHYARD_TEST_KAFKA
 
+log "message queues: real NATS (JetStream), RabbitMQ, Mosquitto and Redis servers for the sources' tests"
+# Debian's packages, installed by each script when missing; fresh every run, on 127.0.0.1 only.
+for server in nats rabbitmq mosquitto redis; do
+    deploy/$server/local.sh down
+done
+SWITCHYARD_TEST_NATS="$(deploy/nats/local.sh up)"
+SWITCHYARD_TEST_RABBITMQ="$(deploy/rabbitmq/local.sh up)"
+SWITCHYARD_TEST_MQTT="$(deploy/mosquitto/local.sh up)"
+SWITCHYARD_TEST_REDIS="$(deploy/redis/local.sh up)"
+export SWITCHYARD_TEST_NATS SWITCHYARD_TEST_RABBITMQ SWITCHYARD_TEST_MQTT SWITCHYARD_TEST_REDIS
+
 log "test"
 cargo test --workspace --locked
 
-log "test again on kafka: the core, delivery, filter and sources suites with the kafka log backend"
+log "test again on kafka: the core, delivery, filter, sources and sink suites with the kafka log backend"
 SWITCHYARD_TEST_BACKEND=kafka cargo test -p switchyard-tests --locked \
     --test admission --test ingest --test rest --test delivery --test delivery_semantics --test filters \
     --test cli --test tracing --test openapi --test metrics --test interop \
     --test sources --test sources_ping --test sources_github --test sources_kafka \
+    --test sources_nats --test sources_rabbitmq --test sources_mqtt --test sources_redis --test kafka_sink \
     --test hostile_limits --test supervision
 
 log "fuzz smoke (10 s per target; ./scripts/fuzz.sh 600 for a real run)"

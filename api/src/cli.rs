@@ -335,6 +335,7 @@ pub fn table(value: &Value, plural: &str) -> String {
     let mut rows = vec![match plural {
         "brokers" => ["NAMESPACE", "NAME", "READY", "URL"].map(str::to_owned),
         "triggers" => ["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"].map(str::to_owned),
+        "kafkasinks" => ["NAMESPACE", "NAME", "READY", "TOPIC"].map(str::to_owned),
         _ => ["NAMESPACE", "NAME", "READY", "SINK"].map(str::to_owned),
     }];
     for item in items {
@@ -347,7 +348,13 @@ pub fn table(value: &Value, plural: &str) -> String {
                 [namespace, name, text(ready), text(item.pointer("/status/address/url"))]
             }
             "triggers" => {
-                [namespace, name, text(item.pointer("/spec/broker")), text(item.pointer("/spec/subscriber/uri"))]
+                // The status has the subscriber resolved (a KafkaSink `ref`, say).
+                let subscriber = item.pointer("/status/subscriberUri").or_else(|| item.pointer("/spec/subscriber/uri"));
+                [namespace, name, text(item.pointer("/spec/broker")), text(subscriber)]
+            }
+            "kafkasinks" => {
+                let ready = item.pointer("/status/conditions/0/status");
+                [namespace, name, text(ready), text(item.pointer("/spec/topic"))]
             }
             _ => {
                 let ready = item.pointer("/status/conditions/0/status");

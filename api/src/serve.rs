@@ -36,6 +36,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         LogBackend::Kafka { .. } => open_kafka(&config).await?,
     };
     switchyard_engine::metrics::describe(backend.log.as_ref());
+    // Bound before the engine starts, so that the declarations it applies know this node's
+    // address (triggers delivering to a KafkaSink deliver to it); connections wait in the
+    // backlog until the server below takes them.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on '{}'", config.listen))?;
+    let address = listener.local_addr()?;
     let settings = Settings {
         limits: EventLimits {
             max_event_bytes: config.max_event_bytes,
@@ -51,14 +58,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             triggers: config.max_triggers_per_namespace,
             sources: config.max_sources_per_namespace,
         },
+        serving_at: Some(address),
     };
     let engine =
         Engine::start(backend, settings, clients()).await.context("cannot start brokers, triggers and sources")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on '{}'", config.listen))?;
-    let address = listener.local_addr()?;
-    engine.controller().serving_at(address);
     let state = Arc::new(AppState {
         engine: Arc::new(engine),
         base_url: format!("http://{address}"),
@@ -89,13 +92,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The outside clients this build has, for the sources that need them.
+/// The outside clients this build has, for the sources and sinks that need them.
 fn clients() -> Clients {
     Clients {
         #[cfg(feature = "kafka")]
         kafka: Some(Arc::new(switchyard_log_kafka::KafkaRecords)),
         #[cfg(not(feature = "kafka"))]
         kafka: None,
+        #[cfg(feature = "kafka")]
+        kafka_producer: Some(Arc::new(switchyard_log_kafka::KafkaProducers::default())),
+        #[cfg(not(feature = "kafka"))]
+        kafka_producer: None,
     }
 }
 

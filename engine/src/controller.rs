@@ -12,12 +12,13 @@
 //! and a dispatcher worker per trigger whose broker exists, and the sources.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use switchyard_dispatcher::{dead_letter_scope, Dispatcher, Redrive, TriggerPlan, TriggerRef};
 use switchyard_log::{Admit, Change, DeclarationLog, EventLog, LogError};
+use switchyard_meta::kafka_sink::{self, KafkaSink, KafkaSinkStatus};
 use switchyard_meta::status::{Address, BrokerStatus, Condition, SourceStatus, TriggerStatus};
 use switchyard_meta::{Broker, Trigger, Upsert, ValidationError};
 use switchyard_sources::{SourceRef, Sources};
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::admission::{topic_name, Admission};
 use crate::declaration::{Catalog, Declaration, Kind, SourceDeclaration, Unreadable};
+use crate::kafka_sinks::{self, KafkaSinks};
 use crate::{loops, metrics, Quotas};
 
 /// How long a write waits for this node to apply its own published change.
@@ -80,13 +82,15 @@ pub(crate) struct Parts {
     pub(crate) admission: Arc<Admission>,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) sources: Arc<Sources>,
+    pub(crate) kafka_sinks: Arc<KafkaSinks>,
     pub(crate) quotas: Quotas,
 }
 
 /// Declarations applied to the running system.
 pub struct Controller {
     parts: Parts,
-    catalog: Catalog,
+    /// Shared with the KafkaSinks, which look their sinks up in it.
+    catalog: Arc<Catalog>,
     /// Serialises this node's publications, so that the server-set metadata of each (uid,
     /// generation) is computed against the one before.
     publishing: tokio::sync::Mutex<()>,
@@ -117,10 +121,10 @@ fn trigger_ref(trigger: &Trigger) -> TriggerRef {
 }
 
 impl Controller {
-    pub(crate) fn new(parts: Parts) -> Controller {
+    pub(crate) fn new(parts: Parts, catalog: Arc<Catalog>) -> Controller {
         Controller {
             parts,
-            catalog: Catalog::default(),
+            catalog,
             publishing: tokio::sync::Mutex::new(()),
             applying: tokio::sync::Mutex::new(()),
             applied: watch::channel(0).0,
@@ -129,9 +133,23 @@ impl Controller {
         }
     }
 
-    /// Tells the controller where this node serves ingest, for the loop guard.
+    /// Tells the controller where this node serves ingest, for the loop guard and the
+    /// addresses of KafkaSinks.
     pub fn serving_at(&self, address: SocketAddr) {
         let _ = self.node.set(address);
+    }
+
+    /// Where this node is reached from itself: its listen address, an unspecified IP replaced
+    /// by loopback (`http://127.0.0.1` before it listens).
+    fn base_url(&self) -> String {
+        let Some(mut address) = self.node.get().copied() else { return "http://127.0.0.1".to_owned() };
+        if address.ip().is_unspecified() {
+            address.set_ip(match address {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{address}")
     }
 
     /// Waits until every change numbered below `sequence` is applied on this node.
@@ -181,10 +199,11 @@ impl Controller {
                 "triggers",
                 "max_triggers_per_namespace",
             ),
-            Kind::Source(_) => (
-                Kind::sources().map(|kind| self.catalog.count(kind, namespace)).sum(),
+            // KafkaSinks are counted with the sources: both are a client of an outside system.
+            Kind::Source(_) | Kind::KafkaSink => (
+                Kind::sources().chain([Kind::KafkaSink]).map(|kind| self.catalog.count(kind, namespace)).sum(),
                 self.parts.quotas.sources,
-                "sources",
+                "sources and sinks",
                 "max_sources_per_namespace",
             ),
         };
@@ -315,6 +334,14 @@ impl Controller {
                 self.parts.sources.apply(*kind, source).await;
                 Ok(())
             }
+            Declaration::KafkaSink(sink) => self.parts.kafka_sinks.prepare(sink).await.map_err(|error| Problem {
+                reason: match error {
+                    LogError::UnknownTopic(_) => "TopicNotPresent",
+                    _ => "KafkaUnavailable",
+                },
+                message: error.to_string(),
+                retry: true,
+            }),
         }
     }
 
@@ -355,6 +382,8 @@ impl Controller {
                 self.parts.sources.remove(&id).await;
                 Ok(())
             }
+            // Nothing runs for a KafkaSink: its producer is shared by cluster and stays.
+            Declaration::KafkaSink(_) => Ok(()),
         }
     }
 
@@ -397,7 +426,9 @@ impl Controller {
             self.parts.dispatcher.stop(namespace, name).await;
             return Ok(());
         };
-        let plan = match TriggerPlan::compile(&trigger.spec, broker.spec.delivery.as_ref()) {
+        let compiled = kafka_sinks::resolve_references(&trigger.spec, namespace, &self.base_url())
+            .and_then(|resolved| TriggerPlan::compile(&resolved, broker.spec.delivery.as_ref()));
+        let plan = match compiled {
             Ok(plan) => plan,
             Err(error) => {
                 // Stored before a rule existed: reported, and left stopped until a PUT fixes it.
@@ -450,10 +481,33 @@ impl Controller {
                 retry: false,
             })
         });
+        // Knative's `SubscriberResolved`: a KafkaSink referred to must exist (events meanwhile
+        // fail delivery, and are retried and dead-lettered by the trigger's policy).
+        let problem = problem.or_else(|| {
+            let references = kafka_sinks::trigger_references(&trigger.spec, namespace).ok()?;
+            let (field, missing) =
+                references.into_iter().find(|(_, sink)| self.get(Kind::KafkaSink, namespace, sink).is_none())?;
+            Some(Problem {
+                reason: "SubscriberNotResolved",
+                message: format!("{field}.ref names kafkasink '{namespace}/{missing}', which does not exist"),
+                retry: false,
+            })
+        });
+        let resolved = kafka_sinks::resolve_references(&trigger.spec, namespace, &self.base_url());
         TriggerStatus {
             observed_generation: trigger.metadata.generation,
-            subscriber_uri: trigger.spec.subscriber.uri.clone(),
+            subscriber_uri: resolved.map_or_else(|_| trigger.spec.subscriber.uri.clone(), |spec| spec.subscriber.uri),
             conditions: vec![condition(problem)],
+        }
+    }
+
+    /// A KafkaSink's status; `base_url` is where this server is reached.
+    pub fn kafka_sink_status(&self, sink: &KafkaSink, base_url: &str) -> KafkaSinkStatus {
+        let (namespace, name) = sink.names();
+        KafkaSinkStatus {
+            observed_generation: sink.metadata.generation,
+            address: Address { url: kafka_sink::address(base_url, namespace, name) },
+            conditions: vec![condition(self.problem(&Kind::KafkaSink.key(namespace, name)))],
         }
     }
 

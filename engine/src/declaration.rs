@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use switchyard_dispatcher::{DeliveryPolicy, TriggerPlan};
+use switchyard_meta::kafka_sink::{self, parse_kafka_sink, KafkaSink};
 use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label};
 use switchyard_meta::{Broker, Source, Trigger, Upsert, ValidationError};
 use switchyard_sources::SourceKind;
+
+use crate::kafka_sinks;
 
 /// A kind of declaration.
 #[derive(Clone, Copy)]
@@ -19,6 +22,8 @@ pub enum Kind {
     Trigger,
     /// A source kind.
     Source(&'static dyn SourceKind),
+    /// Knative's KafkaSink.
+    KafkaSink,
 }
 
 impl std::fmt::Debug for Kind {
@@ -34,9 +39,13 @@ impl PartialEq for Kind {
 }
 
 impl Kind {
-    /// Every kind, in the order the API lists them: brokers, triggers, then the sources.
+    /// Every kind, in the order the API lists them: brokers, triggers, the sources, then the
+    /// sinks.
     pub fn all() -> impl Iterator<Item = Kind> {
-        [Kind::Broker, Kind::Trigger].into_iter().chain(switchyard_sources::kinds().iter().map(|&k| Kind::Source(k)))
+        [Kind::Broker, Kind::Trigger]
+            .into_iter()
+            .chain(switchyard_sources::kinds().iter().map(|&k| Kind::Source(k)))
+            .chain([Kind::KafkaSink])
     }
 
     /// The source kinds.
@@ -50,6 +59,7 @@ impl Kind {
             Kind::Broker => "Broker",
             Kind::Trigger => "Trigger",
             Kind::Source(kind) => kind.kind(),
+            Kind::KafkaSink => kafka_sink::KIND,
         }
     }
 
@@ -59,6 +69,7 @@ impl Kind {
             Kind::Broker => "brokers",
             Kind::Trigger => "triggers",
             Kind::Source(kind) => kind.plural(),
+            Kind::KafkaSink => "kafkasinks",
         }
     }
 
@@ -98,6 +109,8 @@ pub enum Declaration {
     Trigger(Trigger),
     /// A source, with its kind.
     Source(SourceDeclaration),
+    /// A KafkaSink.
+    KafkaSink(KafkaSink),
 }
 
 /// A declared source.
@@ -144,8 +157,15 @@ impl Declaration {
             }
             Kind::Trigger => {
                 let trigger = parse_trigger(namespace, name, body)?;
-                TriggerPlan::compile(&trigger.spec, None)?;
+                // Compiled as it will run: with its KafkaSinks at an address of this server.
+                let resolved = kafka_sinks::resolve_references(&trigger.spec, namespace, "http://127.0.0.1")?;
+                TriggerPlan::compile(&resolved, None)?;
                 Ok(Declaration::Trigger(trigger))
+            }
+            Kind::KafkaSink => {
+                let sink = parse_kafka_sink(namespace, name, body)?;
+                kafka_sinks::check_topic(&sink)?;
+                Ok(Declaration::KafkaSink(sink))
             }
             Kind::Source(kind) => {
                 let source = switchyard_sources::parse_source(kind, namespace, name, body)?;
@@ -162,6 +182,7 @@ impl Declaration {
         let decoded = match kind {
             Kind::Broker => serde_json::from_slice(bytes).map(Declaration::Broker),
             Kind::Trigger => serde_json::from_slice(bytes).map(Declaration::Trigger),
+            Kind::KafkaSink => serde_json::from_slice(bytes).map(Declaration::KafkaSink),
             Kind::Source(kind) => {
                 serde_json::from_slice(bytes).map(|source| Declaration::Source(SourceDeclaration { kind, source }))
             }
@@ -179,6 +200,7 @@ impl Declaration {
             Declaration::Broker(broker) => serde_json::to_vec(broker),
             Declaration::Trigger(trigger) => serde_json::to_vec(trigger),
             Declaration::Source(source) => serde_json::to_vec(&source.source),
+            Declaration::KafkaSink(sink) => serde_json::to_vec(sink),
         };
         // Plain data with string keys: serialising cannot fail.
         encoded.unwrap_or_default()
@@ -190,6 +212,7 @@ impl Declaration {
             Declaration::Broker(_) => Kind::Broker,
             Declaration::Trigger(_) => Kind::Trigger,
             Declaration::Source(source) => Kind::Source(source.kind),
+            Declaration::KafkaSink(_) => Kind::KafkaSink,
         }
     }
 
@@ -199,6 +222,7 @@ impl Declaration {
             Declaration::Broker(broker) => broker.names(),
             Declaration::Trigger(trigger) => trigger.names(),
             Declaration::Source(source) => source.source.names(),
+            Declaration::KafkaSink(sink) => sink.names(),
         }
     }
 
@@ -223,6 +247,10 @@ impl Declaration {
                 let (source, upsert) = new.source.prepared(Some(&old.source));
                 (Declaration::Source(SourceDeclaration { kind: new.kind, source }), upsert)
             }
+            (Declaration::KafkaSink(new), Some(Declaration::KafkaSink(old))) => {
+                let (prepared, upsert) = new.prepared(Some(old));
+                (Declaration::KafkaSink(prepared), upsert)
+            }
             (Declaration::Broker(new), _) => {
                 let (prepared, upsert) = new.prepared(None);
                 (Declaration::Broker(prepared), upsert)
@@ -234,6 +262,10 @@ impl Declaration {
             (Declaration::Source(new), _) => {
                 let (source, upsert) = new.source.prepared(None);
                 (Declaration::Source(SourceDeclaration { kind: new.kind, source }), upsert)
+            }
+            (Declaration::KafkaSink(new), _) => {
+                let (prepared, upsert) = new.prepared(None);
+                (Declaration::KafkaSink(prepared), upsert)
             }
         }
     }

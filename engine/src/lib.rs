@@ -22,6 +22,7 @@
 mod admission;
 mod controller;
 mod declaration;
+mod kafka_sinks;
 mod loops;
 pub mod metrics;
 #[cfg(feature = "otlp")]
@@ -39,9 +40,12 @@ use switchyard_log::supervise::join_panic;
 use switchyard_log::{Backend, DeadLetterStore, LogError};
 use switchyard_sources::{Clients, Outlets, Sources};
 
+use crate::declaration::Catalog;
+
 pub use crate::admission::Admission;
 pub use crate::controller::{ControlError, Controller};
 pub use crate::declaration::{check_namespace, Declaration, Kind, SourceDeclaration};
+pub use crate::kafka_sinks::{KafkaSinkError, KafkaSinks};
 
 /// How the engine runs.
 #[derive(Clone, Default)]
@@ -54,6 +58,10 @@ pub struct Settings {
     pub header_encoding: HeaderEncoding,
     /// How many brokers, triggers and sources a namespace may hold.
     pub quotas: Quotas,
+    /// Where this node listens, when it is known before the engine starts: the loop guard and
+    /// the triggers delivering to KafkaSinks (at this node's address) need it from the first
+    /// declaration applied. `Controller::serving_at` sets it later otherwise.
+    pub serving_at: Option<std::net::SocketAddr>,
 }
 
 /// Per-namespace limits on declarations, so one tenant (or one runaway script) cannot exhaust
@@ -94,6 +102,7 @@ pub struct Engine {
     admission: Arc<Admission>,
     controller: Arc<Controller>,
     sources: Arc<Sources>,
+    kafka_sinks: Arc<KafkaSinks>,
 }
 
 impl Engine {
@@ -107,23 +116,41 @@ impl Engine {
         if let Some(spans) = settings.spans {
             client = client.with_spans(spans);
         }
-        let outlets = Outlets { admission: admission.clone(), http: Arc::new(sinks::HttpPoster::new(client.clone())) };
+        let catalog = Arc::new(Catalog::default());
+        let kafka_sinks = Arc::new(KafkaSinks::new(catalog.clone(), clients.kafka_producer.clone()));
+        let outlets = Outlets {
+            admission: admission.clone(),
+            http: Arc::new(sinks::HttpPoster::new(client.clone())),
+            kafka_sinks: kafka_sinks.clone(),
+        };
         let sources = Sources::start(outlets, clients, log.state(), backend.placement.clone());
         let dispatcher = Dispatcher::new(log.clone(), client, admission.clone());
         let changes = backend.declarations.changes()?;
-        let controller = Arc::new(Controller::new(controller::Parts {
-            log,
-            declarations: backend.declarations.clone(),
-            admission: admission.clone(),
-            dispatcher,
-            sources: sources.clone(),
-            quotas: settings.quotas,
-        }));
+        let controller = Arc::new(Controller::new(
+            controller::Parts {
+                log,
+                declarations: backend.declarations.clone(),
+                admission: admission.clone(),
+                dispatcher,
+                sources: sources.clone(),
+                kafka_sinks: kafka_sinks.clone(),
+                quotas: settings.quotas,
+            },
+            catalog,
+        ));
+        if let Some(address) = settings.serving_at {
+            controller.serving_at(address);
+        }
         tokio::spawn(follow(Arc::downgrade(&controller), changes.receiver));
         tokio::spawn(retry_failed(Arc::downgrade(&controller)));
         controller.applied(changes.replayed).await;
         tracing::info!(declarations = changes.replayed, "declarations applied");
-        Ok(Engine { backend, admission, controller, sources })
+        Ok(Engine { backend, admission, controller, sources, kafka_sinks })
+    }
+
+    /// The KafkaSinks: where their HTTP address writes.
+    pub fn kafka_sinks(&self) -> &KafkaSinks {
+        &self.kafka_sinks
     }
 
     /// The one way events enter a broker.

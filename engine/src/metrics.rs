@@ -31,6 +31,13 @@ pub const APPEND_DURATION: &str = "switchyard_log_append_duration_seconds";
 /// Declarations that could not be applied on this node, by `kind` (retried; the resource's
 /// status says why).
 pub const DECLARATIONS_FAILED: &str = "switchyard_declaration_failures_total";
+/// Events given to KafkaSinks, by `outcome`: `written` (Kafka acknowledged them) or `failed`
+/// (the writer was answered with an error: a trigger retries, a source keeps trying).
+pub const KAFKA_SINK_EVENTS: &str = "switchyard_kafkasink_events_total";
+
+pub(crate) fn kafka_sink_records(outcome: &'static str, events: usize) {
+    metrics::counter!(KAFKA_SINK_EVENTS, "outcome" => outcome).increment(events as u64);
+}
 
 pub(crate) fn appended(origin: &Origin, elapsed: Duration) {
     if matches!(origin, Origin::Ingest { .. } | Origin::Source(_)) {
@@ -102,6 +109,7 @@ pub fn describe(log: &dyn EventLog) {
         "Time from the append of producers' or sources' events to their being durable."
     );
     describe_counter!(DECLARATIONS_FAILED, "Declarations that could not be applied on this node, by kind.");
+    describe_counter!(KAFKA_SINK_EVENTS, "Events given to KafkaSinks, by outcome (written, failed).");
     describe_counter!(
         dispatch::TASK_PANICS,
         "Panics caught in tasks (delivery, redrive, worker, fanout, source, declarations), by task; the work is retried or the task restarted."
@@ -114,6 +122,14 @@ pub fn describe(log: &dyn EventLog) {
     describe_counter!(
         sources::KAFKA_BAD_RECORDS,
         "KafkaSource records that are not what they claim (wrapped) or cannot be events (skipped), by reason."
+    );
+    describe_counter!(
+        sources::BAD_MESSAGES,
+        "Message-queue source messages that are not what they claim (wrapped) or cannot be events (skipped), by kind and reason."
+    );
+    describe_counter!(
+        sources::RECONNECTS,
+        "Times a message-queue source lost or could not reach its server and connects again, by kind."
     );
     describe_counter!(
         dispatch::UNDECODABLE_RECORDS,

@@ -26,8 +26,13 @@
 
 pub mod github;
 pub mod kafka;
+pub mod message;
 pub mod metrics;
+pub mod mqtt;
+pub mod nats;
 pub mod ping;
+pub mod rabbitmq;
+pub mod redis_streams;
 mod resource;
 mod runtime;
 mod sink;
@@ -37,18 +42,26 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use switchyard_event::Event;
-use switchyard_log::records::RecordConnector;
+use switchyard_log::records::{RecordConnector, RecordProducer};
 use switchyard_meta::ValidationError;
 
 pub use crate::resource::{parse_source, CeOverrides, Declared, Sink, SinkSpec, Source, SourceRef};
 pub use crate::runtime::{Sources, Stopped, WebhookAnswer, WebhookFailure, WebhookTarget};
-pub use crate::sink::{Emitter, HttpSink, Outlets, SinkError};
+pub use crate::sink::{Emitter, HttpSink, KafkaSinkOutlet, Outlets, SinkError};
 
 /// Every kind of source, in the order the API lists them. Adding a source is its folder plus
 /// one line here: the REST routes, the OpenAPI enum of kinds and the CLI's kinds come from
 /// this list.
 pub fn kinds() -> &'static [&'static dyn SourceKind] {
-    &[&github::GitHub, &ping::Ping, &kafka::Kafka]
+    &[
+        &github::GitHub,
+        &ping::Ping,
+        &kafka::Kafka,
+        &nats::Nats,
+        &rabbitmq::Rabbitmq,
+        &mqtt::Mqtt,
+        &redis_streams::RedisStream,
+    ]
 }
 
 /// Clients of outside systems that some kinds need, given by the binary (which links them).
@@ -56,6 +69,9 @@ pub fn kinds() -> &'static [&'static dyn SourceKind] {
 pub struct Clients {
     /// Connects consumers to Kafka clusters (KafkaSource); `None` in a build without Kafka.
     pub kafka: Option<Arc<dyn RecordConnector>>,
+    /// Writes records to Kafka clusters (KafkaSink, which the engine runs); `None` in a build
+    /// without Kafka.
+    pub kafka_producer: Option<Arc<dyn RecordProducer>>,
 }
 
 /// The kind whose REST path segment is `plural` (`pingsources`).
@@ -92,6 +108,13 @@ pub trait SourceKind: Send + Sync + 'static {
     /// The schema of the kind's spec, for the API documentation.
     #[cfg(feature = "openapi")]
     fn spec_schema(&self) -> SpecSchema;
+
+    /// A note for the `Ready=True` condition of a source that runs as declared: a property of
+    /// what was declared the user should see (a delivery guarantee weaker than at least once),
+    /// as a reason and message.
+    fn ready_note(&self, _source: &Declared) -> Option<(&'static str, String)> {
+        None
+    }
 
     /// For a webhook source, the path segment of its endpoint: `/webhooks/{path}/{ns}/{name}`.
     fn webhook_path(&self) -> Option<&'static str> {

@@ -21,6 +21,23 @@ pub(crate) fn kafka_bad_record(reason: &'static str) {
     metrics::counter!(KAFKA_BAD_RECORDS, "reason" => reason).increment(1);
 }
 
+/// Messages of the message-queue sources that are not what they claim or cannot be events, by
+/// source `kind` and `reason`: `invalid_cloudevent` (claims to be a CloudEvent but is not a
+/// valid one: wrapped and sent), `unmappable` (no event can carry it: skipped and acknowledged).
+pub const BAD_MESSAGES: &str = "switchyard_source_bad_messages_total";
+
+pub(crate) fn bad_message(kind: &'static str, reason: &'static str) {
+    metrics::counter!(BAD_MESSAGES, "kind" => kind, "reason" => reason).increment(1);
+}
+
+/// Times a message-queue source lost (or could not reach) its server and connects again, by
+/// source `kind`.
+pub const RECONNECTS: &str = "switchyard_source_reconnects_total";
+
+pub(crate) fn reconnect(kind: &'static str) {
+    metrics::counter!(RECONNECTS, "kind" => kind).increment(1);
+}
+
 /// Tasks that panicked, by `task` (the dispatcher's series; the sources' tasks are `source`).
 pub(crate) const TASK_PANICS: &str = "switchyard_task_panics_total";
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use switchyard_event::AttrValue;
+use switchyard_meta::kafka_sink;
 use switchyard_meta::resources::{parse_resource, validate_dns_label, validate_http_url};
 use switchyard_meta::ValidationError;
 use url::Url;
@@ -20,12 +21,13 @@ const BROKER_API_VERSION: &str = "eventing.knative.dev/v1";
 pub use switchyard_meta::Source;
 
 /// `spec.sink`: a Knative Destination. Without Kubernetes, a `ref` can only name a Switchyard
-/// broker in the source's namespace.
+/// broker or a KafkaSink in the source's namespace.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SinkSpec {
-    /// A Broker in the source's namespace: `{"kind": "Broker", "name": …}`.
+    /// A Broker in the source's namespace: `{"kind": "Broker", "name": …}`, or a KafkaSink
+    /// (`{"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "KafkaSink", "name": …}`).
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<SinkRef>,
     /// Or an absolute http(s) URL that receives every event in binary mode.
@@ -39,7 +41,7 @@ pub struct SinkSpec {
     pub audience: Option<String>,
 }
 
-/// `spec.sink.ref`: a Knative KReference to a Broker.
+/// `spec.sink.ref`: a Knative KReference to a Broker or a KafkaSink.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -47,7 +49,7 @@ pub struct SinkRef {
     /// `eventing.knative.dev/v1` if present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// `Broker`.
+    /// `Broker` or `KafkaSink`.
     pub kind: String,
     /// The broker's name.
     pub name: String,
@@ -90,11 +92,23 @@ pub(crate) fn check_common(sink: Option<&SinkSpec>, overrides: Option<&CeOverrid
             return Err(ValidationError::field("spec.sink", "give either 'ref' or 'uri', not both".to_owned()))
         }
         (None, None) => return Err(ValidationError::field("spec.sink", "needs 'ref' (a Broker) or 'uri'".to_owned())),
+        (Some(reference), None) if reference.kind == kafka_sink::KIND => {
+            if let Some(api_version) = reference.api_version.as_deref().filter(|v| *v != kafka_sink::API_VERSION) {
+                return Err(ValidationError::field(
+                    "spec.sink.ref.apiVersion",
+                    format!("'{api_version}' is not supported for a KafkaSink: use '{}'", kafka_sink::API_VERSION),
+                ));
+            }
+            validate_dns_label("spec.sink.ref.name", &reference.name)?;
+        }
         (Some(reference), None) => {
             if reference.kind != "Broker" {
                 return Err(ValidationError::field(
                     "spec.sink.ref.kind",
-                    format!("'{}' cannot be resolved without Kubernetes: use 'Broker' or give a 'uri'", reference.kind),
+                    format!(
+                        "'{}' cannot be resolved without Kubernetes: use 'Broker' or 'KafkaSink', or give a 'uri'",
+                        reference.kind
+                    ),
                 ));
             }
             if let Some(api_version) = reference.api_version.as_deref().filter(|v| *v != BROKER_API_VERSION) {
@@ -189,6 +203,8 @@ impl std::fmt::Display for SourceRef {
 pub enum Sink {
     /// A broker of the source's namespace.
     Broker(String),
+    /// A KafkaSink of the source's namespace.
+    KafkaSink(String),
     /// An HTTP endpoint.
     Uri(Url),
 }
@@ -233,6 +249,7 @@ impl Declared {
             .unwrap_or_default();
         check_common(Some(&sink), Some(&overrides))?;
         let sink = match (sink.reference, sink.uri) {
+            (Some(reference), _) if reference.kind == kafka_sink::KIND => Sink::KafkaSink(reference.name),
             (Some(reference), _) => Sink::Broker(reference.name),
             (None, Some(uri)) => {
                 Sink::Uri(Url::parse(&uri).map_err(|e| ValidationError::field("spec.sink.uri", e.to_string()))?)

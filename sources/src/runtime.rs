@@ -370,10 +370,14 @@ impl Sources {
             _ => None,
         };
         let reported = || entry.and_then(|entry| lock(&entry.problem).clone());
+        let ready = || {
+            kind.ready_note(&declared)
+                .map_or_else(Condition::ready, |(reason, message)| Condition::ready_because(reason, message))
+        };
         let condition = compiled
             .or(missing_broker)
             .or_else(reported)
-            .map_or_else(Condition::ready, |problem| Condition::not_ready(problem.reason, problem.message));
+            .map_or_else(ready, |problem| Condition::not_ready(problem.reason, problem.message));
         status.conditions.push(condition);
         status
     }
@@ -789,6 +793,13 @@ impl RunContext {
                     crate::metrics::events(self.declared.id.kind, "sent", count);
                     return Ok(());
                 }
+                Err(SinkError::Refused(LimitExceeded::TooManyEvents { limit, .. })) if limit > 0 && count > limit => {
+                    // More than the broker takes at once: in batches it takes.
+                    for chunk in events.chunks(limit) {
+                        Box::pin(self.deliver(chunk.to_vec())).await?;
+                    }
+                    return Ok(());
+                }
                 Err(SinkError::Refused(_)) if count > 1 => {
                     // All or nothing refuses the whole batch for one event: find it.
                     for event in events {
@@ -811,8 +822,7 @@ impl RunContext {
                         SinkError::UnknownBroker(_) => "SinkNotFound",
                         _ => "SinkUnavailable",
                     };
-                    let first = lock(&self.problem).as_ref().is_none_or(|p| p.reason != reason);
-                    if first {
+                    if self.problem_reason() != Some(reason) {
                         tracing::warn!(source = %self.declared.id, %error, "the sink does not take events; retrying");
                     }
                     self.report(Some(NotReady { reason, message: error.to_string() }));
@@ -820,6 +830,11 @@ impl RunContext {
                 }
             }
         }
+    }
+
+    /// The reason of what the source's status says is wrong now, if anything.
+    pub fn problem_reason(&self) -> Option<&'static str> {
+        lock(&self.problem).as_ref().map(|problem| problem.reason)
     }
 
     /// Sets (or, with `None`, clears) what the source's status says is wrong.

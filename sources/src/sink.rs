@@ -43,13 +43,23 @@ impl From<Refusal> for SinkError {
     }
 }
 
-/// What a source's events go through: admission into brokers, and the HTTP sink.
+/// A source's KafkaSink: what the engine provides over its Kafka producer.
+#[async_trait]
+pub trait KafkaSinkOutlet: Send + Sync + 'static {
+    /// Writes the events of `source` to KafkaSink `sink` of its namespace, in order; returns once
+    /// Kafka acknowledged each.
+    async fn write(&self, source: &SourceRef, sink: &str, events: Vec<Event>) -> Result<(), SinkError>;
+}
+
+/// What a source's events go through: admission into brokers, the HTTP sink, KafkaSinks.
 #[derive(Clone)]
 pub struct Outlets {
     /// The engine's admission.
     pub admission: Arc<dyn Admit>,
     /// The engine's delivery client.
     pub http: Arc<dyn HttpSink>,
+    /// The engine's KafkaSinks.
+    pub kafka_sinks: Arc<dyn KafkaSinkOutlet>,
 }
 
 /// Sends one source's events to its sink, with its `ceOverrides` applied.
@@ -81,15 +91,17 @@ impl Emitter {
                 Ok(())
             }
             Sink::Uri(uri) => self.outlets.http.post(&self.source, uri, events).await,
+            Sink::KafkaSink(sink) => self.outlets.kafka_sinks.write(&self.source, sink, events).await,
         }
     }
 }
 
-/// A sink as Knative's `status.sinkUri` shows it: the URI, or the broker's ingest URL on this
-/// server (`base_url`).
+/// A sink as Knative's `status.sinkUri` shows it: the URI, or the broker's ingest URL (the
+/// KafkaSink's address) on this server (`base_url`).
 pub(crate) fn sink_uri(base_url: &str, namespace: &str, sink: &Sink) -> String {
     match sink {
         Sink::Broker(broker) => format!("{base_url}/{namespace}/{broker}"),
         Sink::Uri(uri) => uri.to_string(),
+        Sink::KafkaSink(sink) => switchyard_meta::kafka_sink::address(base_url, namespace, sink),
     }
 }

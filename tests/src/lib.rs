@@ -94,6 +94,25 @@ pub fn produce(topic: &str, records: &[Value]) -> Vec<(i32, i64)> {
         .collect()
 }
 
+/// Reads the first `count` records of `topic` on the test Kafka (from its start, with a group
+/// of its own): one JSON object each (`partition`, `offset`, `key`, `headers`, `value` or
+/// `value_base64`: see `broker/kafka/examples/kafka_tool.rs`). Fails when fewer arrive in 30 s.
+pub fn consume(topic: &str, count: usize) -> Vec<Value> {
+    let output = Command::new(kafka_tool())
+        .args([kafka_bootstrap().as_str(), "consume", topic, &count.to_string()])
+        .output()
+        .expect("run kafka_tool");
+    assert!(
+        output.status.success(),
+        "kafka_tool consume {topic} {count} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a json line"))
+        .collect()
+}
+
 /// A cluster name no other test uses: Kafka topics, groups and the shared declarations of
 /// servers started with it are prefixed with it, so tests sharing one Kafka never meet.
 pub fn fresh_cluster() -> String {

@@ -19,7 +19,15 @@ const BROKER: &str = "b";
 const TRIGGER: &str = "t";
 const EVENT_TYPE: &str = "openapi.test";
 const SOURCE: &str = "gh";
+const KAFKA_SINK: &str = "k";
 const WEBHOOK_SECRET: &str = "openapi-secret";
+
+/// A KafkaSink on the test Kafka, whose topic it creates.
+fn kafka_sink_spec() -> Value {
+    static TOPIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let topic = TOPIC.get_or_init(|| format!("openapi-{}", uuid::Uuid::new_v4().simple()));
+    json!({"topic": topic, "bootstrapServers": [switchyard_tests::kafka_bootstrap()], "numPartitions": 1, "replicationFactor": 1})
+}
 
 fn source_spec() -> Value {
     json!({
@@ -183,6 +191,7 @@ fn requests_for(operation_id: &str, operation: &Value, subscriber: &str, redrive
         "evaluate_cesql" => Some(json!({"expression": "type LIKE 'openapi.%'", "event": event("c")})),
         "redrive_dead_letters" => Some(json!({"ids": [redrive_id]})),
         "put_source" => Some(json!({"spec": source_spec()})),
+        "put_kafka_sink" => Some(json!({"spec": kafka_sink_spec()})),
         _ => None,
     };
     let Some(content) = operation["requestBody"]["content"].as_object() else {
@@ -197,7 +206,7 @@ fn requests_for(operation_id: &str, operation: &Value, subscriber: &str, redrive
         ];
         return vec![Request { content_type: Some("application/json"), headers, body: Some(body) }];
     }
-    if operation_id == "ingest_post" {
+    if operation_id == "ingest_post" || operation_id == "write_to_kafka_sink" {
         return content
             .keys()
             .map(|media_type| match media_type.as_str() {
@@ -232,6 +241,8 @@ fn requests_for(operation_id: &str, operation: &Value, subscriber: &str, redrive
 fn concrete_path(template: &str, dead_letter_id: &str) -> String {
     let name = if template.contains("/brokers/{name}") {
         BROKER
+    } else if template.contains("kafkasinks/") {
+        KAFKA_SINK
     } else if template.contains("{sources}") || template.contains("{webhook}") {
         SOURCE
     } else {
@@ -293,6 +304,10 @@ async fn every_documented_operation_is_served_with_a_documented_answer() {
     server.trigger(NAMESPACE, TRIGGER, trigger_spec(&subscriber.url)).await;
     let (status, body) =
         server.put(&format!("/v1/namespaces/{NAMESPACE}/githubsources/{SOURCE}"), json!({"spec": source_spec()})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = server
+        .put(&format!("/v1/namespaces/{NAMESPACE}/kafkasinks/{KAFKA_SINK}"), json!({"spec": kafka_sink_spec()}))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let status = server.send_batch(NAMESPACE, BROKER, &[event("first"), event("second")]).await;
     assert_eq!(status, StatusCode::ACCEPTED);

@@ -215,3 +215,24 @@ async fn the_sources_list_route_leaves_ingest_into_namespace_v1_alone() {
     let (status, list) = server.get("/v1/pingsources").await;
     assert_eq!((status, list["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{list}");
 }
+
+/// The example files apply as they are, every object in them valid.
+#[tokio::test]
+async fn the_example_files_apply() {
+    let server = Server::start().await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    for name in ["shop.yaml", "sources.yaml", "queues.yaml"] {
+        let file = examples.join(name);
+        let output = cli(&server, &["apply", "-f", file.to_str().unwrap()]);
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    for path in [
+        "/v1/namespaces/shop/natssources/orders",
+        "/v1/namespaces/shop/rabbitmqsources/payments",
+        "/v1/namespaces/shop/mqttsources/sensors",
+        "/v1/namespaces/shop/redisstreamsources/audit",
+    ] {
+        let (status, body) = server.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+}

@@ -1,4 +1,4 @@
-//! The CRUD handlers every declared kind shares — brokers, triggers and each source kind — as
+//! The CRUD handlers every declared kind shares — brokers, triggers, each source kind, KafkaSinks — as
 //! generic functions over the engine's [`Kind`]. Each route module only names its paths and
 //! documents them.
 
@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use switchyard_engine::{check_namespace, Declaration, Kind};
+use switchyard_meta::kafka_sink::{KafkaSinkSpec, KafkaSinkStatus};
 use switchyard_meta::resources::{BrokerSpec, TriggerSpec};
 use switchyard_meta::status::{BrokerStatus, SourceStatus, TriggerStatus};
 use switchyard_meta::{Resource, Upsert};
@@ -23,6 +24,7 @@ pub(crate) enum Object {
     Broker(Resource<BrokerSpec, BrokerStatus>),
     Trigger(Resource<TriggerSpec, TriggerStatus>),
     Source(Resource<serde_json::Value, SourceStatus>),
+    KafkaSink(Resource<KafkaSinkSpec, KafkaSinkStatus>),
 }
 
 /// Resources of one kind.
@@ -49,6 +51,10 @@ fn with_status(state: &AppState, declaration: Declaration) -> Object {
             let status = controller.source_status(&source, &state.base_url);
             Object::Source(source.source.with_status(status))
         }
+        Declaration::KafkaSink(sink) => {
+            let status = controller.kafka_sink_status(&sink, &state.base_url);
+            Object::KafkaSink(sink.with_status(status))
+        }
     }
 }
 
@@ -58,13 +64,14 @@ fn without_status(declaration: Declaration) -> Object {
         Declaration::Broker(broker) => Object::Broker(broker.unobserved()),
         Declaration::Trigger(trigger) => Object::Trigger(trigger.unobserved()),
         Declaration::Source(source) => Object::Source(source.source.unobserved()),
+        Declaration::KafkaSink(sink) => Object::KafkaSink(sink.unobserved()),
     }
 }
 
 fn not_found(kind: Kind, namespace: &str, name: &str) -> ApiError {
     let what = match kind {
         Kind::Broker | Kind::Trigger => kind.name().to_ascii_lowercase(),
-        Kind::Source(_) => kind.name().to_owned(),
+        Kind::Source(_) | Kind::KafkaSink => kind.name().to_owned(),
     };
     ApiError::not_found(format!("{what} '{namespace}/{name}' does not exist"))
 }

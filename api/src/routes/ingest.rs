@@ -170,7 +170,7 @@ async fn ingest(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-fn event_error(error: EventError) -> ApiError {
+pub(crate) fn event_error(error: EventError) -> ApiError {
     match error {
         EventError::UnsupportedFormat(_) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string()),
         _ => ApiError::bad_request(error.to_string()),

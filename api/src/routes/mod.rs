@@ -1,5 +1,5 @@
 //! The HTTP surface, one module per resource: ingest (`/{namespace}/{broker}`), brokers,
-//! triggers, sources and their webhooks, dead letters, filters, and operations (health,
+//! triggers, sources and their webhooks, KafkaSinks and their address, dead letters, filters, and operations (health,
 //! readiness, metrics, the OpenAPI document). Handlers decode requests and encode answers; what
 //! they mean is the engine's.
 
@@ -8,6 +8,7 @@ mod dead_letters;
 mod declarations;
 mod filters;
 mod ingest;
+mod kafka_sinks;
 mod operations;
 mod sources;
 mod triggers;
@@ -45,8 +46,9 @@ pub enum RouteClass {
     /// `GET /healthz`, `/readyz`, `/metrics`: exempt from the concurrency limit, so that a
     /// node at its limit is not taken for a dead one.
     Operations,
-    /// `/{namespace}/{broker}` (and every method but GET on `/v1/{broker}`): held to
-    /// `max_batch_bytes`, and to `max_event_bytes` by content mode in the handler.
+    /// `/{namespace}/{broker}` (and every method but GET on `/v1/{broker}`), and a KafkaSink's
+    /// address `/kafkasinks/{namespace}/{name}`: held to `max_batch_bytes`, and to
+    /// `max_event_bytes` by content mode in the handler.
     Ingest,
     /// `/webhooks/…`: held to `max_batch_bytes` (checked by the handler once the source is
     /// known).
@@ -84,6 +86,7 @@ impl RouteClass {
                 RouteClass::Operations
             }
             ["webhooks", ..] => RouteClass::Webhook,
+            ["kafkasinks", _, _] => RouteClass::Ingest,
             // `GET /v1/{sources}` lists sources; any other method there is ingest (see [`api`]).
             ["v1", _] if method == Method::GET => RouteClass::Api,
             [namespace, broker] if !namespace.is_empty() && !broker.is_empty() => RouteClass::Ingest,
@@ -131,6 +134,10 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sources::list_sources))
         .routes(routes!(sources::get_source, sources::put_source, sources::delete_source))
         .routes(routes!(sources::receive_webhook))
+        .routes(routes!(kafka_sinks::list_all_kafka_sinks))
+        .routes(routes!(kafka_sinks::list_kafka_sinks))
+        .routes(routes!(kafka_sinks::get_kafka_sink, kafka_sinks::put_kafka_sink, kafka_sinks::delete_kafka_sink))
+        .routes(routes!(kafka_sinks::write_to_kafka_sink))
         // Any other method on the ingest path: 405 with `Allow: POST, OPTIONS`.
         .routes(routes!(ingest::ingest_post, ingest::ingest_options).map(|methods| methods.fallback(ingest_endpoint)))
 }
@@ -150,6 +157,7 @@ mod tests {
         assert_eq!(class(Method::POST, "/v1/orders"), RouteClass::Ingest);
         assert_eq!(class(Method::GET, "/v1/pingsources"), RouteClass::Api);
         assert_eq!(class(Method::POST, "/webhooks/github/default/repo"), RouteClass::Webhook);
+        assert_eq!(class(Method::POST, "/kafkasinks/default/out"), RouteClass::Ingest);
         assert_eq!(class(Method::PUT, "/v1/namespaces/default/brokers/b"), RouteClass::Api);
         assert_eq!(class(Method::POST, "/v1/filters/test"), RouteClass::Api);
         assert_eq!(class(Method::POST, "/v1/cesql/evaluate"), RouteClass::Api);

@@ -19,15 +19,14 @@
 use bytes::Bytes;
 
 use crate::error::EventError;
-use crate::http::{invalid, starts_with_ignore_ascii_case, STRUCTURED_MEDIA_TYPE};
 use crate::json;
-use crate::model::{AttrValue, Data, DataForm, Event};
+use crate::model::{AttrValue, DataForm, Event};
 
 /// Prefix of the binary-mode attribute headers (§3.2.3.1).
 pub const HEADER_PREFIX: &str = "ce_";
 /// The header carrying `datacontenttype` in binary mode (§3.2.1) and the event format in
 /// structured mode (§3.3.1).
-pub const CONTENT_TYPE: &str = "content-type";
+pub const CONTENT_TYPE: &str = crate::headers::CONTENT_TYPE;
 /// Switchyard's private header restoring what binary mode cannot carry: the types of non-string
 /// extensions and, when it cannot be inferred, the data form (see the module documentation).
 /// Other consumers ignore it.
@@ -36,10 +35,6 @@ pub const TYPES_HEADER: &str = "switchyard_types";
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json; charset=utf-8";
 /// The attribute the key mapping reads (§3.1; the Partitioning extension).
 pub const PARTITION_KEY: &str = "partitionkey";
-
-/// Prefix of every CloudEvents media type: a `content-type` starting with it selects structured
-/// mode (§3).
-const CLOUDEVENTS_MEDIA_TYPE_PREFIX: &str = "application/cloudevents";
 
 /// A Kafka record as the binding sees it: key, headers in order, and value. `None` is Kafka's
 /// null (a null key, or a value-less record: binary mode's event without data, §3.2.2).
@@ -141,6 +136,8 @@ pub fn encode_structured(event: &Event) -> KafkaRecord {
 ///   [`DataForm::infer`] gives it, and a null value means no data (§3.2.2). Then
 ///   [`TYPES_HEADER`], if present, restores extension types and the data form.
 ///
+/// This is [`crate::headers::decode`] with the prefix `ce_`.
+///
 /// The key is not consulted: the key mapping must not modify the event (§3.1), so a record key
 /// never becomes a `partitionkey` attribute; an event that has one carries it as a header.
 ///
@@ -151,133 +148,7 @@ pub fn decode<'a>(
     _key: Option<&[u8]>,
     value: Option<Bytes>,
 ) -> Result<Event, EventError> {
-    let headers: Vec<(&str, Option<&[u8]>)> = headers.into_iter().collect();
-    let content_type = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE)).map(|(_, v)| *v);
-    // A binary-mode event whose `datacontenttype` is itself a CloudEvents media type has a
-    // `content-type` that reads as structured mode; its `ce_specversion` header settles it
-    // (a structured-mode record carries no `ce_` headers, §3.3), so every event the encoder
-    // writes reads back (found by the kafka_record fuzz target).
-    let binary = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("ce_specversion"));
-    if let (Some(Some(content_type)), false) = (content_type, binary) {
-        if let Ok(text) = std::str::from_utf8(content_type) {
-            let media_type = text.split(';').next().unwrap_or_default().trim();
-            if starts_with_ignore_ascii_case(media_type, CLOUDEVENTS_MEDIA_TYPE_PREFIX) {
-                if !media_type.eq_ignore_ascii_case(STRUCTURED_MEDIA_TYPE) {
-                    return Err(EventError::UnsupportedFormat(text.to_owned()));
-                }
-                let value = value.ok_or_else(|| {
-                    EventError::Malformed("a structured-mode record has no value (Kafka binding §3.3.2)".to_owned())
-                })?;
-                return json::decode_event(&value);
-            }
-        }
-    }
-    decode_binary(&headers, value)
-}
-
-fn decode_binary(headers: &[(&str, Option<&[u8]>)], value: Option<Bytes>) -> Result<Event, EventError> {
-    let mut attributes = Vec::with_capacity(headers.len());
-    let mut has_specversion = false;
-    let mut types: Option<&[u8]> = None;
-    for &(header, header_value) in headers {
-        let name = if header.eq_ignore_ascii_case(CONTENT_TYPE) {
-            "datacontenttype"
-        } else if header.len() >= HEADER_PREFIX.len()
-            && header.as_bytes()[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX.as_bytes())
-        {
-            // The prefix is ASCII, so this slice starts on a character boundary.
-            let name = &header[HEADER_PREFIX.len()..];
-            if name.is_empty() {
-                return Err(EventError::Malformed(format!("header '{header}' names no attribute")));
-            }
-            has_specversion |= name == "specversion";
-            name
-        } else if header == TYPES_HEADER {
-            if types.is_some() {
-                return Err(EventError::Malformed(format!("header '{TYPES_HEADER}' appears twice")));
-            }
-            types = Some(header_value.unwrap_or_default());
-            continue;
-        } else {
-            continue;
-        };
-        let bytes = header_value.ok_or_else(|| invalid(name, "the header has no value"))?;
-        let text = std::str::from_utf8(bytes).map_err(|_| invalid(name, "the header value is not valid utf-8"))?;
-        attributes.push((name.to_owned(), AttrValue::String(text.to_owned())));
-    }
-    if !has_specversion {
-        // Most likely not a CloudEvent at all: say so before anything else.
-        return Err(EventError::MissingAttribute("specversion"));
-    }
-    let mut data = value.map(|bytes| {
-        let content_type = attributes.iter().find(|(n, _)| n == "datacontenttype").and_then(|(_, v)| v.as_str());
-        Data { form: DataForm::infer(content_type, &bytes), bytes }
-    });
-    if let Some(types) = types {
-        apply_types(types, &mut attributes, &mut data)?;
-    }
-    Event::new(attributes, data)
-}
-
-/// Applies [`TYPES_HEADER`]: `name=boolean`, `name=integer` and `data=json|text|binary`,
-/// comma-separated.
-fn apply_types(
-    header: &[u8],
-    attributes: &mut [(String, AttrValue)],
-    data: &mut Option<Data>,
-) -> Result<(), EventError> {
-    let header = std::str::from_utf8(header)
-        .map_err(|_| EventError::Malformed(format!("header '{TYPES_HEADER}' is not valid utf-8")))?;
-    for entry in header.split(',').filter(|entry| !entry.is_empty()) {
-        let Some((name, kind)) = entry.split_once('=') else {
-            return Err(EventError::Malformed(format!("header '{TYPES_HEADER}' has an entry without '=': '{entry}'")));
-        };
-        if name == "data" {
-            let form = match kind {
-                "json" => DataForm::Json,
-                "text" => DataForm::Text,
-                "binary" => DataForm::Binary,
-                _ => {
-                    return Err(EventError::Malformed(format!(
-                        "header '{TYPES_HEADER}' names unknown data form '{kind}'"
-                    )))
-                }
-            };
-            let Some(data) = data.as_mut() else {
-                return Err(EventError::Malformed(format!(
-                    "header '{TYPES_HEADER}' gives a data form but the record has no value"
-                )));
-            };
-            data.form = form;
-            continue;
-        }
-        let Some((_, value)) = attributes.iter_mut().find(|(n, _)| n == name) else {
-            return Err(EventError::Malformed(format!(
-                "header '{TYPES_HEADER}' types attribute '{name}', which the record does not carry"
-            )));
-        };
-        let AttrValue::String(text) = &*value else {
-            return Err(EventError::Malformed(format!("header '{TYPES_HEADER}' types attribute '{name}' twice")));
-        };
-        *value = match kind {
-            "boolean" => match text.as_str() {
-                "true" => AttrValue::Bool(true),
-                "false" => AttrValue::Bool(false),
-                _ => return Err(invalid(name, &format!("'{text}' is not a boolean, as '{TYPES_HEADER}' says"))),
-            },
-            "integer" => match text.parse::<i32>() {
-                // Only the canonical form, so one event has one record.
-                Ok(n) if n.to_string() == *text => AttrValue::Integer(n),
-                _ => return Err(invalid(name, &format!("'{text}' is not an integer, as '{TYPES_HEADER}' says"))),
-            },
-            _ => {
-                return Err(EventError::Malformed(format!(
-                    "header '{TYPES_HEADER}' gives attribute '{name}' unknown type '{kind}'"
-                )))
-            }
-        };
-    }
-    Ok(())
+    crate::headers::decode(headers, HEADER_PREFIX, value)
 }
 
 fn form_name(form: DataForm) -> &'static str {
@@ -291,6 +162,7 @@ fn form_name(form: DataForm) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Data;
     use crate::testing::{arb_event, invalid_cases, required, s};
     use proptest::prelude::*;
 
@@ -461,7 +333,7 @@ mod tests {
         }
         let headers = [(CONTENT_TYPE, Some(STRUCTURED_CONTENT_TYPE.as_bytes()))];
         let err = decode(headers, None, None).unwrap_err();
-        assert!(err.to_string().contains("no value"), "{err}");
+        assert!(err.to_string().contains("no payload"), "{err}");
     }
 
     #[test]

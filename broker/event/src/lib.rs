@@ -11,12 +11,14 @@
 //! data bytes unchanged.
 
 pub mod error;
+pub mod headers;
 pub mod http;
 pub mod json;
 pub mod kafka;
 pub mod knative;
 pub mod limits;
 pub mod model;
+pub mod mqtt;
 pub mod storage;
 #[cfg(test)]
 mod testing;

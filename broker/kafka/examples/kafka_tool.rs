@@ -4,7 +4,13 @@
 //! kafka_tool BOOTSTRAP create-topic NAME PARTITIONS   # idempotent; waits until every partition has a leader
 //! kafka_tool BOOTSTRAP produce TOPIC < records.jsonl  # prints `partition offset` per record
 //! kafka_tool BOOTSTRAP delete-topic NAME              # idempotent; waits until it is gone
+//! kafka_tool BOOTSTRAP consume TOPIC COUNT            # the first COUNT records, as JSON lines
 //! ```
+//!
+//! `consume` reads the topic from its start (a fresh group of its own) until it has COUNT
+//! records or 30 s passed, and prints one JSON object a record: `{"partition", "offset", "key",
+//! "headers": [["name", "value"|null], ...], "value"}` (`value_base64` instead of `value` when
+//! it is not UTF-8). Fewer than COUNT records in time is a failure (after printing them).
 //!
 //! `produce` reads one JSON object a line (blank lines are skipped), every field optional:
 //! `{"key": "text"|null, "value": "text"|null, "value_base64": "...", "headers": [["name",
@@ -24,7 +30,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
@@ -32,7 +38,8 @@ use switchyard_log_kafka::KafkaConfig;
 
 const USAGE: &str = "usage: kafka_tool BOOTSTRAP create-topic NAME PARTITIONS
        kafka_tool BOOTSTRAP produce TOPIC   (JSON lines on stdin)
-       kafka_tool BOOTSTRAP delete-topic NAME";
+       kafka_tool BOOTSTRAP delete-topic NAME
+       kafka_tool BOOTSTRAP consume TOPIC COUNT";
 /// The bound on every wait: for the cluster to answer, a topic to be served or gone.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,6 +78,10 @@ async fn main() -> ExitCode {
         },
         [bootstrap, "produce", topic] => produce(bootstrap, topic).await,
         [bootstrap, "delete-topic", name] => delete_topic(bootstrap, name).await,
+        [bootstrap, "consume", topic, count] => match count.parse::<usize>() {
+            Ok(count) => consume(bootstrap, topic, count).await,
+            _ => return usage(&format!("count '{count}' is not a number")),
+        },
         _ => return usage("unknown command"),
     };
     match done {
@@ -276,4 +287,51 @@ async fn produce(bootstrap: &str, topic: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+async fn consume(bootstrap: &str, topic: &str, count: usize) -> Result<(), String> {
+    let group = format!("kafka-tool-{}", std::process::id());
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("cannot create a kafka consumer: {e}"))?;
+    consumer.subscribe(&[topic]).map_err(|e| format!("cannot subscribe to '{topic}': {e}"))?;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut printed = 0;
+        while printed < count && Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+            let message = message.map_err(|e| format!("cannot read '{topic}': {e}"))?;
+            let text = |bytes: &[u8]| std::str::from_utf8(bytes).map(str::to_owned).ok();
+            let headers: Vec<serde_json::Value> = message
+                .headers()
+                .map(|headers| {
+                    headers.iter().map(|h| serde_json::json!([h.key, h.value.and_then(&text)])).collect()
+                })
+                .unwrap_or_default();
+            let mut line = serde_json::json!({
+                "partition": message.partition(),
+                "offset": message.offset(),
+                "key": message.key().and_then(&text),
+                "headers": headers,
+            });
+            if let Some(value) = message.payload() {
+                match text(value) {
+                    Some(value) => line["value"] = value.into(),
+                    None => line["value_base64"] = STANDARD.encode(value).into(),
+                }
+            }
+            println!("{line}");
+            printed += 1;
+        }
+        match printed < count {
+            true => Err(format!("read {printed} of {count} records of '{topic}' in {TIMEOUT:?}")),
+            false => Ok(()),
+        }
+    })
+    .await
+    .map_err(|e| format!("consuming failed: {e}"))?
 }

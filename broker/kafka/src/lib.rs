@@ -66,6 +66,7 @@ mod cluster;
 mod config;
 mod consumer;
 mod deadletters;
+mod producers;
 mod records;
 mod state;
 mod subscription;
@@ -91,6 +92,7 @@ use crate::subscription::{KafkaSubscription, Registry, Start};
 pub use crate::cluster::{CompactedTopic, KafkaDeclarations, KafkaPlacement, Leases};
 pub use crate::config::{KafkaConfig, KafkaConfigError};
 pub use crate::deadletters::KafkaDeadLetters;
+pub use crate::producers::KafkaProducers;
 pub use crate::records::KafkaRecords;
 pub use crate::state::KafkaState;
 

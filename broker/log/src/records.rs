@@ -1,4 +1,5 @@
-//! Records of an outside Kafka cluster, for the sources that read one (KafkaSource).
+//! Records of an outside Kafka cluster, for the sources that read one (KafkaSource) and the sinks
+//! that write one (KafkaSink).
 //!
 //! The cluster a KafkaSource reads is the user's, not the log's: it is read the same way
 //! whichever log backend runs. The types are plain data and the client is a trait, so that
@@ -125,4 +126,42 @@ pub trait RecordConsumer: Send + 'static {
     /// Commits what was marked done, synchronously, and leaves the group. `Unavailable` when
     /// the final commit failed (the records since the last commit will be read again).
     async fn close(self: Box<Self>) -> Result<(), LogError>;
+}
+
+/// A record to produce: the Kafka binding's key, headers and value of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutgoingRecord {
+    /// The key, if any (the event's `partitionkey`).
+    pub key: Option<Vec<u8>>,
+    /// Header names and values, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The value; `None` for a record without one.
+    pub value: Option<Bytes>,
+}
+
+/// Writes records to topics of outside Kafka clusters (KafkaSink), as the connector reads them.
+#[async_trait]
+pub trait RecordProducer: Send + Sync + 'static {
+    /// Produces `records` to `topic` of the cluster at `bootstrap_servers`, in order, with
+    /// `acks=all` and idempotence; returns once Kafka acknowledged every one of them, or the
+    /// first failure: `LogError::Unavailable` when the cluster did not acknowledge within
+    /// `timeout`, `LogError::UnknownTopic` when the topic does not exist, `InvalidInput` for a
+    /// record Kafka cannot hold.
+    async fn produce(
+        &self,
+        bootstrap_servers: &str,
+        topic: &str,
+        records: Vec<OutgoingRecord>,
+        timeout: Duration,
+    ) -> Result<(), LogError>;
+
+    /// Creates `topic` on the cluster with `partitions` and `replication_factor` (the
+    /// cluster's defaults when `None`) unless it exists; returns once it is served.
+    async fn ensure_topic(
+        &self,
+        bootstrap_servers: &str,
+        topic: &str,
+        partitions: Option<i32>,
+        replication_factor: Option<i16>,
+    ) -> Result<(), LogError>;
 }

@@ -27,6 +27,12 @@ impl Condition {
         Condition { ty: "Ready".into(), status: "True".into(), reason: None, message: None }
     }
 
+    /// `Ready=True` with a note: a property the user chose, not a fault (a source that is
+    /// at most once, say).
+    pub fn ready_because(reason: &str, message: String) -> Condition {
+        Condition { ty: "Ready".into(), status: "True".into(), reason: Some(reason.into()), message: Some(message) }
+    }
+
     /// `Ready=False` with a reason.
     pub fn not_ready(reason: &str, message: String) -> Condition {
         Condition { ty: "Ready".into(), status: "False".into(), reason: Some(reason.into()), message: Some(message) }

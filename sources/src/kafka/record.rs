@@ -5,18 +5,18 @@
 //! valid one (Knative wraps those too; the source counts them). A record no event can carry is
 //! skipped, never a panic: the source goes on with the next one. Pure code.
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
 use bytes::Bytes;
 use switchyard_event::{AttrValue, Data, Event, EventError};
+
+use crate::message::{
+    extension_suffix, is_cloudevents_media_type, printable, rfc3339_millis, Extensions, CLOUDEVENTS_MEDIA_TYPE_PREFIX,
+};
 
 /// The type of a wrapped record (Knative's `KafkaEventType`).
 pub const EVENT_TYPE: &str = "dev.knative.kafka.event";
 /// Prefix of the extensions that carry a wrapped record's headers.
 const HEADER_EXTENSION_PREFIX: &str = "kafkaheader";
-/// The media types of CloudEvents formats (structured mode).
-const CLOUDEVENTS_MEDIA_TYPE_PREFIX: &str = "application/cloudevents";
 
 /// The parts of a record the mapping reads.
 #[derive(Debug, Clone, Copy)]
@@ -105,11 +105,7 @@ fn claims_to_be_a_cloudevent(headers: &[(String, Option<Vec<u8>>)]) -> bool {
     headers.iter().any(|(name, value)| {
         name.eq_ignore_ascii_case("ce_specversion")
             || (name.eq_ignore_ascii_case(switchyard_event::kafka::CONTENT_TYPE)
-                && value.as_deref().is_some_and(|value| {
-                    value.len() >= CLOUDEVENTS_MEDIA_TYPE_PREFIX.len()
-                        && value[..CLOUDEVENTS_MEDIA_TYPE_PREFIX.len()]
-                            .eq_ignore_ascii_case(CLOUDEVENTS_MEDIA_TYPE_PREFIX.as_bytes())
-                }))
+                && value.as_deref().is_some_and(is_cloudevents_media_type))
     })
 }
 
@@ -161,58 +157,12 @@ fn wrap(namespace: &str, name: &str, record: RecordParts<'_>) -> Result<Event, E
             continue;
         }
         let Some(value) = value.as_deref().and_then(printable) else { continue };
-        let suffix: String = header
-            .chars()
-            .map(|c| c.to_ascii_lowercase())
-            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            .collect();
-        extensions.set(format!("{HEADER_EXTENSION_PREFIX}{suffix}"), value.to_owned());
+        extensions.set(format!("{HEADER_EXTENSION_PREFIX}{}", extension_suffix(header)), value.to_owned());
     }
     attributes.extend(extensions.attributes.into_iter().map(|(name, value)| (name, text(value))));
     // Checked, not assumed: the topic comes from the record, and the extensions may be more
     // than an event holds.
     Event::new(attributes, data)
-}
-
-/// Extensions by name, in the order each name was first set.
-#[derive(Default)]
-struct Extensions {
-    attributes: Vec<(String, String)>,
-    positions: HashMap<String, usize>,
-}
-
-impl Extensions {
-    fn set(&mut self, name: String, value: String) {
-        match self.positions.get(&name) {
-            Some(&at) => {
-                if let Some(slot) = self.attributes.get_mut(at) {
-                    slot.1 = value;
-                }
-            }
-            None => {
-                self.positions.insert(name.clone(), self.attributes.len());
-                self.attributes.push((name, value));
-            }
-        }
-    }
-}
-
-/// The bytes as text, if they are UTF-8 without control characters (what an attribute may hold).
-fn printable(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes).ok().filter(|text| !text.chars().any(char::is_control))
-}
-
-/// RFC 3339 in UTC with milliseconds, as Knative writes record times; `None` for a time
-/// outside years 0 to 9999, which RFC 3339 cannot write.
-fn rfc3339_millis(ms: i64) -> Option<String> {
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    if !(0..=9999).contains(&time.year()) {
-        return None;
-    }
-    time.format(&time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    ))
-    .ok()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use switchyard_meta::ValidationError;
 
 use super::*;
 use crate::resource::parse_source;
-use crate::sink::HttpSink;
+use crate::sink::{HttpSink, KafkaSinkOutlet};
 use crate::RunContext;
 
 /// Runs of each `Flaky` source so far, by name.
@@ -107,10 +107,17 @@ impl HttpSink for NoHttp {
     }
 }
 
+#[async_trait]
+impl KafkaSinkOutlet for NoHttp {
+    async fn write(&self, _: &SourceRef, _: &str, _: Vec<Event>) -> Result<(), SinkError> {
+        Err(SinkError::Unavailable("no kafka sink in this test".to_owned()))
+    }
+}
+
 use switchyard_log::Admit;
 
 fn start() -> Arc<Sources> {
-    let outlets = Outlets { admission: Arc::new(NoAdmission), http: Arc::new(NoHttp) };
+    let outlets = Outlets { admission: Arc::new(NoAdmission), http: Arc::new(NoHttp), kafka_sinks: Arc::new(NoHttp) };
     let log = MemoryLog::new();
     Sources::start(outlets, Clients::default(), log.state(), Arc::new(SingleNode::default()))
 }
