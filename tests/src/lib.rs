@@ -674,6 +674,61 @@ impl Subscriber {
     pub fn ids(&self) -> std::collections::BTreeSet<String> {
         self.received().iter().filter_map(|r| r.header("ce-id").map(str::to_owned)).collect()
     }
+
+    /// Waits until every id of `expected` has arrived (45 s at most); on failure says which are
+    /// missing, with `server`'s log.
+    pub async fn wait_for_ids(&self, expected: &std::collections::BTreeSet<String>, server: &Server) {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            let missing: Vec<String> = expected.difference(&self.ids()).cloned().collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} events never delivered, e.g. {:?}; log: {}",
+                missing.len(),
+                expected.len(),
+                &missing[..missing.len().min(5)],
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The request that carried event `id`.
+pub fn by_id<'a>(received: &'a [Received], id: &str) -> &'a Received {
+    received.iter().find(|r| r.header("ce-id") == Some(id)).unwrap_or_else(|| panic!("no event {id} in {received:?}"))
+}
+
+/// `name` made unique to this call, for topics, queues, streams and groups that tests share a
+/// server with.
+pub fn fresh(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs `deploy/<server>/local.sh <command>` with `env` (a private instance's port and data
+/// directory); returns what it printed on standard output (the address, for `up`).
+pub fn local_sh(server: &str, command: &str, env: &[(&str, String)]) -> String {
+    let output = run_local_sh(server, command, env).unwrap_or_else(|e| panic!("run deploy/{server}/local.sh: {e}"));
+    assert!(
+        output.status.success(),
+        "deploy/{server}/local.sh {command} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Stops and deletes the instance of `deploy/<server>/local.sh` that `env` names, as `Drop`
+/// may: whatever happens, it does not panic.
+pub fn local_sh_down(server: &str, env: &[(&str, String)]) {
+    let _ = run_local_sh(server, "down", env);
+}
+
+fn run_local_sh(server: &str, command: &str, env: &[(&str, String)]) -> std::io::Result<std::process::Output> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../deploy/{server}/local.sh"));
+    Command::new("bash").arg(script).arg(command).envs(env.iter().map(|(name, value)| (*name, value.as_str()))).output()
 }
 
 #[cfg(test)]

@@ -9,13 +9,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_tests::{consume, create_topic, kafka_bootstrap, produce, Server};
+use switchyard_tests::{consume, create_topic, fresh, kafka_bootstrap, produce, Server};
 
 const WAIT: Duration = Duration::from_secs(45);
-
-fn fresh(name: &str) -> String {
-    format!("{name}-{}", uuid::Uuid::new_v4().simple())
-}
 
 async fn kafka_sink(server: &Server, name: &str, spec: Value) -> (StatusCode, Value) {
     server

@@ -8,17 +8,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_tests::{create_topic, kafka_bootstrap, produce, Received, Server, Subscriber};
+use switchyard_tests::{by_id, create_topic, fresh, kafka_bootstrap, produce, Server, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(45);
-
-fn fresh(name: &str) -> String {
-    format!(
-        "{name}-{:016x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            ^ u64::from(std::process::id())
-    )
-}
 
 async fn kafka_source(server: &Server, name: &str, topics: &[&str], broker: &str) {
     let (status, body) = server
@@ -39,10 +31,6 @@ async fn kafka_source(server: &Server, name: &str, topics: &[&str], broker: &str
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-}
-
-fn by_id<'a>(received: &'a [Received], id: &str) -> &'a Received {
-    received.iter().find(|r| r.header("ce-id") == Some(id)).unwrap_or_else(|| panic!("no event {id} in {received:?}"))
 }
 
 #[tokio::test]
@@ -107,25 +95,6 @@ fn produce_numbered(topic: &str, from: usize, n: usize) -> BTreeSet<String> {
     produce(topic, &records).into_iter().map(|(p, o)| format!("partition:{p}/offset:{o}")).collect()
 }
 
-async fn wait_for_ids(subscriber: &Subscriber, expected: &BTreeSet<String>, server: &Server) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let missing: Vec<String> = expected.difference(&subscriber.ids()).cloned().collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} records never delivered, e.g. {:?}; log: {}",
-            missing.len(),
-            expected.len(),
-            &missing[..missing.len().min(5)],
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_kill_mid_stream_loses_no_record() {
     let topic = fresh("stream");
@@ -141,7 +110,7 @@ async fn a_kill_mid_stream_loses_no_record() {
     server.kill9();
     expected.extend(produce_numbered(&topic, 300, 100));
     server.restart().await;
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
 }
 
 async fn wait_for_reason(server: &Server, path: &str, reason: &str) {
@@ -167,7 +136,7 @@ async fn topics_may_come_later_and_records_wait_in_kafka_while_the_sink_is_missi
     wait_for_reason(&server, "/v1/namespaces/default/kafkasources/early", "TopicNotFound").await;
     create_topic(&topic, 2);
     let expected = produce_numbered(&topic, 0, 20);
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
 
     // A second source on the same records, whose broker does not exist yet: it reads them but
     // cannot send them, so it commits nothing, and they arrive once the broker exists. Its
@@ -184,7 +153,7 @@ async fn topics_may_come_later_and_records_wait_in_kafka_while_the_sink_is_missi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.broker("default", "later").await;
-    wait_for_ids(&late, &expected, &server).await;
+    late.wait_for_ids(&expected, &server).await;
 }
 
 #[tokio::test]
@@ -219,7 +188,7 @@ async fn bad_records_are_wrapped_or_skipped_and_counted_and_the_source_goes_on()
     let id = |i: usize| format!("partition:{}/offset:{}", offsets[i].0, offsets[i].1);
     let mut expected: BTreeSet<String> = [0, 1, 2, 3, 4, 6].into_iter().map(id).collect();
     expected.insert("good-1".to_owned());
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
     let received = subscriber.received();
     assert!(!subscriber.ids().contains(&id(5)), "the record no event can carry is skipped");
     let empty = by_id(&received, &id(0));

@@ -6,8 +6,6 @@
 //! `Ready=False` and the reason meanwhile.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -16,34 +14,19 @@ use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
-use switchyard_tests::{free_port, Received, Server, Subscriber};
+use switchyard_tests::{by_id, free_port, fresh, Received, Server, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(45);
 const DEFAULT_ADDRESS: &str = "127.0.0.1:11883";
 
-fn fresh(name: &str) -> String {
-    format!(
-        "{name}-{:016x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            ^ u64::from(std::process::id())
-    )
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/local.sh")
-}
-
 /// Runs `local.sh <command>` for the instance on `port` in `dir` (the shared one when `None`);
 /// returns what it printed.
 fn local_sh(command: &str, port: u16, dir: Option<&std::path::Path>) -> String {
-    let mut run = Command::new("bash");
-    run.arg(script()).arg(command).env("MQTT_PORT", port.to_string());
+    let mut env = vec![("MQTT_PORT", port.to_string())];
     if let Some(dir) = dir {
-        run.env("MQTT_DIR", dir);
+        env.push(("MQTT_DIR", dir.display().to_string()));
     }
-    let output = run.output().expect("run deploy/mosquitto/local.sh");
-    assert!(output.status.success(), "local.sh {command}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    switchyard_tests::local_sh("mosquitto", command, &env)
 }
 
 /// The shared Mosquitto: `$SWITCHYARD_TEST_MQTT` (default `127.0.0.1:11883`), started with the
@@ -90,12 +73,8 @@ impl PrivateMqtt {
 
 impl Drop for PrivateMqtt {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("down")
-            .env("MQTT_PORT", self.port.to_string())
-            .env("MQTT_DIR", self.dir.path())
-            .output();
+        let env = [("MQTT_PORT", self.port.to_string()), ("MQTT_DIR", self.dir.path().display().to_string())];
+        switchyard_tests::local_sh_down("mosquitto", &env);
     }
 }
 
@@ -240,10 +219,6 @@ async fn setup() -> (Server, Subscriber) {
     server.broker("default", "b").await;
     server.trigger("default", "all", json!({"broker": "b", "subscriber": {"uri": subscriber.url}})).await;
     (server, subscriber)
-}
-
-fn by_id<'a>(received: &'a [Received], id: &str) -> &'a Received {
-    received.iter().find(|r| r.header("ce-id") == Some(id)).unwrap_or_else(|| panic!("no event {id} in {received:?}"))
 }
 
 fn by_subject<'a>(received: &'a [Received], subject: &str) -> &'a Received {

@@ -9,52 +9,22 @@
 //! server on a free port, which it stops and starts, and deletes when done.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_tests::{free_port, Received, Server, Subscriber};
+use switchyard_tests::{by_id, free_port, fresh, local_sh, local_sh_down, Server, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(45);
-
-fn fresh(name: &str) -> String {
-    format!(
-        "{name}-{:016x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            ^ u64::from(std::process::id())
-    )
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/local.sh")
-}
-
-/// Runs `deploy/nats/local.sh <command>` with `env`; its standard output.
-fn local_sh(command: &str, env: &[(&str, String)]) -> String {
-    let output = Command::new("bash")
-        .arg(script())
-        .arg(command)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("run deploy/nats/local.sh");
-    assert!(
-        output.status.success(),
-        "deploy/nats/local.sh {command} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// The shared server's URL, started if it does not answer.
 async fn shared_nats() -> String {
     let url = std::env::var("SWITCHYARD_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:14222".to_owned());
     if async_nats::connect(&url).await.is_err() {
         let port = url.rsplit(':').next().unwrap_or("14222").trim_end_matches('/').to_owned();
-        local_sh("up", &[("NATS_PORT", port)]);
+        local_sh("nats", "up", &[("NATS_PORT", port)]);
     }
     url
 }
@@ -91,10 +61,6 @@ fn sink(broker: &str) -> Value {
     json!({"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": broker}})
 }
 
-fn by_id<'a>(received: &'a [Received], id: &str) -> &'a Received {
-    received.iter().find(|r| r.header("ce-id") == Some(id)).unwrap_or_else(|| panic!("no event {id} in {received:?}"))
-}
-
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in pairs {
@@ -110,25 +76,6 @@ async fn publish(js: &jetstream::Context, subject: &str, headers: HeaderMap, pay
         .await
         .expect("stored")
         .sequence
-}
-
-async fn wait_for_ids(subscriber: &Subscriber, expected: &BTreeSet<String>, server: &Server) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let missing: Vec<String> = expected.difference(&subscriber.ids()).cloned().collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} messages never delivered, e.g. {:?}; log: {}",
-            missing.len(),
-            expected.len(),
-            &missing[..missing.len().min(5)],
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn wait_for_reason(server: &Server, path: &str, reason: &str) -> Value {
@@ -313,7 +260,7 @@ async fn a_kill_mid_stream_loses_no_jetstream_message() {
     server.restart().await;
     let expected: BTreeSet<String> = expected.into_iter().map(|sequence| format!("{stream}:{sequence}")).collect();
     assert_eq!(expected.len(), 400);
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
 }
 
 #[tokio::test]
@@ -331,7 +278,7 @@ async fn a_missing_stream_is_said_and_waited_for() {
     assert!(body["status"]["conditions"][0]["message"].as_str().is_some_and(|m| m.contains(&stream)), "{body}");
     let js = create_stream(&url, &stream, &[format!("{prefix}.>")]).await;
     let sequence = publish(&js, &format!("{prefix}.x"), HeaderMap::new(), b"x").await;
-    wait_for_ids(&subscriber, &BTreeSet::from([format!("{stream}:{sequence}")]), &server).await;
+    subscriber.wait_for_ids(&BTreeSet::from([format!("{stream}:{sequence}")]), &server).await;
     wait_for_reason(&server, "/v1/namespaces/default/natssources/later", "Ready").await;
     // Invalid specs are refused with the field named.
     let (status, body) = server
@@ -355,22 +302,22 @@ impl PrivateNats {
         let port = free_port();
         let dir = std::env::temp_dir().join(fresh("switchyard-nats-private"));
         let env = vec![("NATS_PORT", port.to_string()), ("NATS_DIR", dir.display().to_string())];
-        let url = local_sh("up", &env);
+        let url = local_sh("nats", "up", &env);
         PrivateNats { env, url }
     }
 
     fn stop(&self) {
-        local_sh("stop", &self.env);
+        local_sh("nats", "stop", &self.env);
     }
 
     fn up(&self) {
-        local_sh("up", &self.env);
+        local_sh("nats", "up", &self.env);
     }
 }
 
 impl Drop for PrivateNats {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).arg("down").envs(self.env.iter().map(|(k, v)| (*k, v))).status();
+        local_sh_down("nats", &self.env);
     }
 }
 
@@ -387,7 +334,7 @@ async fn a_server_outage_is_shown_and_survived() {
                       "jetstream": {"stream": stream}});
     nats_source(&server, "outage", spec).await;
     let before = publish(&js, &format!("{prefix}.a"), HeaderMap::new(), b"before").await;
-    wait_for_ids(&subscriber, &BTreeSet::from([format!("{stream}:{before}")]), &server).await;
+    subscriber.wait_for_ids(&BTreeSet::from([format!("{stream}:{before}")]), &server).await;
     drop(js);
 
     nats.stop();
@@ -398,6 +345,6 @@ async fn a_server_outage_is_shown_and_survived() {
     // The stream survived (its data was kept); messages published after the return arrive.
     let js = jetstream::new(async_nats::connect(&nats.url).await.expect("connect to nats"));
     let after = publish(&js, &format!("{prefix}.b"), HeaderMap::new(), b"after").await;
-    wait_for_ids(&subscriber, &BTreeSet::from([format!("{stream}:{after}")]), &server).await;
+    subscriber.wait_for_ids(&BTreeSet::from([format!("{stream}:{after}")]), &server).await;
     wait_for_reason(&server, path, "Ready").await;
 }

@@ -5,8 +5,6 @@
 //! RabbitMQ going away and coming back is survived with the right status.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions};
@@ -14,33 +12,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_tests::{free_port, Received, Server, Subscriber};
+use switchyard_tests::{by_id, free_port, fresh, local_sh, local_sh_down, Server, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(45);
 const DEFAULT_URI: &str = "amqp://guest:guest@127.0.0.1:15673/%2f";
-
-fn fresh(name: &str) -> String {
-    format!(
-        "{name}-{:016x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            ^ u64::from(std::process::id())
-    )
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq/local.sh")
-}
-
-/// Runs `local.sh <command>` with `env`; returns what it printed.
-fn local_sh(command: &str, env: &[(&str, String)]) -> String {
-    let output = Command::new(script())
-        .arg(command)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("run deploy/rabbitmq/local.sh");
-    assert!(output.status.success(), "local.sh {command} failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// The shared RabbitMQ: `$SWITCHYARD_TEST_RABBITMQ`, started with `local.sh up` when it does not
 /// answer (once per test binary).
@@ -50,7 +25,7 @@ async fn shared_uri() -> String {
         .get_or_init(|| async {
             let uri = std::env::var("SWITCHYARD_TEST_RABBITMQ").unwrap_or_else(|_| DEFAULT_URI.to_owned());
             if Connection::connect(&uri, ConnectionProperties::default()).await.is_err() {
-                tokio::task::spawn_blocking(|| local_sh("up", &[])).await.unwrap();
+                tokio::task::spawn_blocking(|| local_sh("rabbitmq", "up", &[])).await.unwrap();
             }
             uri
         })
@@ -136,29 +111,6 @@ async fn wait_for_consumer(connection: &Connection, queue: &str) {
     }
 }
 
-fn by_id<'a>(received: &'a [Received], id: &str) -> &'a Received {
-    received.iter().find(|r| r.header("ce-id") == Some(id)).unwrap_or_else(|| panic!("no event {id} in {received:?}"))
-}
-
-async fn wait_for_ids(subscriber: &Subscriber, expected: &BTreeSet<String>, server: &Server) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let missing: Vec<String> = expected.difference(&subscriber.ids()).cloned().collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} messages never delivered, e.g. {:?}; log: {}",
-            missing.len(),
-            expected.len(),
-            &missing[..missing.len().min(5)],
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn plain_messages_are_wrapped_and_cloudevents_pass_through() {
     let uri = shared_uri().await;
@@ -221,7 +173,7 @@ async fn plain_messages_are_wrapped_and_cloudevents_pass_through() {
     )
     .await;
     let known: BTreeSet<String> = ["m-1", "order-1", "order-2", "order-3"].map(str::to_owned).into();
-    wait_for_ids(&subscriber, &known, &server).await;
+    subscriber.wait_for_ids(&known, &server).await;
     let received = subscriber.wait_for(5, WAIT).await;
 
     let plain = by_id(&received, "m-1");
@@ -288,7 +240,7 @@ async fn a_kill_mid_stream_loses_no_message() {
     server.kill9();
     expected.extend(publish_numbered(&channel, &queue, 300, 100).await);
     server.restart().await;
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
 }
 
 /// A RabbitMQ node of a test's own, stopped (data and all) when the test ends.
@@ -306,22 +258,22 @@ impl PrivateRabbitmq {
             ("RABBITMQ_DIST_PORT", free_port().to_string()),
             ("RABBITMQ_DIR", dir.path().join("rabbitmq").display().to_string()),
         ];
-        let uri = local_sh("up", &env);
+        let uri = local_sh("rabbitmq", "up", &env);
         PrivateRabbitmq { env, uri, _dir: dir }
     }
 
     fn stop(&self) {
-        local_sh("stop", &self.env);
+        local_sh("rabbitmq", "stop", &self.env);
     }
 
     fn up(&self) {
-        assert_eq!(local_sh("up", &self.env), self.uri);
+        assert_eq!(local_sh("rabbitmq", "up", &self.env), self.uri);
     }
 }
 
 impl Drop for PrivateRabbitmq {
     fn drop(&mut self) {
-        let _ = Command::new(script()).arg("down").envs(self.env.iter().map(|(k, v)| (*k, v.as_str()))).output();
+        local_sh_down("rabbitmq", &self.env);
     }
 }
 
@@ -338,7 +290,7 @@ async fn rabbitmq_going_away_is_survived_with_the_right_status() {
     let config = json!({"queueName": queue, "predeclared": true});
     rabbitmq_source(&server, "outage", &rabbitmq.uri, config, "b").await;
     let before = publish_numbered(&publisher, &queue, 0, 5).await;
-    wait_for_ids(&subscriber, &before, &server).await;
+    subscriber.wait_for_ids(&before, &server).await;
     drop(connection);
 
     let rabbitmq = tokio::task::spawn_blocking(move || {
@@ -359,7 +311,7 @@ async fn rabbitmq_going_away_is_survived_with_the_right_status() {
     .unwrap();
     let (_connection, publisher) = channel(&rabbitmq.uri).await;
     let after = publish_numbered(&publisher, &queue, 5, 5).await;
-    wait_for_ids(&subscriber, &after, &server).await;
+    subscriber.wait_for_ids(&after, &server).await;
     wait_for_condition(&server, "outage", "status", "True").await;
     drop(rabbitmq);
 }

@@ -6,8 +6,6 @@
 //! going away is survived with the right status.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,33 +13,10 @@ use redis::aio::MultiplexedConnection;
 use redis::Value as RedisValue;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_tests::{free_port, Server, Subscriber};
+use switchyard_tests::{free_port, fresh, local_sh, local_sh_down, Server, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(45);
 const KIND: &str = "RedisStreamSource";
-
-fn fresh(name: &str) -> String {
-    format!(
-        "{name}-{:016x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            ^ u64::from(std::process::id())
-    )
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/redis/local.sh")
-}
-
-/// Runs `deploy/redis/local.sh <command>` with `env`; its standard output.
-fn local_sh(command: &str, env: &[(&str, String)]) -> String {
-    let output = Command::new(script())
-        .arg(command)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("run deploy/redis/local.sh");
-    assert!(output.status.success(), "local.sh {command}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// The shared Redis: `$SWITCHYARD_TEST_REDIS` (what `deploy/redis/local.sh up` prints), default
 /// `redis://127.0.0.1:16379`; started with the script when it does not answer.
@@ -51,7 +26,7 @@ async fn shared_redis() -> String {
     if connect(&address).await.is_err() {
         let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let port = address.rsplit(':').next().unwrap_or("16379").trim_end_matches('/').to_owned();
-        local_sh("up", &[("REDIS_PORT", port)]);
+        local_sh("redis", "up", &[("REDIS_PORT", port)]);
     }
     address
 }
@@ -68,22 +43,22 @@ impl PrivateRedis {
     fn start() -> PrivateRedis {
         let dir = tempfile::tempdir().expect("tempdir");
         let env = vec![("REDIS_PORT", free_port().to_string()), ("REDIS_DIR", dir.path().display().to_string())];
-        let address = local_sh("up", &env);
+        let address = local_sh("redis", "up", &env);
         PrivateRedis { env, address, _dir: dir }
     }
 
     fn stop(&self) {
-        local_sh("stop", &self.env);
+        local_sh("redis", "stop", &self.env);
     }
 
     fn up(&self) {
-        local_sh("up", &self.env);
+        local_sh("redis", "up", &self.env);
     }
 }
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = Command::new(script()).arg("down").envs(self.env.iter().map(|(k, v)| (*k, v.as_str()))).output();
+        local_sh_down("redis", &self.env);
     }
 }
 
@@ -150,25 +125,6 @@ async fn setup() -> (Server, Subscriber) {
     (server, subscriber)
 }
 
-async fn wait_for_ids(subscriber: &Subscriber, expected: &BTreeSet<String>, server: &Server) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let missing: Vec<String> = expected.difference(&subscriber.ids()).cloned().collect();
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} entries never delivered, e.g. {:?}; log: {}",
-            missing.len(),
-            expected.len(),
-            &missing[..missing.len().min(5)],
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn wait_for_condition(server: &Server, name: &str, status: &str, reason: Option<&str>) {
     let path = format!("/v1/namespaces/default/redisstreamsources/{name}");
     let deadline = Instant::now() + WAIT;
@@ -219,7 +175,7 @@ async fn plain_entries_are_wrapped_and_cloudevents_entries_pass_through() {
     let invalid = xadd(&mut redis, &stream, &[("ce_specversion", b"1.0"), ("ce_type", b"t"), ("data", b"x")]).await;
     let expected: BTreeSet<String> =
         [&plain, "order-1", "order-2", "order-3", &invalid].into_iter().map(str::to_owned).collect();
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
     let received = subscriber.received();
     let by_id = |id: &str| received.iter().find(|r| r.header("ce-id") == Some(id)).cloned().expect("received");
 
@@ -284,7 +240,7 @@ async fn a_kill_mid_stream_loses_no_entry() {
         expected.insert(xadd(&mut redis, &stream, &[("n", i.to_string().as_bytes())]).await);
     }
     server.restart().await;
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
 }
 
 #[tokio::test]
@@ -325,7 +281,7 @@ async fn entries_other_consumers_left_pending_are_claimed() {
         json!({"address": address, "stream": stream, "group": group, "claimMinIdleMs": 300}),
     )
     .await;
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
 }
 
 #[tokio::test]
@@ -338,7 +294,7 @@ async fn the_server_going_away_and_coming_back_is_survived() {
     redis_source(&server, "outage", json!({"address": address, "stream": stream, "group": group})).await;
     wait_for_group(&mut redis, &stream, &group, &server).await;
     let before = xadd(&mut redis, &stream, &[("n", b"before")]).await;
-    wait_for_ids(&subscriber, &BTreeSet::from([before]), &server).await;
+    subscriber.wait_for_ids(&BTreeSet::from([before]), &server).await;
 
     redis_server.stop();
     wait_for_condition(&server, "outage", "False", Some("RedisUnavailable")).await;
@@ -348,7 +304,7 @@ async fn the_server_going_away_and_coming_back_is_survived() {
     for i in 0..10 {
         expected.insert(xadd(&mut redis, &stream, &[("n", i.to_string().as_bytes())]).await);
     }
-    wait_for_ids(&subscriber, &expected, &server).await;
+    subscriber.wait_for_ids(&expected, &server).await;
     wait_for_condition(&server, "outage", "True", None).await;
     assert!(
         server.metric("switchyard_source_reconnects_total", &[("kind", KIND)]).await.unwrap_or(0.0) >= 1.0,
