@@ -186,3 +186,44 @@ pub(crate) fn resolve_references(
     }
     Ok(resolved)
 }
+
+#[cfg(test)]
+mod tests {
+    use switchyard_meta::resources::parse_trigger;
+
+    use super::*;
+
+    fn spec(body: &str) -> TriggerSpec {
+        parse_trigger("ns", "t", body.as_bytes()).unwrap().spec
+    }
+
+    #[test]
+    fn references_to_kafka_sinks_become_their_address_here() {
+        let sink = r#"{"apiVersion":"eventing.knative.dev/v1alpha1","kind":"KafkaSink","name":"out"}"#;
+        let dead = r#"{"kind":"KafkaSink","name":"dead"}"#;
+        let body = format!(
+            r#"{{"spec":{{"broker":"b","subscriber":{{"ref":{sink}}},"delivery":{{"deadLetterSink":{{"ref":{dead}}}}}}}}}"#
+        );
+        let resolved = resolve_references(&spec(&body), "ns", "http://127.0.0.1:8080").unwrap();
+        assert_eq!(resolved.subscriber.uri.as_deref(), Some("http://127.0.0.1:8080/kafkasinks/ns/out"));
+        assert_eq!(resolved.subscriber.r#ref, None);
+        let dead_letter = resolved.delivery.unwrap().dead_letter_sink.unwrap();
+        assert_eq!(dead_letter.uri.as_deref(), Some("http://127.0.0.1:8080/kafkasinks/ns/dead"));
+        let declared = spec(&body);
+        let references = trigger_references(&declared, "ns").unwrap();
+        assert_eq!(references, [("spec.subscriber", "out"), ("spec.delivery.deadLetterSink", "dead")]);
+    }
+
+    #[test]
+    fn a_reference_with_a_uri_or_to_another_namespace_is_refused() {
+        let both = r#"{"spec":{"broker":"b","subscriber":{"ref":{"kind":"KafkaSink","name":"out"},"uri":"/x"}}}"#;
+        let error = resolve_references(&spec(both), "ns", "http://127.0.0.1").unwrap_err().to_string();
+        assert!(error.contains("spec.subscriber"), "{error}");
+        let other = r#"{"spec":{"broker":"b","subscriber":{"ref":{"kind":"KafkaSink","name":"out","namespace":"x"}}}}"#;
+        let error = resolve_references(&spec(other), "ns", "http://127.0.0.1").unwrap_err().to_string();
+        assert!(error.contains("spec.subscriber.ref.namespace"), "{error}");
+        let service = r#"{"spec":{"broker":"b","subscriber":{"ref":{"kind":"Service","name":"s"}}}}"#;
+        let kept = resolve_references(&spec(service), "ns", "http://127.0.0.1").unwrap();
+        assert!(kept.subscriber.r#ref.is_some(), "other kinds are left to the plan, which refuses them");
+    }
+}
