@@ -308,9 +308,7 @@ async fn consume(bootstrap: &str, topic: &str, count: usize) -> Result<(), Strin
             let text = |bytes: &[u8]| std::str::from_utf8(bytes).map(str::to_owned).ok();
             let headers: Vec<serde_json::Value> = message
                 .headers()
-                .map(|headers| {
-                    headers.iter().map(|h| serde_json::json!([h.key, h.value.and_then(&text)])).collect()
-                })
+                .map(|headers| headers.iter().map(|h| serde_json::json!([h.key, h.value.and_then(&text)])).collect())
                 .unwrap_or_default();
             let mut line = serde_json::json!({
                 "partition": message.partition(),
