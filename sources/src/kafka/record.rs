@@ -37,39 +37,13 @@ pub struct RecordParts<'a> {
     pub value: Option<&'a Bytes>,
 }
 
-/// What a record became.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RecordEvent {
-    /// A CloudEvent in the Kafka binding (binary or structured mode): passed through unchanged.
-    CloudEvent(Event),
-    /// A plain record, wrapped as Knative wraps it.
-    Wrapped(Event),
-    /// A record that claims to be a CloudEvent (a `ce_specversion` header, or an
-    /// `application/cloudevents…` content type) but is not a valid one: wrapped like a plain
-    /// record, as Knative's KafkaSource does, so that nothing is lost and the partition moves
-    /// on; `error` says why it is not a CloudEvent.
-    WrappedInvalid {
-        /// The wrapped record.
-        event: Event,
-        /// Why the record is not a valid CloudEvent.
-        error: EventError,
-    },
-    /// A record no event can carry, not even wrapped (a topic name with a control character,
-    /// more headers than an event has attributes): skipped, with why.
-    Unmappable(EventError),
-}
-
-impl RecordEvent {
-    /// The event to send, if any.
-    pub fn into_event(self) -> Option<Event> {
-        match self {
-            RecordEvent::CloudEvent(event)
-            | RecordEvent::Wrapped(event)
-            | RecordEvent::WrappedInvalid { event, .. } => Some(event),
-            RecordEvent::Unmappable(_) => None,
-        }
-    }
-}
+/// What a record became: passed through (a CloudEvent in the Kafka binding, binary or structured
+/// mode), wrapped as Knative wraps it, wrapped though it claims to be a CloudEvent (a
+/// `ce_specversion` header, or an `application/cloudevents…` content type) but is not a valid
+/// one (as Knative's KafkaSource does, so the partition moves on), or skipped because no event
+/// can carry it (a topic name with a control character, more headers than an event has
+/// attributes).
+pub use crate::message::MessageEvent as RecordEvent;
 
 /// The event a record of KafkaSource `namespace/name` stands for. Never panics, whatever the
 /// record holds.
