@@ -19,6 +19,8 @@ use switchyard_sources::{SinkError, SourceRef};
 
 use crate::declaration::{Catalog, Declaration, Kind};
 
+/// What a KafkaSink answers in a build without the Kafka client.
+const NO_KAFKA_CLIENT: &str = "this switchyard was built without a Kafka client";
 /// How long a source's write to a KafkaSink waits for Kafka before it is retried.
 const SOURCE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -48,9 +50,7 @@ impl KafkaSinks {
     }
 
     fn producer(&self) -> Result<&Arc<dyn RecordProducer>, KafkaSinkError> {
-        self.producer
-            .as_ref()
-            .ok_or_else(|| KafkaSinkError::Unavailable("this switchyard was built without a Kafka client".to_owned()))
+        self.producer.as_ref().ok_or_else(|| KafkaSinkError::Unavailable(NO_KAFKA_CLIENT.to_owned()))
     }
 
     /// Writes `events` to KafkaSink `namespace/name`, in order; returns once Kafka acknowledged
@@ -102,9 +102,7 @@ impl KafkaSinks {
     /// Makes sure the sink's topic exists (created when the sink gives `numPartitions` and
     /// `replicationFactor`, as Knative does).
     pub(crate) async fn prepare(&self, sink: &KafkaSink) -> Result<(), LogError> {
-        let Ok(producer) = self.producer() else {
-            return Err(LogError::Unavailable("this switchyard was built without a Kafka client".to_owned()));
-        };
+        let producer = self.producer.as_ref().ok_or_else(|| LogError::Unavailable(NO_KAFKA_CLIENT.to_owned()))?;
         let spec = &sink.spec;
         producer
             .ensure_topic(&spec.bootstrap_servers(), &spec.topic, spec.num_partitions, spec.replication_factor)
@@ -116,13 +114,9 @@ impl KafkaSinks {
 #[async_trait]
 impl switchyard_sources::KafkaSinkOutlet for KafkaSinks {
     async fn write(&self, source: &SourceRef, sink: &str, events: Vec<Event>) -> Result<(), SinkError> {
-        match KafkaSinks::write(self, &source.namespace, sink, &events, SOURCE_WRITE_TIMEOUT).await {
-            Ok(()) => Ok(()),
-            Err(KafkaSinkError::NotFound(sink)) => {
-                Err(SinkError::Unavailable(format!("kafkasink '{sink}' does not exist")))
-            }
-            Err(KafkaSinkError::Unavailable(why) | KafkaSinkError::Refused(why)) => Err(SinkError::Unavailable(why)),
-        }
+        // Each is worth retrying for a source: the sink may be declared, Kafka may come back.
+        let written = KafkaSinks::write(self, &source.namespace, sink, &events, SOURCE_WRITE_TIMEOUT).await;
+        written.map_err(|error| SinkError::Unavailable(error.to_string()))
     }
 }
 

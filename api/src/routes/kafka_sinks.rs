@@ -147,11 +147,11 @@ pub(crate) async fn write_to_kafka_sink(
     }
     let limits = state.engine.admission().limits();
     let mode = switchyard_event::http::content_mode(headers.get(header::CONTENT_TYPE)).map_err(event_error)?;
-    let limit = match mode {
-        ContentMode::Batched => state.max_batch_bytes,
-        ContentMode::Binary | ContentMode::Structured => limits.max_event_bytes,
+    let (limit, setting) = match mode {
+        ContentMode::Batched => (state.max_batch_bytes, "max_batch_bytes"),
+        ContentMode::Binary | ContentMode::Structured => (limits.max_event_bytes, "max_event_bytes"),
     };
-    let too_large = || ApiError::too_large(format!("the request body exceeds the limit of {limit} bytes"));
+    let too_large = || ApiError::too_large(format!("the request body exceeds the limit of {limit} bytes ({setting})"));
     let body = read_within(&headers, body, limit, too_large).await?;
     let events =
         switchyard_event::http::decode_request_at_most(&headers, body, limits.max_batch_events).map_err(|error| {

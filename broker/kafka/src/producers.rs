@@ -30,6 +30,9 @@ impl KafkaProducers {
         KafkaConfig {
             client_id: "switchyard-kafkasink".to_owned(),
             append_timeout: timeout,
+            // A topic that does not exist fails its records after this long, not librdkafka's
+            // 30 s: every delivery to a KafkaSink whose topic is missing would wait that long.
+            properties: vec![("topic.metadata.propagation.max.ms".to_owned(), "2000".to_owned())],
             ..KafkaConfig::new(bootstrap_servers)
         }
     }
