@@ -11,7 +11,7 @@ use switchyard_meta::resources::{parse_resource, validate_dns_label, validate_ht
 use switchyard_meta::ValidationError;
 use url::Url;
 
-use crate::SourceKind;
+use crate::{NotReady, SourceKind};
 
 /// The Knative API version of the Broker a sink may name.
 const BROKER_API_VERSION: &str = "eventing.knative.dev/v1";
@@ -139,6 +139,24 @@ pub(crate) fn check_common(sink: Option<&SinkSpec>, overrides: Option<&CeOverrid
         }
     }
     Ok(())
+}
+
+/// Whether `name` can name an environment variable: a letter or `_`, then letters, digits and
+/// `_`.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The secret (`what`: "the webhook secret", "the AMQP URI") held in the server's environment
+/// variable `name`; while it is unset or empty the source is not ready, and says which variable
+/// to set.
+pub(crate) fn secret_from_env(name: &str, what: &str) -> Result<String, NotReady> {
+    std::env::var(name).ok().filter(|value| !value.is_empty()).ok_or_else(|| NotReady {
+        reason: "SecretNotFound",
+        message: format!("the environment variable '{name}' holding {what} is not set on this server"),
+    })
 }
 
 /// Deserialises a spec into its typed form, with errors that name the field under `spec.`.

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use switchyard_meta::ValidationError;
 
-use crate::resource::{canonical, check_common, typed_spec, CeOverrides, Declared, SinkSpec};
+use crate::resource::{
+    canonical, check_common, is_env_name, secret_from_env, typed_spec, CeOverrides, Declared, SinkSpec,
+};
 use crate::{Behaviour, NotReady, SourceKind};
 
 pub use webhook::GitHubWebhook;
@@ -173,12 +175,7 @@ impl SourceKind for GitHub {
             .map_err(|e| NotReady { reason: "InvalidSpec", message: e.to_string() })?;
         let secret = match (&spec.secret_token.value, &spec.secret_token.env) {
             (Some(value), _) => value.clone(),
-            (None, Some(env)) => std::env::var(env).ok().filter(|v| !v.is_empty()).ok_or_else(|| NotReady {
-                reason: "SecretNotFound",
-                message: format!(
-                    "the environment variable '{env}' holding the webhook secret is not set on this server"
-                ),
-            })?,
+            (None, Some(env)) => secret_from_env(env, "the webhook secret")?,
             (None, None) => {
                 return Err(NotReady { reason: "SecretNotFound", message: "no webhook secret is given".to_owned() })
             }
@@ -195,12 +192,6 @@ impl SourceKind for GitHub {
 /// GitHub owner, organisation and repository names: letters, digits, `-`, `_` and `.`.
 fn is_github_name(part: &str) -> bool {
     !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]

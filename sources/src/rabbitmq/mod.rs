@@ -34,7 +34,9 @@ use switchyard_log::backoff::ExponentialBackoff;
 use switchyard_meta::ValidationError;
 
 use crate::message::{self, BadMessages, RECONNECT_FIRST, RECONNECT_MAX};
-use crate::resource::{canonical, check_common, typed_spec, CeOverrides, Declared, SinkSpec};
+use crate::resource::{
+    canonical, check_common, is_env_name, secret_from_env, typed_spec, CeOverrides, Declared, SinkSpec,
+};
 use crate::runtime::{RunContext, Stopped};
 use crate::{Activity, Behaviour, Clients, NotReady, SourceKind};
 
@@ -121,12 +123,6 @@ pub struct RabbitmqResourcesConfig {
     /// The queue exists already: consume it, declare and bind nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predeclared: Option<bool>,
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Queue, exchange and routing-key names: AMQP short strings (up to 255 bytes), printable.
@@ -266,10 +262,7 @@ impl SourceKind for Rabbitmq {
         let (field, uri) = match (connection.uri, connection.uri_from_env) {
             (Some(uri), _) => ("spec.connection.uri", uri),
             (None, Some(env)) => {
-                let uri = std::env::var(&env).ok().filter(|v| !v.is_empty()).ok_or_else(|| NotReady {
-                    reason: "SecretNotFound",
-                    message: format!("the environment variable '{env}' holding the AMQP URI is not set on this server"),
-                })?;
+                let uri = secret_from_env(&env, "the AMQP URI")?;
                 ("the AMQP URI in the environment variable", uri)
             }
             (None, None) => return Err(invalid("no connection is given".to_owned())),

@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use switchyard_meta::ValidationError;
 
 use crate::message::{self, BadMessages};
-use crate::resource::{canonical, check_common, typed_spec, CeOverrides, Declared, SinkSpec};
+use crate::resource::{
+    canonical, check_common, is_env_name, secret_from_env, typed_spec, CeOverrides, Declared, SinkSpec,
+};
 use crate::runtime::{RunContext, Stopped};
 use crate::{Activity, Behaviour, Clients, NotReady, SourceKind};
 
@@ -236,12 +238,6 @@ fn check_name(field: &str, name: &str, what: &str, max: usize) -> Result<(), Val
     Ok(())
 }
 
-fn is_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 impl SourceKind for RedisStream {
     fn kind(&self) -> &'static str {
         "RedisStreamSource"
@@ -280,12 +276,7 @@ impl SourceKind for RedisStream {
         let address = spec.address().map_err(|e| invalid(e.to_string()))?;
         let mut server = address.as_str().into_connection_info().map_err(|e| invalid(e.to_string()))?;
         if let Some(env) = spec.password_env().map_err(|e| invalid(e.to_string()))? {
-            let password = std::env::var(env).ok().filter(|v| !v.is_empty()).ok_or_else(|| NotReady {
-                reason: "SecretNotFound",
-                message: format!(
-                    "the environment variable '{env}' holding the Redis password is not set on this server"
-                ),
-            })?;
+            let password = secret_from_env(env, "the Redis password")?;
             let settings = server.redis_settings().clone().set_password(password);
             server = server.set_redis_settings(settings);
         }
