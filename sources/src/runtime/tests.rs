@@ -178,3 +178,54 @@ async fn a_source_waiting_to_restart_stops_at_once_and_a_replaced_one_starts_afr
     assert_eq!(runs("always"), before + 1, "the new version runs at once");
     sources.shutdown().await;
 }
+
+/// Admission that takes at most `limit` events at once, refusing larger batches as admission
+/// does (`max_batch_events`), and records the batches it took.
+struct Limited {
+    limit: usize,
+    taken: Mutex<Vec<usize>>,
+}
+
+#[async_trait]
+impl Admit for Limited {
+    async fn admit(&self, _: &str, _: &str, events: Vec<Event>, _: Origin) -> Result<Admitted, Refusal> {
+        if events.len() > self.limit {
+            return Err(Refusal::Limit(LimitExceeded::TooManyEvents { count: events.len(), limit: self.limit }));
+        }
+        lock(&self.taken).push(events.len());
+        Ok(Admitted::Stored)
+    }
+
+    fn broker_exists(&self, _: &str, _: &str) -> bool {
+        true
+    }
+
+    fn refuse(&self, _: &Origin, refusal: Refusal) -> Refusal {
+        refusal
+    }
+}
+
+#[tokio::test]
+async fn a_batch_over_the_brokers_limit_is_sent_in_batches_it_takes() {
+    let admission = Arc::new(Limited { limit: 40, taken: Mutex::new(Vec::new()) });
+    let outlets = Outlets { admission: admission.clone(), http: Arc::new(NoHttp), kafka_sinks: Arc::new(NoHttp) };
+    let id = SourceRef { kind: "FlakySource", namespace: "default".to_owned(), name: "batch".to_owned() };
+    let declared = Declared {
+        id: id.clone(),
+        uid: "uid".to_owned(),
+        spec: serde_json::Value::Null,
+        sink: Sink::Broker("b".to_owned()),
+        overrides: Vec::new(),
+    };
+    let context = RunContext {
+        declared: Arc::new(declared),
+        emitter: Emitter::new(id, Sink::Broker("b".to_owned()), Vec::new(), outlets),
+        state: MemoryLog::new().state(),
+        stop: watch::channel(false).1,
+        problem: Arc::default(),
+    };
+    let events: Vec<Event> = (0..100).map(|n| switchyard_log::testkit::sample_event(&n.to_string(), 4)).collect();
+    context.deliver(events).await.unwrap();
+    assert_eq!(*lock(&admission.taken), [40, 40, 20], "in the broker's own batch size, not one event at a time");
+    assert_eq!(context.problem_reason(), None);
+}
