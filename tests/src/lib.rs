@@ -27,9 +27,20 @@ pub fn binary() -> PathBuf {
     path
 }
 
-/// A free loopback port.
+/// A free loopback port, never one this process handed out before. The port is released
+/// before the server binds it, so the kernel may offer it again: without the memory, two tests
+/// starting servers at once could be given the same port, one server would fail to bind, and
+/// both tests would talk to the other one (and lose it when its test ends).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().expect("ports");
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// The Kafka the tests use: `$SWITCHYARD_TEST_KAFKA` (what `deploy/kafka/local.sh up` prints),
@@ -233,13 +244,14 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::Client::new();
         loop {
+            // Exited first: a server that could not bind must not take another's answer for its own.
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("switchyard exited at start with {status}; log: {}", self.log());
+            }
             if let Ok(response) = client.get(format!("{}/readyz", self.url)).send().await {
                 if response.status().is_success() {
                     return;
                 }
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("switchyard exited at start with {status}; log: {}", self.log());
             }
             assert!(Instant::now() < deadline, "switchyard did not become ready; log: {}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -293,21 +305,39 @@ impl Server {
         self.spawn().await;
     }
 
+    /// A request that got no answer: the server's log says why (a panic, an exit).
+    fn request_failed(&self, verb: &str, path: &str, error: reqwest::Error) -> ! {
+        panic!("{verb} {path}: {error:?}; log: {}", self.log())
+    }
+
     /// PUT a resource; returns (status, body).
     pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = reqwest::Client::new().put(format!("{}{path}", self.url)).json(&body).send().await.expect("put");
+        let response = reqwest::Client::new()
+            .put(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| self.request_failed("put", path, e));
         status_and_json(response).await
     }
 
     /// GET; returns (status, body).
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = reqwest::Client::new().get(format!("{}{path}", self.url)).send().await.expect("get");
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| self.request_failed("get", path, e));
         status_and_json(response).await
     }
 
     /// DELETE; returns (status, body).
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        let response = reqwest::Client::new().delete(format!("{}{path}", self.url)).send().await.expect("delete");
+        let response = reqwest::Client::new()
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap_or_else(|e| self.request_failed("delete", path, e));
         status_and_json(response).await
     }
 
