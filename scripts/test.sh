@@ -54,6 +54,9 @@ SWITCHYARD_TEST_MQTT="$(deploy/mosquitto/local.sh up)"
 SWITCHYARD_TEST_REDIS="$(deploy/redis/local.sh up)"
 export SWITCHYARD_TEST_NATS SWITCHYARD_TEST_RABBITMQ SWITCHYARD_TEST_MQTT SWITCHYARD_TEST_REDIS
 
+log "systemd-analyze, for the systemd unit's test (tests/tests/deploy_binary.rs; nothing is started)"
+command -v systemd-analyze >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq systemd >/dev/null; }
+
 log "test"
 cargo test --workspace --locked
 

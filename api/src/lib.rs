@@ -11,3 +11,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod serve;
+
+/// The version and the commit it was built from (`api/build.rs`), as `switchyard --version`
+/// shows them: `0.1.0 (16244039af07)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SWITCHYARD_COMMIT"), ")");

@@ -7,8 +7,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use switchyard::cli::{dead_letter_table, read_file_or_stdin, resource_plural, table, Client, SendRequest};
 use switchyard::config::{Flags, ServeConfig};
 
+/// How long `switchyard health` waits for the whole answer: well under a container
+/// HEALTHCHECK's own timeout, and far above what a node that is up needs.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "A CloudEvents broker and trigger router")]
+#[command(name = "switchyard", version = switchyard::VERSION, about = "A CloudEvents broker and trigger router")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,6 +27,12 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Pretty, env = "SWITCHYARD_LOG_FORMAT")]
         log_format: LogFormat,
+    },
+    /// Check that a server is ready (GET /readyz): exit 0 when it answers 200, 1 otherwise. For
+    /// container HEALTHCHECKs, where there is no curl.
+    Health {
+        #[command(flatten)]
+        server: ServerArg,
     },
     /// Show the server configuration.
     Config {
@@ -272,6 +282,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             init_tracing(log_format);
             switchyard::serve::serve(settings.resolve()?).await
         }
+        Command::Health { server } => health(&server.server).await,
         Command::Config { command: ConfigCommand::Print { settings } } => {
             print!("{}", toml::to_string(&settings.resolve()?.to_file())?);
             Ok(())
@@ -360,6 +371,55 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}/{namespace}/{name} deleted", plural.trim_end_matches('s'));
             Ok(())
         }
+    }
+}
+
+/// `switchyard health`: `ready`, or an error saying why not (`not ready: 503 …`, `cannot reach
+/// …`), which `main` prints as the one line of standard error and exits 1 on.
+async fn health(server: &str) -> anyhow::Result<()> {
+    let url = format!("{}/readyz", server.trim_end_matches('/'));
+    // No proxy: the check is about a server on this host (or in this pod), which a proxy taken
+    // from the environment could not reach, or would answer for.
+    let client = reqwest::Client::builder()
+        .timeout(HEALTH_TIMEOUT)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot reach {url}: {}", error_chain(&error)))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::OK {
+        println!("ready");
+        return Ok(());
+    }
+    // A problem+json answer says why (the node is stopping); anything else is shown as it came.
+    let body = response.text().await.unwrap_or_default();
+    let detail = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|problem| problem.get("detail").and_then(serde_json::Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    match detail.trim() {
+        "" => anyhow::bail!("not ready: {status}"),
+        detail => anyhow::bail!("not ready: {status}: {detail}"),
+    }
+}
+
+/// An error's causes on one line: reqwest's own message only repeats the URL ("error sending
+/// request for url (…)"), its causes say what went wrong (refused, timed out, reset).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        error.to_string()
+    } else {
+        causes.join(": ")
     }
 }
 

@@ -69,6 +69,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         max_api_body_bytes: config.http.max_api_body_bytes,
     });
     tracing::info!(
+        version = crate::VERSION,
         %address,
         data_dir = %config.data_dir.display(),
         max_connections = config.http.max_connections,
@@ -76,11 +77,23 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
     let limits = http::ServerLimits { http: config.http.clone(), max_batch_bytes: config.max_batch_bytes };
+    // Listening for SIGTERM before telling anyone we are ready, so that a stop right after is a
+    // graceful one rather than the default disposition's instant death.
+    let stop_requested = shutdown_signal();
     let http = tokio::spawn(http::serve(listener, router(state.clone()), limits, http_stopped));
-    shutdown_signal().await;
+    // `/readyz` answers 200 from here: the engine has started, the listener has been accepting
+    // into its backlog since it was bound, and the task just spawned answers what waits there.
+    let log = match &config.log {
+        LogBackend::Embedded => "embedded",
+        LogBackend::Kafka { .. } => "kafka",
+    };
+    systemd::ready(&format!("serving on {address} ({log} log)"));
+    let watchdog = systemd::watchdog();
+    stop_requested.await;
     // Ingest and `/readyz` answer 503 from now on, while the API (and `/healthz`) stays up: in-flight deliveries get their
     // grace period, progress is persisted, and only then does the listener close.
     tracing::info!(grace_secs = config.shutdown_grace.as_secs(), "shutting down");
+    systemd::stopping(config.shutdown_grace);
     state.engine.shutdown(config.shutdown_grace).await;
     if let Some(exporter) = exporter {
         // After the deliveries' grace period, so their last spans are sent too.
@@ -88,6 +101,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
     let _ = stop_http.send(true);
     http.await.context("http server task")?;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -157,19 +173,97 @@ impl NoExporter {
     async fn shutdown(self) {}
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Listens for SIGINT and SIGTERM from the moment it is called (a signal that comes before the
+/// returned future is awaited is not lost), and resolves at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return interrupt.await.unwrap_or_default(),
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, signal = kind.as_raw_value(), "cannot listen for a stop signal");
+                None
+            }
         };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+        let (interrupt, terminate) = (listen(SignalKind::interrupt()), listen(SignalKind::terminate()));
+        async move {
+            let received = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = received(interrupt) => {}
+                () = received(terminate) => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    interrupt.await.unwrap_or_default();
+    async {
+        tokio::signal::ctrl_c().await.unwrap_or_default();
+    }
+}
+
+/// sd_notify(3): what a service manager that speaks systemd's notification protocol is told,
+/// when it set `NOTIFY_SOCKET` (a `Type=notify` unit); nothing happens otherwise. A failure to
+/// tell it is logged and never fatal: the server serves either way, and a READY=1 that never
+/// arrived is what systemd's start timeout is for.
+mod systemd {
+    use std::time::Duration;
+
+    use sd_notify::NotifyState;
+
+    /// Time the stop may take beyond the deliveries' grace: sources stop, the last spans are
+    /// exported and open connections get up to 5 s to close (`http::CLOSE_WAIT`).
+    const STOP_MARGIN: Duration = Duration::from_secs(20);
+
+    /// `READY=1`: the node answers `/readyz` with 200.
+    pub(super) fn ready(status: &str) {
+        send("READY=1", &[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// `STOPPING=1`, and `EXTEND_TIMEOUT_USEC` for the drain: systemd then waits at least the
+    /// grace plus [`STOP_MARGIN`] before it kills, even when the unit's `TimeoutStopSec` is lower
+    /// (a `shutdown_grace_secs` raised without raising it too).
+    pub(super) fn stopping(grace: Duration) {
+        let status = format!("stopping: in-flight deliveries get {} s to finish", grace.as_secs());
+        let extend = u32::try_from((grace + STOP_MARGIN).as_micros()).unwrap_or(u32::MAX);
+        send(
+            "STOPPING=1",
+            &[NotifyState::Stopping, NotifyState::Status(&status), NotifyState::ExtendTimeoutUsec(extend)],
+        );
+    }
+
+    /// With `WatchdogSec=` in the unit (systemd sets `WATCHDOG_USEC`): `WATCHDOG=1` at half the
+    /// interval, from a task of the server's runtime. It proves that runtime still runs its tasks
+    /// and timers (a runtime whose every worker is blocked misses it, and systemd restarts the
+    /// node); it does not prove that each broker or trigger makes progress.
+    pub(super) fn watchdog() -> Option<tokio::task::JoinHandle<()>> {
+        let interval = sd_notify::watchdog_enabled()? / 2;
+        tracing::info!(interval_ms = interval.as_millis(), "pinging the systemd watchdog");
+        Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                send("WATCHDOG=1", &[NotifyState::Watchdog]);
+            }
+        }))
+    }
+
+    fn send(what: &str, states: &[NotifyState<'_>]) {
+        let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else { return };
+        match sd_notify::notify(states) {
+            Ok(()) => tracing::debug!(socket = %socket.to_string_lossy(), "notified the service manager: {what}"),
+            Err(error) => tracing::warn!(
+                %error,
+                socket = %socket.to_string_lossy(),
+                "cannot notify the service manager: {what}"
+            ),
+        }
+    }
 }
