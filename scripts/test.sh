@@ -36,6 +36,14 @@ log "build (the end-to-end tests run this binary, and kafka_tool to prepare Kafk
 cargo build --workspace --bins --locked
 cargo build -p switchyard-log-kafka --example kafka_tool --locked
 
+log "deploy: the Helm chart and plain manifests (helm lint and template, the rendered configuration read back, server-side dry-run and helm install on a real kube-apiserver)"
+# Helm 4.3.2, kube-apiserver/kubectl 1.37.2, etcd 3.7.3 and the ServiceMonitor CRD are built from
+# Go modules the first time (~14 min of 2 cores; cached under ~/.cache/switchyard/, seconds
+# after). The API server runs on 127.0.0.1:16443 for the check and is stopped after it.
+deploy/kubernetes/check.sh
+# The Compose checker (compose-go), built once here rather than by the tests that run it at once.
+deploy/compose/check.sh >/dev/null
+
 log "kafka: a real single-node broker for the Kafka backend's tests"
 # Fresh every run: each run leaves thousands of partitions behind, and a broker that kept them
 # across runs reached ~20,000 and died of "Too many open files" (the fd limit here is 20000).

@@ -17,8 +17,9 @@ if [[ ! -x "$checker" ]]; then
     command -v go >/dev/null 2>&1 || { echo "check.sh: needs Go (https://go.dev/dl/)" >&2; exit 2; }
     echo "building compose-check (compose-go, from the Go module proxy) into $cache" >&2
     mkdir -p "$cache"
-    (cd "$here/check" && go build -trimpath -o "$checker.tmp" .) >&2
-    mv "$checker.tmp" "$checker"
+    # Built aside and renamed: checks started at once each build, and none runs a half-written file.
+    (cd "$here/check" && go build -trimpath -o "$checker.$$" .) >&2
+    mv "$checker.$$" "$checker"
 fi
 
 if (($#)); then

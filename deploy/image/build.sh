@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Switchyard image (deploy/image/Containerfile) with the container tool this machine
-# has: docker or podman when their engine answers, else buildah (installed from Debian when no
-# tool is there; rootful, `vfs` storage and `chroot` isolation, which work where overlay and
-# user namespaces do not). Prints the image name on stdout, progress on stderr.
+# has: docker when its engine answers, else buildah (rootful, `vfs` storage and `chroot`
+# isolation, which work where overlay and user namespaces do not), else podman, else buildah
+# installed from Debian. Prints the image name on stdout, progress on stderr.
 #
 #   deploy/image/build.sh                         # build the binary in a Rust container (needs a registry)
 #   deploy/image/build.sh --prebuilt target/release/switchyard --runtime local
@@ -43,6 +43,8 @@ pick_tool() {
         echo "$CONTAINER_TOOL"
     elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
         echo docker
+    elif command -v buildah >/dev/null 2>&1; then
+        echo buildah
     elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
         echo podman
     else
