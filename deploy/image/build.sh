@@ -10,7 +10,7 @@
 #
 #   --tag NAME         image name (default localhost/switchyard:<version>)
 #   --prebuilt BINARY  ship this binary (debug info stripped; symbols stay for backtraces and
-#                      perf) instead of building it in the `source` stage
+#                      perf) instead of building it in the `source` stage (target from-prebuilt)
 #   --runtime IMAGE    the runtime base; `local` makes one from this machine's glibc and
 #                      libgcc_s (the same files distroless `cc` carries), cached as
 #                      localhost/switchyard-runtime:glibc-<version>
@@ -58,12 +58,14 @@ if [[ "$tool" == buildah ]] && ! command -v buildah >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq buildah >/dev/null
 fi
 
+buildah_vfs=(buildah --storage-driver "${BUILDAH_STORAGE_DRIVER:-vfs}")
+
 # The tool's image build command; buildah writes the Docker format, which keeps HEALTHCHECK
 # (the OCI image format has no field for it).
 build() {
     case "$tool" in
         buildah)
-            buildah --storage-driver "${BUILDAH_STORAGE_DRIVER:-vfs}" bud --quiet --format docker \
+            "${buildah_vfs[@]}" bud --quiet --format docker \
                 --isolation "${BUILDAH_ISOLATION:-chroot}" "$@" >&2 ;;
         podman) podman build --quiet --format docker "$@" >&2 ;;
         *) "$tool" build --quiet "$@" >&2 ;;
@@ -72,7 +74,7 @@ build() {
 
 image_exists() {
     case "$tool" in
-        buildah) buildah --storage-driver "${BUILDAH_STORAGE_DRIVER:-vfs}" inspect --type image "$1" >/dev/null 2>&1 ;;
+        buildah) "${buildah_vfs[@]}" inspect --type image "$1" >/dev/null 2>&1 ;;
         *) "$tool" image inspect "$1" >/dev/null 2>&1 ;;
     esac
 }
@@ -130,7 +132,7 @@ if [[ -n "$prebuilt" ]]; then
     strip --strip-debug -o "$context/switchyard" "$prebuilt"
     mkdir "$context/data"
     log "building $tag with $tool from $prebuilt"
-    build "${args[@]}" --build-arg BINARY_FROM=prebuilt -t "$tag" -f "$containerfile" "$context"
+    build "${args[@]}" --target from-prebuilt -t "$tag" -f "$containerfile" "$context"
 else
     log "building $tag with $tool from source (stage 'source' compiles the release binary)"
     build "${args[@]}" -t "$tag" -f "$containerfile" "$root"
@@ -139,10 +141,9 @@ fi
 # stages' images (and an earlier image of the same tag) untagged: with vfs storage each is a
 # full copy of its layers.
 if [[ "$tool" == buildah ]]; then
-    b=(buildah --storage-driver "${BUILDAH_STORAGE_DRIVER:-vfs}")
-    "${b[@]}" containers --format '{{.ContainerID}} {{.ImageName}} {{.ContainerName}}' \
+    "${buildah_vfs[@]}" containers --format '{{.ContainerID}} {{.ImageName}} {{.ContainerName}}' \
         | awk 'NF == 2 && $2 ~ /-working-container$/ {print $1}' \
-        | while read -r leftover; do "${b[@]}" rm "$leftover" >/dev/null 2>&1 || true; done
-    "${b[@]}" rmi --prune >/dev/null 2>&1 || true
+        | while read -r leftover; do "${buildah_vfs[@]}" rm "$leftover" >/dev/null 2>&1 || true; done
+    "${buildah_vfs[@]}" rmi --prune >/dev/null 2>&1 || true
 fi
 echo "$tag"
