@@ -12,6 +12,8 @@
 # KAFKA_PORT (default 19092) is the client port; the controller listens on KAFKA_PORT + 1.
 # KAFKA_DIR (default /tmp/switchyard-kafka-$KAFKA_PORT) holds its data, pid and log.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 here="$(cd "$(dirname "$0")" && pwd)"
 port="${KAFKA_PORT:-19092}"
@@ -133,11 +135,7 @@ stop() {
         local pid
         pid="$(cat "$pidfile")"
         kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 40); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.5
-        done
-        kill -9 "$pid" 2>/dev/null || true
+        wait_or_kill "$pid" 20
     fi
     rm -f "$pidfile"
 }

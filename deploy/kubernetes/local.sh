@@ -16,6 +16,8 @@
 # keys, data, pids and logs; besides `kubeconfig` it has `env` (KUBECONFIG, KUBE_API, KUBE_TOKEN,
 # KUBE_CA) to source. KAS_EXTRA_FLAGS adds flags to kube-apiserver (e.g. feature gates).
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 k8s_version="1.37.2" # k8s.io/kubernetes v1.x.y <-> its staging modules (k8s.io/api, ...) v0.x.y
 etcd_version="3.7.3"
@@ -222,13 +224,7 @@ stop() {
         [[ -f "$dir/$name.pid" ]] || continue
         pid="$(cat "$dir/$name.pid")"
         kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
+        wait_or_kill "$pid" 5
         rm -f "$dir/$name.pid"
     done
 }

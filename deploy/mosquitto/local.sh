@@ -13,6 +13,8 @@
 # Persistence is on: sessions and the messages queued for them survive `stop` and `up`, as the
 # MqttSource's persistent sessions need.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 port="${MQTT_PORT:-11883}"
 dir="${MQTT_DIR:-/tmp/switchyard-mosquitto-$port}"
@@ -100,11 +102,7 @@ stop() {
         pid="$(cat "$pidfile")"
         # SIGTERM: mosquitto writes its persistence file (sessions, queued messages) and exits.
         kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
+        wait_or_kill "$pid" 10
     fi
     rm -f "$pidfile"
 }

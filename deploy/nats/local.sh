@@ -11,6 +11,8 @@
 # NATS_PORT (default 14222) is the client port. NATS_DIR (default /tmp/switchyard-nats-$NATS_PORT)
 # holds the JetStream store, pid and log.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 port="${NATS_PORT:-14222}"
 dir="${NATS_DIR:-/tmp/switchyard-nats-$port}"
@@ -75,11 +77,7 @@ stop() {
         local pid
         pid="$(cat "$pidfile")"
         kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
+        wait_or_kill "$pid" 5
     fi
     rm -f "$pidfile"
 }

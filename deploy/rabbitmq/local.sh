@@ -15,6 +15,8 @@
 # outage test) run side by side. They register with one epmd (the Erlang port mapper, bound to
 # 127.0.0.1), which the first node starts and which stays running.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 port="${RABBITMQ_PORT:-15673}"
 dist_port="${RABBITMQ_DIST_PORT:-$((port + 10000))}"
@@ -107,11 +109,7 @@ stop() {
         # The launcher script runs the Erlang VM as a child; stopping the session takes both.
         # SIGTERM makes the VM shut down cleanly (messages on disk stay).
         kill -- "-$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 -- "-$pid" 2>/dev/null || true
+        wait_or_kill "$pid" 10 "-$pid"
     fi
     rm -f "$dir/launcher.pid" "$pidfile"
 }

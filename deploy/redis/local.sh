@@ -10,6 +10,8 @@
 # REDIS_PORT (default 16379) is the port; REDIS_DIR (default /tmp/switchyard-redis-$REDIS_PORT)
 # holds its data (append-only file), pid and log.
 set -euo pipefail
+# shellcheck source=deploy/lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 port="${REDIS_PORT:-16379}"
 dir="${REDIS_DIR:-/tmp/switchyard-redis-$port}"
@@ -65,13 +67,7 @@ stop() {
         pid="$(cat "$pidfile")"
         # SHUTDOWN NOSAVE: the append-only file already holds every write.
         redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
+        wait_or_kill "$pid" 10
     fi
     rm -f "$pidfile"
 }
