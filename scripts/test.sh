@@ -62,6 +62,13 @@ SWITCHYARD_TEST_MQTT="$(deploy/mosquitto/local.sh up)"
 SWITCHYARD_TEST_REDIS="$(deploy/redis/local.sh up)"
 export SWITCHYARD_TEST_NATS SWITCHYARD_TEST_RABBITMQ SWITCHYARD_TEST_MQTT SWITCHYARD_TEST_REDIS
 
+log "kubernetes: a real kube-apiserver + etcd with Knative's CRDs, for ApiServerSource, references and the broker class"
+# The binaries deploy/kubernetes/check.sh built (cached); a fresh etcd, ready in seconds.
+deploy/kubernetes/local.sh down
+SWITCHYARD_TEST_KUBECONFIG="$(deploy/kubernetes/local.sh up)"
+export SWITCHYARD_TEST_KUBECONFIG
+deploy/kubernetes/knative-crds.sh apply "$SWITCHYARD_TEST_KUBECONFIG"
+
 log "systemd-analyze, for the systemd unit's test (tests/tests/deploy_binary.rs; nothing is started)"
 command -v systemd-analyze >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq systemd >/dev/null; }
 
@@ -74,7 +81,8 @@ SWITCHYARD_TEST_BACKEND=kafka cargo test -p switchyard-tests --locked \
     --test cli --test tracing --test openapi --test metrics --test interop \
     --test sources --test sources_ping --test sources_github --test sources_kafka \
     --test sources_nats --test sources_rabbitmq --test sources_mqtt --test sources_redis --test kafka_sink \
-    --test hostile_limits --test supervision
+    --test hostile_limits --test supervision \
+    --test sources_apiserver --test kube_references --test kube_broker_class
 
 log "fuzz smoke (10 s per target; ./scripts/fuzz.sh 600 for a real run)"
 ./scripts/fuzz.sh 10

@@ -53,6 +53,22 @@ pub struct ConfigFile {
     pub kafka: Option<KafkaFile>,
     /// The HTTP server's limits.
     pub http: Option<HttpFile>,
+    /// A Kubernetes API server to work with: addressable references, ApiServerSource's default
+    /// cluster, and Knative Brokers of Switchyard's class. Off when absent.
+    pub kubernetes: Option<KubernetesFile>,
+}
+
+/// `[kubernetes]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesFile {
+    /// A kubeconfig file naming the API server and the credentials to use.
+    pub kubeconfig: Option<PathBuf>,
+    /// Use the pod's service account instead (`KUBERNETES_SERVICE_HOST` and the mounted token).
+    pub in_cluster: Option<bool>,
+    /// The `eventing.knative.dev/broker.class` annotation value of the Knative Brokers this
+    /// node reconciles (default `Switchyard`).
+    pub broker_class: Option<String>,
 }
 
 /// `[kafka]`.
@@ -133,7 +149,21 @@ pub struct ServeConfig {
     pub log: LogBackend,
     /// The HTTP server's limits.
     pub http: HttpLimits,
+    /// The Kubernetes API server this node works with, if any.
+    pub kubernetes: Option<Kubernetes>,
 }
+
+/// The Kubernetes API server a node works with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Kubernetes {
+    /// The kubeconfig file; `None` means in-cluster credentials.
+    pub kubeconfig: Option<PathBuf>,
+    /// The Knative broker class this node reconciles.
+    pub broker_class: String,
+}
+
+/// The broker class Switchyard reconciles unless configured otherwise.
+pub const DEFAULT_BROKER_CLASS: &str = "Switchyard";
 
 /// The event log backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -204,7 +234,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 21] = [
+pub const ENV_OVERRIDES: [(&str, &str); 24] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
@@ -226,6 +256,9 @@ pub const ENV_OVERRIDES: [(&str, &str); 21] = [
     ("SWITCHYARD_KAFKA_TOPIC_PREFIX", "kafka.topic_prefix"),
     ("SWITCHYARD_KAFKA_PARTITIONS", "kafka.partitions"),
     ("SWITCHYARD_KAFKA_REPLICATION_FACTOR", "kafka.replication_factor"),
+    ("SWITCHYARD_KUBECONFIG", "kubernetes.kubeconfig"),
+    ("SWITCHYARD_KUBERNETES_IN_CLUSTER", "kubernetes.in_cluster"),
+    ("SWITCHYARD_BROKER_CLASS", "kubernetes.broker_class"),
 ];
 
 impl ConfigFile {
@@ -265,6 +298,25 @@ impl ConfigFile {
                     self.kafka.get_or_insert_with(KafkaFile::default).replication_factor =
                         Some(small_number(var, key, number()?)?)
                 }
+                "kubernetes.kubeconfig" => {
+                    self.kubernetes.get_or_insert_with(KubernetesFile::default).kubeconfig = Some(PathBuf::from(&value))
+                }
+                "kubernetes.in_cluster" => {
+                    let in_cluster = match value.trim() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                var,
+                                message: format!("'{value}' is not true or false (it sets '{key}')"),
+                            })
+                        }
+                    };
+                    self.kubernetes.get_or_insert_with(KubernetesFile::default).in_cluster = Some(in_cluster)
+                }
+                "kubernetes.broker_class" => {
+                    self.kubernetes.get_or_insert_with(KubernetesFile::default).broker_class = Some(value.clone())
+                }
                 "tracing.otlp_endpoint" => {
                     self.tracing.get_or_insert_with(TracingFile::default).otlp_endpoint = Some(value.clone())
                 }
@@ -298,7 +350,7 @@ impl ServeConfig {
         env: &dyn Fn(&str) -> Option<String>,
         flags: Flags,
     ) -> Result<ServeConfig, ConfigError> {
-        let Flags { listen, data_dir, otlp_endpoint, log, kafka_topic_prefix } = flags;
+        let Flags { listen, data_dir, otlp_endpoint, log, kafka_topic_prefix, kubeconfig } = flags;
         let mut parsed = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -394,8 +446,10 @@ impl ServeConfig {
             kafka.replication_factor.unwrap_or(1),
         )?;
         let http = HttpLimits::resolve(parsed.http.unwrap_or_default())?;
+        let kubernetes = resolve_kubernetes(parsed.kubernetes.unwrap_or_default(), kubeconfig)?;
         Ok(ServeConfig {
             http,
+            kubernetes,
             log,
             listen,
             data_dir: data_dir.or(parsed.data_dir).unwrap_or_else(|| PathBuf::from("./switchyard-data")),
@@ -431,6 +485,26 @@ pub struct Flags {
     pub log: Option<String>,
     /// `--kafka-topic-prefix`.
     pub kafka_topic_prefix: Option<String>,
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `[kubernetes]` checked: on with a kubeconfig (file, environment or flag) or `in_cluster`.
+fn resolve_kubernetes(file: KubernetesFile, flag: Option<PathBuf>) -> Result<Option<Kubernetes>, ConfigError> {
+    let kubeconfig = flag.or(file.kubeconfig).filter(|path| !path.as_os_str().is_empty());
+    let broker_class = file.broker_class.unwrap_or_else(|| DEFAULT_BROKER_CLASS.to_owned());
+    if broker_class.trim().is_empty() {
+        return Err(ConfigError::Value { key: "kubernetes.broker_class", message: "must not be empty".into() });
+    }
+    match (kubeconfig, file.in_cluster.unwrap_or(false)) {
+        (Some(path), true) => Err(ConfigError::Value {
+            key: "kubernetes.in_cluster",
+            message: format!("is true, but kubeconfig '{}' is set too: choose one", path.display()),
+        }),
+        (Some(path), false) => Ok(Some(Kubernetes { kubeconfig: Some(path), broker_class })),
+        (None, true) => Ok(Some(Kubernetes { kubeconfig: None, broker_class })),
+        (None, false) => Ok(None),
+    }
 }
 
 fn small_number(var: &'static str, key: &str, value: u64) -> Result<u32, ConfigError> {
@@ -534,6 +608,11 @@ impl ServeConfig {
                 .as_ref()
                 .map(|url| TracingFile { otlp_endpoint: Some(url.as_str().to_owned()) }),
             http: Some(self.http.to_file()),
+            kubernetes: self.kubernetes.as_ref().map(|kubernetes| KubernetesFile {
+                in_cluster: Some(kubernetes.kubeconfig.is_none()),
+                kubeconfig: kubernetes.kubeconfig.clone(),
+                broker_class: Some(kubernetes.broker_class.clone()),
+            }),
         }
     }
 }

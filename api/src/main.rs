@@ -156,6 +156,10 @@ struct Settings {
     /// Prefix of Kafka topics and groups; nodes with the same one form a cluster [default: switchyard.].
     #[arg(long)]
     kafka_topic_prefix: Option<String>,
+    /// A Kubernetes API server's kubeconfig: resolves `ref` destinations, is ApiServerSource's
+    /// default cluster, and reconciles Knative Brokers of Switchyard's class [default: none].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 impl Settings {
@@ -168,6 +172,7 @@ impl Settings {
             otlp_endpoint: self.otlp_endpoint,
             log: self.log,
             kafka_topic_prefix: self.kafka_topic_prefix,
+            kubeconfig: self.kubeconfig,
         };
         Ok(ServeConfig::resolve_with(self.config.as_deref(), &env, flags)?)
     }

@@ -11,7 +11,7 @@ use switchyard_engine::{Engine, Quotas, Settings};
 use switchyard_event::limits::EventLimits;
 use switchyard_log::Backend;
 use switchyard_log_embedded::EmbeddedConfig;
-use switchyard_sources::Clients;
+use switchyard_sources::{Clients, KubeCluster};
 
 use crate::config::{LogBackend, ServeConfig};
 use crate::routes::{router, AppState};
@@ -60,10 +60,27 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         },
         serving_at: Some(address),
     };
-    let engine =
-        Engine::start(backend, settings, clients()).await.context("cannot start brokers, triggers and sources")?;
+    let mut clients = clients();
+    let kubernetes = match &config.kubernetes {
+        Some(kubernetes) => {
+            let (client, url) = switchyard_kube::client(kubernetes.kubeconfig.as_deref()).await?;
+            tracing::info!(api_server = %url, class = %kubernetes.broker_class, "using kubernetes");
+            clients.addresses = Some(Arc::new(switchyard_kube::KubeAddresses::new(client.clone())));
+            clients.kubernetes = Some(KubeCluster { client: client.clone(), url });
+            Some((client, kubernetes.broker_class.clone()))
+        }
+        None => None,
+    };
+    let engine = Arc::new(
+        Engine::start(backend, settings, clients).await.context("cannot start brokers, triggers and sources")?,
+    );
+    let base_url = format!("http://{}", loopback_if_unspecified(address));
+    let broker_class = kubernetes.map(|(client, class)| {
+        let settings = switchyard_kube::broker_class::BrokerClass { class, base_url: base_url.clone() };
+        switchyard_kube::broker_class::start(client, engine.clone(), settings)
+    });
     let state = Arc::new(AppState {
-        engine: Arc::new(engine),
+        engine,
         base_url: format!("http://{address}"),
         max_batch_bytes: config.max_batch_bytes,
         max_api_body_bytes: config.http.max_api_body_bytes,
@@ -94,6 +111,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // grace period, progress is persisted, and only then does the listener close.
     tracing::info!(grace_secs = config.shutdown_grace.as_secs(), "shutting down");
     systemd::stopping(config.shutdown_grace);
+    if let Some(broker_class) = broker_class {
+        broker_class.abort();
+    }
     state.engine.shutdown(config.shutdown_grace).await;
     if let Some(exporter) = exporter {
         // After the deliveries' grace period, so their last spans are sent too.
@@ -119,7 +139,20 @@ fn clients() -> Clients {
         kafka_producer: Some(Arc::new(switchyard_log_kafka::KafkaProducers::default())),
         #[cfg(not(feature = "kafka"))]
         kafka_producer: None,
+        kubernetes: None,
+        addresses: None,
     }
+}
+
+/// `address` with an unspecified IP (0.0.0.0, ::) replaced by loopback.
+fn loopback_if_unspecified(mut address: std::net::SocketAddr) -> std::net::SocketAddr {
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    address
 }
 
 /// Kafka mode: the log, the shared declarations and the sources' placement on the cluster.

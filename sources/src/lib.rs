@@ -42,6 +42,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use switchyard_event::Event;
+use switchyard_log::addresses::Addresses;
 use switchyard_log::records::{RecordConnector, RecordProducer};
 use switchyard_meta::ValidationError;
 
@@ -72,6 +73,21 @@ pub struct Clients {
     /// Writes records to Kafka clusters (KafkaSink, which the engine runs); `None` in a build
     /// without Kafka.
     pub kafka_producer: Option<Arc<dyn RecordProducer>>,
+    /// The Kubernetes API server `serve` was given (ApiServerSource's cluster when its spec
+    /// names no kubeconfig); `None` when it was given none.
+    pub kubernetes: Option<KubeCluster>,
+    /// Resolves `ref` destinations other than Switchyard's own objects (a trigger's subscriber
+    /// and dead-letter sink, a source's sink) through that API server; `None` without one.
+    pub addresses: Option<Arc<dyn Addresses>>,
+}
+
+/// A Kubernetes API server, and a client of it.
+#[derive(Clone)]
+pub struct KubeCluster {
+    /// The client.
+    pub client: kube::Client,
+    /// The server's URL (`https://127.0.0.1:16443`): ApiServerSource's events' `source`.
+    pub url: String,
 }
 
 /// The kind whose REST path segment is `plural` (`pingsources`).

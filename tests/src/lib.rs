@@ -761,6 +761,64 @@ fn run_local_sh(server: &str, command: &str, env: &[(&str, String)]) -> std::io:
     Command::new("bash").arg(script).arg(command).envs(env.iter().map(|(name, value)| (*name, value.as_str()))).output()
 }
 
+/// The Kubernetes API server the tests use: `$SWITCHYARD_TEST_KUBECONFIG` (what
+/// `deploy/kubernetes/local.sh up` prints, as the test command sets it), else the one that
+/// script starts (idempotent; built from Go modules the first time). Knative's CRDs are
+/// applied to it once per test process.
+pub fn kubeconfig() -> PathBuf {
+    static KUBECONFIG: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    KUBECONFIG
+        .get_or_init(|| {
+            let path = match std::env::var("SWITCHYARD_TEST_KUBECONFIG") {
+                Ok(path) if !path.is_empty() => PathBuf::from(path),
+                _ => PathBuf::from(local_sh("kubernetes", "up", &[])),
+            };
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/knative-crds.sh");
+            let output =
+                Command::new("bash").arg(script).arg("apply").arg(&path).output().expect("run knative-crds.sh");
+            assert!(output.status.success(), "knative-crds.sh apply: {}", String::from_utf8_lossy(&output.stderr));
+            path
+        })
+        .clone()
+}
+
+/// Runs `kubectl` (the one `deploy/kubernetes/local.sh` built) against [`kubeconfig`]'s API
+/// server with `stdin` as its input; panics with its output unless it succeeds. Returns its
+/// standard output.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    static KUBECTL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let kubectl = KUBECTL.get_or_init(|| PathBuf::from(local_sh("kubernetes", "build", &[])).join("kubectl"));
+    let mut child = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    let mut input = child.stdin.take().expect("kubectl stdin");
+    input.write_all(stdin.unwrap_or_default().as_bytes()).expect("write kubectl stdin");
+    drop(input);
+    let output = child.wait_with_output().expect("wait for kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Creates a fresh namespace named after `prefix` on the tests' API server; returns its name.
+pub fn kube_namespace(prefix: &str) -> String {
+    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    kubectl(&["create", "namespace", &name], None);
+    name
+}
+
 #[cfg(test)]
 mod tests {
     use super::metric_value;

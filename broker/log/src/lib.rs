@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use switchyard_event::Event;
 
+pub mod addresses;
 pub mod admission;
 pub mod backoff;
 mod declarations;
