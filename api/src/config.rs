@@ -69,6 +69,10 @@ pub struct KubernetesFile {
     /// The `eventing.knative.dev/broker.class` annotation value of the Knative Brokers this
     /// node reconciles (default `Switchyard`).
     pub broker_class: Option<String>,
+    /// Where other pods reach this node's ingest (a reconciled Broker's `status.address.url`
+    /// starts with it), e.g. `http://switchyard.eventing.svc.cluster.local` (default: the
+    /// listen address, loopback for an unspecified IP).
+    pub advertised_url: Option<String>,
 }
 
 /// `[kafka]`.
@@ -160,6 +164,9 @@ pub struct Kubernetes {
     pub kubeconfig: Option<PathBuf>,
     /// The Knative broker class this node reconciles.
     pub broker_class: String,
+    /// Where other pods reach this node's ingest, if not at its listen address.
+    #[serde(serialize_with = "serialize_url")]
+    pub advertised_url: Option<Url>,
 }
 
 /// The broker class Switchyard reconciles unless configured otherwise.
@@ -234,7 +241,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 24] = [
+pub const ENV_OVERRIDES: [(&str, &str); 25] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
@@ -259,6 +266,7 @@ pub const ENV_OVERRIDES: [(&str, &str); 24] = [
     ("SWITCHYARD_KUBECONFIG", "kubernetes.kubeconfig"),
     ("SWITCHYARD_KUBERNETES_IN_CLUSTER", "kubernetes.in_cluster"),
     ("SWITCHYARD_BROKER_CLASS", "kubernetes.broker_class"),
+    ("SWITCHYARD_ADVERTISED_URL", "kubernetes.advertised_url"),
 ];
 
 impl ConfigFile {
@@ -316,6 +324,9 @@ impl ConfigFile {
                 }
                 "kubernetes.broker_class" => {
                     self.kubernetes.get_or_insert_with(KubernetesFile::default).broker_class = Some(value.clone())
+                }
+                "kubernetes.advertised_url" => {
+                    self.kubernetes.get_or_insert_with(KubernetesFile::default).advertised_url = Some(value.clone())
                 }
                 "tracing.otlp_endpoint" => {
                     self.tracing.get_or_insert_with(TracingFile::default).otlp_endpoint = Some(value.clone())
@@ -496,15 +507,33 @@ fn resolve_kubernetes(file: KubernetesFile, flag: Option<PathBuf>) -> Result<Opt
     if broker_class.trim().is_empty() {
         return Err(ConfigError::Value { key: "kubernetes.broker_class", message: "must not be empty".into() });
     }
-    match (kubeconfig, file.in_cluster.unwrap_or(false)) {
-        (Some(path), true) => Err(ConfigError::Value {
-            key: "kubernetes.in_cluster",
-            message: format!("is true, but kubeconfig '{}' is set too: choose one", path.display()),
-        }),
-        (Some(path), false) => Ok(Some(Kubernetes { kubeconfig: Some(path), broker_class })),
-        (None, true) => Ok(Some(Kubernetes { kubeconfig: None, broker_class })),
-        (None, false) => Ok(None),
-    }
+    let advertised_url = file
+        .advertised_url
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| {
+            let invalid = || ConfigError::Value {
+                key: "kubernetes.advertised_url",
+                message: format!("'{text}' is not an http(s) URL like http://switchyard.eventing.svc.cluster.local"),
+            };
+            let url = Url::parse(text.trim()).map_err(|_| invalid())?;
+            match url.scheme() {
+                "http" | "https" if url.host().is_some() && url.query().is_none() => Ok(url),
+                _ => Err(invalid()),
+            }
+        })
+        .transpose()?;
+    let kubeconfig = match (kubeconfig, file.in_cluster.unwrap_or(false)) {
+        (Some(path), true) => {
+            return Err(ConfigError::Value {
+                key: "kubernetes.in_cluster",
+                message: format!("is true, but kubeconfig '{}' is set too: choose one", path.display()),
+            })
+        }
+        (Some(path), false) => Some(path),
+        (None, true) => None,
+        (None, false) => return Ok(None),
+    };
+    Ok(Some(Kubernetes { kubeconfig, broker_class, advertised_url }))
 }
 
 fn small_number(var: &'static str, key: &str, value: u64) -> Result<u32, ConfigError> {
@@ -612,6 +641,7 @@ impl ServeConfig {
                 in_cluster: Some(kubernetes.kubeconfig.is_none()),
                 kubeconfig: kubernetes.kubeconfig.clone(),
                 broker_class: Some(kubernetes.broker_class.clone()),
+                advertised_url: kubernetes.advertised_url.as_ref().map(|url| url.as_str().to_owned()),
             }),
         }
     }
@@ -910,6 +940,42 @@ mod tests {
             let error = ServeConfig::resolve_with(None, &no_env, bad).unwrap_err().to_string();
             assert!(error.contains("tracing.otlp_endpoint"), "{error}");
         }
+    }
+
+    #[test]
+    fn kubernetes_is_off_unless_a_kubeconfig_or_in_cluster_is_given_and_is_checked() {
+        assert_eq!(ServeConfig::resolve(None, &no_env, None, None).unwrap().kubernetes, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kubernetes]\nin_cluster = true\nadvertised_url = \"http://sy.ns.svc\"\n").unwrap();
+        let config = ServeConfig::resolve(Some(&path), &no_env, None, None).unwrap().kubernetes.unwrap();
+        assert_eq!(config.kubeconfig, None);
+        assert_eq!(config.broker_class, DEFAULT_BROKER_CLASS);
+        assert_eq!(config.advertised_url.as_ref().map(Url::as_str), Some("http://sy.ns.svc/"));
+        let env = |var: &str| match var {
+            "SWITCHYARD_KUBECONFIG" => Some("/etc/kube.yaml".to_owned()),
+            "SWITCHYARD_BROKER_CLASS" => Some("Mine".to_owned()),
+            _ => None,
+        };
+        let config = ServeConfig::resolve(None, &env, None, None).unwrap().kubernetes.unwrap();
+        assert_eq!(
+            (config.kubeconfig.as_deref(), config.broker_class.as_str()),
+            (Some(Path::new("/etc/kube.yaml")), "Mine")
+        );
+        let flags = Flags { kubeconfig: Some(PathBuf::from("/flag.yaml")), ..Flags::default() };
+        let config = ServeConfig::resolve_with(None, &env, flags).unwrap().kubernetes.unwrap();
+        assert_eq!(config.kubeconfig.as_deref(), Some(Path::new("/flag.yaml")));
+        let printed = toml::to_string(&ServeConfig::resolve(None, &env, None, None).unwrap().to_file()).unwrap();
+        assert!(printed.contains("[kubernetes]\nkubeconfig = \"/etc/kube.yaml\"\nin_cluster = false"), "{printed}");
+        let both = Flags { kubeconfig: Some(PathBuf::from("/k")), ..Flags::default() };
+        let error = ServeConfig::resolve_with(Some(&path), &no_env, both).unwrap_err().to_string();
+        assert!(error.contains("kubernetes.in_cluster") && error.contains("'/k'"), "{error}");
+        std::fs::write(&path, "[kubernetes]\nin_cluster = true\nadvertised_url = \"sy:80\"\n").unwrap();
+        let error = ServeConfig::resolve(Some(&path), &no_env, None, None).unwrap_err().to_string();
+        assert!(error.contains("kubernetes.advertised_url") && error.contains("'sy:80'"), "{error}");
+        let env = |var: &str| (var == "SWITCHYARD_KUBERNETES_IN_CLUSTER").then(|| "yes".to_owned());
+        let error = ServeConfig::resolve(None, &env, None, None).unwrap_err().to_string();
+        assert!(error.contains("SWITCHYARD_KUBERNETES_IN_CLUSTER") && error.contains("'yes'"), "{error}");
     }
 
     #[test]

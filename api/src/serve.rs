@@ -67,16 +67,19 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             tracing::info!(api_server = %url, class = %kubernetes.broker_class, "using kubernetes");
             clients.addresses = Some(Arc::new(switchyard_kube::KubeAddresses::new(client.clone())));
             clients.kubernetes = Some(KubeCluster { client: client.clone(), url });
-            Some((client, kubernetes.broker_class.clone()))
+            Some((client, kubernetes.broker_class.clone(), kubernetes.advertised_url.clone()))
         }
         None => None,
     };
     let engine = Arc::new(
         Engine::start(backend, settings, clients).await.context("cannot start brokers, triggers and sources")?,
     );
-    let base_url = format!("http://{}", loopback_if_unspecified(address));
-    let broker_class = kubernetes.map(|(client, class)| {
-        let settings = switchyard_kube::broker_class::BrokerClass { class, base_url: base_url.clone() };
+    let broker_class = kubernetes.map(|(client, class, advertised_url)| {
+        let base_url = advertised_url.map_or_else(
+            || format!("http://{}", loopback_if_unspecified(address)),
+            |url| url.as_str().trim_end_matches('/').to_owned(),
+        );
+        let settings = switchyard_kube::broker_class::BrokerClass { class, base_url };
         switchyard_kube::broker_class::start(client, engine.clone(), settings)
     });
     let state = Arc::new(AppState {

@@ -98,6 +98,8 @@ for mode in embedded kafka; do
         || fail "helm lint ($mode)"
     "$helm" lint --strict "$chart" --namespace "$namespace" --kube-version "$kube_version" "${values[@]}" \
         --set metrics.serviceMonitor.enabled=true >&2 || fail "helm lint ($mode, serviceMonitor)"
+    "$helm" lint --strict "$chart" --namespace "$namespace" --kube-version "$kube_version" "${values[@]}" \
+        --set kubernetes.enabled=true >&2 || fail "helm lint ($mode, kubernetes)"
 done
 # The schema and the templates refuse what cannot work.
 expect_refused() {
@@ -111,6 +113,9 @@ expect_refused() {
 expect_refused "mode kafka without kafka.bootstrapServers" --set mode=kafka
 expect_refused "an unknown mode" --set mode=cluster
 expect_refused "config.log (the chart's key)" --set config.log=embedded
+expect_refused "config.kubernetes (the chart's key)" --set config.kubernetes.in_cluster=true
+expect_refused "a watch rule that writes" --set kubernetes.enabled=true --set 'kubernetes.watchRules[0].apiGroups[0]=' \
+    --set 'kubernetes.watchRules[0].resources[0]=secrets' --set 'kubernetes.watchRules[0].verbs[0]=delete'
 expect_refused "an unknown top-level value" --set replica=2
 
 log "helm template (both modes, the ServiceMonitor, a preStop sleep)"
@@ -119,6 +124,7 @@ render kafka >"$work/kafka.yaml"
 render embedded --set metrics.serviceMonitor.enabled=true >"$work/embedded-monitor.yaml"
 render kafka --set metrics.serviceMonitor.enabled=true >"$work/kafka-monitor.yaml"
 render kafka --set preStopSleepSeconds=5 --set config.shutdown_grace_secs=30 >"$work/kafka-prestop.yaml"
+render kafka --set kubernetes.enabled=true >"$work/kafka-kubernetes.yaml"
 # Every key of deploy/switchyard.toml (but the chart's own) as `config` values: the schema
 # must take each one, and switchyard must read them back below.
 python3 - "$root/deploy/switchyard.toml" >"$work/all-keys.json" <<'PYTHON'
@@ -132,9 +138,12 @@ json.dump({"config": config}, sys.stdout)
 PYTHON
 render embedded -f "$work/all-keys.json" >"$work/all-keys.yaml"
 kinds() { grep -E '^kind: ' "$1" | sort | uniq -c | awk '{printf "%s%s×%s", sep, $3, $1; sep=", "}'; }
-for file in embedded kafka embedded-monitor kafka-monitor kafka-prestop; do
+for file in embedded kafka embedded-monitor kafka-monitor kafka-prestop kafka-kubernetes; do
     log "  $file: $(kinds "$work/$file.yaml")"
 done
+grep -q '^kind: ClusterRoleBinding' "$work/kafka-kubernetes.yaml" || fail "kubernetes.enabled renders no ClusterRoleBinding"
+grep -q 'automountServiceAccountToken: true' "$work/kafka-kubernetes.yaml" \
+    || fail "kubernetes.enabled does not mount the service account token"
 grep -q '^kind: StatefulSet' "$work/embedded.yaml" || fail "embedded mode renders no StatefulSet"
 grep -q '^kind: Deployment' "$work/kafka.yaml" || fail "kafka mode renders no Deployment"
 grep -q '^kind: ServiceMonitor' "$work/kafka-monitor.yaml" || fail "serviceMonitor.enabled renders no ServiceMonitor"
@@ -156,7 +165,7 @@ unset_vars=()
 while IFS= read -r name; do
     unset_vars+=(-u "$name")
 done < <(env | grep -o '^SWITCHYARD_[A-Z0-9_]*' || true)
-for file in embedded kafka kafka-prestop all-keys; do
+for file in embedded kafka kafka-prestop all-keys kafka-kubernetes; do
     config_of "$work/$file.yaml" >"$work/$file.toml"
     [[ -s "$work/$file.toml" ]] || fail "no switchyard.toml in the $file render"
     env "${unset_vars[@]}" "$switchyard" config print --config "$work/$file.toml" >"$work/$file.effective" \
@@ -170,6 +179,8 @@ grep -q '^shutdown_grace_secs = 30' "$work/kafka-prestop.effective" || fail "con
 grep -q '^otlp_endpoint = "http://otel-collector.observability:4318/\?"' "$work/all-keys.effective" \
     || fail "config.tracing.otlp_endpoint not applied"
 grep -q '^max_total_bytes = 53687091200' "$work/all-keys.effective" || fail "config.retention.max_total_bytes not applied"
+grep -q '^advertised_url = "http://switchyard.switchyard.svc.cluster.local:8080/"' "$work/kafka-kubernetes.effective" \
+    || fail "kubernetes.enabled: the advertised URL is not the release's Service"
 
 log "plain manifests against the chart"
 for mode in embedded kafka; do
@@ -201,7 +212,7 @@ log "the ServiceMonitor CRD (monitoring.coreos.com/v1)"
 k apply --server-side --field-manager=switchyard-check -f "$("$here/servicemonitor-crd.sh")" >&2
 k wait --for condition=established --timeout=60s crd/servicemonitors.monitoring.coreos.com >&2
 log "server-side dry-run"
-for file in "$work/embedded.yaml" "$work/kafka.yaml" "$work/kafka-prestop.yaml" "$work/all-keys.yaml" \
+for file in "$work/embedded.yaml" "$work/kafka.yaml" "$work/kafka-prestop.yaml" "$work/all-keys.yaml" "$work/kafka-kubernetes.yaml" \
     "$work/embedded-monitor.yaml" "$work/kafka-monitor.yaml" "$here/embedded.yaml" "$here/kafka.yaml"; do
     name="${file#"$root"/}"
     name="${name#"$work"/}"

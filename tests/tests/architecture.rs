@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 /// The crates that make up the product, bottom to top.
-const PRODUCT: [&str; 10] = [
+const PRODUCT: [&str; 11] = [
     "switchyard-event",
     "switchyard-cesql",
     "switchyard-log",
@@ -18,6 +18,7 @@ const PRODUCT: [&str; 10] = [
     "switchyard-dispatcher",
     "switchyard-sources",
     "switchyard-engine",
+    "switchyard-kube",
     "switchyard",
 ];
 

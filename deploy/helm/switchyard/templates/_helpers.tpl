@@ -75,9 +75,9 @@ strings and booleans, so a number is written as an integer (the schema rejects f
 
 {{/* The configuration file: .Values.config plus the keys the chart owns. */}}
 {{- define "switchyard.configToml" -}}
-{{- range $key := list "listen" "data_dir" "log" "kafka" -}}
+{{- range $key := list "listen" "data_dir" "log" "kafka" "kubernetes" -}}
 {{- if hasKey $.Values.config $key -}}
-{{- fail (printf "config.%s is set by the chart (from mode, kafka.* and the container's flags): remove it" $key) -}}
+{{- fail (printf "config.%s is set by the chart (from mode, kafka.*, kubernetes.* and the container's flags): remove it" $key) -}}
 {{- end -}}
 {{- end -}}
 {{- $config := deepCopy .Values.config -}}
@@ -89,6 +89,10 @@ strings and booleans, so a number is written as an integer (the schema rejects f
 {{- $_ := set $config "kafka" (dict "topic_prefix" .Values.kafka.topicPrefix "partitions" .Values.kafka.partitions "replication_factor" .Values.kafka.replicationFactor) -}}
 {{- else -}}
 {{- $_ := set $config "log" "embedded" -}}
+{{- end -}}
+{{- if .Values.kubernetes.enabled -}}
+{{- $advertised := .Values.kubernetes.advertisedUrl | default (printf "http://%s.%s.svc.cluster.local:%v" (include "switchyard.fullname" .) .Release.Namespace .Values.service.port) -}}
+{{- $_ := set $config "kubernetes" (dict "in_cluster" true "broker_class" .Values.kubernetes.brokerClass "advertised_url" $advertised) -}}
 {{- end -}}
 # Written by the switchyard Helm chart (values: config, mode, kafka). `listen` and `data_dir`
 # come from the container's flags (--listen 0.0.0.0:8080 --data-dir /data).

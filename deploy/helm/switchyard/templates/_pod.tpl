@@ -14,7 +14,7 @@ metadata:
     {{- end }}
 spec:
   serviceAccountName: {{ include "switchyard.serviceAccountName" . }}
-  automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+  automountServiceAccountToken: {{ or .Values.serviceAccount.automountServiceAccountToken .Values.kubernetes.enabled }}
   # No SWITCHYARD_PORT, SWITCHYARD_SERVICE_HOST… variables from the Service named switchyard: the
   # server reads SWITCHYARD_* variables as configuration.
   enableServiceLinks: false
