@@ -17,9 +17,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use switchyard_dispatcher::{dead_letter_scope, Dispatcher, Redrive, TriggerPlan, TriggerRef};
+use switchyard_log::addresses::Addresses;
 use switchyard_log::{Admit, Change, DeclarationLog, EventLog, LogError};
 use switchyard_meta::kafka_sink::{self, KafkaSink, KafkaSinkStatus};
-use switchyard_meta::status::{Address, BrokerStatus, Condition, SourceStatus, TriggerStatus};
+use switchyard_meta::status::{knative, Address, BrokerStatus, Condition, SourceStatus, TriggerStatus};
 use switchyard_meta::{Broker, Trigger, Upsert, ValidationError};
 use switchyard_sources::{SourceRef, Sources};
 use tokio::sync::watch;
@@ -27,12 +28,17 @@ use tokio::sync::watch;
 use crate::admission::{topic_name, Admission};
 use crate::declaration::{Catalog, Declaration, Kind, SourceDeclaration, Unreadable};
 use crate::kafka_sinks::{self, KafkaSinks};
+use crate::references::{self, External, Role};
 use crate::{loops, metrics, Quotas};
 
 /// How long a write waits for this node to apply its own published change.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often declarations that failed to take effect are tried again.
+/// How often declarations that failed to take effect are tried again, and object references
+/// that could not be resolved are resolved again (besides whenever the resolver says an address
+/// may have changed).
 pub(crate) const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// How long resolving one object reference may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a write was not done.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +90,45 @@ pub(crate) struct Parts {
     pub(crate) sources: Arc<Sources>,
     pub(crate) kafka_sinks: Arc<KafkaSinks>,
     pub(crate) quotas: Quotas,
+    /// Resolves object references through an API server; `None` without one.
+    pub(crate) addresses: Option<Arc<dyn Addresses>>,
+}
+
+/// Where the object references of a trigger (its subscriber, the dead-letter sink of the
+/// delivery it runs with) or of a broker (its dead-letter sink) lead now: each an address, or
+/// why there is none. `None` for a destination that names no object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Resolution {
+    subscriber: Option<Result<String, String>>,
+    dead_letter: Option<Result<String, String>>,
+}
+
+impl Resolution {
+    fn of(&self, role: Role) -> Option<&Result<String, String>> {
+        match role {
+            Role::Subscriber => self.subscriber.as_ref(),
+            Role::DeadLetterSink => self.dead_letter.as_ref(),
+        }
+    }
+
+    /// Whether every reference resolved.
+    fn complete(&self) -> bool {
+        [&self.subscriber, &self.dead_letter].into_iter().all(|outcome| !matches!(outcome, Some(Err(_))))
+    }
+
+    /// Whether both lead to the same addresses (messages of what is unresolved aside): what
+    /// decides whether a trigger restarts.
+    fn same_addresses(&self, other: &Resolution) -> bool {
+        let addresses = |resolution: &Resolution| {
+            [&resolution.subscriber, &resolution.dead_letter]
+                .map(|outcome| outcome.as_ref().map(|outcome| outcome.as_ref().ok().cloned()))
+        };
+        addresses(self) == addresses(other)
+    }
+
+    fn unresolved(&self) -> usize {
+        [&self.subscriber, &self.dead_letter].into_iter().filter(|outcome| matches!(outcome, Some(Err(_)))).count()
+    }
 }
 
 /// Declarations applied to the running system.
@@ -103,6 +148,9 @@ pub struct Controller {
     /// Where this node serves ingest, once it listens: declarations that would deliver a
     /// broker's events back into it here are refused (`loops`).
     node: OnceLock<SocketAddr>,
+    /// The object references of the triggers and brokers that have some, as last resolved, by
+    /// declaration key.
+    resolutions: Mutex<HashMap<String, Resolution>>,
 }
 
 fn group_name(namespace: &str, trigger: &str) -> String {
@@ -130,6 +178,7 @@ impl Controller {
             applied: watch::channel(0).0,
             problems: Mutex::default(),
             node: OnceLock::new(),
+            resolutions: Mutex::default(),
         }
     }
 
@@ -167,7 +216,7 @@ impl Controller {
         name: &str,
         body: &[u8],
     ) -> Result<(Declaration, Upsert), ControlError> {
-        let declaration = Declaration::parse(kind, namespace, name, body)?;
+        let declaration = Declaration::check(kind, namespace, name, body, self.parts.addresses.is_some())?;
         if let Some(node) = self.node.get() {
             loops::refuse_self_delivery(&declaration, *node)?;
         }
@@ -349,6 +398,7 @@ impl Controller {
     async fn deactivate(&self, declaration: &Declaration) -> Result<(), Problem> {
         let (namespace, name) = declaration.names();
         self.problems.lock().unwrap_or_else(|e| e.into_inner()).remove(&declaration.key());
+        self.remember(&declaration.key(), Resolution::default());
         match declaration {
             Declaration::Broker(_) => {
                 self.parts.admission.close_broker(namespace, name);
@@ -395,6 +445,7 @@ impl Controller {
     async fn broker_stored(&self, broker: &Broker) -> Result<(), Problem> {
         let (namespace, name) = broker.names();
         self.parts.log.create_topic(&topic_name(namespace, name)).await.map_err(|e| Problem::failed(&e))?;
+        self.resolve_broker(broker).await.map_err(|e| Problem::invalid(&e))?;
         for trigger in self.catalog.triggers_of(namespace, name) {
             let key = Kind::Trigger.key(namespace, trigger.names().1);
             let outcome = self.start_trigger(&trigger).await;
@@ -419,20 +470,41 @@ impl Controller {
     }
 
     /// Starts (or restarts) the trigger's worker if its broker exists, with its plan compiled
-    /// against the broker's delivery.
+    /// against the broker's delivery and its object references resolved. While one cannot be
+    /// resolved the trigger does not run, but its group exists: the events it receives wait in
+    /// the log, and are delivered once the reference resolves (Knative's trigger is then not
+    /// ready, `SubscriberResolved=False`; the write is done, and its status says why).
     async fn start_trigger(&self, trigger: &Trigger) -> Result<(), Problem> {
         let (namespace, name) = trigger.names();
+        let key = Kind::Trigger.key(namespace, name);
         let Some(broker) = self.catalog.broker(namespace, &trigger.spec.broker) else {
             self.parts.dispatcher.stop(namespace, name).await;
+            self.remember(&key, Resolution::default());
             return Ok(());
         };
+        let inherited = broker.spec.delivery.as_ref();
+        let resolution = match references::trigger_externals(&trigger.spec, inherited, namespace) {
+            Ok(externals) => self.resolve_externals(&externals).await,
+            Err(error) => {
+                self.parts.dispatcher.stop(namespace, name).await;
+                self.remember(&key, Resolution::default());
+                return Err(Problem::invalid(&error));
+            }
+        };
+        // An unresolved reference compiles against a stand-in address: the plan does not run.
+        let address = |role: Role, external: &External| match resolution.of(role) {
+            Some(Ok(address)) => Ok(address.clone()),
+            _ => Ok(external.address("http://127.0.0.1/").unwrap_or_else(|_| "http://127.0.0.1/".to_owned())),
+        };
         let compiled = kafka_sinks::resolve_references(&trigger.spec, namespace, &self.base_url())
-            .and_then(|resolved| TriggerPlan::compile(&resolved, broker.spec.delivery.as_ref()));
+            .and_then(|local| references::with_addresses(&local, inherited, namespace, &address))
+            .and_then(|(resolved, inherited)| TriggerPlan::compile(&resolved, inherited.as_ref()));
         let plan = match compiled {
             Ok(plan) => plan,
             Err(error) => {
                 // Stored before a rule existed: reported, and left stopped until a PUT fixes it.
                 self.parts.dispatcher.stop(namespace, name).await;
+                self.remember(&key, Resolution::default());
                 return Err(Problem::invalid(&error));
             }
         };
@@ -440,8 +512,127 @@ impl Controller {
         // Invariant: a trigger's group exists (durably) before its creation is acknowledged, so
         // every event appended after the answer reaches it.
         self.parts.log.create_group(&reference.topic, &reference.group).await.map_err(|e| Problem::failed(&e))?;
-        self.parts.dispatcher.start(reference, plan).await;
+        let complete = resolution.complete();
+        self.remember(&key, resolution);
+        match complete {
+            // Restarting resumes from the committed position, and a replaced worker's in-flight
+            // deliveries finish first (`Dispatcher::start`): nothing is lost when an address changes.
+            true => self.parts.dispatcher.start(reference, plan).await,
+            false => self.parts.dispatcher.stop(namespace, name).await,
+        }
         Ok(())
+    }
+
+    /// Resolves object references through the API server (each bounded by [`RESOLVE_TIMEOUT`]).
+    async fn resolve_externals(&self, externals: &[(Role, External)]) -> Resolution {
+        let mut resolution = Resolution::default();
+        for (role, external) in externals {
+            let outcome = match &self.parts.addresses {
+                // Stored while the server had an API server: refused on writes now.
+                None => Err(external.needs_kubernetes().to_string()),
+                Some(addresses) => {
+                    match tokio::time::timeout(RESOLVE_TIMEOUT, addresses.resolve(&external.object)).await {
+                        Ok(Ok(resolved)) => external.address(&resolved),
+                        Ok(Err(message)) => Err(message),
+                        Err(_) => Err(format!("{} was not resolved within {RESOLVE_TIMEOUT:?}", external.object)),
+                    }
+                }
+            };
+            match role {
+                Role::Subscriber => resolution.subscriber = Some(outcome),
+                Role::DeadLetterSink => resolution.dead_letter = Some(outcome),
+            }
+        }
+        resolution
+    }
+
+    /// Resolves a broker's dead-letter sink, for its status (its triggers resolve it themselves).
+    async fn resolve_broker(&self, broker: &Broker) -> Result<(), ValidationError> {
+        let (namespace, name) = broker.names();
+        let externals: Vec<(Role, External)> =
+            references::delivery_external(broker.spec.delivery.as_ref(), "spec.delivery", namespace)?
+                .map(|external| (Role::DeadLetterSink, external))
+                .into_iter()
+                .collect();
+        let resolution = self.resolve_externals(&externals).await;
+        self.remember(&Kind::Broker.key(namespace, name), resolution);
+        Ok(())
+    }
+
+    /// Records where a declaration's references lead (forgets it for none), logging each
+    /// reference that stops or starts resolving, and counts the unresolved ones.
+    fn remember(&self, key: &str, resolution: Resolution) {
+        let mut resolutions = self.resolutions.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = match resolution == Resolution::default() {
+            true => resolutions.remove(key),
+            false => resolutions.insert(key.to_owned(), resolution.clone()),
+        };
+        let previous = previous.unwrap_or_default();
+        for role in [Role::Subscriber, Role::DeadLetterSink] {
+            match (previous.of(role), resolution.of(role)) {
+                (before, Some(Err(message))) if !matches!(before, Some(Err(_))) => {
+                    tracing::warn!(%key, ?role, %message, "a reference cannot be resolved; the trigger waits for it");
+                }
+                (before, Some(Ok(address))) if before != resolution.of(role) => {
+                    tracing::info!(%key, ?role, %address, "a reference resolved");
+                }
+                _ => {}
+            }
+        }
+        let unresolved: usize = resolutions.values().map(Resolution::unresolved).sum();
+        metrics::unresolved_references(unresolved);
+    }
+
+    fn resolution(&self, key: &str) -> Option<Resolution> {
+        self.resolutions.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// Resolves every object reference again, and restarts the triggers whose addresses changed
+    /// (only those): what follows the resolver's changes, and retries the unresolved.
+    pub(crate) async fn resolve_again(&self) {
+        let keys: Vec<String> = self.resolutions.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        for key in keys {
+            match self.catalog.get(&key) {
+                Some(Declaration::Trigger(trigger)) => {
+                    let (namespace, _) = trigger.names();
+                    let Some(broker) = self.catalog.broker(namespace, &trigger.spec.broker) else { continue };
+                    let inherited = broker.spec.delivery.as_ref();
+                    let Ok(externals) = references::trigger_externals(&trigger.spec, inherited, namespace) else {
+                        continue;
+                    };
+                    // Resolved before taking the lock, so that a slow API server does not hold
+                    // up declarations; `start_trigger` resolves again (from the cache) under it.
+                    let now = self.resolve_externals(&externals).await;
+                    let before = self.resolution(&key);
+                    if before.as_ref() == Some(&now) {
+                        continue;
+                    }
+                    let _applying = self.applying.lock().await;
+                    // Changed meanwhile: what was applied resolved it already.
+                    if self.catalog.get(&key) != Some(Declaration::Trigger(trigger.clone())) {
+                        continue;
+                    }
+                    if before.is_some_and(|before| before.same_addresses(&now)) {
+                        // Only why it is unresolved changed: its status says so, nothing restarts.
+                        self.remember(&key, now);
+                        continue;
+                    }
+                    tracing::info!(%key, "a trigger's references lead elsewhere now; it restarts");
+                    let outcome = self.start_trigger(&trigger).await;
+                    self.record(&key, outcome);
+                }
+                Some(Declaration::Broker(broker)) => {
+                    let _applying = self.applying.lock().await;
+                    let _ = self.resolve_broker(&broker).await;
+                }
+                _ => {
+                    let _applying = self.applying.lock().await;
+                    if self.catalog.get(&key).is_none() {
+                        self.remember(&key, Resolution::default());
+                    }
+                }
+            }
+        }
     }
 
     /// A declaration as this node holds it.
@@ -457,11 +648,22 @@ impl Controller {
     /// A broker's status; `base_url` is where this server is reached.
     pub fn broker_status(&self, broker: &Broker, base_url: &str) -> BrokerStatus {
         let (namespace, name) = broker.names();
-        let problem = self.problem(&Kind::Broker.key(namespace, name));
+        let key = Kind::Broker.key(namespace, name);
+        let dead_letter = self.resolution(&key).and_then(|resolution| resolution.dead_letter);
+        let problem = self.problem(&key).or_else(|| match &dead_letter {
+            Some(Err(message)) => {
+                Some(Problem { reason: knative::DEAD_LETTER_SINK_UNRESOLVED, message: message.clone(), retry: false })
+            }
+            _ => None,
+        });
+        let mut conditions = vec![condition(problem)];
+        if broker.spec.delivery.as_ref().is_some_and(|delivery| delivery.dead_letter_sink.is_some()) {
+            conditions.push(dead_letter_condition(dead_letter.as_ref(), true));
+        }
         BrokerStatus {
             observed_generation: broker.metadata.generation,
             address: Address { url: format!("{base_url}/{namespace}/{name}") },
-            conditions: vec![condition(problem)],
+            conditions,
         }
     }
 
@@ -493,11 +695,54 @@ impl Controller {
                 retry: false,
             })
         });
+        let resolution = self.resolution(&Kind::Trigger.key(namespace, name)).unwrap_or_default();
+        // Knative's `Ready` mirrors the first subcondition that fails.
+        let problem = problem.or_else(|| {
+            let (reason, message) = match (&resolution.subscriber, &resolution.dead_letter) {
+                (Some(Err(message)), _) => (knative::SUBSCRIBER_UNRESOLVED, message),
+                (_, Some(Err(message))) => (knative::DEAD_LETTER_SINK_UNRESOLVED, message),
+                _ => return None,
+            };
+            Some(Problem { reason, message: message.clone(), retry: false })
+        });
+        let subscriber_object =
+            references::external(&trigger.spec.subscriber, "spec.subscriber", namespace).ok().flatten().is_some();
         let resolved = kafka_sinks::resolve_references(&trigger.spec, namespace, &self.base_url());
+        let subscriber_uri = match (subscriber_object, &resolution.subscriber) {
+            (true, Some(Ok(address))) => Some(address.clone()),
+            (true, _) => None,
+            (false, _) => resolved.map_or_else(|_| trigger.spec.subscriber.uri.clone(), |spec| spec.subscriber.uri),
+        };
+        let subscriber_resolved = match (&resolution.subscriber, subscriber_object) {
+            (Some(Err(message)), _) => {
+                Condition::failed(knative::SUBSCRIBER_RESOLVED, knative::SUBSCRIBER_UNRESOLVED, message.clone())
+            }
+            // Not tried: the trigger does not run (no broker yet, or the problem `Ready` names).
+            (None, true) => Condition::unknown(
+                knative::SUBSCRIBER_RESOLVED,
+                "SubscriberNotResolvedYet",
+                "the subscriber is resolved once the trigger can run".to_owned(),
+            ),
+            _ => match &problem {
+                Some(problem) if problem.reason == "SubscriberNotResolved" => Condition::failed(
+                    knative::SUBSCRIBER_RESOLVED,
+                    knative::SUBSCRIBER_UNRESOLVED,
+                    problem.message.clone(),
+                ),
+                _ => Condition::met(knative::SUBSCRIBER_RESOLVED),
+            },
+        };
+        let inherited = self.catalog.broker(namespace, broker).and_then(|broker| broker.spec.delivery);
+        let delivery = references::effective_delivery(&trigger.spec, inherited.as_ref());
+        let has_dead_letter_sink = delivery.is_some_and(|delivery| delivery.dead_letter_sink.is_some());
         TriggerStatus {
             observed_generation: trigger.metadata.generation,
-            subscriber_uri: resolved.map_or_else(|_| trigger.spec.subscriber.uri.clone(), |spec| spec.subscriber.uri),
-            conditions: vec![condition(problem)],
+            subscriber_uri,
+            conditions: vec![
+                condition(problem),
+                subscriber_resolved,
+                dead_letter_condition(resolution.dead_letter.as_ref(), has_dead_letter_sink),
+            ],
         }
     }
 
@@ -535,6 +780,20 @@ impl Controller {
 
 fn condition(problem: Option<Problem>) -> Condition {
     problem.map_or_else(Condition::ready, |problem| Condition::not_ready(problem.reason, problem.message))
+}
+
+/// Knative's `DeadLetterSinkResolved`: `True` (with `DeadLetterSinkNotConfigured` when there is
+/// no sink), or `False` with why.
+fn dead_letter_condition(resolved: Option<&Result<String, String>>, configured: bool) -> Condition {
+    let ty = knative::DEAD_LETTER_SINK_RESOLVED;
+    match (resolved, configured) {
+        (Some(Err(message)), _) => Condition::failed(ty, knative::DEAD_LETTER_SINK_UNRESOLVED, message.clone()),
+        (_, true) => Condition::met(ty),
+        (_, false) => {
+            let (reason, message) = knative::DEAD_LETTER_SINK_NOT_CONFIGURED;
+            Condition::met_because(ty, reason, message.to_owned())
+        }
+    }
 }
 
 fn unreadable_problem(unreadable: &Unreadable) -> Problem {
@@ -708,6 +967,131 @@ mod tests {
         controller.delete(Kind::Trigger, "ns", "t").await.unwrap();
         controller.put(Kind::Trigger, "ns", "t", TRIGGER).await.unwrap();
         assert!(store.list("ns/t", None, 10).await.unwrap().is_empty(), "the new trigger starts clean");
+    }
+
+    /// An API server's addresses, set by the test.
+    #[derive(Default)]
+    struct FakeAddresses {
+        known: Mutex<HashMap<String, String>>,
+        changes: watch::Sender<u64>,
+    }
+
+    impl FakeAddresses {
+        fn set(&self, name: &str, address: Option<&str>) {
+            let mut known = self.known.lock().unwrap();
+            match address {
+                Some(address) => known.insert(name.to_owned(), address.to_owned()),
+                None => known.remove(name),
+            };
+            self.changes.send_modify(|version| *version += 1);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Addresses for FakeAddresses {
+        async fn resolve(&self, reference: &switchyard_log::addresses::ObjectRef) -> Result<String, String> {
+            self.known
+                .lock()
+                .unwrap()
+                .get(&reference.name)
+                .cloned()
+                .ok_or_else(|| format!("{reference} does not exist"))
+        }
+
+        fn changes(&self) -> watch::Receiver<u64> {
+            self.changes.subscribe()
+        }
+    }
+
+    const SERVICE_TRIGGER: &[u8] = br#"{"spec":{"broker":"b","subscriber":{"ref":{"apiVersion":"serving.knative.dev/v1","kind":"Service","name":"shop"},"uri":"/orders"}}}"#;
+
+    async fn running(engine: &Engine) -> Vec<String> {
+        engine.backlogs().await.into_iter().map(|backlog| backlog.name).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unresolved_reference_is_accepted_not_ready_and_runs_once_it_resolves() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let addresses = Arc::new(FakeAddresses::default());
+        let clients = Clients { addresses: Some(addresses.clone()), ..Clients::default() };
+        let engine = Engine::start(backend(&log, &declarations), Settings::default(), clients).await.unwrap();
+        let controller = engine.controller();
+        controller.put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+        let (_, upsert) =
+            controller.put(Kind::Trigger, "ns", "t", SERVICE_TRIGGER).await.expect("accepted, as Knative does");
+        assert_eq!(upsert, Upsert::Created);
+        assert_eq!(log.committed("ns.b", "ns.t"), Some(0), "its group exists: events wait for it");
+        assert!(running(&engine).await.is_empty());
+        let Some(Declaration::Trigger(trigger)) = controller.get(Kind::Trigger, "ns", "t") else { panic!() };
+        let status = controller.trigger_status(&trigger);
+        let message = "Service ns/shop (serving.knative.dev/v1) does not exist";
+        assert_eq!(status.conditions[0], Condition::not_ready(knative::SUBSCRIBER_UNRESOLVED, message.to_owned()));
+        assert_eq!(
+            status.conditions[1],
+            Condition::failed(knative::SUBSCRIBER_RESOLVED, knative::SUBSCRIBER_UNRESOLVED, message.to_owned())
+        );
+        assert_eq!(status.conditions[2].reason.as_deref(), Some("DeadLetterSinkNotConfigured"));
+        assert_eq!(status.subscriber_uri, None);
+
+        addresses.set("shop", Some("http://10.1.2.3/"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(running(&engine).await, ["t"], "started on the change, without waiting for a retry");
+        let status = controller.trigger_status(&trigger);
+        assert_eq!(status.subscriber_uri.as_deref(), Some("http://10.1.2.3/orders"));
+        assert_eq!(status.conditions[..2], [Condition::ready(), Condition::met(knative::SUBSCRIBER_RESOLVED)]);
+
+        addresses.set("shop", None);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(running(&engine).await.is_empty(), "stopped while its object is gone");
+        assert_eq!(controller.trigger_status(&trigger).conditions[1].status, "False");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_address_is_followed_and_a_dead_letter_sink_ref_resolves() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let addresses = Arc::new(FakeAddresses::default());
+        addresses.set("shop", Some("http://10.1.2.3/"));
+        let clients = Clients { addresses: Some(addresses.clone()), ..Clients::default() };
+        let engine = Engine::start(backend(&log, &declarations), Settings::default(), clients).await.unwrap();
+        let controller = engine.controller();
+        controller.put(Kind::Broker, "ns", "b", BROKER).await.unwrap();
+        controller.put(Kind::Trigger, "ns", "t", SERVICE_TRIGGER).await.unwrap();
+        let dead = br#"{"spec":{"broker":"b","subscriber":{"uri":"http://127.0.0.1:9/"},"delivery":{"deadLetterSink":{"ref":{"apiVersion":"v1alpha1.example.dev/v1","kind":"Sink","name":"dead"}}}}}"#;
+        controller.put(Kind::Trigger, "ns", "other", dead).await.unwrap();
+        let Some(Declaration::Trigger(other)) = controller.get(Kind::Trigger, "ns", "other") else { panic!() };
+        let conditions = controller.trigger_status(&other).conditions;
+        assert_eq!(conditions[0].reason.as_deref(), Some(knative::DEAD_LETTER_SINK_UNRESOLVED));
+        assert_eq!(conditions[2].ty, knative::DEAD_LETTER_SINK_RESOLVED);
+        assert_eq!(conditions[2].status, "False");
+        addresses.set("dead", Some("http://10.9.9.9/"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(running(&engine).await, ["other", "t"]);
+        let replaced = |name: &str| {
+            let Some(Declaration::Trigger(trigger)) = controller.get(Kind::Trigger, "ns", name) else { panic!() };
+            controller.trigger_status(&trigger).subscriber_uri
+        };
+        assert_eq!(replaced("t").as_deref(), Some("http://10.1.2.3/orders"));
+        addresses.set("shop", Some("http://10.1.2.4/"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(replaced("t").as_deref(), Some("http://10.1.2.4/orders"));
+        assert_eq!(controller.trigger_status(&other).conditions[2], Condition::met(knative::DEAD_LETTER_SINK_RESOLVED));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_api_server_object_references_are_refused_naming_the_field() {
+        let (log, declarations) = (MemoryLog::new(), MemoryDeclarations::new());
+        let engine = engine(&log, &declarations).await;
+        let error = engine.controller().put(Kind::Trigger, "ns", "t", SERVICE_TRIGGER).await.unwrap_err();
+        assert!(matches!(error, ControlError::Invalid(_)), "{error}");
+        assert!(error.to_string().contains("spec.subscriber.ref"), "{error}");
+        let broker = br#"{"spec":{"delivery":{"deadLetterSink":{"ref":{"apiVersion":"serving.knative.dev/v1","kind":"Service","name":"d"}}}}}"#;
+        let error = engine.controller().put(Kind::Broker, "ns", "b", broker).await.unwrap_err().to_string();
+        assert!(error.contains("spec.delivery.deadLetterSink.ref"), "{error}");
+        let ping = Kind::by_name("PingSource").unwrap();
+        let source = br#"{"spec":{"schedule":"* * * * *","sink":{"ref":{"apiVersion":"serving.knative.dev/v1","kind":"Service","name":"s"}}}}"#;
+        let error = engine.controller().put(ping, "ns", "p", source).await.unwrap_err().to_string();
+        assert!(error.contains("spec.sink.ref"), "{error}");
+        assert!(declarations.published().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,9 +9,9 @@ use switchyard_dispatcher::{DeliveryPolicy, TriggerPlan};
 use switchyard_meta::kafka_sink::{self, parse_kafka_sink, KafkaSink};
 use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label};
 use switchyard_meta::{Broker, Source, Trigger, Upsert, ValidationError};
-use switchyard_sources::SourceKind;
+use switchyard_sources::{Declared, Sink, SourceKind};
 
-use crate::kafka_sinks;
+use crate::{kafka_sinks, references};
 
 /// A kind of declaration.
 #[derive(Clone, Copy)]
@@ -148,17 +148,41 @@ impl Declaration {
     /// Parses a submitted declaration of `kind` for `namespace/name` and checks every field,
     /// compiling what runs (a trigger's plan, a broker's delivery policy, a source's spec) the
     /// same way it is compiled when it is applied: what is accepted here is exactly what runs.
+    /// As on a server without a Kubernetes API server: a `ref` to anything but Switchyard's own
+    /// objects is refused.
     pub fn parse(kind: Kind, namespace: &str, name: &str, body: &[u8]) -> Result<Declaration, ValidationError> {
+        Declaration::check(kind, namespace, name, body, false)
+    }
+
+    /// [`Declaration::parse`] on a server that has a Kubernetes API server (`kubernetes`) to
+    /// resolve a `ref` to any object with an address (a Knative Service, a Broker of another
+    /// class, a CRD instance), or none, which refuses them naming the field.
+    pub fn check(
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        body: &[u8],
+        kubernetes: bool,
+    ) -> Result<Declaration, ValidationError> {
+        let address = references::checked_address(kubernetes);
         match kind {
             Kind::Broker => {
                 let broker = parse_broker(namespace, name, body)?;
-                DeliveryPolicy::compile(broker.spec.delivery.as_ref(), "spec.delivery")?;
+                let delivery = references::delivery_with_address(
+                    broker.spec.delivery.as_ref(),
+                    "spec.delivery",
+                    namespace,
+                    &address,
+                )?;
+                DeliveryPolicy::compile(delivery.as_ref(), "spec.delivery")?;
                 Ok(Declaration::Broker(broker))
             }
             Kind::Trigger => {
                 let trigger = parse_trigger(namespace, name, body)?;
-                // Compiled as it will run: with its KafkaSinks at an address of this server.
-                let resolved = kafka_sinks::resolve_references(&trigger.spec, namespace, "http://127.0.0.1")?;
+                // Compiled as it will run: with its KafkaSinks at an address of this server, and
+                // the objects it names at theirs.
+                let local = kafka_sinks::resolve_references(&trigger.spec, namespace, "http://127.0.0.1")?;
+                let (resolved, _) = references::with_addresses(&local, None, namespace, &|_, e| address(e))?;
                 TriggerPlan::compile(&resolved, None)?;
                 Ok(Declaration::Trigger(trigger))
             }
@@ -169,6 +193,17 @@ impl Declaration {
             }
             Kind::Source(kind) => {
                 let source = switchyard_sources::parse_source(kind, namespace, name, body)?;
+                if !kubernetes {
+                    if let Ok(Declared { sink: Sink::Object { reference, .. }, .. }) = Declared::new(kind, &source) {
+                        return Err(ValidationError::field(
+                            "spec.sink.ref",
+                            format!(
+                                "'{}' objects are resolved through a Kubernetes API server, and this server has none (serve --kubeconfig): use a 'Broker' or 'KafkaSink', or give a 'uri'",
+                                reference.kind
+                            ),
+                        ));
+                    }
+                }
                 Ok(Declaration::Source(SourceDeclaration { kind, source }))
             }
         }

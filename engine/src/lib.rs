@@ -27,6 +27,7 @@ mod loops;
 pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+mod references;
 mod sinks;
 
 use std::sync::Arc;
@@ -123,6 +124,7 @@ impl Engine {
             http: Arc::new(sinks::HttpPoster::new(client.clone())),
             kafka_sinks: kafka_sinks.clone(),
         };
+        let addresses = clients.addresses.clone();
         let sources = Sources::start(outlets, clients, log.state(), backend.placement.clone());
         let dispatcher = Dispatcher::new(log.clone(), client, admission.clone());
         let changes = backend.declarations.changes()?;
@@ -135,6 +137,7 @@ impl Engine {
                 sources: sources.clone(),
                 kafka_sinks: kafka_sinks.clone(),
                 quotas: settings.quotas,
+                addresses: addresses.clone(),
             },
             catalog,
         ));
@@ -143,6 +146,9 @@ impl Engine {
         }
         tokio::spawn(follow(Arc::downgrade(&controller), changes.receiver));
         tokio::spawn(retry_failed(Arc::downgrade(&controller)));
+        if let Some(addresses) = &addresses {
+            tokio::spawn(follow_addresses(Arc::downgrade(&controller), addresses.changes()));
+        }
         controller.applied(changes.replayed).await;
         tracing::info!(declarations = changes.replayed, "declarations applied");
         Ok(Engine { backend, admission, controller, sources, kafka_sinks })
@@ -201,6 +207,28 @@ async fn follow(
         let applying = controller.clone();
         if let Some(message) = join_panic(tokio::spawn(async move { applying.apply(change).await }).await) {
             controller.apply_panicked(&key, Some(sequence), &message);
+        }
+    }
+}
+
+/// Resolves the object references of triggers and brokers again whenever the resolver says an
+/// address may have changed, and now and then (for those that could not be resolved: an object
+/// created later, a kind installed later), each round in its own task for the same reason as
+/// in [`follow`]. Only the triggers whose addresses changed restart.
+async fn follow_addresses(controller: std::sync::Weak<Controller>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    let mut interval = tokio::time::interval(controller::RETRY_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut followed = true;
+    loop {
+        tokio::select! {
+            changed = changes.changed(), if followed => followed = changed.is_ok(),
+            _ = interval.tick() => {}
+        }
+        let Some(controller) = controller.upgrade() else { return };
+        let resolving = controller.clone();
+        if let Some(message) = join_panic(tokio::spawn(async move { resolving.resolve_again().await }).await) {
+            tracing::error!(panic = %message, "resolving references again panicked; it is tried again");
+            metrics::task_panicked("references");
         }
     }
 }

@@ -35,6 +35,14 @@ pub const DECLARATIONS_FAILED: &str = "switchyard_declaration_failures_total";
 /// (the writer was answered with an error: a trigger retries, a source keeps trying).
 pub const KAFKA_SINK_EVENTS: &str = "switchyard_kafkasink_events_total";
 
+/// Object references (a trigger's subscriber or dead-letter sink, a broker's dead-letter sink)
+/// that cannot be resolved through the API server now: their triggers wait.
+pub const UNRESOLVED_REFERENCES: &str = "switchyard_unresolved_references";
+
+pub(crate) fn unresolved_references(count: usize) {
+    metrics::gauge!(UNRESOLVED_REFERENCES).set(count as f64);
+}
+
 pub(crate) fn kafka_sink_records(outcome: &'static str, events: usize) {
     metrics::counter!(KAFKA_SINK_EVENTS, "outcome" => outcome).increment(events as u64);
 }
@@ -110,6 +118,10 @@ pub fn describe(log: &dyn EventLog) {
     );
     describe_counter!(DECLARATIONS_FAILED, "Declarations that could not be applied on this node, by kind.");
     describe_counter!(KAFKA_SINK_EVENTS, "Events given to KafkaSinks, by outcome (written, failed).");
+    describe_gauge!(
+        UNRESOLVED_REFERENCES,
+        "Object references of triggers and brokers that cannot be resolved through the API server now."
+    );
     describe_counter!(
         dispatch::TASK_PANICS,
         "Panics caught in tasks (delivery, redrive, worker, fanout, source, declarations), by task; the work is retried or the task restarted."
@@ -130,6 +142,14 @@ pub fn describe(log: &dyn EventLog) {
     describe_counter!(
         sources::RECONNECTS,
         "Times a message-queue source lost or could not reach its server and connects again, by kind."
+    );
+    describe_counter!(
+        switchyard_sources::apiserver::RELISTS,
+        "ApiServerSource lists after a stream's first (a watch that expired with 410 Gone, or a reconnection), by kind; only what changed is sent."
+    );
+    describe_counter!(
+        switchyard_sources::apiserver::WATCH_ERRORS,
+        "ApiServerSource errors listing or watching the API server (retried with backoff)."
     );
     describe_counter!(
         dispatch::UNDECODABLE_RECORDS,

@@ -10,6 +10,7 @@
 
 mod addresses;
 pub mod broker_class;
+mod lease;
 
 use std::path::Path;
 

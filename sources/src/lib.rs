@@ -24,6 +24,7 @@
 //! happens only after the events are durable on the broker (or accepted by the sink URI): a
 //! crash between the two repeats the events, it never loses them.
 
+pub mod apiserver;
 pub mod github;
 pub mod kafka;
 pub mod message;
@@ -62,6 +63,7 @@ pub fn kinds() -> &'static [&'static dyn SourceKind] {
         &rabbitmq::Rabbitmq,
         &mqtt::Mqtt,
         &redis_streams::RedisStream,
+        &apiserver::ApiServer,
     ]
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use switchyard_event::AttrValue;
+use switchyard_log::addresses::ObjectRef;
 use switchyard_meta::kafka_sink;
 use switchyard_meta::resources::{parse_resource, validate_dns_label, validate_http_url};
 use switchyard_meta::ValidationError;
@@ -20,8 +21,9 @@ const BROKER_API_VERSION: &str = "eventing.knative.dev/v1";
 /// (what [`SourceKind::validate`] returned).
 pub use switchyard_meta::Source;
 
-/// `spec.sink`: a Knative Destination. Without Kubernetes, a `ref` can only name a Switchyard
-/// broker or a KafkaSink in the source's namespace.
+/// `spec.sink`: a Knative Destination. A `ref` names a Switchyard Broker or KafkaSink of the
+/// source's namespace, or (when the server has an API server) any object with an address, to
+/// which `uri` is then a relative path.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -41,17 +43,17 @@ pub struct SinkSpec {
     pub audience: Option<String>,
 }
 
-/// `spec.sink.ref`: a Knative KReference to a Broker or a KafkaSink.
+/// `spec.sink.ref`: a Knative KReference to a Broker, a KafkaSink, or any addressable object.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SinkRef {
-    /// `eventing.knative.dev/v1` if present.
+    /// `eventing.knative.dev/v1` for a Broker if present; required for other kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// `Broker` or `KafkaSink`.
+    /// `Broker`, `KafkaSink`, or any kind with `status.address.url` (then with `apiVersion`).
     pub kind: String,
-    /// The broker's name.
+    /// The object's name.
     pub name: String,
     /// The source's namespace if present (a sink in another namespace is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,38 +90,17 @@ pub(crate) fn check_common(sink: Option<&SinkSpec>, overrides: Option<&CeOverrid
         }
     }
     match (&sink.reference, &sink.uri) {
-        (Some(_), Some(_)) => {
-            return Err(ValidationError::field("spec.sink", "give either 'ref' or 'uri', not both".to_owned()))
-        }
         (None, None) => return Err(ValidationError::field("spec.sink", "needs 'ref' (a Broker) or 'uri'".to_owned())),
-        (Some(reference), None) if reference.kind == kafka_sink::KIND => {
-            if let Some(api_version) = reference.api_version.as_deref().filter(|v| *v != kafka_sink::API_VERSION) {
-                return Err(ValidationError::field(
-                    "spec.sink.ref.apiVersion",
-                    format!("'{api_version}' is not supported for a KafkaSink: use '{}'", kafka_sink::API_VERSION),
-                ));
-            }
-            validate_dns_label("spec.sink.ref.name", &reference.name)?;
-        }
-        (Some(reference), None) => {
-            if reference.kind != "Broker" {
-                return Err(ValidationError::field(
-                    "spec.sink.ref.kind",
-                    format!(
-                        "'{}' cannot be resolved without Kubernetes: use 'Broker' or 'KafkaSink', or give a 'uri'",
-                        reference.kind
-                    ),
-                ));
-            }
-            if let Some(api_version) = reference.api_version.as_deref().filter(|v| *v != BROKER_API_VERSION) {
-                return Err(ValidationError::field(
-                    "spec.sink.ref.apiVersion",
-                    format!("'{api_version}' is not supported: use '{BROKER_API_VERSION}'"),
-                ));
-            }
-            validate_dns_label("spec.sink.ref.name", &reference.name)?;
-        }
         (None, Some(uri)) => validate_http_url("spec.sink.uri", uri)?,
+        (Some(reference), uri) => match SinkTarget::of(reference) {
+            SinkTarget::Local => {
+                if uri.is_some() {
+                    return Err(ValidationError::field("spec.sink", "give either 'ref' or 'uri', not both".to_owned()));
+                }
+                check_local_ref(reference)?;
+            }
+            SinkTarget::Object => check_object_ref(reference, uri.as_deref())?,
+        },
     }
     if let Some(overrides) = overrides {
         for name in overrides.extensions.keys() {
@@ -139,6 +120,84 @@ pub(crate) fn check_common(sink: Option<&SinkSpec>, overrides: Option<&CeOverrid
         }
     }
     Ok(())
+}
+
+/// What a `sink.ref` names: one of Switchyard's own (a Broker or a KafkaSink, resolved here), or
+/// any other object, resolved through the API server.
+enum SinkTarget {
+    Local,
+    Object,
+}
+
+impl SinkTarget {
+    /// A `Broker` is Switchyard's own unless it names another API group; a KafkaSink always is
+    /// (its `apiVersion` is checked). Any other kind needs an `apiVersion` to be an object
+    /// reference (Knative's `KReference` requires one).
+    fn of(reference: &SinkRef) -> SinkTarget {
+        match reference.kind.as_str() {
+            kafka_sink::KIND | "Broker" => SinkTarget::Local,
+            _ if reference.api_version.is_none() => SinkTarget::Local,
+            _ => SinkTarget::Object,
+        }
+    }
+}
+
+/// A reference to a Broker or KafkaSink of the source's namespace, resolved here.
+fn check_local_ref(reference: &SinkRef) -> Result<(), ValidationError> {
+    if reference.kind == kafka_sink::KIND {
+        if let Some(api_version) = reference.api_version.as_deref().filter(|v| *v != kafka_sink::API_VERSION) {
+            return Err(ValidationError::field(
+                "spec.sink.ref.apiVersion",
+                format!("'{api_version}' is not supported for a KafkaSink: use '{}'", kafka_sink::API_VERSION),
+            ));
+        }
+    } else if reference.kind == "Broker" {
+        if let Some(api_version) = reference.api_version.as_deref().filter(|v| *v != BROKER_API_VERSION) {
+            return Err(ValidationError::field(
+                "spec.sink.ref.apiVersion",
+                format!("'{api_version}' is not supported: use '{BROKER_API_VERSION}'"),
+            ));
+        }
+    } else {
+        return Err(ValidationError::field(
+            "spec.sink.ref.kind",
+            format!(
+                "'{}' is neither 'Broker' nor 'KafkaSink': give a 'uri', or name the object with its 'apiVersion' too (resolved through the Kubernetes API server)",
+                reference.kind
+            ),
+        ));
+    }
+    validate_dns_label("spec.sink.ref.name", &reference.name)
+}
+
+/// A reference to any object with an address, and the `uri` relative to that address.
+fn check_object_ref(reference: &SinkRef, uri: Option<&str>) -> Result<(), ValidationError> {
+    if reference.api_version.as_deref().is_some_and(str::is_empty) {
+        return Err(ValidationError::field("spec.sink.ref.apiVersion", "must not be empty".to_owned()));
+    }
+    validate_object_name("spec.sink.ref.name", &reference.name)?;
+    if let Some(uri) = uri {
+        Sink::address("http://example.invalid/", Some(uri))
+            .map_err(|message| ValidationError::field("spec.sink.uri", message))?;
+    }
+    Ok(())
+}
+
+/// A Kubernetes object name (a DNS-1123 subdomain: what most kinds, CRDs included, accept).
+pub(crate) fn validate_object_name(field: &str, name: &str) -> Result<(), ValidationError> {
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    match name.len() <= 253 && name.split('.').all(valid_label) {
+        true => Ok(()),
+        false => Err(ValidationError::field(
+            field,
+            format!("'{name}' is not a Kubernetes object name (lower-case letters, digits, '-' and '.')"),
+        )),
+    }
 }
 
 /// Whether `name` can name an environment variable: a letter or `_`, then letters, digits and
@@ -225,6 +284,31 @@ pub enum Sink {
     KafkaSink(String),
     /// An HTTP endpoint.
     Uri(Url),
+    /// Any object with an address (`status.address.url`), resolved through the API server each
+    /// time events are sent; `path`, the sink's `uri`, is joined to that address.
+    Object {
+        /// The object.
+        reference: ObjectRef,
+        /// The `uri` given with the `ref`.
+        path: Option<String>,
+    },
+}
+
+impl Sink {
+    /// A destination's address when it gives both `ref` and `uri`: `uri` is a reference
+    /// relative to the object's address, resolved as RFC 3986 §5.2 says (Knative's resolver
+    /// does `addr.URL.ResolveReference(dest.URI)` and refuses an absolute `uri`). Without
+    /// `path`, the address as the object gives it.
+    pub fn address(resolved: &str, path: Option<&str>) -> Result<String, String> {
+        let Some(path) = path else { return Ok(resolved.to_owned()) };
+        if Url::parse(path).is_ok() {
+            return Err(format!(
+                "'{path}' is absolute: with a 'ref', 'uri' is a path relative to the address of the object it names"
+            ));
+        }
+        let base = Url::parse(resolved).map_err(|e| format!("the address '{resolved}' is not an absolute URL: {e}"))?;
+        base.join(path).map(String::from).map_err(|e| format!("'{path}' cannot be joined to '{resolved}': {e}"))
+    }
 }
 
 /// A stored source ready to compile: its identity, spec and common fields.
@@ -267,6 +351,15 @@ impl Declared {
             .unwrap_or_default();
         check_common(Some(&sink), Some(&overrides))?;
         let sink = match (sink.reference, sink.uri) {
+            (Some(reference), path) if matches!(SinkTarget::of(&reference), SinkTarget::Object) => Sink::Object {
+                reference: ObjectRef {
+                    api_version: reference.api_version.unwrap_or_default(),
+                    kind: reference.kind,
+                    namespace: namespace.clone(),
+                    name: reference.name,
+                },
+                path,
+            },
             (Some(reference), _) if reference.kind == kafka_sink::KIND => Sink::KafkaSink(reference.name),
             (Some(reference), _) => Sink::Broker(reference.name),
             (None, Some(uri)) => {
@@ -316,6 +409,39 @@ mod tests {
             let ValidationError::Field { field: actual, .. } = &error else { panic!("{json}: {error}") };
             assert_eq!(actual, field, "{json}: {error}");
         }
+    }
+
+    #[test]
+    fn a_sink_may_name_any_object_with_its_api_version_and_a_relative_uri() {
+        let service = serde_json::json!({"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "shop"});
+        sink(serde_json::json!({"ref": service})).unwrap();
+        sink(serde_json::json!({"ref": service, "uri": "/orders"})).unwrap();
+        let cases = [
+            (serde_json::json!({"ref": service, "uri": "http://elsewhere.example/"}), "spec.sink.uri"),
+            (
+                serde_json::json!({"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "Shop"}}),
+                "spec.sink.ref.name",
+            ),
+            (
+                serde_json::json!({"ref": {"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "KafkaSink", "name": "k"}, "uri": "/x"}),
+                "spec.sink",
+            ),
+        ];
+        for (json, field) in cases {
+            let error = sink(json.clone()).expect_err(&json.to_string());
+            let ValidationError::Field { field: actual, .. } = &error else { panic!("{json}: {error}") };
+            assert_eq!(actual, field, "{json}: {error}");
+        }
+        let source: Source = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sources.knative.dev/v1", "kind": "PingSource",
+            "metadata": {"namespace": "ns", "name": "p"},
+            "spec": {"sink": {"ref": service, "uri": "orders"}}
+        }))
+        .unwrap();
+        let declared = Declared::new(&crate::ping::Ping, &source).unwrap();
+        let Sink::Object { reference, path } = declared.sink else { panic!("{:?}", declared.sink) };
+        assert_eq!(reference.to_string(), "Service ns/shop (serving.knative.dev/v1)");
+        assert_eq!(path.as_deref(), Some("orders"));
     }
 
     #[test]

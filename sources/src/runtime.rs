@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::resource::{Declared, Sink, Source, SourceRef};
-use crate::sink::{sink_uri, Emitter, Outlets, SinkError};
+use crate::sink::{cached_object_address, sink_uri, Emitter, Outlets, SinkError};
 use crate::{Activity, Behaviour, Clients, NotReady, Receipt, SourceKind, Webhook, WebhookError};
 
 #[cfg(test)]
@@ -320,6 +320,7 @@ impl Sources {
 
     fn emitter(&self, declared: &Declared) -> Emitter {
         Emitter::new(declared.id.clone(), declared.sink.clone(), declared.overrides.clone(), self.outlets.clone())
+            .with_addresses(self.clients.addresses.clone())
     }
 
     /// Stops every activity and gives the slots up (for shutdown); nothing starts afterwards.
@@ -353,7 +354,8 @@ impl Sources {
             }
         };
         let namespace = &declared.id.namespace;
-        status.sink_uri = Some(sink_uri(base_url, namespace, &declared.sink));
+        let addresses = self.clients.addresses.as_deref();
+        status.sink_uri = sink_uri(base_url, namespace, &declared.sink, addresses);
         if let Some(path) = kind.webhook_path() {
             status.webhook_url = Some(format!("{base_url}/webhooks/{path}/{namespace}/{}", declared.id.name));
         }
@@ -362,11 +364,16 @@ impl Sources {
         let entries = lock(&self.entries);
         let entry = entries.get(&declared.id);
         let compiled = entry.and_then(|entry| entry.behaviour.as_ref().err().cloned());
-        let missing_broker = match &declared.sink {
+        let missing_sink = match &declared.sink {
             Sink::Broker(broker) if !self.outlets.admission.broker_exists(namespace, broker) => Some(NotReady {
                 reason: "SinkNotFound",
                 message: format!("broker '{namespace}/{broker}' does not exist"),
             }),
+            // Knative's sources say `SinkProvided=False` while their sink cannot be resolved.
+            Sink::Object { reference, path } => match cached_object_address(addresses, reference, path.as_deref()) {
+                Some(Err(message)) => Some(NotReady { reason: "SinkNotFound", message }),
+                _ => None,
+            },
             _ => None,
         };
         let reported = || entry.and_then(|entry| lock(&entry.problem).clone());
@@ -375,7 +382,7 @@ impl Sources {
                 .map_or_else(Condition::ready, |(reason, message)| Condition::ready_because(reason, message))
         };
         let condition = compiled
-            .or(missing_broker)
+            .or(missing_sink)
             .or_else(reported)
             .map_or_else(ready, |problem| Condition::not_ready(problem.reason, problem.message));
         status.conditions.push(condition);
@@ -819,7 +826,7 @@ impl RunContext {
                 }
                 Err(error) => {
                     let reason = match error {
-                        SinkError::UnknownBroker(_) => "SinkNotFound",
+                        SinkError::UnknownBroker(_) | SinkError::Unresolved(_) => "SinkNotFound",
                         _ => "SinkUnavailable",
                     };
                     if self.problem_reason() != Some(reason) {

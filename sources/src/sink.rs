@@ -1,11 +1,15 @@
 //! Where a source's events go: a broker of its namespace, through the engine's admission (the
-//! one way events enter a broker), or an HTTP endpoint, through the engine's delivery client.
+//! one way events enter a broker), a KafkaSink, or an HTTP endpoint, through the engine's
+//! delivery client — given as a URI, or as any object with an address, resolved through the API
+//! server (`Clients::addresses`) each time events are sent, so that a changed address is
+//! followed at the next send.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use switchyard_event::limits::LimitExceeded;
 use switchyard_event::{AttrValue, Event};
+use switchyard_log::addresses::{Addresses, ObjectRef};
 use switchyard_log::{Admit, Origin, Refusal};
 use url::Url;
 
@@ -31,6 +35,9 @@ pub enum SinkError {
     /// The broker refuses them for good (an event over a limit): never worth retrying.
     #[error(transparent)]
     Refused(LimitExceeded),
+    /// The sink names an object whose address cannot be resolved now: worth retrying later.
+    #[error("{0}")]
+    Unresolved(String),
 }
 
 impl From<Refusal> for SinkError {
@@ -69,11 +76,18 @@ pub struct Emitter {
     sink: Sink,
     overrides: Arc<[(String, AttrValue)]>,
     outlets: Outlets,
+    addresses: Option<Arc<dyn Addresses>>,
 }
 
 impl Emitter {
     pub(crate) fn new(source: SourceRef, sink: Sink, overrides: Vec<(String, AttrValue)>, outlets: Outlets) -> Emitter {
-        Emitter { source, sink, overrides: overrides.into(), outlets }
+        Emitter { source, sink, overrides: overrides.into(), outlets, addresses: None }
+    }
+
+    /// Resolves a sink that names an object through `addresses`.
+    pub(crate) fn with_addresses(mut self, addresses: Option<Arc<dyn Addresses>>) -> Emitter {
+        self.addresses = addresses;
+        self
     }
 
     /// One attempt: `Ok` once every event is durable on the broker (or accepted by the URI).
@@ -92,16 +106,54 @@ impl Emitter {
             }
             Sink::Uri(uri) => self.outlets.http.post(&self.source, uri, events).await,
             Sink::KafkaSink(sink) => self.outlets.kafka_sinks.write(&self.source, sink, events).await,
+            Sink::Object { reference, path } => {
+                let uri = resolve(self.addresses.as_deref(), reference, path.as_deref()).await?;
+                self.outlets.http.post(&self.source, &uri, events).await
+            }
         }
     }
 }
 
+/// The address of a sink that names an object, its `uri` joined.
+async fn resolve(
+    addresses: Option<&dyn Addresses>,
+    reference: &ObjectRef,
+    path: Option<&str>,
+) -> Result<Url, SinkError> {
+    let addresses = addresses.ok_or_else(|| SinkError::Unresolved(no_api_server(reference)))?;
+    let resolved = addresses.resolve(reference).await.map_err(SinkError::Unresolved)?;
+    let joined = Sink::address(&resolved, path).map_err(SinkError::Unresolved)?;
+    Url::parse(&joined).map_err(|e| SinkError::Unresolved(format!("the address '{joined}' of {reference}: {e}")))
+}
+
+fn no_api_server(reference: &ObjectRef) -> String {
+    format!("{reference} cannot be resolved: this server has no Kubernetes API server (serve --kubeconfig)")
+}
+
+/// A sink naming an object, as far as it is known now without waiting: its address, or why
+/// there is none (`None` when nothing is known yet).
+pub(crate) fn cached_object_address(
+    addresses: Option<&dyn Addresses>,
+    reference: &ObjectRef,
+    path: Option<&str>,
+) -> Option<Result<String, String>> {
+    let Some(addresses) = addresses else { return Some(Err(no_api_server(reference))) };
+    Some(addresses.cached(reference)?.and_then(|resolved| Sink::address(&resolved, path)))
+}
+
 /// A sink as Knative's `status.sinkUri` shows it: the URI, or the broker's ingest URL (the
-/// KafkaSink's address) on this server (`base_url`).
-pub(crate) fn sink_uri(base_url: &str, namespace: &str, sink: &Sink) -> String {
+/// KafkaSink's address) on this server (`base_url`), or an object's address as last resolved
+/// (`None` while it is not).
+pub(crate) fn sink_uri(
+    base_url: &str,
+    namespace: &str,
+    sink: &Sink,
+    addresses: Option<&dyn Addresses>,
+) -> Option<String> {
     match sink {
-        Sink::Broker(broker) => format!("{base_url}/{namespace}/{broker}"),
-        Sink::Uri(uri) => uri.to_string(),
-        Sink::KafkaSink(sink) => switchyard_meta::kafka_sink::address(base_url, namespace, sink),
+        Sink::Broker(broker) => Some(format!("{base_url}/{namespace}/{broker}")),
+        Sink::Uri(uri) => Some(uri.to_string()),
+        Sink::KafkaSink(sink) => Some(switchyard_meta::kafka_sink::address(base_url, namespace, sink)),
+        Sink::Object { reference, path } => cached_object_address(addresses, reference, path.as_deref())?.ok(),
     }
 }

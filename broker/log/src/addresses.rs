@@ -32,6 +32,12 @@ pub trait Addresses: Send + Sync + 'static {
     /// user's to read (in a condition), e.g. `Service default/shop has no status.address.url`.
     async fn resolve(&self, reference: &ObjectRef) -> Result<String, String>;
 
+    /// What [`Addresses::resolve`] would answer from what is known already, without waiting
+    /// (for status reports); `None` when nothing is known yet.
+    fn cached(&self, _reference: &ObjectRef) -> Option<Result<String, String>> {
+        None
+    }
+
     /// Changes value whenever an object this resolver has resolved (or failed to) changes, so
     /// that whoever holds a resolved address resolves again.
     fn changes(&self) -> watch::Receiver<u64>;

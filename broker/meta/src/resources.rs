@@ -55,7 +55,8 @@ pub struct Metadata {
     pub owner_references: Option<serde_json::Value>,
 }
 
-/// A Knative `Destination`. Only `uri` is meaningful without Kubernetes.
+/// A Knative `Destination`: a `uri`, or a `ref` resolved to an address (plus `uri` as a path
+/// relative to it).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -63,7 +64,8 @@ pub struct Destination {
     /// An absolute http(s) URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    /// A Kubernetes object reference; rejected (there is no Kubernetes to resolve it).
+    /// A Kubernetes object reference: a KafkaSink of the namespace, or (with an API server) any
+    /// addressable object (`status.address.url`).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#ref: Option<serde_json::Value>,

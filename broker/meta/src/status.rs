@@ -35,8 +35,46 @@ impl Condition {
 
     /// `Ready=False` with a reason.
     pub fn not_ready(reason: &str, message: String) -> Condition {
-        Condition { ty: "Ready".into(), status: "False".into(), reason: Some(reason.into()), message: Some(message) }
+        Condition::failed("Ready", reason, message)
     }
+
+    /// A condition of type `ty` that holds (`SubscriberResolved=True`).
+    pub fn met(ty: &str) -> Condition {
+        Condition { ty: ty.into(), status: "True".into(), reason: None, message: None }
+    }
+
+    /// A condition of type `ty` that holds, with a note (Knative's `MarkTrueWithReason`:
+    /// `DeadLetterSinkResolved=True`, `DeadLetterSinkNotConfigured`).
+    pub fn met_because(ty: &str, reason: &str, message: String) -> Condition {
+        Condition { ty: ty.into(), status: "True".into(), reason: Some(reason.into()), message: Some(message) }
+    }
+
+    /// A condition of type `ty` that does not hold, with why.
+    pub fn failed(ty: &str, reason: &str, message: String) -> Condition {
+        Condition { ty: ty.into(), status: "False".into(), reason: Some(reason.into()), message: Some(message) }
+    }
+
+    /// A condition of type `ty` not known yet, with why.
+    pub fn unknown(ty: &str, reason: &str, message: String) -> Condition {
+        Condition { ty: ty.into(), status: "Unknown".into(), reason: Some(reason.into()), message: Some(message) }
+    }
+}
+
+/// Knative's trigger and broker condition types and reasons for destinations
+/// (knative.dev/eventing `pkg/apis/eventing/v1/trigger_lifecycle.go`; the reasons are the
+/// broker reconcilers', `pkg/reconciler/broker/trigger/trigger.go` and `broker/broker.go`).
+pub mod knative {
+    /// The subscriber's address is known (`status.subscriberUri`).
+    pub const SUBSCRIBER_RESOLVED: &str = "SubscriberResolved";
+    /// The dead-letter sink's address is known (or none is configured).
+    pub const DEAD_LETTER_SINK_RESOLVED: &str = "DeadLetterSinkResolved";
+    /// Why `SubscriberResolved` is `False`.
+    pub const SUBSCRIBER_UNRESOLVED: &str = "Unable to get the Subscriber's URI";
+    /// Why `DeadLetterSinkResolved` is `False`.
+    pub const DEAD_LETTER_SINK_UNRESOLVED: &str = "Unable to get the dead letter sink's URI";
+    /// Why `DeadLetterSinkResolved` is `True` without a sink, and its message.
+    pub const DEAD_LETTER_SINK_NOT_CONFIGURED: (&str, &str) =
+        ("DeadLetterSinkNotConfigured", "No dead letter sink is configured.");
 }
 
 /// An addressable's address.
@@ -57,7 +95,8 @@ pub struct BrokerStatus {
     pub observed_generation: Option<u64>,
     /// Where to send events.
     pub address: Address,
-    /// `Ready`, or `Ready=False` with a reason.
+    /// `Ready`, or `Ready=False` with a reason; `DeadLetterSinkResolved` when its delivery
+    /// has a dead-letter sink.
     pub conditions: Vec<Condition>,
 }
 
@@ -72,8 +111,9 @@ pub struct TriggerStatus {
     /// The subscriber's URL.
     #[cfg_attr(feature = "openapi", schema(required))]
     pub subscriber_uri: Option<String>,
-    /// `Ready`, or `Ready=False` with a reason (`BrokerDoesNotExist`, `InvalidSpec`,
-    /// `ActivationFailed`).
+    /// `Ready` first (or `Ready=False` with a reason: `BrokerDoesNotExist`, `InvalidSpec`,
+    /// `ActivationFailed`, `Unable to get the Subscriber's URI`, …), then Knative's
+    /// `SubscriberResolved` and `DeadLetterSinkResolved`.
     pub conditions: Vec<Condition>,
 }
 
