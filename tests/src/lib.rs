@@ -773,35 +773,29 @@ pub fn kubeconfig() -> PathBuf {
                 Ok(path) if !path.is_empty() => PathBuf::from(path),
                 _ => PathBuf::from(local_sh("kubernetes", "up", &[])),
             };
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/knative-crds.sh");
-            let output =
-                Command::new("bash").arg(script).arg("apply").arg(&path).output().expect("run knative-crds.sh");
-            assert!(output.status.success(), "knative-crds.sh apply: {}", String::from_utf8_lossy(&output.stderr));
+            apply_knative_crds(&path);
             path
         })
         .clone()
 }
 
-/// Runs `kubectl` (the one `deploy/kubernetes/local.sh` built) against [`kubeconfig`]'s API
-/// server with `stdin` as its input; panics with its output unless it succeeds. Returns its
-/// standard output.
+/// Applies Knative Eventing's CRDs to the API server of `kubeconfig` and waits until they are
+/// established (`deploy/kubernetes/knative-crds.sh`).
+fn apply_knative_crds(kubeconfig: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/knative-crds.sh");
+    let output = Command::new("bash").arg(script).arg("apply").arg(kubeconfig).output().expect("run knative-crds.sh");
+    assert!(output.status.success(), "knative-crds.sh apply: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Runs `kubectl` against [`kubeconfig`]'s API server with `stdin` as its input; panics with
+/// its output unless it succeeds. Returns its standard output.
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    static KUBECTL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let kubectl = KUBECTL.get_or_init(|| PathBuf::from(local_sh("kubernetes", "build", &[])).join("kubectl"));
-    let mut child = Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig())
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    let mut input = child.stdin.take().expect("kubectl stdin");
-    input.write_all(stdin.unwrap_or_default().as_bytes()).expect("write kubectl stdin");
-    drop(input);
-    let output = child.wait_with_output().expect("wait for kubectl");
+    kubectl_on(&kubeconfig(), args, stdin)
+}
+
+/// [`kubectl`] against the API server of `config`.
+pub fn kubectl_on(config: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let output = try_kubectl_on(config, args, stdin);
     assert!(
         output.status.success(),
         "kubectl {} failed: {}{}",
@@ -812,11 +806,126 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Runs `kubectl` (the one `deploy/kubernetes/local.sh` built) against the API server of
+/// `config`, whatever it answers.
+pub fn try_kubectl_on(config: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    static KUBECTL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let kubectl = KUBECTL.get_or_init(|| PathBuf::from(local_sh("kubernetes", "build", &[])).join("kubectl"));
+    let mut child = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    let mut input = child.stdin.take().expect("kubectl stdin");
+    input.write_all(stdin.unwrap_or_default().as_bytes()).expect("write kubectl stdin");
+    drop(input);
+    child.wait_with_output().expect("wait for kubectl")
+}
+
 /// Creates a fresh namespace named after `prefix` on the tests' API server; returns its name.
 pub fn kube_namespace(prefix: &str) -> String {
     let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     kubectl(&["create", "namespace", &name], None);
     name
+}
+
+/// A private API server (`deploy/kubernetes/local.sh` on its own ports and folder, Knative's
+/// CRDs applied) for a test that stops it; stopped and deleted when dropped.
+pub struct PrivateApiServer {
+    env: Vec<(&'static str, String)>,
+    dir: PathBuf,
+    /// Its admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The kube-apiserver [`PrivateApiServer::restart_api_server`] started, if any.
+    restarted: Mutex<Option<Child>>,
+    _temp: tempfile::TempDir,
+}
+
+impl PrivateApiServer {
+    /// Starts one.
+    pub fn up() -> PrivateApiServer {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().join("k8s");
+        // etcd takes the two ports after the API server's.
+        let port = loop {
+            let port = free_port();
+            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if port < u16::MAX - 2 && free(port + 1) && free(port + 2) {
+                break port;
+            }
+        };
+        let env = vec![("K8S_PORT", port.to_string()), ("K8S_DIR", dir.display().to_string())];
+        let kubeconfig = PathBuf::from(local_sh("kubernetes", "up", &env));
+        apply_knative_crds(&kubeconfig);
+        PrivateApiServer { env, dir, kubeconfig, restarted: Mutex::default(), _temp: temp }
+    }
+
+    /// [`kubectl`] against this API server.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        kubectl_on(&self.kubeconfig, args, stdin)
+    }
+
+    /// Kills kube-apiserver, as in a crash (a SIGTERM lets it drain its watches for a minute);
+    /// etcd and its data stay. Returns its command line, for [`PrivateApiServer::restart_api_server`].
+    pub fn kill_api_server(&self) -> Vec<String> {
+        let pid = std::fs::read_to_string(self.dir.join("kube-apiserver.pid")).expect("kube-apiserver.pid");
+        let pid = pid.trim().to_owned();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("kube-apiserver's command line");
+        let args =
+            cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into()).collect();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success());
+        // Gone once /proc has no such process, or only its zombie (`Z`) until its parent reaps it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        };
+        // A killed process's leader may be a zombie while its other threads still hold its
+        // sockets: it is gone for good once its port can be bound again.
+        let port: u16 = self.env[0].1.parse().expect("K8S_PORT");
+        while alive() || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "kube-apiserver {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        args
+    }
+
+    /// Starts kube-apiserver again as it ran (`args` from [`PrivateApiServer::kill_api_server`]),
+    /// on the same etcd and data, and records its pid for `local.sh down`.
+    pub fn restart_api_server(&self, args: &[String]) {
+        let log = std::fs::File::create(self.dir.join("kube-apiserver.restarted.log")).expect("log");
+        let child = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start kube-apiserver");
+        std::fs::write(self.dir.join("kube-apiserver.pid"), child.id().to_string()).expect("pid file");
+        *self.restarted.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+    }
+
+    /// Starts both again with `local.sh up`: an empty etcd (the same certificates, token and
+    /// kubeconfig), so Knative's CRDs are applied again.
+    pub fn up_again(&self) {
+        assert_eq!(PathBuf::from(local_sh("kubernetes", "up", &self.env)), self.kubeconfig);
+        apply_knative_crds(&self.kubeconfig);
+    }
+}
+
+impl Drop for PrivateApiServer {
+    fn drop(&mut self) {
+        local_sh_down("kubernetes", &self.env);
+        if let Some(mut child) = self.restarted.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[cfg(test)]

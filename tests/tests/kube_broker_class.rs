@@ -5,15 +5,13 @@
 //! their address and deliver them; other classes are left alone; the API server going away and
 //! back is survived; and the same YAML through `switchyard apply -f` behaves the same.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use switchyard_tests::{
-    binary, free_port, kube_namespace, kubeconfig, kubectl, local_sh, local_sh_down, Server, Subscriber,
-};
+use switchyard_tests::{binary, kube_namespace, kubeconfig, kubectl, kubectl_on, PrivateApiServer, Server, Subscriber};
 
 /// How long reconciliation may take (a restarted node waits for its predecessor's lease, 15 s).
 const RECONCILED: Duration = Duration::from_secs(45);
@@ -60,13 +58,6 @@ spec:
     uri: {subscriber}
 "#
     )
-}
-
-/// `kubectl` against the API server of `config` (the last `--kubeconfig` is the one used).
-fn kubectl_on(config: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut all = vec!["--kubeconfig", config.to_str().expect("utf-8 path")];
-    all.extend_from_slice(args);
-    kubectl(&all, stdin)
 }
 
 /// The object as the API server holds it.
@@ -298,73 +289,6 @@ async fn objects_deleted_while_switchyard_was_down_are_removed_when_it_starts() 
     wait_delivered(&subscriber, &server, "after-restart").await;
 }
 
-/// A private API server (its own port and folder), stopped and deleted on drop.
-struct PrivateApiServer {
-    env: Vec<(&'static str, String)>,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-    _temp: tempfile::TempDir,
-}
-
-impl PrivateApiServer {
-    fn up() -> PrivateApiServer {
-        let temp = tempfile::tempdir().expect("tempdir");
-        let dir = temp.path().join("k8s");
-        // etcd takes the two ports after the API server's.
-        let port = loop {
-            let port = free_port();
-            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-            if port < u16::MAX - 2 && free(port + 1) && free(port + 2) {
-                break port;
-            }
-        };
-        let env = vec![("K8S_PORT", port.to_string()), ("K8S_DIR", dir.display().to_string())];
-        let kubeconfig = PathBuf::from(local_sh("kubernetes", "up", &env));
-        let server = PrivateApiServer { env, dir, kubeconfig, _temp: temp };
-        server.apply_crds();
-        server
-    }
-
-    fn apply_crds(&self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/knative-crds.sh");
-        let output = Command::new("bash").arg(script).arg("apply").arg(&self.kubeconfig).output().expect("run");
-        assert!(output.status.success(), "knative-crds.sh apply: {}", String::from_utf8_lossy(&output.stderr));
-    }
-
-    /// Kills the API server (etcd keeps running until `up` replaces both): gone at once, as in
-    /// a crash (a SIGTERM lets it drain its watches for a minute).
-    fn stop_api_server(&self) {
-        let pid = std::fs::read_to_string(self.dir.join("kube-apiserver.pid")).expect("kube-apiserver.pid");
-        let pid = pid.trim();
-        let status = Command::new("kill").arg("-KILL").arg(pid).status().expect("kill");
-        assert!(status.success());
-        // Gone once /proc has no such process, or only its zombie (`Z`) until its parent reaps it.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let alive = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
-        };
-        while alive() {
-            assert!(Instant::now() < deadline, "kube-apiserver {pid} did not stop");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Starts it again: `local.sh up` replaces the half-stopped pair, with an empty etcd (the
-    /// same certificates and token), so Knative's CRDs are applied again.
-    fn up_again(&self) {
-        let kubeconfig = PathBuf::from(local_sh("kubernetes", "up", &self.env));
-        assert_eq!(kubeconfig, self.kubeconfig);
-        self.apply_crds();
-    }
-}
-
-impl Drop for PrivateApiServer {
-    fn drop(&mut self) {
-        local_sh_down("kubernetes", &self.env);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_going_away_and_back_is_survived() {
     let api = PrivateApiServer::up();
@@ -385,7 +309,7 @@ async fn the_api_server_going_away_and_back_is_survived() {
     assert_eq!(server.metric("switchyard_kubernetes_connected", &[]).await, Some(1.0));
 
     // Gone: the metric and the log say so, and what is declared keeps delivering.
-    api.stop_api_server();
+    api.kill_api_server();
     let deadline = Instant::now() + RECONCILED;
     while server.metric("switchyard_kubernetes_connected", &[]).await != Some(0.0) {
         assert!(Instant::now() < deadline, "still connected; log: {}", server.log());

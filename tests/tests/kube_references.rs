@@ -8,13 +8,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_tests::{free_port, kube_namespace, kubeconfig, kubectl, local_sh, local_sh_down, Server, Subscriber};
+use switchyard_tests::{kube_namespace, kubeconfig, kubectl, kubectl_on, PrivateApiServer, Server, Subscriber};
 
 /// How long resolving, restarting and delivering may take.
 const WAIT: Duration = Duration::from_secs(45);
@@ -71,13 +70,6 @@ fn install_service_crd(config: &Path) {
         &["wait", "--for", "condition=established", "--timeout=60s", "crd/services.serving.knative.dev"],
         None,
     );
-}
-
-/// `kubectl` against the API server of `config` (the last `--kubeconfig` is the one used).
-fn kubectl_on(config: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let mut all = vec!["--kubeconfig", config.to_str().expect("utf-8 path")];
-    all.extend_from_slice(args);
-    kubectl(&all, stdin)
 }
 
 /// A server with the API server to resolve references through.
@@ -327,65 +319,10 @@ async fn without_an_api_server_object_references_are_refused_as_before() {
     }
 }
 
-/// A private API server (its own port and folder), stopped and deleted on drop.
-struct PrivateApiServer {
-    env: Vec<(&'static str, String)>,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-    _temp: tempfile::TempDir,
-}
-
-impl PrivateApiServer {
-    fn up() -> PrivateApiServer {
-        let temp = tempfile::tempdir().expect("tempdir");
-        let dir = temp.path().join("k8s");
-        // etcd takes the two ports after the API server's.
-        let port = loop {
-            let port = free_port();
-            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-            if port < u16::MAX - 2 && free(port + 1) && free(port + 2) {
-                break port;
-            }
-        };
-        let env = vec![("K8S_PORT", port.to_string()), ("K8S_DIR", dir.display().to_string())];
-        let kubeconfig = PathBuf::from(local_sh("kubernetes", "up", &env));
-        install_service_crd(&kubeconfig);
-        PrivateApiServer { env, dir, kubeconfig, _temp: temp }
-    }
-
-    /// Kills the API server, as in a crash (etcd keeps running until `up` replaces both).
-    fn kill(&self) {
-        let pid = std::fs::read_to_string(self.dir.join("kube-apiserver.pid")).expect("kube-apiserver.pid");
-        let pid = pid.trim();
-        assert!(Command::new("kill").arg("-KILL").arg(pid).status().expect("kill").success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Gone once /proc has no such process, or only its zombie until its parent reaps it.
-        let alive = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
-        };
-        while alive() {
-            assert!(Instant::now() < deadline, "kube-apiserver {pid} did not stop");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Starts it again, with an empty etcd: the CRD is installed again.
-    fn up_again(&self) {
-        assert_eq!(PathBuf::from(local_sh("kubernetes", "up", &self.env)), self.kubeconfig);
-        install_service_crd(&self.kubeconfig);
-    }
-}
-
-impl Drop for PrivateApiServer {
-    fn drop(&mut self) {
-        local_sh_down("kubernetes", &self.env);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_server_is_a_clear_status_and_known_addresses_keep_delivering() {
     let api = PrivateApiServer::up();
+    install_service_crd(&api.kubeconfig);
     let namespace = "refs-outage";
     kubectl_on(&api.kubeconfig, &["create", "namespace", namespace], None);
     let (known, later) = (Subscriber::start().await, Subscriber::start().await);
@@ -398,7 +335,7 @@ async fn an_unreachable_api_server_is_a_clear_status_and_known_addresses_keep_de
     assert_eq!(server.put(&resolved, spec).await.0, StatusCode::CREATED);
     wait_for_status(&server, &resolved, |s| s["conditions"][0]["status"] == "True").await;
 
-    api.kill();
+    api.kill_api_server();
     // What was resolved keeps delivering from the resolver's cache.
     let typed = |prefix: &str, ty: &str| -> Vec<Value> {
         events(prefix, 5)
@@ -424,6 +361,7 @@ async fn an_unreachable_api_server_is_a_clear_status_and_known_addresses_keep_de
     assert_eq!(server.send_batch(namespace, "b", &waiting).await, StatusCode::ACCEPTED);
 
     api.up_again();
+    install_service_crd(&api.kubeconfig);
     kubectl_on(&api.kubeconfig, &["create", "namespace", namespace], None);
     service_on(&api.kubeconfig, namespace, "later", &later.url);
     later.wait_for_ids(&ids(&waiting), &server).await;

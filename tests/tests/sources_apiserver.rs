@@ -9,14 +9,13 @@
 //! server on a free port, deleted when the test ends.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use switchyard_tests::{
-    free_port, kube_namespace, kubeconfig, kubectl, local_sh, local_sh_down, Received, Server, Subscriber,
+    kube_namespace, kubeconfig, kubectl, try_kubectl_on, PrivateApiServer, Received, Server, Subscriber,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -296,102 +295,12 @@ async fn a_restart_sends_what_changed_while_down_and_nothing_else() {
     server.assert_healthy().await;
 }
 
-/// A private API server that this test stops and starts; deleted when dropped.
-struct PrivateApiServer {
-    env: Vec<(&'static str, String)>,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-    /// The kube-apiserver this test started again, if it did.
-    restarted: std::sync::Mutex<Option<std::process::Child>>,
-    _temp: tempfile::TempDir,
-}
-
-impl PrivateApiServer {
-    fn start() -> PrivateApiServer {
-        let temp = tempfile::tempdir().expect("tempdir");
-        let dir = temp.path().join("k8s");
-        // etcd takes the next two ports: find a port whose neighbours are free too.
-        let port = loop {
-            let port = free_port();
-            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-            if port < 65000 && free(port + 1) && free(port + 2) {
-                break port;
-            }
-        };
-        let env = vec![("K8S_PORT", port.to_string()), ("K8S_DIR", dir.display().to_string())];
-        let kubeconfig = PathBuf::from(local_sh("kubernetes", "up", &env));
-        PrivateApiServer { env, dir, kubeconfig, restarted: std::sync::Mutex::default(), _temp: temp }
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) {
-        let (ok, stderr) = self.try_kubectl(args, stdin);
-        assert!(ok, "kubectl {args:?}: {stderr}");
-    }
-
-    /// Waits until the API server answers `/readyz` again.
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + WAIT;
-        while !self.try_kubectl(&["get", "--raw", "/readyz"], None).0 {
-            assert!(Instant::now() < deadline, "the private API server did not come back");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-        use std::io::Write;
-        let tools = PathBuf::from(local_sh("kubernetes", "build", &[]));
-        let mut child = Command::new(tools.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        child.stdin.take().unwrap().write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
-        let output = child.wait_with_output().unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-
-    /// Stops kube-apiserver (etcd, and the data, stay) and returns how to start it again.
-    fn stop_api_server(&self) -> Vec<String> {
-        let pid_file = self.dir.join("kube-apiserver.pid");
-        let pid = std::fs::read_to_string(&pid_file).expect("pid").trim().to_owned();
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
-        let args: Vec<String> =
-            cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into()).collect();
-        let status = Command::new("kill").args(["-9", &pid]).status().expect("kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        args
-    }
-
-    /// Starts kube-apiserver again as it ran, on the same etcd; records its pid for `down`.
-    fn start_api_server(&self, args: &[String]) {
-        let log = std::fs::File::create(self.dir.join("kube-apiserver.restarted.log")).expect("log");
-        let child = Command::new(&args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start kube-apiserver");
-        std::fs::write(self.dir.join("kube-apiserver.pid"), child.id().to_string()).expect("pid file");
-        *self.restarted.lock().unwrap() = Some(child);
-    }
-}
-
-impl Drop for PrivateApiServer {
-    fn drop(&mut self) {
-        local_sh_down("kubernetes", &self.env);
-        if let Some(mut child) = self.restarted.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+/// Waits until the private API server answers `/readyz` again.
+async fn wait_api_ready(cluster: &PrivateApiServer) {
+    let deadline = Instant::now() + WAIT;
+    while !try_kubectl_on(&cluster.kubeconfig, &["get", "--raw", "/readyz"], None).status.success() {
+        assert!(Instant::now() < deadline, "the private API server did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -434,7 +343,7 @@ impl Proxy {
 
 #[tokio::test]
 async fn the_api_server_going_away_and_a_relist_send_only_what_changed() {
-    let cluster = PrivateApiServer::start();
+    let cluster = PrivateApiServer::up();
     let namespace = "relist";
     cluster.kubectl(&["create", "namespace", namespace], None);
     let before: String = (0..20).map(|i| config_map(namespace, &format!("old{i}"), &[], "0") + "---\n").collect();
@@ -444,7 +353,7 @@ async fn the_api_server_going_away_and_a_relist_send_only_what_changed() {
     let upstream = api_url(&cluster.kubeconfig);
     let proxy = Proxy::start(upstream.trim_start_matches("https://").to_owned()).await;
     let proxied_url = format!("https://127.0.0.1:{}", proxy.port);
-    let proxied = cluster.dir.join("proxied-kubeconfig");
+    let proxied = cluster.kubeconfig.with_file_name("proxied-kubeconfig");
     let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap().replace(&upstream, &proxied_url);
     std::fs::write(&proxied, text).unwrap();
 
@@ -479,9 +388,9 @@ async fn the_api_server_going_away_and_a_relist_send_only_what_changed() {
     cluster.kubectl(&["apply", "-f", "-"], Some(&config_map(namespace, "old0", &[], "changed")));
     cluster.kubectl(&["delete", "configmap", "old1", "-n", namespace], None);
     cluster.kubectl(&["apply", "-f", "-"], Some(&config_map(namespace, "mid", &[], "0")));
-    let args = cluster.stop_api_server();
-    cluster.start_api_server(&args);
-    cluster.wait_ready().await;
+    let args = cluster.kill_api_server();
+    cluster.restart_api_server(&args);
+    wait_api_ready(&cluster).await;
     proxy.set_cut(false);
     wait_for_event(&subscriber, &server, "dev.knative.apiserver.ref.update", "old0").await;
     wait_for_event(&subscriber, &server, "dev.knative.apiserver.ref.delete", "old1").await;
