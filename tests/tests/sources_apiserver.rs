@@ -295,6 +295,26 @@ async fn a_restart_sends_what_changed_while_down_and_nothing_else() {
     server.assert_healthy().await;
 }
 
+/// Waits (2 minutes at most) until events of type `ty` arrived for `count` distinct objects
+/// named `burst…`.
+async fn wait_for_burst(subscriber: &Subscriber, server: &Server, ty: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let names: BTreeSet<String> = subscriber
+            .received()
+            .iter()
+            .filter(|r| r.attribute("type").as_deref() == Some(ty))
+            .filter_map(|r| r.attribute("name"))
+            .filter(|n| n.starts_with("burst"))
+            .collect();
+        if names.len() == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} of {count} {ty} events arrived; log: {}", names.len(), server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the private API server answers `/readyz` again.
 async fn wait_api_ready(cluster: &PrivateApiServer) {
     let deadline = Instant::now() + WAIT;
@@ -432,21 +452,7 @@ async fn a_burst_of_configmaps_arrives_in_full() {
     let started = Instant::now();
     apply(&yaml);
     let applied = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let names: BTreeSet<String> = subscriber
-            .received()
-            .iter()
-            .filter(|r| r.attribute("type").as_deref() == Some("dev.knative.apiserver.ref.add"))
-            .filter_map(|r| r.attribute("name"))
-            .filter(|n| n.starts_with("burst"))
-            .collect();
-        if names.len() == COUNT {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} of {COUNT} arrived; log: {}", names.len(), server.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_burst(&subscriber, &server, "dev.knative.apiserver.ref.add", COUNT).await;
     let elapsed = started.elapsed();
     eprintln!(
         "{COUNT} ConfigMaps: kubectl apply took {applied:?}, all delivered after {elapsed:?} \
@@ -461,21 +467,7 @@ async fn a_burst_of_configmaps_arrives_in_full() {
     kubectl(&["delete", "--raw", &format!("/api/v1/namespaces/{namespace}/configmaps")], None);
     let restarted = Instant::now();
     server.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let deletes: BTreeSet<String> = subscriber
-            .received()
-            .iter()
-            .filter(|r| r.attribute("type").as_deref() == Some("dev.knative.apiserver.ref.delete"))
-            .filter_map(|r| r.attribute("name"))
-            .filter(|n| n.starts_with("burst"))
-            .collect();
-        if deletes.len() == COUNT {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} of {COUNT} deletes arrived; log: {}", deletes.len(), server.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_burst(&subscriber, &server, "dev.knative.apiserver.ref.delete", COUNT).await;
     let elapsed = restarted.elapsed();
     eprintln!(
         "{COUNT} deletions found by the list after a restart: delivered {elapsed:?} after the restart began \
