@@ -208,7 +208,11 @@ async fn resource_mode_sends_the_object_and_core_events_work_like_any_resource()
         "objects",
         json!({
             "mode": "Resource",
-            "resources": [{"apiVersion": "v1", "kind": "ConfigMap"}, {"apiVersion": "v1", "kind": "Event"}],
+            "resources": [
+                {"apiVersion": "v1", "kind": "ConfigMap"},
+                {"apiVersion": "v1", "kind": "Event"},
+                {"apiVersion": "events.k8s.io/v1", "kind": "Event"},
+            ],
             "sink": broker_sink(),
             "ceOverrides": {"extensions": {"team": "platform"}},
         }),
@@ -244,6 +248,28 @@ async fn resource_mode_sends_the_object_and_core_events_work_like_any_resource()
         (&object["kind"], &object["reason"], &object["message"]),
         (&json!("Event"), &json!("Tested"), &json!("hello"))
     );
+    // The same Event through the `events.k8s.io/v1` API (one object, two APIs): its own event,
+    // in that API's shape (`note` for the core API's `message`).
+    let deadline = Instant::now() + WAIT;
+    let event = loop {
+        let received = subscriber.received();
+        let found = received.iter().find(|r| {
+            r.attribute("name").as_deref() == Some("evt")
+                && r.attribute("apiversion").as_deref() == Some("events.k8s.io/v1")
+        });
+        if let Some(event) = found {
+            break event.clone();
+        }
+        assert!(Instant::now() < deadline, "no events.k8s.io/v1 event; log: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(event.attribute("type").as_deref(), Some("dev.knative.apiserver.resource.add"));
+    assert_eq!(
+        event.attribute("subject").unwrap(),
+        format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events/evt")
+    );
+    let object: Value = serde_json::from_slice(&event.body).unwrap();
+    assert_eq!((&object["apiVersion"], &object["note"]), (&json!("events.k8s.io/v1"), &json!("hello")), "{object}");
     server.assert_healthy().await;
 }
 
