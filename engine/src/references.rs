@@ -272,9 +272,9 @@ mod tests {
         assert_eq!(*role, Role::Subscriber);
         assert_eq!(external.object.to_string(), "Service ns/shop (serving.knative.dev/v1)");
         assert_eq!(external.path.as_deref(), Some("/orders"));
-        let address = |_: Role, external: &External| Ok(external.address("http://10.0.0.1:8080/base/").unwrap());
+        let address = |_: Role, external: &External| Ok(external.address("http://127.0.0.11:8080/base/").unwrap());
         let (resolved, _) = with_addresses(&declared, None, "ns", &address).unwrap();
-        assert_eq!(resolved.subscriber.uri.as_deref(), Some("http://10.0.0.1:8080/orders"));
+        assert_eq!(resolved.subscriber.uri.as_deref(), Some("http://127.0.0.11:8080/orders"));
         assert_eq!(resolved.subscriber.r#ref, None);
         let refused = with_addresses(&declared, None, "ns", &|_, external| Err(external.needs_kubernetes()));
         let error = refused.unwrap_err().to_string();
@@ -300,9 +300,9 @@ mod tests {
             "its own delivery replaces the broker's"
         );
         let (_, delivery) =
-            with_addresses(&inheriting, Some(&broker), "ns", &|_, _| Ok("http://10.0.0.2/".to_owned())).unwrap();
+            with_addresses(&inheriting, Some(&broker), "ns", &|_, _| Ok("http://127.0.0.12/".to_owned())).unwrap();
         let sink = delivery.unwrap().dead_letter_sink.unwrap();
-        assert_eq!((sink.uri.as_deref(), sink.r#ref), (Some("http://10.0.0.2/"), None));
+        assert_eq!((sink.uri.as_deref(), sink.r#ref), (Some("http://127.0.0.12/"), None));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! | attribute | value |
 //! |---|---|
 //! | `type` | `dev.knative.apiserver.{ref,resource}.{add,update,delete}` |
-//! | `source` | the API server's URL (`https://10.96.0.1:443`) |
+//! | `source` | the API server's URL (`https://127.0.0.1:16443` for the local one) |
 //! | `subject` | `/apis/<apiVersion>/namespaces/<namespace>/<plural>/<name>` (Knative's `createSelfLink`) |
 //! | `kind`, `name`, `namespace`, `apiversion` | the object's (extensions) |
 //! | `datacontenttype` | `application/json` |
