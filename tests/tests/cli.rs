@@ -231,3 +231,23 @@ fn config_print_shows_defaults_file_environment_and_flags_layered() {
     let message = stderr(&output);
     assert!(message.contains("SWITCHYARD_RETENTION_MAX_BYTES") && message.contains("big"), "{message}");
 }
+
+#[test]
+fn serve_refuses_a_kubeconfig_it_cannot_use_and_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbled = dir.path().join("garbled");
+    std::fs::write(&garbled, "clusters: [not a kubeconfig").expect("write");
+    for kubeconfig in [garbled, dir.path().join("missing")] {
+        let output = Command::new(binary())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("run serve");
+        assert!(!output.status.success(), "serve started with {}", kubeconfig.display());
+        let error = stderr(&output);
+        assert!(error.contains(&format!("cannot use kubeconfig '{}'", kubeconfig.display())), "{error}");
+    }
+}
