@@ -36,7 +36,7 @@ use switchyard_engine::{ControlError, Declaration, Engine, Kind};
 use switchyard_log::backoff::ExponentialBackoff;
 use switchyard_log::supervise;
 use switchyard_meta::resources::{now_rfc3339, Metadata, API_VERSION};
-use switchyard_meta::status::Condition;
+use switchyard_meta::status::{knative, Condition};
 use tokio::sync::{watch, Notify};
 
 use crate::lease::{self, Elector};
@@ -376,7 +376,9 @@ impl Reconciler {
             }
         }
         let body = declaration_body(kind, object);
-        let desired = match Declaration::parse(kind, namespace, name, &body) {
+        // Checked as the controller checks it on this node, which has an API server (this runs
+        // only with one): a `ref` to a Knative Service or any other addressable is accepted.
+        let desired = match Declaration::check(kind, namespace, name, &body, true) {
             Ok(desired) => desired,
             Err(error) => return Some(Refusal { reason: "InvalidSpec", message: error.to_string() }),
         };
@@ -493,17 +495,27 @@ impl Reconciler {
             (None, Some(trigger)) => {
                 let status = controller.trigger_status(trigger);
                 subscriber_uri = status.subscriber_uri.map_or(Value::Null, Value::String);
-                if let Some(problem) = status.conditions.into_iter().find(|c| c.ty == "Ready" && c.status != "True") {
-                    // The engine's one `Ready` condition, put under the Knative condition it is about.
-                    let reason = problem.reason.clone().unwrap_or_default();
-                    if reason == "BrokerDoesNotExist" {
-                        broker_condition = named("BrokerReady", &problem);
-                    } else if reason.contains("Subscriber") {
-                        subscriber = problem;
-                    } else if reason.contains("DeadLetter") {
-                        dead_letter = named("DeadLetterSinkResolved", &problem);
-                    } else {
-                        subscription = problem;
+                let mut problem = None;
+                for condition in status.conditions {
+                    match condition.ty.as_str() {
+                        knative::SUBSCRIBER_RESOLVED => subscriber = condition,
+                        knative::DEAD_LETTER_SINK_RESOLVED => dead_letter = condition,
+                        "Ready" if condition.status != "True" => problem = Some(condition),
+                        _ => {}
+                    }
+                }
+                // The engine's `Ready` names its first problem: one that its `SubscriberResolved`
+                // or `DeadLetterSinkResolved` (taken above) shows stays there; the others go under
+                // the Knative condition they are about.
+                if let Some(problem) = problem {
+                    match problem.reason.as_deref() {
+                        Some(
+                            knative::SUBSCRIBER_UNRESOLVED
+                            | knative::DEAD_LETTER_SINK_UNRESOLVED
+                            | "SubscriberNotResolved",
+                        ) => {}
+                        Some("BrokerDoesNotExist") => broker_condition = named("BrokerReady", &problem),
+                        _ => subscription = problem,
                     }
                 }
             }

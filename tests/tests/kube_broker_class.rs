@@ -435,3 +435,28 @@ async fn one_node_of_a_class_reconciles_and_another_takes_over_when_it_dies() {
     assert_eq!(post_event(address, "after-takeover", "order.created").await, StatusCode::ACCEPTED);
     wait_delivered(&subscriber, &nodes[follower], "after-takeover").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_dead_letter_sink_shows_under_its_own_knative_condition() {
+    let config = kubeconfig();
+    let class = fresh_class();
+    let namespace = kube_namespace("class-dls");
+    let subscriber = Subscriber::start().await;
+    let server = start(&config, &class).await;
+    let yaml = broker_and_trigger(&namespace, &class, "default", "orders", "order.created", &subscriber.url)
+        + "  delivery:\n    deadLetterSink:\n      ref: {apiVersion: example.dev/v1, kind: Sink, name: nowhere}\n";
+    kubectl(&["apply", "-f", "-"], Some(&yaml));
+    let trigger = wait_until("the trigger's DeadLetterSinkResolved=False", &server, RECONCILED, || {
+        let object = get_object(&config, "triggers.eventing.knative.dev", &namespace, "orders");
+        condition(&object, "DeadLetterSinkResolved").is_some_and(|c| c["status"] == "False").then_some(object)
+    })
+    .await;
+    let dead_letter = condition(&trigger, "DeadLetterSinkResolved").expect("DeadLetterSinkResolved");
+    assert_eq!(dead_letter["reason"], "Unable to get the dead letter sink's URI", "{trigger}");
+    assert!(dead_letter["message"].as_str().is_some_and(|m| m.contains("Sink")), "{trigger}");
+    let ready = condition(&trigger, "Ready").expect("Ready");
+    assert_eq!((&ready["status"], &ready["reason"]), (&dead_letter["status"], &dead_letter["reason"]), "{trigger}");
+    for met in ["SubscriberResolved", "SubscriptionReady", "BrokerReady"] {
+        assert_eq!(condition(&trigger, met).map(|c| &c["status"]), Some(&Value::from("True")), "{met}: {trigger}");
+    }
+}
