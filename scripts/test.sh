@@ -3,6 +3,8 @@
 # and lints, builds once, then runs every test (unit, property, end-to-end, interop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One build from a clean checkout gains nothing from incremental state, which takes gigabytes.
+export CARGO_INCREMENTAL=0
 
 log() { printf '\n==> %s\n' "$*"; }
 
