@@ -75,7 +75,14 @@ async fn acknowledged_events_survive_kill_9_and_a_torn_tail() {
     std::fs::OpenOptions::new().append(true).open(&segment).unwrap().write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
 
     server.restart().await;
-    assert_eq!(std::fs::metadata(&segment).unwrap().len(), length_before, "torn tail truncated at recovery");
+    // Recovery cuts the junk, and with it any record the kill itself tore: a write(2) that SIGKILL
+    // interrupts can be partial (one CI run lost 616 bytes more). Such a record was never
+    // acknowledged; that no acknowledged event is lost is checked below.
+    let length_after = std::fs::metadata(&segment).unwrap().len();
+    assert!(
+        length_after <= length_before,
+        "torn tail not truncated at recovery: {length_after} > {length_before} bytes"
+    );
     assert_eq!(server.send_binary("default", "b", "after-restart", "t", b"{}").await, StatusCode::ACCEPTED);
 
     let deadline = Instant::now() + Duration::from_secs(60);
