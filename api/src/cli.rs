@@ -36,9 +36,17 @@ pub struct SendRequest {
 }
 
 impl Client {
-    /// A client for `server` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(server: &str) -> anyhow::Result<Client> {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    /// A client for `server` (e.g. `http://127.0.0.1:8080`), sending `token` as a bearer token.
+    pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.filter(|token| !token.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow!("the token has characters a header cannot carry"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).default_headers(headers).build()?;
         Ok(Client { server: server.trim_end_matches('/').to_owned(), http })
     }
 

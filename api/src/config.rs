@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_dispatcher::outbound::{self, OutboundPolicy};
 use switchyard_engine::Quotas;
 use switchyard_event::http::HeaderEncoding;
 use switchyard_event::limits::{EventLimits, MAX_STORABLE_ATTRIBUTES};
 use url::Url;
+
+use crate::auth::{AuthConfig, AuthFile};
 
 /// The configuration file, as written by an operator. Every field is optional.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -53,9 +56,13 @@ pub struct ConfigFile {
     pub kafka: Option<KafkaFile>,
     /// The HTTP server's limits.
     pub http: Option<HttpFile>,
+    /// Who may do what: bearer tokens and their roles, and the browser guards.
+    pub auth: Option<AuthFile>,
     /// A Kubernetes API server to work with: addressable references, ApiServerSource's default
     /// cluster, and Knative Brokers of Switchyard's class. Off when absent.
     pub kubernetes: Option<KubernetesFile>,
+    /// The outbound guard: which addresses deliveries, sinks and span export may connect to.
+    pub outbound: Option<OutboundFile>,
 }
 
 /// `[kubernetes]`.
@@ -73,6 +80,106 @@ pub struct KubernetesFile {
     /// starts with it), e.g. `http://switchyard.eventing.svc.cluster.local` (default: the
     /// listen address, loopback for an unspecified IP).
     pub advertised_url: Option<String>,
+}
+
+/// `[outbound]`: the outbound guard (`switchyard_dispatcher::outbound`). Link-local, cloud
+/// metadata, unspecified, multicast and broadcast addresses are always refused unless allowed.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundFile {
+    /// Refuse loopback and private ranges too (default: true once `[auth]` has tokens, so that a
+    /// network-exposed server does not deliver into its own network; false on a laptop).
+    pub refuse_private: Option<bool>,
+    /// CIDR ranges (or addresses) allowed for every namespace, whatever else refuses them.
+    pub allow: Option<Vec<String>>,
+    /// CIDR ranges (or addresses) refused besides the built-in ones.
+    pub refuse: Option<Vec<String>>,
+    /// The only Kafka bootstrap servers (`host:port`) KafkaSources may name; any when absent.
+    pub kafka_clusters: Option<Vec<String>>,
+    /// A prefix every KafkaSource's consumer group is put under.
+    pub kafka_group_prefix: Option<String>,
+    /// `[outbound.namespaces.<namespace>]`: ranges allowed for one namespace's destinations.
+    pub namespaces: Option<std::collections::BTreeMap<String, OutboundNamespaceFile>>,
+}
+
+/// `[outbound.namespaces.<namespace>]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundNamespaceFile {
+    /// CIDR ranges (or addresses) allowed for this namespace's destinations.
+    pub allow: Option<Vec<String>>,
+}
+
+impl OutboundFile {
+    /// The policy (`authenticated`: whether tokens are configured, the default of
+    /// `refuse_private`); an invalid range names its key and quotes the value.
+    fn resolve(self, authenticated: bool) -> Result<OutboundPolicy, ConfigError> {
+        let ranges = |key: &'static str, texts: Option<Vec<String>>| {
+            texts
+                .unwrap_or_default()
+                .iter()
+                .map(|text| outbound::parse_cidr(text).map_err(|e| ConfigError::Value { key, message: e.to_string() }))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut policy = OutboundPolicy::new(self.refuse_private.unwrap_or(authenticated));
+        for range in ranges("outbound.allow", self.allow)? {
+            policy = policy.allow(range);
+        }
+        for range in ranges("outbound.refuse", self.refuse)? {
+            policy = policy.refuse(range);
+        }
+        if let Some(servers) = self.kafka_clusters {
+            if let Some(bad) = servers.iter().find(|s| {
+                s.trim().rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            }) {
+                let message = format!("'{bad}' is not host:port");
+                return Err(ConfigError::Value { key: "outbound.kafka_clusters", message });
+            }
+            policy = policy.kafka_clusters(servers);
+        }
+        if let Some(prefix) = self.kafka_group_prefix.filter(|prefix| !prefix.is_empty()) {
+            if !switchyard_event::kafka::valid_topic_name(&prefix) {
+                let message = format!("'{prefix}' must be letters, digits, '.', '_' or '-'");
+                return Err(ConfigError::Value { key: "outbound.kafka_group_prefix", message });
+            }
+            policy = policy.kafka_group_prefix(prefix);
+        }
+        for (namespace, file) in self.namespaces.unwrap_or_default() {
+            let key = "outbound.namespaces";
+            switchyard_engine::check_namespace(&namespace).map_err(|e| ConfigError::Value {
+                key,
+                message: format!("'{namespace}' is not a namespace name: {e}"),
+            })?;
+            let in_namespace = |e: ConfigError| match e {
+                ConfigError::Value { message, .. } => {
+                    ConfigError::Value { key, message: format!("{namespace}.allow: {message}") }
+                }
+                other => other,
+            };
+            for range in ranges(key, file.allow).map_err(in_namespace)? {
+                policy = policy.allow_in(&namespace, range);
+            }
+        }
+        Ok(policy)
+    }
+
+    fn from_policy(policy: &OutboundPolicy) -> OutboundFile {
+        let texts = |ranges: &[outbound::IpNet]| Some(ranges.iter().map(ToString::to_string).collect());
+        OutboundFile {
+            refuse_private: Some(policy.refuses_private()),
+            allow: texts(policy.allowed()),
+            refuse: texts(policy.refused()),
+            kafka_clusters: policy.allowed_kafka_clusters().map(<[String]>::to_vec),
+            kafka_group_prefix: policy.group_prefix().map(str::to_owned),
+            namespaces: Some(
+                policy
+                    .namespaces()
+                    .iter()
+                    .map(|(namespace, ranges)| (namespace.clone(), OutboundNamespaceFile { allow: texts(ranges) }))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// `[kafka]`.
@@ -155,6 +262,11 @@ pub struct ServeConfig {
     pub http: HttpLimits,
     /// The Kubernetes API server this node works with, if any.
     pub kubernetes: Option<Kubernetes>,
+    /// The outbound guard's policy, installed by `serve`.
+    #[serde(skip)]
+    pub outbound: OutboundPolicy,
+    /// Authentication and authorization.
+    pub auth: AuthConfig,
 }
 
 /// The Kubernetes API server a node works with.
@@ -241,7 +353,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 25] = [
+pub const ENV_OVERRIDES: [(&str, &str); 30] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
@@ -267,6 +379,11 @@ pub const ENV_OVERRIDES: [(&str, &str); 25] = [
     ("SWITCHYARD_KUBERNETES_IN_CLUSTER", "kubernetes.in_cluster"),
     ("SWITCHYARD_BROKER_CLASS", "kubernetes.broker_class"),
     ("SWITCHYARD_ADVERTISED_URL", "kubernetes.advertised_url"),
+    ("SWITCHYARD_OUTBOUND_REFUSE_PRIVATE", "outbound.refuse_private"),
+    ("SWITCHYARD_AUTH_TOKENS", "auth.tokens"),
+    ("SWITCHYARD_AUTH_TOKENS_FILE", "auth.tokens_file"),
+    ("SWITCHYARD_ALLOW_UNAUTHENTICATED", "auth.allow_unauthenticated"),
+    ("SWITCHYARD_ALLOWED_HOSTS", "auth.allowed_hosts"),
 ];
 
 impl ConfigFile {
@@ -279,6 +396,13 @@ impl ConfigFile {
                     var,
                     message: format!("'{value}' is not a whole number (it sets '{key}')"),
                 })
+            };
+            let boolean = || match value.trim() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => {
+                    Err(ConfigError::Env { var, message: format!("'{value}' is not true or false (it sets '{key}')") })
+                }
             };
             match key {
                 "listen" => self.listen = Some(value.clone()),
@@ -310,17 +434,21 @@ impl ConfigFile {
                     self.kubernetes.get_or_insert_with(KubernetesFile::default).kubeconfig = Some(PathBuf::from(&value))
                 }
                 "kubernetes.in_cluster" => {
-                    let in_cluster = match value.trim() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        _ => {
-                            return Err(ConfigError::Env {
-                                var,
-                                message: format!("'{value}' is not true or false (it sets '{key}')"),
-                            })
-                        }
-                    };
-                    self.kubernetes.get_or_insert_with(KubernetesFile::default).in_cluster = Some(in_cluster)
+                    self.kubernetes.get_or_insert_with(KubernetesFile::default).in_cluster = Some(boolean()?)
+                }
+                "auth.tokens" => self.auth.get_or_insert_with(AuthFile::default).env_tokens = Some(value.clone()),
+                "auth.tokens_file" => {
+                    self.auth.get_or_insert_with(AuthFile::default).tokens_file = Some(PathBuf::from(&value))
+                }
+                "auth.allow_unauthenticated" => {
+                    self.auth.get_or_insert_with(AuthFile::default).allow_unauthenticated = Some(boolean()?)
+                }
+                "auth.allowed_hosts" => {
+                    self.auth.get_or_insert_with(AuthFile::default).allowed_hosts =
+                        Some(value.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect())
+                }
+                "outbound.refuse_private" => {
+                    self.outbound.get_or_insert_with(OutboundFile::default).refuse_private = Some(boolean()?)
                 }
                 "kubernetes.broker_class" => {
                     self.kubernetes.get_or_insert_with(KubernetesFile::default).broker_class = Some(value.clone())
@@ -361,7 +489,8 @@ impl ServeConfig {
         env: &dyn Fn(&str) -> Option<String>,
         flags: Flags,
     ) -> Result<ServeConfig, ConfigError> {
-        let Flags { listen, data_dir, otlp_endpoint, log, kafka_topic_prefix, kubeconfig } = flags;
+        let Flags { listen, data_dir, otlp_endpoint, log, kafka_topic_prefix, kubeconfig, allow_unauthenticated } =
+            flags;
         let mut parsed = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -458,9 +587,20 @@ impl ServeConfig {
         )?;
         let http = HttpLimits::resolve(parsed.http.unwrap_or_default())?;
         let kubernetes = resolve_kubernetes(parsed.kubernetes.unwrap_or_default(), kubeconfig)?;
+        let mut auth_file = parsed.auth.unwrap_or_default();
+        if allow_unauthenticated {
+            auth_file.allow_unauthenticated = Some(true);
+        }
+        let env_tokens = auth_file.env_tokens.take();
+        let auth = AuthConfig::from_file(auth_file, env_tokens.as_deref())
+            .map_err(|(key, message)| ConfigError::Value { key, message })?;
+        auth.check_listener(listen).map_err(|(key, message)| ConfigError::Value { key, message })?;
+        let outbound = parsed.outbound.unwrap_or_default().resolve(auth.enabled())?;
         Ok(ServeConfig {
+            auth,
             http,
             kubernetes,
+            outbound,
             log,
             listen,
             data_dir: data_dir.or(parsed.data_dir).unwrap_or_else(|| PathBuf::from("./switchyard-data")),
@@ -498,6 +638,8 @@ pub struct Flags {
     pub kafka_topic_prefix: Option<String>,
     /// `--kubeconfig`.
     pub kubeconfig: Option<PathBuf>,
+    /// `--allow-unauthenticated`.
+    pub allow_unauthenticated: bool,
 }
 
 /// `[kubernetes]` checked: on with a kubeconfig (file, environment or flag) or `in_cluster`.
@@ -643,6 +785,8 @@ impl ServeConfig {
                 broker_class: Some(kubernetes.broker_class.clone()),
                 advertised_url: kubernetes.advertised_url.as_ref().map(|url| url.as_str().to_owned()),
             }),
+            outbound: Some(OutboundFile::from_policy(&self.outbound)),
+            auth: Some(self.auth.to_file()),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! backend), configuration ([`config`]), the Prometheus exporter ([`metrics`]), errors as
 //! problem+json ([`problem`]), and the CLI's client commands ([`cli`]).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod metrics;

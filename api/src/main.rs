@@ -121,6 +121,11 @@ enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
+    /// Make a bearer token for [auth], or hash one.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Delete a broker, a trigger or a source.
     Delete {
         #[command(flatten)]
@@ -160,6 +165,10 @@ struct Settings {
     /// default cluster, and reconciles Knative Brokers of Switchyard's class [default: none].
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Serve a non-loopback listener with no [auth] token configured: anyone who reaches the
+    /// port controls the server. Without it, such a listener refuses to start.
+    #[arg(long)]
+    allow_unauthenticated: bool,
 }
 
 impl Settings {
@@ -173,9 +182,32 @@ impl Settings {
             log: self.log,
             kafka_topic_prefix: self.kafka_topic_prefix,
             kubeconfig: self.kubeconfig,
+            allow_unauthenticated: self.allow_unauthenticated,
         };
         Ok(ServeConfig::resolve_with(self.config.as_deref(), &env, flags)?)
     }
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random token (first line: give it to its holder) and the line that
+    /// configures it (second line: for [auth] tokens_file or SWITCHYARD_AUTH_TOKENS).
+    New {
+        /// Who holds it (audit lines name it).
+        #[arg(long)]
+        name: String,
+        /// admin, namespace-admin, namespace-reader or ingest.
+        #[arg(long)]
+        role: String,
+        /// The namespace of a namespace role or an ingest token.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The one broker an ingest token may send to.
+        #[arg(long)]
+        broker: Option<String>,
+    },
+    /// Print the SHA-256 (hex) of a token read from standard input, as [auth] configures it.
+    Hash,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +280,15 @@ struct ServerArg {
     /// The switchyard server.
     #[arg(long, env = "SWITCHYARD_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// A bearer token for a server with [auth] tokens.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerArg {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(&self.server, self.token.as_deref())
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -293,7 +334,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Send { server, broker, ty, source, id, subject, data, content_type, extensions, structured } => {
-            let client = Client::new(&server.server)?;
+            let client = server.client()?;
             let request = SendRequest { broker, ty, source, id, subject, data, content_type, extensions, structured };
             let id = client.send(request).await?;
             println!("accepted event {id}");
@@ -301,7 +342,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Apply { server, file } => {
             let text = String::from_utf8(read_file_or_stdin(&file)?)?;
-            for line in Client::new(&server.server)?.apply(&text).await? {
+            for line in server.client()?.apply(&text).await? {
                 println!("{line}");
             }
             Ok(())
@@ -309,7 +350,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Get { server, kind, name, namespace, all_namespaces, output } => {
             let plural = resource_plural(&kind)?;
             let namespace = (!all_namespaces).then_some(namespace.as_str());
-            let value = Client::new(&server.server)?.get(plural, namespace, name.as_deref()).await?;
+            let value = server.client()?.get(plural, namespace, name.as_deref()).await?;
             match output {
                 Output::Table => println!("{}", table(&value, plural)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&value)?),
@@ -320,7 +361,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Filter { server, command: FilterCommand::Test { file, event } } => {
             let trigger = String::from_utf8(read_file_or_stdin(&file)?)?;
             let event = read_event(&event)?;
-            let answer = Client::new(&server.server)?.test_filter(&trigger, event).await?;
+            let answer = server.client()?.test_filter(&trigger, event).await?;
             let matched = answer.get("matched").and_then(serde_json::Value::as_bool).unwrap_or(false);
             println!("{}", if matched { "matched" } else { "not matched" });
             for error in answer.get("errors").and_then(serde_json::Value::as_array).into_iter().flatten() {
@@ -330,7 +371,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Cesql { server, expression, event } => {
             let event = read_event(&event)?;
-            let answer = Client::new(&server.server)?.evaluate_cesql(&expression, event).await?;
+            let answer = server.client()?.evaluate_cesql(&expression, event).await?;
             match answer.get("error").filter(|e| !e.is_null()) {
                 None => {
                     println!("{}", answer.get("result").cloned().unwrap_or_default());
@@ -344,7 +385,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Deadletters { server, command } => {
-            let client = Client::new(&server.server)?;
+            let client = server.client()?;
             match command {
                 DeadLetterCommand::List { trigger, namespace, limit, after, output } => {
                     let value = client.list_dead_letters(&namespace, &trigger, limit, after.as_deref()).await?;
@@ -370,9 +411,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Token { command: TokenCommand::New { name, role, namespace, broker } } => {
+            let token = switchyard::auth::new_token()?;
+            let mut line = format!("name={name} sha256={} role={role}", switchyard::auth::sha256_hex(&token));
+            line.extend(namespace.map(|namespace| format!(" namespace={namespace}")));
+            line.extend(broker.map(|broker| format!(" broker={broker}")));
+            // Checked as the server will check it, so a typo fails here rather than at start.
+            switchyard::auth::AuthConfig::from_file(switchyard::auth::AuthFile::default(), Some(&line))
+                .map_err(|(_, message)| anyhow::anyhow!("{message}"))?;
+            println!("{token}\n{line}");
+            Ok(())
+        }
+        Command::Token { command: TokenCommand::Hash } => {
+            let mut token = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut token)?;
+            let token = token.trim();
+            anyhow::ensure!(!token.is_empty(), "no token on standard input");
+            println!("{}", switchyard::auth::sha256_hex(token));
+            Ok(())
+        }
         Command::Delete { server, kind, name, namespace } => {
             let plural = resource_plural(&kind)?;
-            Client::new(&server.server)?.delete(plural, &namespace, &name).await?;
+            server.client()?.delete(plural, &namespace, &name).await?;
             println!("{}/{namespace}/{name} deleted", plural.trim_end_matches('s'));
             Ok(())
         }

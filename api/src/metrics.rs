@@ -58,6 +58,10 @@ pub fn exporter() -> &'static PrometheusHandle {
         metrics::describe_histogram!(INGEST_DURATION, metrics::Unit::Seconds, "Time to answer an ingest request.");
         metrics::describe_gauge!(HTTP_CONNECTIONS_OPEN, "Open HTTP connections.");
         metrics::describe_counter!(
+            crate::auth::AUTH_REFUSED,
+            "Requests refused by authentication, authorization or the browser guards, by reason."
+        );
+        metrics::describe_counter!(
             HTTP_CONNECTIONS_REFUSED,
             "HTTP connections closed as soon as accepted, over http.max_connections."
         );

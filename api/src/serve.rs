@@ -20,6 +20,8 @@ use crate::routes::{router, AppState};
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Installed before anything records, so no early sample is lost.
     crate::metrics::exporter();
+    // Before any HTTP client is built: every client and the declaration check read it.
+    switchyard_dispatcher::outbound::install(config.outbound.clone());
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory '{}'", config.data_dir.display()))?;
     let exporter = start_otlp(&config)?;
@@ -43,6 +45,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on '{}'", config.listen))?;
     let address = listener.local_addr()?;
+    switchyard_dispatcher::outbound::serving_at(address);
     let settings = Settings {
         limits: EventLimits {
             max_event_bytes: config.max_event_bytes,
@@ -61,6 +64,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         serving_at: Some(address),
     };
     let mut clients = clients();
+    let policy = switchyard_dispatcher::outbound::installed();
+    clients.kafka = clients.kafka.map(|kafka| switchyard_dispatcher::outbound::guard_kafka(kafka, policy));
     let kubernetes = match &config.kubernetes {
         Some(kubernetes) => {
             let (client, url) = switchyard_kube::client(kubernetes.kubeconfig.as_deref()).await?;
@@ -87,6 +92,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         base_url: format!("http://{address}"),
         max_batch_bytes: config.max_batch_bytes,
         max_api_body_bytes: config.http.max_api_body_bytes,
+        guard: Arc::new(crate::auth::Guard::new(config.auth.clone(), address)),
     });
     tracing::info!(
         version = crate::VERSION,

@@ -57,13 +57,16 @@ impl Context {
         admission: Arc<dyn Admit>,
     ) -> Context {
         // Taken apart, so that nothing is held twice for each of thousands of triggers.
-        let TriggerPlan { filter, subscriber, mut delivery } = plan;
+        let TriggerPlan { filter, subscriber, mut delivery, signer, .. } = plan;
+        // The dead-letter sink's attempts are signed as the subscriber's are: it receives the
+        // same events, from the same sender.
         let target = |url: url::Url| Target {
             url,
             format: delivery.format,
             header_encoding: delivery.header_encoding,
             namespace: trigger.namespace.clone(),
             timeout: delivery.timeout,
+            signer: signer.clone(),
         };
         Context {
             scope: trigger.key(),
@@ -326,7 +329,8 @@ async fn dead_letter_to_sink(ctx: &Context, event: &Event, exhausted: &Exhausted
 fn with_error_extensions(event: &Event, target: &Target, exhausted: &Exhausted) -> Event {
     let mut annotated = event.clone();
     let failure = &exhausted.failure;
-    let _ = annotated.set_extension("knativeerrordest", AttrValue::String(target.url.to_string()));
+    let _ = annotated
+        .set_extension("knativeerrordest", AttrValue::String(switchyard_meta::secret::shown_url(target.url.as_str())));
     if let Some(status) = failure.status {
         let _ = annotated.set_extension("knativeerrorcode", AttrValue::String(status.as_u16().to_string()));
     }

@@ -4,9 +4,15 @@
 //! Every attempt is a span of the event's trace when the event carries one (its Distributed
 //! Tracing extension): the request has a W3C `traceparent` header with the event's trace id and
 //! a fresh span id, and the finished span goes to the [`SpanSink`], if there is one.
+//!
+//! Every attempt goes through the outbound guard ([`crate::outbound`]): names are resolved by
+//! its resolver, literal addresses are checked here, and in strict mode an answer from an
+//! internal address gives back its status only.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -15,13 +21,19 @@ use switchyard_event::tracecontext::{Span, SpanId, SpanKind, SpanSink, SpanValue
 use switchyard_event::Event;
 use url::Url;
 
+use crate::outbound::{self, OutboundPolicy, Refused};
 use crate::plan::Format;
 use crate::retry::Failure;
+use crate::signing::Signer;
 
 /// How much of a failed answer's body is kept (Knative's `knativeerrordata` keeps 1024).
 const ERROR_BODY_PREFIX: usize = 1024;
 /// Bytes of an answer read so the connection can be reused; more is dropped.
 const MAX_DRAINED_BODY: usize = 4 << 20;
+/// A trigger's refused attempts are logged at most once in this long.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Triggers remembered for [`REFUSAL_LOG_INTERVAL`] before the stale ones are forgotten.
+const REFUSAL_LOG_TRIGGERS: usize = 4096;
 
 /// Where and how one trigger delivers.
 #[derive(Debug, Clone)]
@@ -36,6 +48,8 @@ pub struct Target {
     pub namespace: String,
     /// Per-attempt timeout.
     pub timeout: Duration,
+    /// Signs every attempt (Standard Webhooks), if the trigger asks for it.
+    pub signer: Option<Arc<Signer>>,
 }
 
 /// What one attempt is part of, for its trace span.
@@ -53,6 +67,7 @@ pub struct Attempt<'a> {
 #[derive(Clone)]
 pub struct DeliveryClient {
     client: reqwest::Client,
+    guard: Arc<Guard>,
     spans: Option<Arc<dyn SpanSink>>,
     /// The largest reply event read from an answer: the brokers' event size limit, so a larger
     /// reply is refused as any larger event is.
@@ -67,21 +82,34 @@ impl std::fmt::Debug for DeliveryClient {
     }
 }
 
+/// The outbound policy as the client applies it: a client per namespace that has an
+/// allow-list of its own (its resolver judges for that namespace), and when each trigger's
+/// refusals were last logged.
+struct Guard {
+    policy: Arc<OutboundPolicy>,
+    by_namespace: HashMap<String, reqwest::Client>,
+    logged: Mutex<HashMap<String, Instant>>,
+}
+
 impl DeliveryClient {
     /// A client with keep-alive pooling, HTTP/2 where the subscriber offers it (ALPN), TLS
     /// verified, and no redirects followed (a redirect is an answer, not a delivery). Replies
-    /// are read up to `max_reply_bytes`.
+    /// are read up to `max_reply_bytes`. Guarded by the process's outbound policy
+    /// ([`outbound::installed`]).
     pub fn new(max_reply_bytes: usize) -> Result<DeliveryClient, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Enough idle keep-alive connections per subscriber for busy triggers, without
-            // keeping one for every attempt ever in flight across thousands of triggers.
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(DeliveryClient { client, spans: None, max_reply_bytes, header_encoding: HeaderEncoding::default() })
+        DeliveryClient::guarded(max_reply_bytes, outbound::installed())
+    }
+
+    /// [`DeliveryClient::new`] guarded by `policy`.
+    pub fn guarded(max_reply_bytes: usize, policy: Arc<OutboundPolicy>) -> Result<DeliveryClient, reqwest::Error> {
+        let client = build_client(&policy, None)?;
+        let by_namespace = policy
+            .namespaces()
+            .keys()
+            .map(|namespace| Ok((namespace.clone(), build_client(&policy, Some(namespace))?)))
+            .collect::<Result<_, reqwest::Error>>()?;
+        let guard = Arc::new(Guard { policy, by_namespace, logged: Mutex::default() });
+        Ok(DeliveryClient { client, guard, spans: None, max_reply_bytes, header_encoding: HeaderEncoding::default() })
     }
 
     /// The largest reply event read from an answer.
@@ -112,31 +140,53 @@ impl DeliveryClient {
     /// and a new trace per attempt would scatter the retries of one event over unrelated traces.
     pub async fn send(&self, target: &Target, event: &Event, attempt: Attempt<'_>) -> Result<Answer, Failure> {
         let Some(trace) = TraceContext::from_event(event) else {
-            return self.post(target, event, HeaderMap::new()).await;
+            return self.post(target, event, HeaderMap::new(), attempt).await;
         };
         let span_id = SpanId::random();
         let start = SystemTime::now();
-        let result = self.post(target, event, trace.child_headers(span_id)).await;
+        let result = self.post(target, event, trace.child_headers(span_id), attempt).await;
         if let Some(spans) = &self.spans {
             spans.record(attempt_span(&trace, span_id, start, target, event, attempt, &result));
         }
         result
     }
 
-    async fn post(&self, target: &Target, event: &Event, trace_headers: HeaderMap) -> Result<Answer, Failure> {
+    async fn post(
+        &self,
+        target: &Target,
+        event: &Event,
+        trace_headers: HeaderMap,
+        attempt: Attempt<'_>,
+    ) -> Result<Answer, Failure> {
+        self.check_literal(target).map_err(|refused| self.refused(target, attempt, &refused))?;
         let encoding = target.header_encoding.unwrap_or(self.header_encoding);
         let (mut headers, body) = encode(target.format, encoding, event);
         headers.extend(trace_headers);
+        if let Some(signer) = &target.signer {
+            headers.extend(signer.headers(event, &body, SystemTime::now()));
+        }
         headers.insert("prefer", HeaderValue::from_static("reply"));
         if let Ok(namespace) = HeaderValue::from_str(&target.namespace) {
             headers.insert("kn-namespace", namespace);
         }
-        let request = self.client.post(target.url.clone()).headers(headers).body(body).timeout(target.timeout);
-        let mut response = request.send().await.map_err(transport_failure)?;
+        let client = self.guard.by_namespace.get(&target.namespace).unwrap_or(&self.client);
+        let request = client.post(target.url.clone()).headers(headers).body(body).timeout(target.timeout);
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => match refusal(&error) {
+                Some(refused) => return Err(self.refused(target, attempt, refused)),
+                None => return Err(transport_failure(error)),
+            },
+        };
         let status = response.status();
         // A 2xx body may be a reply event (kept whole, up to the limit); a failure's body only
-        // matters for its first bytes (`knativeerrordata`).
-        let keep = if status.is_success() { self.max_reply_bytes } else { ERROR_BODY_PREFIX };
+        // matters for its first bytes (`knativeerrordata`), and is not given back at all when
+        // it could tell the declaring user what an internal service says.
+        let keep = match status.is_success() {
+            true => self.max_reply_bytes,
+            false if self.hides_error_body(response.remote_addr()) => 0,
+            false => ERROR_BODY_PREFIX,
+        };
         let mut kept = Vec::new();
         let mut truncated = false;
         let mut read = 0;
@@ -164,6 +214,88 @@ impl DeliveryClient {
             })
         }
     }
+}
+
+impl DeliveryClient {
+    /// A URL whose host is a literal address never reaches the resolver (hyper connects to it
+    /// directly), so it is judged here. This node's own listener is exempt.
+    fn check_literal(&self, target: &Target) -> Result<(), Refused> {
+        let Some(ip) = outbound::literal_ip(&target.url) else { return Ok(()) };
+        let port = target.url.port_or_known_default().unwrap_or(0);
+        if outbound::is_this_node(ip, port) {
+            return Ok(());
+        }
+        self.guard.policy.check(ip, Some(&target.namespace)).map_err(|refusal| Refused {
+            host: ip.to_string(),
+            resolved: false,
+            addresses: vec![(ip, refusal)],
+        })
+    }
+
+    /// In strict mode, whether an error answer from `remote` must not give its body back: it
+    /// came from an internal address (allow-listed, or no connection would have been made), or
+    /// from an address that is not known.
+    fn hides_error_body(&self, remote: Option<SocketAddr>) -> bool {
+        self.guard.policy.refuses_private() && remote.is_none_or(|remote| outbound::classify(remote.ip()).is_some())
+    }
+
+    /// A refused attempt: counted, logged at most once a minute per trigger (or source), and
+    /// failed as a transport error, so it is retried and dead-lettered like a refused
+    /// connection.
+    fn refused(&self, target: &Target, attempt: Attempt<'_>, refused: &Refused) -> Failure {
+        metrics::counter!(outbound::OUTBOUND_REFUSED, "reason" => refused.reason()).increment(1);
+        if self.log_now(attempt.trigger) {
+            let mut url = target.url.clone();
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            tracing::warn!(
+                trigger = attempt.trigger,
+                %url,
+                reason = refused.reason(),
+                "{refused}; the attempt failed (logged at most once a minute per trigger)"
+            );
+        }
+        Failure { status: None, error: Some(refused.to_string()), retry_after: None, body_prefix: Bytes::new() }
+    }
+
+    fn log_now(&self, trigger: &str) -> bool {
+        let now = Instant::now();
+        let mut logged = self.guard.logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if logged.get(trigger).is_some_and(|last| now.duration_since(*last) < REFUSAL_LOG_INTERVAL) {
+            return false;
+        }
+        if logged.len() >= REFUSAL_LOG_TRIGGERS {
+            logged.retain(|_, last| now.duration_since(*last) < REFUSAL_LOG_INTERVAL);
+        }
+        logged.insert(trigger.to_owned(), now);
+        true
+    }
+}
+
+/// The client every attempt of `namespace` (or of a namespace without an allow-list of its
+/// own, for `None`) goes through.
+fn build_client(policy: &Arc<OutboundPolicy>, namespace: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        // Enough idle keep-alive connections per subscriber for busy triggers, without
+        // keeping one for every attempt ever in flight across thousands of triggers.
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10));
+    outbound::guard(builder, policy.clone(), namespace.map(str::to_owned)).build()
+}
+
+/// The guard's refusal, when that is why the request could not be sent.
+fn refusal(error: &reqwest::Error) -> Option<&Refused> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<Refused>() {
+            return Some(refused);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// The finished span of one traced attempt: a client span of the event's trace, a child of the
@@ -244,7 +376,8 @@ fn encode(format: Format, encoding: HeaderEncoding, event: &Event) -> (HeaderMap
 }
 
 fn transport_failure(error: reqwest::Error) -> Failure {
-    let error = if error.is_timeout() { Failure::TIMED_OUT.to_owned() } else { error_chain(&error) };
+    // Without the URL, which may carry credentials; the dead letter says where it was going.
+    let error = if error.is_timeout() { Failure::TIMED_OUT.to_owned() } else { error_chain(&error.without_url()) };
     Failure { status: None, error: Some(error), retry_after: None, body_prefix: Bytes::new() }
 }
 
@@ -276,6 +409,7 @@ mod tests {
             header_encoding: None,
             namespace: "team-a".to_owned(),
             timeout: Duration::from_secs(3600),
+            signer: None,
         }
     }
 
@@ -400,6 +534,92 @@ mod tests {
         assert!(failure.is_timeout(), "{failure:?}");
         assert_eq!(failure.error.as_deref(), Some(Failure::TIMED_OUT));
         assert!(failure.is_retryable());
+    }
+
+    fn policy(policy: OutboundPolicy) -> DeliveryClient {
+        DeliveryClient::guarded(1 << 20, Arc::new(policy)).unwrap()
+    }
+
+    fn cidr(text: &str) -> ipnet::IpNet {
+        outbound::parse_cidr(text).unwrap()
+    }
+
+    /// The subscriber's URL by the name `localhost`, which the system resolver resolves.
+    fn by_name(subscriber: &Subscriber, path: &str) -> Url {
+        let mut url = subscriber.url(path);
+        url.set_host(Some("localhost")).unwrap();
+        url
+    }
+
+    // Real time: the guard's resolver asks the system resolver on a blocking thread.
+    #[tokio::test]
+    async fn a_refused_literal_address_fails_the_attempt_without_connecting() {
+        let subscriber = Subscriber::accepting().await;
+        let refusing = policy(OutboundPolicy::default().refuse(cidr("127.0.0.0/8")));
+        let failure =
+            refusing.send(&target(subscriber.url("/"), Format::Binary), &event("e"), ATTEMPT).await.unwrap_err();
+        assert_eq!(
+            failure.error.as_deref(),
+            Some("refused by the outbound guard: '127.0.0.1' is in a range [outbound] refuse lists")
+        );
+        assert!(failure.is_retryable() && failure.status.is_none(), "{failure:?}");
+        assert!(subscriber.at("/").is_empty(), "the refused address was reached");
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_only_to_refused_addresses_is_refused_at_connect_time() {
+        let subscriber = Subscriber::accepting().await;
+        let strict = policy(OutboundPolicy::new(true));
+        let failure = strict.send(&target(by_name(&subscriber, "/"), Format::Binary), &event("e"), ATTEMPT).await;
+        let error = failure.unwrap_err().error.unwrap();
+        assert!(
+            error.starts_with("refused by the outbound guard: 'localhost' resolves only to 127.0.0.1 (loopback)"),
+            "{error}"
+        );
+        assert!(subscriber.at("/").is_empty(), "the refused address was reached");
+        // The default policy delivers to the same name.
+        let lenient = policy(OutboundPolicy::default());
+        lenient.send(&target(by_name(&subscriber, "/"), Format::Binary), &event("e"), ATTEMPT).await.unwrap();
+        assert_eq!(subscriber.at("/").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_allow_list_admits_that_namespace_only() {
+        let subscriber = Subscriber::accepting().await;
+        let client = policy(OutboundPolicy::new(true).allow_in("team-a", cidr("127.0.0.1/32")));
+        for url in [subscriber.url("/"), by_name(&subscriber, "/")] {
+            client.send(&target(url.clone(), Format::Binary), &event("e"), ATTEMPT).await.expect("team-a delivers");
+            let other = Target { namespace: "team-b".to_owned(), ..target(url, Format::Binary) };
+            let failure = client.send(&other, &event("e"), ATTEMPT).await.unwrap_err();
+            assert!(failure.error.as_deref().is_some_and(|e| e.contains("outbound guard")), "{failure:?}");
+        }
+        assert_eq!(subscriber.at("/").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn in_strict_mode_an_internal_answer_gives_its_status_only() {
+        let subscriber = Subscriber::start(|_| Reply::status(403).body(b"internal secret".to_vec())).await;
+        let strict = policy(OutboundPolicy::new(true).allow(cidr("127.0.0.1")));
+        let failure =
+            strict.send(&target(subscriber.url("/"), Format::Binary), &event("e"), ATTEMPT).await.unwrap_err();
+        assert_eq!(failure.status, Some(http::StatusCode::FORBIDDEN));
+        assert!(failure.body_prefix.is_empty(), "{failure:?}");
+        assert_eq!(failure.to_string(), "subscriber answered 403 Forbidden");
+        let lenient = policy(OutboundPolicy::default());
+        let failure =
+            lenient.send(&target(subscriber.url("/"), Format::Binary), &event("e"), ATTEMPT).await.unwrap_err();
+        assert_eq!(&failure.body_prefix[..], b"internal secret");
+    }
+
+    #[tokio::test]
+    async fn this_nodes_own_listener_is_not_refused() {
+        // Stands for the node's listener: what a trigger's KafkaSink address points at.
+        let node = Subscriber::accepting().await;
+        let address: SocketAddr = format!("127.0.0.1:{}", node.url("/").port().unwrap()).parse().unwrap();
+        outbound::serving_at(address);
+        let strict = policy(OutboundPolicy::new(true));
+        strict.send(&target(node.url("/kafkasinks/ns/out"), Format::Binary), &event("e"), ATTEMPT).await.unwrap();
+        assert_eq!(node.at("/kafkasinks/ns/out").len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

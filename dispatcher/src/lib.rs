@@ -27,8 +27,10 @@ pub mod filter;
 pub mod http_client;
 pub mod index;
 pub mod metrics;
+pub mod outbound;
 pub mod plan;
 pub mod retry;
+pub mod signing;
 mod supervise;
 #[cfg(test)]
 mod testing;
@@ -77,6 +79,8 @@ struct Worker {
     fault: supervise::FaultSlot,
     /// The supervisor: waits for the worker it replaced to stop, then runs this one.
     task: JoinHandle<()>,
+    /// The `whpk_` public keys it signs with, for the trigger's status.
+    public_keys: Vec<String>,
 }
 
 impl Worker {
@@ -154,6 +158,7 @@ impl Dispatcher {
     /// is the old worker's, and a redrive is queued for the new one.
     pub async fn start(&self, trigger: TriggerRef, plan: TriggerPlan) {
         let key = (trigger.namespace.clone(), trigger.name.clone());
+        let public_keys = plan.signer.as_ref().map_or_else(Vec::new, |signer| signer.public_keys());
         // Shared before the task is spawned: captured by value, the context would take its
         // room in the task's state for as long as the trigger runs, beside its shared copy.
         let ctx = Arc::new(delivery::Context::new(
@@ -186,7 +191,14 @@ impl Dispatcher {
             let (progress, fault) = watched;
             worker::supervise(ctx, progress, fanouts, stop_rx, redrive_rx, fault).await;
         });
-        workers.insert(key, Worker { topic, progress, stop, redrive, fault, task });
+        workers.insert(key, Worker { topic, progress, stop, redrive, fault, task, public_keys });
+    }
+
+    /// The `whpk_` public keys of the Ed25519 secrets a running trigger signs with; empty when
+    /// it signs with none, or does not run on this node.
+    pub fn public_keys(&self, namespace: &str, name: &str) -> Vec<String> {
+        let workers = self.workers();
+        workers.get(&(namespace.to_owned(), name.to_owned())).map_or_else(Vec::new, |worker| worker.public_keys.clone())
     }
 
     /// Why a running trigger does not work as it should right now: its worker, or its broker's

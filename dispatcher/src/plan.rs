@@ -3,6 +3,7 @@
 //! of types and one set of defaults, and what is accepted is exactly what runs (ripgrep's
 //! `lowargs` → `hiargs`). Nothing downstream reads the declared (string) shapes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_event::http::HeaderEncoding;
@@ -12,6 +13,7 @@ use url::Url;
 
 use crate::filter::Filter;
 use crate::retry::{Backoff, KnativeRetry};
+use crate::signing::{Signer, SigningError, SigningPlan};
 
 /// The HTTP content mode of deliveries (HTTP binding §3; `delivery.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -189,7 +191,8 @@ fn duration_field(field: &str, text: &str) -> Result<Duration, ValidationError> 
 }
 
 /// A Knative `Destination` as an absolute http(s) URL (`field` e.g. `spec.subscriber`). A
-/// `ref` needs Kubernetes to resolve it.
+/// `ref` needs Kubernetes to resolve it. A literal address the outbound guard always refuses
+/// (link-local, cloud metadata, unspecified, multicast) is refused here already.
 pub fn compile_destination(destination: &Destination, field: &str) -> Result<Url, ValidationError> {
     if destination.r#ref.is_some() {
         return Err(ValidationError::field(
@@ -200,10 +203,14 @@ pub fn compile_destination(destination: &Destination, field: &str) -> Result<Url
     let field = format!("{field}.uri");
     let uri = destination.uri.as_deref().ok_or_else(|| ValidationError::field(&field, "is required".to_owned()))?;
     validate_http_url(&field, uri)?;
-    Url::parse(uri).map_err(|e| ValidationError::field(&field, format!("'{uri}' is not an absolute URL: {e}")))
+    let url =
+        Url::parse(uri).map_err(|e| ValidationError::field(&field, format!("'{uri}' is not an absolute URL: {e}")))?;
+    crate::outbound::check_declared(&field, &url)?;
+    Ok(url)
 }
 
-/// What a trigger's worker runs: its filter, its subscriber, its delivery policy.
+/// What a trigger's worker runs: its filter, its subscriber, its delivery policy, and how its
+/// deliveries are signed.
 #[derive(Debug, Clone)]
 pub struct TriggerPlan {
     /// Which events it receives.
@@ -212,6 +219,10 @@ pub struct TriggerPlan {
     pub subscriber: Url,
     /// How.
     pub delivery: DeliveryPolicy,
+    /// `spec.signing`, checked; its secrets are read by [`TriggerPlan::read_secrets`].
+    pub signing: Option<SigningPlan>,
+    /// What signs every attempt, once the secrets are read; deliveries are unsigned without.
+    pub signer: Option<Arc<Signer>>,
 }
 
 impl TriggerPlan {
@@ -225,7 +236,16 @@ impl TriggerPlan {
         let filter = Filter::compile(spec.filter.as_ref(), &spec.filters, "spec.")?;
         let subscriber = compile_destination(&spec.subscriber, "spec.subscriber")?;
         let delivery = DeliveryPolicy::compile(spec.delivery.as_ref().or(inherited), "spec.delivery")?;
-        Ok(TriggerPlan { filter, subscriber, delivery })
+        let signing = spec.signing.as_ref().map(|signing| SigningPlan::compile(signing, "spec.signing")).transpose()?;
+        Ok(TriggerPlan { filter, subscriber, delivery, signing, signer: None })
+    }
+
+    /// Reads the signing secrets, if any, into [`TriggerPlan::signer`]: done when the trigger
+    /// starts, not when it is declared, so that an environment variable or a file may be
+    /// provided (or rotated) in between.
+    pub fn read_secrets(mut self) -> Result<TriggerPlan, SigningError> {
+        self.signer = self.signing.as_ref().map(SigningPlan::read).transpose()?.map(Signer::shared);
+        Ok(self)
     }
 }
 
@@ -280,6 +300,7 @@ mod tests {
             (r#"{"broker":"b"}"#, "spec.subscriber.uri"),
             (r#"{"broker":"b","subscriber":{"uri":"/relative"}}"#, "spec.subscriber.uri"),
             (r#"{"broker":"b","subscriber":{"uri":"ftp://x/"}}"#, "spec.subscriber.uri"),
+            (r#"{"broker":"b","subscriber":{"uri":"http://[fe80::1]/"}}"#, "spec.subscriber.uri"),
             (r#"{"broker":"b","subscriber":{"ref":{"kind":"Service","name":"s"}}}"#, "spec.subscriber.ref"),
             (r#"{"broker":"b","subscriber":{"uri":"http://x/"},"filter":{"attributes":{"Type":"x"}}}"#, "Type"),
             (r#"{"broker":"b","subscriber":{"uri":"http://x/"},"delivery":{"format":"xml"}}"#, "spec.delivery.format"),
@@ -395,6 +416,11 @@ mod tests {
             (r#"{"deadLetterSink":{}}"#, "spec.delivery.deadLetterSink.uri", "is required"),
             (r#"{"deadLetterSink":{"uri":"/dls"}}"#, "spec.delivery.deadLetterSink.uri", "'/dls'"),
             (r#"{"deadLetterSink":{"uri":"ftp://x/"}}"#, "spec.delivery.deadLetterSink.uri", "'ftp://x/'"),
+            (
+                r#"{"deadLetterSink":{"uri":"http://169.254.169.254/latest/meta-data"}}"#,
+                "spec.delivery.deadLetterSink.uri",
+                "'169.254.169.254' is a link-local address (cloud metadata)",
+            ),
         ];
         for (json, field, quoted) in cases {
             let error = delivery(json).expect_err(json);

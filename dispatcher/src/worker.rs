@@ -149,7 +149,7 @@ async fn run(
     }
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(trigger = %ctx.scope(), subscriber = %ctx.subscriber(), "trigger started");
+    tracing::info!(trigger = %ctx.scope(), subscriber = %switchyard_meta::secret::shown_url(ctx.subscriber().as_str()), "trigger started");
     loop {
         let room = state.window() < window;
         let reading = !matches!(source, Source::Attached { .. });

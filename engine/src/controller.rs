@@ -20,7 +20,7 @@ use switchyard_dispatcher::{dead_letter_scope, Dispatcher, Redrive, TriggerPlan,
 use switchyard_log::addresses::Addresses;
 use switchyard_log::{Admit, Change, DeclarationLog, EventLog, LogError};
 use switchyard_meta::kafka_sink::{self, KafkaSink, KafkaSinkStatus};
-use switchyard_meta::status::{knative, Address, BrokerStatus, Condition, SourceStatus, TriggerStatus};
+use switchyard_meta::status::{knative, Address, BrokerStatus, Condition, SigningStatus, SourceStatus, TriggerStatus};
 use switchyard_meta::{Broker, Trigger, Upsert, ValidationError};
 use switchyard_sources::{SourceRef, Sources};
 use tokio::sync::watch;
@@ -512,6 +512,16 @@ impl Controller {
         // Invariant: a trigger's group exists (durably) before its creation is acknowledged, so
         // every event appended after the answer reaches it.
         self.parts.log.create_group(&reference.topic, &reference.group).await.map_err(|e| Problem::failed(&e))?;
+        // Read now, not when declared: a variable or file may come later. Until it can be read
+        // the trigger does not run (its events wait in the log), and it is retried.
+        let plan = match plan.read_secrets() {
+            Ok(plan) => plan,
+            Err(error) => {
+                self.parts.dispatcher.stop(namespace, name).await;
+                self.remember(&key, resolution);
+                return Err(Problem { reason: error.reason(), message: error.to_string(), retry: true });
+            }
+        };
         let complete = resolution.complete();
         self.remember(&key, resolution);
         match complete {
@@ -743,6 +753,11 @@ impl Controller {
                 subscriber_resolved,
                 dead_letter_condition(resolution.dead_letter.as_ref(), has_dead_letter_sink),
             ],
+            signing: trigger
+                .spec
+                .signing
+                .is_some()
+                .then(|| SigningStatus { public_keys: self.parts.dispatcher.public_keys(namespace, name) }),
         }
     }
 

@@ -204,6 +204,12 @@ impl Declaration {
                         ));
                     }
                 }
+                if let Ok(Declared { sink: Sink::Uri(uri), .. }) = Declared::new(kind, &source) {
+                    switchyard_dispatcher::outbound::check_declared("spec.sink.uri", &uri)?;
+                }
+                if kind.kind() == "KafkaSource" {
+                    switchyard_dispatcher::outbound::check_kafka_source(&source.spec)?;
+                }
                 Ok(Declaration::Source(SourceDeclaration { kind, source }))
             }
         }

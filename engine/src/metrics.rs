@@ -156,6 +156,10 @@ pub fn describe(log: &dyn EventLog) {
         "Records that could not be decoded, moved to a trigger's dead-letter store (once per trigger)."
     );
     describe_counter!(dispatch::DELIVERY_ATTEMPTS, "Delivery attempts (each retry counts), by outcome.");
+    describe_counter!(
+        switchyard_dispatcher::outbound::OUTBOUND_REFUSED,
+        "Connections the outbound guard refused (subscribers, dead-letter sinks, source sinks, KafkaSource clusters), by reason; each is a failed attempt."
+    );
     describe_histogram!(
         dispatch::DELIVERY_DURATION,
         Unit::Seconds,

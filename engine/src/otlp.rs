@@ -66,12 +66,17 @@ impl OtlpExporter {
     /// Starts exporting to the collector at `endpoint` (the OTLP/HTTP base URL, e.g.
     /// `http://127.0.0.1:4318`; a URL already ending in `/v1/traces` is used as it is).
     pub fn start(endpoint: &Url) -> Result<OtlpExporter, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
+        // Its name is resolved through the outbound guard, so it cannot be rebound to an
+        // address the guard refuses; a literal address is the operator's own choice.
+        let builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        let client =
+            switchyard_dispatcher::outbound::guard(builder, switchyard_dispatcher::outbound::installed(), None)
+                .build()?;
         let (queue, spans) = mpsc::channel(QUEUE);
         let sink = Arc::new(QueueSink { queue, dropped: AtomicU64::new(0) });
         let (stop, stopped) = oneshot::channel();
         let url = traces_url(endpoint);
-        tracing::info!(%url, "exporting spans over OTLP/HTTP");
+        tracing::info!(url = %switchyard_meta::secret::shown_url(&url), "exporting spans over OTLP/HTTP");
         let task = tokio::spawn(run(client, url, spans, sink.clone(), stopped));
         Ok(OtlpExporter { sink, stop, task })
     }
@@ -167,12 +172,12 @@ impl Exporter {
         match result {
             Ok(_) if self.failing => {
                 self.failing = false;
-                tracing::info!(url = %self.url, "OTLP export works again");
+                tracing::info!(url = %switchyard_meta::secret::shown_url(&self.url), "OTLP export works again");
             }
             Ok(_) => {}
             Err(error) => {
                 if !self.failing {
-                    tracing::warn!(url = %self.url, %error, spans = count, "OTLP export failed; spans are dropped until it works");
+                    tracing::warn!(url = %switchyard_meta::secret::shown_url(&self.url), %error, spans = count, "OTLP export failed; spans are dropped until it works");
                 }
                 self.failing = true;
             }

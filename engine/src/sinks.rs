@@ -33,6 +33,7 @@ impl HttpSink for HttpPoster {
             header_encoding: None,
             namespace: source.namespace.clone(),
             timeout: SINK_TIMEOUT,
+            signer: None,
         };
         let origin = source.to_string();
         for event in &events {

@@ -3,6 +3,7 @@
 //! resource.
 
 use std::collections::BTreeMap;
+pub(crate) use switchyard_meta::secret::is_env_name;
 
 use serde::{Deserialize, Serialize};
 use switchyard_event::AttrValue;
@@ -198,14 +199,6 @@ pub(crate) fn validate_object_name(field: &str, name: &str) -> Result<(), Valida
             format!("'{name}' is not a Kubernetes object name (lower-case letters, digits, '-' and '.')"),
         )),
     }
-}
-
-/// Whether `name` can name an environment variable: a letter or `_`, then letters, digits and
-/// `_`.
-pub(crate) fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The secret (`what`: "the webhook secret", "the AMQP URI") held in the server's environment

@@ -167,6 +167,12 @@ impl Server {
         Server::launch(None, &[], env, on_kafka().then(|| (kafka_bootstrap(), fresh_cluster()))).await
     }
 
+    /// Starts a server with extra `serve` arguments and these environment variables, on this
+    /// run's backend.
+    pub async fn start_with_args_and_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(None, extra_args, env, on_kafka().then(|| (kafka_bootstrap(), fresh_cluster()))).await
+    }
+
     /// Starts one node of a Kafka-backed cluster: nodes started with the same `cluster` share
     /// their brokers, triggers and events.
     pub async fn start_node(cluster: &str) -> Server {

@@ -10,17 +10,28 @@ use switchyard_engine::{check_namespace, Declaration, Kind};
 use switchyard_meta::kafka_sink::{KafkaSinkSpec, KafkaSinkStatus};
 use switchyard_meta::resources::{BrokerSpec, TriggerSpec};
 use switchyard_meta::status::{BrokerStatus, SourceStatus, TriggerStatus};
-use switchyard_meta::{Resource, Upsert};
+use switchyard_meta::{Resource, Upsert, REDACTED};
 
 use crate::problem::ApiError;
 use crate::routes::AppState;
 
 /// A declaration as the API answers it: the resource, and (but for a DELETE) the status this
-/// node observes. Routes document each variant as `Resource<Spec, Status>` (a source's spec as
-/// one of the registered kinds' specs: `crate::openapi::SourceSpec`).
+/// node observes, with every secret redacted ([`switchyard_meta::secret::redact`]). Routes
+/// document each variant as `Resource<Spec, Status>` (a source's spec as one of the registered
+/// kinds' specs: `crate::openapi::SourceSpec`).
+pub(crate) struct Object(Unredacted);
+
+impl Serialize for Object {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut value = serde_json::to_value(&self.0).map_err(serde::ser::Error::custom)?;
+        switchyard_meta::secret::redact(&mut value);
+        value.serialize(serializer)
+    }
+}
+
 #[derive(Serialize)]
 #[serde(untagged)]
-pub(crate) enum Object {
+enum Unredacted {
     Broker(Resource<BrokerSpec, BrokerStatus>),
     Trigger(Resource<TriggerSpec, TriggerStatus>),
     Source(Resource<serde_json::Value, SourceStatus>),
@@ -38,34 +49,63 @@ pub(crate) struct List<T> {
 /// The declaration with its status.
 fn with_status(state: &AppState, declaration: Declaration) -> Object {
     let controller = state.engine.controller();
-    match declaration {
+    Object(match declaration {
         Declaration::Broker(broker) => {
             let status = controller.broker_status(&broker, &state.base_url);
-            Object::Broker(broker.with_status(status))
+            Unredacted::Broker(broker.with_status(status))
         }
         Declaration::Trigger(trigger) => {
             let status = controller.trigger_status(&trigger);
-            Object::Trigger(trigger.with_status(status))
+            Unredacted::Trigger(trigger.with_status(status))
         }
         Declaration::Source(source) => {
             let status = controller.source_status(&source, &state.base_url);
-            Object::Source(source.source.with_status(status))
+            Unredacted::Source(source.source.with_status(status))
         }
         Declaration::KafkaSink(sink) => {
             let status = controller.kafka_sink_status(&sink, &state.base_url);
-            Object::KafkaSink(sink.with_status(status))
+            Unredacted::KafkaSink(sink.with_status(status))
         }
-    }
+    })
 }
 
 /// The declaration as it was declared (the answer to a DELETE).
 fn without_status(declaration: Declaration) -> Object {
+    Object(unobserved(declaration))
+}
+
+fn unobserved(declaration: Declaration) -> Unredacted {
     match declaration {
-        Declaration::Broker(broker) => Object::Broker(broker.unobserved()),
-        Declaration::Trigger(trigger) => Object::Trigger(trigger.unobserved()),
-        Declaration::Source(source) => Object::Source(source.source.unobserved()),
-        Declaration::KafkaSink(sink) => Object::KafkaSink(sink.unobserved()),
+        Declaration::Broker(broker) => Unredacted::Broker(broker.unobserved()),
+        Declaration::Trigger(trigger) => Unredacted::Trigger(trigger.unobserved()),
+        Declaration::Source(source) => Unredacted::Source(source.source.unobserved()),
+        Declaration::KafkaSink(sink) => Unredacted::KafkaSink(sink.unobserved()),
     }
+}
+
+/// `body` with what reads redacted put back from the declaration it replaces, if it has any
+/// redacted value (a GET edited and submitted again).
+fn restore_redacted(state: &AppState, kind: Kind, namespace: &str, name: &str, body: Bytes) -> Result<Bytes, ApiError> {
+    let marked = |marker: &[u8]| body.windows(marker.len()).any(|window| window == marker);
+    if !marked(REDACTED.as_bytes()) && !marked(b"%3Credacted%3E") {
+        return Ok(body);
+    }
+    // Not JSON (or not a redacted one): the controller refuses it with its usual words.
+    let Ok(mut submitted) = serde_json::from_slice::<serde_json::Value>(&body) else { return Ok(body) };
+    let stored = state
+        .engine
+        .controller()
+        .get(kind, namespace, name)
+        .map(|declaration| serde_json::to_value(unobserved(declaration)))
+        .transpose()
+        .map_err(ApiError::internal)?;
+    // Only the spec is stored; the rest of a read (status, server-set metadata) is not taken.
+    if let Some(spec) = submitted.get_mut("spec") {
+        let stored_spec = stored.as_ref().and_then(|stored| stored.get("spec"));
+        switchyard_meta::secret::restore(spec, stored_spec, "spec")
+            .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    }
+    serde_json::to_vec(&submitted).map(Bytes::from).map_err(ApiError::internal)
 }
 
 fn not_found(kind: Kind, namespace: &str, name: &str) -> ApiError {
@@ -117,7 +157,7 @@ pub(crate) async fn put(
     name: &str,
     body: Body,
 ) -> Result<(StatusCode, Json<Object>), ApiError> {
-    let body = read_body(state, body).await?;
+    let body = restore_redacted(state, kind, namespace, name, read_body(state, body).await?)?;
     let (declaration, upsert) = state.engine.controller().put(kind, namespace, name, &body).await?;
     let status = match upsert {
         Upsert::Created => StatusCode::CREATED,

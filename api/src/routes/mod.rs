@@ -37,6 +37,8 @@ pub struct AppState {
     /// The largest request body of the REST API (`http.max_api_body_bytes`): the HTTP server
     /// holds those routes to it before their handlers read.
     pub max_api_body_bytes: usize,
+    /// Authentication, authorization and the browser guards, in front of every route.
+    pub guard: Arc<crate::auth::Guard>,
 }
 
 /// Which kind of route a request is for, as the HTTP server's limits see it (before routing):
@@ -98,12 +100,14 @@ impl RouteClass {
 /// The whole HTTP API: the routes of [`api`], and a problem+json 404 for any other path.
 pub fn router(state: Arc<AppState>) -> Router {
     let (router, _) = api().split_for_parts();
+    let guard = state.guard.clone();
     router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} is not allowed on this path"))
         })
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(guard, crate::auth::guard))
 }
 
 /// Every endpoint, each registered together with its OpenAPI operation (its `#[utoipa::path]`):

@@ -10,8 +10,10 @@ pub mod duration;
 pub mod error;
 pub mod kafka_sink;
 pub mod resources;
+pub mod secret;
 pub mod status;
 
 pub use duration::{parse_iso8601_duration, DurationError};
 pub use error::ValidationError;
 pub use resources::{Broker, Resource, Source, Trigger, Upsert};
+pub use secret::{Secret, SecretError, SecretSource, REDACTED};

@@ -226,6 +226,21 @@ pub struct TriggerSpec {
     /// Delivery options; replaces the broker's as a whole when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliverySpec>,
+    /// Signed deliveries (Standard Webhooks; a Switchyard extension): off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningSpec>,
+}
+
+/// `spec.signing` of a Trigger: every attempt (to the subscriber and the dead-letter sink)
+/// carries Standard Webhooks' `webhook-id`, `webhook-timestamp` and `webhook-signature`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SigningSpec {
+    /// The signing secrets, each `whsec_<base64>` (HMAC-SHA256, `v1`) or `whsk_<base64>`
+    /// (Ed25519, `v1a`). Each signs every delivery: several are how a secret is rotated.
+    #[serde(default)]
+    pub secrets: Vec<crate::Secret>,
 }
 
 /// A whole resource in Knative's shape: as declared and stored (`T` = `()`, no status), or as

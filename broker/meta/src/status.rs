@@ -115,6 +115,19 @@ pub struct TriggerStatus {
     /// `ActivationFailed`, `Unable to get the Subscriber's URI`, …), then Knative's
     /// `SubscriberResolved` and `DeadLetterSinkResolved`.
     pub conditions: Vec<Condition>,
+    /// With `spec.signing`: what subscribers verify with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningStatus>,
+}
+
+/// How a trigger signs its deliveries, as it runs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningStatus {
+    /// The `whpk_` public key of each Ed25519 (`whsk_`) secret the running trigger signs with,
+    /// in the declared order; empty while it does not run.
+    pub public_keys: Vec<String>,
 }
 
 /// A source's observed state.

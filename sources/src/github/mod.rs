@@ -11,11 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use switchyard_meta::ValidationError;
+use switchyard_meta::{Secret, ValidationError};
 
-use crate::resource::{
-    canonical, check_common, is_env_name, secret_from_env, typed_spec, CeOverrides, Declared, SinkSpec,
-};
+use crate::resource::{canonical, check_common, typed_spec, CeOverrides, Declared, SinkSpec};
 use crate::{Behaviour, NotReady, SourceKind};
 
 pub use webhook::GitHubWebhook;
@@ -38,7 +36,7 @@ pub struct GitHubSourceSpec {
     pub event_types: Vec<String>,
     /// The webhook secret: `X-Hub-Signature-256` must be its HMAC-SHA256 of the body.
     #[serde(default)]
-    pub secret_token: SecretValue,
+    pub secret_token: Secret,
     /// Knative's token for registering the webhook with GitHub's API: accepted and ignored
     /// (Switchyard does not register webhooks).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -59,25 +57,6 @@ pub struct GitHubSourceSpec {
     /// Extensions set on every event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_overrides: Option<CeOverrides>,
-}
-
-/// A secret: inline, or read from the server's environment. Knative's `secretKeyRef` needs
-/// Kubernetes and is refused.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SecretValue {
-    /// The secret itself (stored with the declaration, and shown by GET).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// The name of an environment variable of the server holding the secret (read when the
-    /// source is applied).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<String>,
-    /// Knative's Kubernetes Secret reference: refused.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_key_ref: Option<serde_json::Value>,
 }
 
 impl SourceKind for GitHub {
@@ -135,36 +114,7 @@ impl SourceKind for GitHub {
                 ));
             }
         }
-        let secret = &spec.secret_token;
-        if secret.secret_key_ref.is_some() {
-            return Err(ValidationError::field(
-                "spec.secretToken.secretKeyRef",
-                "Kubernetes secrets need Kubernetes: give the secret as 'value', or name an environment variable of the server with 'env'".to_owned(),
-            ));
-        }
-        match (&secret.value, &secret.env) {
-            (Some(value), None) if !value.is_empty() => {}
-            (None, Some(env)) if is_env_name(env) => {}
-            (None, Some(env)) => {
-                return Err(ValidationError::field(
-                    "spec.secretToken.env",
-                    format!("'{env}' is not an environment variable name"),
-                ))
-            }
-            (Some(_), Some(_)) => {
-                return Err(ValidationError::field(
-                    "spec.secretToken",
-                    "give either 'value' or 'env', not both".to_owned(),
-                ))
-            }
-            _ => {
-                return Err(ValidationError::field(
-                    "spec.secretToken",
-                    "is required: the webhook secret as 'value', or the environment variable holding it as 'env'"
-                        .to_owned(),
-                ))
-            }
-        }
+        spec.secret_token.validate("spec.secretToken")?;
         check_common(spec.sink.as_ref(), spec.ce_overrides.as_ref())?;
         Ok(canonical(&spec))
     }
@@ -173,13 +123,10 @@ impl SourceKind for GitHub {
         // Validated on the way in.
         let spec: GitHubSourceSpec = serde_json::from_value(source.spec.clone())
             .map_err(|e| NotReady { reason: "InvalidSpec", message: e.to_string() })?;
-        let secret = match (&spec.secret_token.value, &spec.secret_token.env) {
-            (Some(value), _) => value.clone(),
-            (None, Some(env)) => secret_from_env(env, "the webhook secret")?,
-            (None, None) => {
-                return Err(NotReady { reason: "SecretNotFound", message: "no webhook secret is given".to_owned() })
-            }
-        };
+        let secret = spec
+            .secret_token
+            .read("the webhook secret")
+            .map_err(|error| NotReady { reason: "SecretNotFound", message: error.0 })?;
         let event_types: BTreeSet<String> = spec.event_types.into_iter().collect();
         Ok(Behaviour::Webhook(Arc::new(GitHubWebhook::new(
             secret.into_bytes(),

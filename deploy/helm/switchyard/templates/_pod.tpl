@@ -44,11 +44,21 @@ spec:
         - /data
         - --log-format
         - {{ .Values.logFormat }}
-      {{- if or .Values.logLevel .Values.extraEnv }}
+        {{- if and .Values.auth.allowUnauthenticated (not .Values.auth.tokensSecret) }}
+        - --allow-unauthenticated
+        {{- end }}
+      {{- if or .Values.logLevel .Values.extraEnv .Values.auth.tokensSecret }}
       env:
         {{- with .Values.logLevel }}
         - name: SWITCHYARD_LOG
           value: {{ . | quote }}
+        {{- end }}
+        {{- with .Values.auth.tokensSecret }}
+        - name: SWITCHYARD_AUTH_TOKENS
+          valueFrom:
+            secretKeyRef:
+              name: {{ . | quote }}
+              key: tokens
         {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}

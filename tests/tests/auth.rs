@@ -1,0 +1,378 @@
+//! Access control against the real binary: a non-loopback listener without authentication
+//! refuses to start; with tokens configured every route but health, readiness, the OpenAPI
+//! document and webhooks needs one, and each role does only what it may; the browser guards
+//! (Host, Origin, JSON-only admin bodies) hold with authentication off; changes are audited.
+
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use switchyard_tests::{binary, metric_value, Server, Subscriber};
+
+const ADMIN: &str = "sy_admin-token";
+const TEAM_ADMIN: &str = "sy_team-admin-token";
+const READER: &str = "sy_team-reader-token";
+const INGEST: &str = "sy_orders-ingest-token";
+
+fn hash(token: &str) -> String {
+    let output = Command::new(binary())
+        .args(["token", "hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().expect("stdin").write_all(token.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("run switchyard token hash");
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+}
+
+/// The token lines of the four roles, as `SWITCHYARD_AUTH_TOKENS` takes them.
+fn token_lines() -> String {
+    [
+        format!("name=ops sha256={} role=admin", hash(ADMIN)),
+        format!("name=team-lead sha256={} role=namespace-admin namespace=team", hash(TEAM_ADMIN)),
+        format!("name=dashboard sha256={} role=namespace-reader namespace=team", hash(READER)),
+        format!("name=checkout sha256={} role=ingest namespace=team broker=orders", hash(INGEST)),
+    ]
+    .join("\n")
+}
+
+async fn call(
+    server: &Server,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", server.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let challenge = response.headers().get("www-authenticate").is_some();
+    let mut body: Value = response.json().await.unwrap_or(Value::Null);
+    if status == StatusCode::UNAUTHORIZED {
+        assert!(challenge, "a 401 says how to authenticate: {body}");
+    }
+    if let Some(object) = body.as_object_mut() {
+        object.insert("_status".to_owned(), json!(status.as_u16()));
+    }
+    (status, body)
+}
+
+async fn send_event(server: &Server, broker: &str, token: Option<&str>, id: &str) -> StatusCode {
+    send_to(server, "team", broker, token, id).await
+}
+
+async fn send_to(server: &Server, namespace: &str, broker: &str, token: Option<&str>, id: &str) -> StatusCode {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/{namespace}/{broker}", server.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-type", "order.created")
+        .header("ce-source", "/checkout")
+        .header("content-type", "application/json")
+        .body("{}");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("send").status()
+}
+
+#[test]
+fn a_non_loopback_listener_without_tokens_refuses_to_start_and_says_how_to_fix_it() {
+    // `config print` resolves exactly what `serve` would start with, without listening.
+    let refused = Command::new(binary())
+        .args(["config", "print", "--listen", "0.0.0.0:8080"])
+        .env_remove("SWITCHYARD_AUTH_TOKENS")
+        .env_remove("SWITCHYARD_ALLOW_UNAUTHENTICATED")
+        .output()
+        .expect("run switchyard");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("refusing to listen on 0.0.0.0:8080 without authentication")
+            && message.contains("switchyard token new")
+            && message.contains("SWITCHYARD_ALLOW_UNAUTHENTICATED"),
+        "{message}"
+    );
+    let serve = Command::new(binary())
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(tempfile::tempdir().expect("tempdir").path())
+        .env_remove("SWITCHYARD_AUTH_TOKENS")
+        .env_remove("SWITCHYARD_ALLOW_UNAUTHENTICATED")
+        .output()
+        .expect("run switchyard serve");
+    assert!(!serve.status.success(), "serve started on every interface without authentication");
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("refusing to listen"));
+
+    for consent in [vec!["--allow-unauthenticated"], vec![]] {
+        let mut command = Command::new(binary());
+        command.args(["config", "print", "--listen", "0.0.0.0:8080"]).args(&consent);
+        if consent.is_empty() {
+            command.env("SWITCHYARD_AUTH_TOKENS", format!("name=ops sha256={} role=admin", hash(ADMIN)));
+        }
+        let output = command.output().expect("run switchyard");
+        assert!(output.status.success(), "{consent:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(!printed.contains(ADMIN), "config print shows a token: {printed}");
+    }
+}
+
+/// A server with the four tokens; with authentication on, loopback subscribers are refused
+/// unless allowed, so namespace `team`'s are.
+async fn authenticated_server() -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, "[outbound.namespaces.team]\nallow = [\"127.0.0.1/32\"]\n").expect("write config");
+    let server = Server::start_with_args_and_env(
+        &["--config", &config.display().to_string()],
+        &[("SWITCHYARD_AUTH_TOKENS", &token_lines())],
+    )
+    .await;
+    (server, dir)
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_each_role_does_only_what_it_may() {
+    let (server, _config) = authenticated_server().await;
+    let subscriber = Subscriber::start().await;
+    let broker = |name: &str| format!("/v1/namespaces/team/brokers/{name}");
+    let trigger_path = "/v1/namespaces/team/triggers/t";
+    let trigger = json!({"spec": {"broker": "orders", "subscriber": {"uri": subscriber.url}}});
+
+    // Open: the probes, the metrics (not protected by default), the API's description.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let status = reqwest::get(format!("{}{path}", server.url)).await.expect("get").status();
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    // No token, a wrong one, a malformed header: 401 with a challenge.
+    let (status, problem) = call(&server, Method::GET, &broker("orders"), None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("Authorization: Bearer")), "{problem}");
+    let (status, _) = call(&server, Method::GET, &broker("orders"), Some("sy_guess"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send_event(&server, "orders", None, "anonymous").await, StatusCode::UNAUTHORIZED);
+
+    // Admin declares anywhere; the namespace admin only in its namespace.
+    for name in ["orders", "payments"] {
+        let (status, body) = call(&server, Method::PUT, &broker(name), Some(ADMIN), Some(json!({"spec": {}}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = call(&server, Method::PUT, trigger_path, Some(TEAM_ADMIN), Some(trigger.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, problem) =
+        call(&server, Method::PUT, "/v1/namespaces/other/brokers/b", Some(TEAM_ADMIN), Some(json!({"spec": {}}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(
+        problem["detail"], "token 'team-lead' (namespace-admin of 'team') may not change namespace 'other'",
+        "{problem}"
+    );
+    let (status, _) = call(&server, Method::GET, "/v1/triggers", Some(TEAM_ADMIN), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "listing every namespace is for admins");
+    let (status, _) = call(&server, Method::GET, "/v1/triggers", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The reader reads its namespace and changes nothing.
+    let (status, body) = call(&server, Method::GET, trigger_path, Some(READER), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = call(&server, Method::DELETE, trigger_path, Some(READER), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) =
+        call(&server, Method::POST, &format!("{trigger_path}/deadletters/redrive"), Some(READER), Some(json!({})))
+            .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(send_event(&server, "orders", Some(READER), "from-reader").await, StatusCode::FORBIDDEN);
+
+    // The ingest token sends to its one broker, and nothing else.
+    assert_eq!(send_event(&server, "orders", Some(INGEST), "o-1").await, StatusCode::ACCEPTED);
+    assert_eq!(send_event(&server, "payments", Some(INGEST), "p-1").await, StatusCode::FORBIDDEN);
+    let (status, _) = call(&server, Method::GET, trigger_path, Some(INGEST), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The namespace admin may send too.
+    assert_eq!(send_event(&server, "orders", Some(TEAM_ADMIN), "o-2").await, StatusCode::ACCEPTED);
+    let received = subscriber.wait_for(2, Duration::from_secs(15)).await;
+    let mut ids: Vec<String> = received.iter().filter_map(|r| r.attribute("id")).collect();
+    ids.sort();
+    assert_eq!(ids, ["o-1", "o-2"]);
+
+    // Every refusal is counted by reason; every change is audited with who made it.
+    let metrics = server.metrics().await;
+    for reason in ["missing", "invalid", "forbidden"] {
+        let count = metric_value(&metrics, "switchyard_auth_refused_requests_total", &[("reason", reason)]);
+        assert!(count.is_some_and(|c| c >= 1.0), "{reason}: {count:?}");
+    }
+    let log = server.log();
+    let audit: Vec<&str> = log.lines().filter(|line| line.contains("declaration change")).collect();
+    assert!(
+        audit.iter().any(|line| line.contains("team-lead") && line.contains(trigger_path) && line.contains("201")),
+        "no audit line for the trigger's creation by team-lead: {audit:#?}"
+    );
+    assert!(
+        audit.iter().any(|line| line.contains("team-lead") && line.contains("403")),
+        "refused changes are audited too: {audit:#?}"
+    );
+    assert!(!log.contains(TEAM_ADMIN) && !log.contains(ADMIN), "a token reached the log");
+}
+
+#[tokio::test]
+async fn the_cli_sends_its_token() {
+    let (server, _config) = authenticated_server().await;
+    let (status, _) =
+        call(&server, Method::PUT, "/v1/namespaces/team/brokers/orders", Some(ADMIN), Some(json!({"spec": {}}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let get = |token: Option<&str>| {
+        let mut command = Command::new(binary());
+        command.args(["get", "brokers", "-n", "team", "-o", "json", "--server", &server.url]);
+        command.env_remove("SWITCHYARD_TOKEN");
+        if let Some(token) = token {
+            command.env("SWITCHYARD_TOKEN", token);
+        }
+        command.output().expect("run switchyard get")
+    };
+    let output = get(Some(READER));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("orders"));
+    let output = get(None);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("401"), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // `token new` prints a token and the line that configures it, which the server then takes.
+    let output = Command::new(binary())
+        .args(["token", "new", "--name", "ci", "--role", "ingest", "--namespace", "team", "--broker", "orders"])
+        .output()
+        .expect("run switchyard token new");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (token, line) = printed.trim().split_once('\n').expect("two lines");
+    assert!(line.contains(&format!("sha256={}", hash(token))) && line.contains("role=ingest"), "{line}");
+    let refused = Command::new(binary())
+        .args(["token", "new", "--name", "ci", "--role", "namespace-reader"])
+        .output()
+        .expect("run switchyard token new");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a 'namespace'"));
+}
+
+#[tokio::test]
+async fn browsers_cannot_drive_a_loopback_node_without_authentication() {
+    let server = Server::start().await;
+    server.broker("default", "b").await;
+    let port = server.url.rsplit(':').next().expect("port").to_owned();
+    let client = reqwest::Client::new();
+    let path = format!("{}/v1/namespaces/default/brokers/b", server.url);
+
+    // DNS rebinding: a page whose name now resolves to 127.0.0.1 still sends its own Host.
+    for (host, expected) in [
+        (format!("evil.example:{port}"), StatusCode::MISDIRECTED_REQUEST),
+        (format!("localhost:{port}"), StatusCode::OK),
+        (format!("127.0.0.1:{port}"), StatusCode::OK),
+    ] {
+        let status = client.get(&path).header("host", &host).send().await.expect("get").status();
+        assert_eq!(status, expected, "{host}");
+    }
+    let ingest = client
+        .post(format!("{}/default/b", server.url))
+        .header("host", "evil.example")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header("ce-type", "t")
+        .header("ce-source", "/s")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(ingest.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    // A cross-site form or fetch: text/plain bodies and foreign Origins change nothing.
+    let redrive = format!("{}/v1/namespaces/default/triggers/t/deadletters/redrive", server.url);
+    let response = client.post(&redrive).header("content-type", "text/plain").body("{}").send().await.expect("post");
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let problem: Value = response.json().await.expect("problem");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("application/json")), "{problem}");
+    let response =
+        client.put(&path).header("origin", "http://evil.example").json(&json!({"spec": {}})).send().await.expect("put");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // Another port of the same host is another origin (a local dev server's page).
+    for origin in ["http://evil.example", "http://127.0.0.1:1", "null"] {
+        let response = client.delete(&path).header("origin", origin).send().await.expect("delete");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
+    let (status, _) = server.get("/v1/namespaces/default/brokers/b").await;
+    assert_eq!(status, StatusCode::OK, "the broker survived");
+    // Same-origin and non-browser clients are unaffected.
+    let response = client
+        .put(&path)
+        .header("origin", format!("http://127.0.0.1:{port}"))
+        .json(&json!({"spec": {}}))
+        .send()
+        .await
+        .expect("put");
+    assert!(response.status().is_success(), "{}", response.status());
+    let metrics = server.metrics().await;
+    for reason in ["host", "origin", "content_type"] {
+        let count = metric_value(&metrics, "switchyard_auth_refused_requests_total", &[("reason", reason)]);
+        assert!(count.is_some_and(|c| c >= 1.0), "{reason}: {count:?}");
+    }
+}
+
+#[tokio::test]
+async fn allowed_hosts_replace_the_loopback_default() {
+    let server = Server::start_with_env(&[("SWITCHYARD_ALLOWED_HOSTS", "switchyard.test, events.test")]).await;
+    let client = reqwest::Client::new();
+    let path = format!("{}/v1/namespaces/default/brokers", server.url);
+    for (host, expected) in [
+        ("switchyard.test", StatusCode::OK),
+        ("EVENTS.test:8080", StatusCode::OK),
+        ("localhost", StatusCode::MISDIRECTED_REQUEST),
+        ("127.0.0.1", StatusCode::MISDIRECTED_REQUEST),
+    ] {
+        let response = client.get(&path).header("host", host).send().await.expect("get");
+        assert_eq!(response.status(), expected, "{host}");
+    }
+    // Probes come with whatever Host the prober uses.
+    let status = client.get(format!("{}/readyz", server.url)).header("host", "10-1-2-3.pod").send().await.expect("get");
+    assert_eq!(status.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_tokens_loopback_and_private_destinations_are_refused_unless_allowed() {
+    let (server, _config) = authenticated_server().await;
+    let subscriber = Subscriber::start().await;
+    for namespace in ["team", "other"] {
+        for (path, body) in [
+            (format!("/v1/namespaces/{namespace}/brokers/b"), json!({"spec": {}})),
+            (
+                format!("/v1/namespaces/{namespace}/triggers/t"),
+                json!({"spec": {"broker": "b", "subscriber": {"uri": subscriber.url}, "delivery": {"retry": 0}}}),
+            ),
+        ] {
+            let (status, answer) = call(&server, Method::PUT, &path, Some(ADMIN), Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
+        }
+    }
+    assert_eq!(send_to(&server, "other", "b", Some(ADMIN), "to-other").await, StatusCode::ACCEPTED);
+    assert_eq!(send_to(&server, "team", "b", Some(ADMIN), "to-team").await, StatusCode::ACCEPTED);
+    subscriber.wait_for(1, Duration::from_secs(15)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let dead = loop {
+        let (_, dead) =
+            call(&server, Method::GET, "/v1/namespaces/other/triggers/t/deadletters", Some(ADMIN), None).await;
+        if dead["items"].as_array().is_some_and(|items| !items.is_empty()) {
+            break dead;
+        }
+        assert!(std::time::Instant::now() < deadline, "the refused event never reached the dead letters: {dead}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(dead.to_string().contains("refused by the outbound guard"), "{dead}");
+    let ids: Vec<String> = subscriber.received().iter().filter_map(|r| r.attribute("id")).collect();
+    assert_eq!(ids, ["to-team"], "only the allow-listed namespace delivers to loopback");
+}
