@@ -483,7 +483,7 @@ fn has_body(headers: &HeaderMap) -> bool {
 }
 
 /// The middleware in front of every route.
-pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+pub async fn guard(State(guard): State<Arc<Guard>>, mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let access = required(&method, &path, guard.config.protect_metrics);
@@ -518,8 +518,13 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
             ),
         );
     }
-    let (who, response) = match authenticate(&guard.config, request.headers(), &access) {
-        Ok(who) => (who, next.run(request).await),
+    let (who, response) = match authenticate(&guard.config, request.headers(), &access).await {
+        Ok(principal) => {
+            let who = principal.as_ref().map(|p| p.name.clone());
+            // The handlers' view of who sent the request (ingest checks a broker's EventPolicies).
+            request.extensions_mut().insert(Sender(principal));
+            (who, next.run(request).await)
+        }
         Err((who, refusal)) => (who, *refusal),
     };
     if matches!(access, Access::Write(_)) {
@@ -535,13 +540,18 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
     response
 }
 
-/// The request's principal's name (`None`: anonymous, or an unknown token), and the refusal if
-/// it is refused.
-fn authenticate(
+/// Who sent a request, as the auth middleware found: `None` with authentication off, or on a
+/// public route.
+#[derive(Debug, Clone)]
+pub struct Sender(pub Option<Principal>);
+
+/// The request's principal (`None`: anonymous), or the refusal with the name of who was
+/// refused, if known.
+async fn authenticate(
     config: &AuthConfig,
     headers: &HeaderMap,
     access: &Access,
-) -> Result<Option<String>, (Option<String>, Box<Response>)> {
+) -> Result<Option<Principal>, (Option<String>, Box<Response>)> {
     if !config.enabled() || *access == Access::Public {
         return Ok(None);
     }
@@ -579,7 +589,7 @@ fn authenticate(
             )),
         ));
     }
-    Ok(Some(principal.name.clone()))
+    Ok(Some(principal.clone()))
 }
 
 #[cfg(test)]
