@@ -85,7 +85,8 @@ SWITCHYARD_TEST_BACKEND=kafka cargo test -p switchyard-tests --locked \
     --test sources_nats --test sources_rabbitmq --test sources_mqtt --test sources_redis --test kafka_sink \
     --test hostile_limits --test supervision \
     --test sources_apiserver --test kube_references --test kube_broker_class \
-    --test auth --test secrets --test outbound_guard --test signed_deliveries
+    --test auth --test auth_oidc --test secrets --test outbound_guard --test signed_deliveries \
+    --test identified_deliveries
 
 log "fuzz smoke (10 s per target; ./scripts/fuzz.sh 600 for a real run)"
 ./scripts/fuzz.sh 10

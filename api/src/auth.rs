@@ -43,6 +43,9 @@ pub struct AuthFile {
     /// Token lines from `SWITCHYARD_AUTH_TOKENS`.
     #[serde(skip)]
     pub env_tokens: Option<String>,
+    /// OIDC issuers whose JWTs are accepted (`[[auth.oidc]]`, see [`crate::oidc`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oidc: Vec<crate::oidc::OidcFile>,
 }
 
 /// One `[[auth.tokens]]`.
@@ -108,6 +111,8 @@ pub struct AuthConfig {
     pub allowed_hosts: Option<Vec<String>>,
     /// See [`AuthFile::protect_metrics`].
     pub protect_metrics: bool,
+    /// The OIDC issuers, with their cached keys.
+    pub oidc: crate::oidc::Oidc,
 }
 
 fn serialize_principals<S: serde::Serializer>(
@@ -164,6 +169,7 @@ impl AuthConfig {
         };
         Ok(AuthConfig {
             tokens,
+            oidc: crate::oidc::Oidc::from_files(file.oidc)?,
             allow_unauthenticated: file.allow_unauthenticated.unwrap_or(false),
             allowed_hosts,
             protect_metrics: file.protect_metrics.unwrap_or(false),
@@ -193,12 +199,13 @@ impl AuthConfig {
             allowed_hosts: self.allowed_hosts.clone(),
             protect_metrics: Some(self.protect_metrics),
             env_tokens: None,
+            oidc: self.oidc.to_files(),
         }
     }
 
-    /// Whether requests must carry a token.
+    /// Whether requests must carry a token (a static one or an OIDC issuer's JWT).
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || !self.oidc.is_empty()
     }
 
     /// Refuses to serve anyone who reaches a non-loopback `listen` without authentication,
@@ -251,32 +258,34 @@ fn token_entry(token: &TokenFile) -> Result<([u8; 32], Principal), String> {
     let hash = parse_sha256(&token.sha256).ok_or_else(|| {
         format!("the sha256 of '{}' is not 64 hex digits: give the token's SHA-256, not the token", token.name)
     })?;
-    let namespace = || {
-        token
-            .namespace
-            .clone()
+    let role = parse_role(&token.name, &token.role, token.namespace.as_deref(), token.broker.as_deref())?;
+    Ok((hash, Principal { name: token.name.clone(), role }))
+}
+
+/// The role `role` of `who` (a token's name, an OIDC grant's subject) with its `namespace` and
+/// `broker`, checked as static tokens and OIDC grants share them.
+pub(crate) fn parse_role(who: &str, role: &str, namespace: Option<&str>, broker: Option<&str>) -> Result<Role, String> {
+    let needs_namespace = || {
+        namespace
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| format!("'{}' has role '{}', which needs a 'namespace'", token.name, token.role))
+            .map(str::to_owned)
+            .ok_or_else(|| format!("'{who}' has role '{role}', which needs a 'namespace'"))
     };
-    if token.broker.is_some() && token.role != "ingest" {
-        return Err(format!("'{}': only an ingest token takes a 'broker'", token.name));
+    if broker.is_some() && role != "ingest" {
+        return Err(format!("'{who}': only an ingest token takes a 'broker'"));
     }
-    let role = match token.role.as_str() {
-        "admin" if token.namespace.is_some() => {
-            return Err(format!("'{}': an admin token has no 'namespace' (use namespace-admin)", token.name))
+    Ok(match role {
+        "admin" if namespace.is_some() => {
+            return Err(format!("'{who}': an admin token has no 'namespace' (use namespace-admin)"))
         }
         "admin" => Role::Admin,
-        "namespace-admin" => Role::NamespaceAdmin { namespace: namespace()? },
-        "namespace-reader" => Role::NamespaceReader { namespace: namespace()? },
-        "ingest" => Role::Ingest { namespace: namespace()?, broker: token.broker.clone() },
+        "namespace-admin" => Role::NamespaceAdmin { namespace: needs_namespace()? },
+        "namespace-reader" => Role::NamespaceReader { namespace: needs_namespace()? },
+        "ingest" => Role::Ingest { namespace: needs_namespace()?, broker: broker.map(str::to_owned) },
         other => {
-            return Err(format!(
-                "'{}': unknown role '{other}' (admin, namespace-admin, namespace-reader, ingest)",
-                token.name
-            ))
+            return Err(format!("'{who}': unknown role '{other}' (admin, namespace-admin, namespace-reader, ingest)"))
         }
-    };
-    Ok((hash, Principal { name: token.name.clone(), role }))
+    })
 }
 
 fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
@@ -334,6 +343,8 @@ pub fn required(method: &Method, path: &str, protect_metrics: bool) -> Access {
     match segments.as_slice() {
         ["metrics"] if protect_metrics => Access::Admin,
         ["healthz" | "readyz" | "metrics" | "openapi.json"] => Access::Public,
+        // What subscribers verify identified deliveries' tokens with (`routes::identity`).
+        [".well-known", "openid-configuration" | "jwks.json"] => Access::Public,
         ["webhooks", ..] => Access::Public,
         ["kafkasinks", namespace, name] => Access::Ingest((*namespace).to_owned(), (*name).to_owned()),
         ["v1", "cesql" | "filters", ..] => Access::Authenticated,
@@ -574,8 +585,22 @@ async fn authenticate(
     };
     let hash: [u8; 32] =
         ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref().try_into().unwrap_or([0; 32]);
-    let Some(principal) = config.tokens.get(&hash) else {
-        return Err(challenge("the bearer token is not one this server knows", "invalid"));
+    let principal = match config.tokens.get(&hash) {
+        Some(principal) => principal.clone(),
+        None if !config.oidc.is_empty() && crate::oidc::is_jwt(token) => match config.oidc.verify(token).await {
+            Ok(principal) => principal,
+            Err(refusal) => {
+                let (detail, reason) = (refusal.to_string(), refusal.reason());
+                return Err(match refusal {
+                    // A valid token, which may do nothing here.
+                    crate::oidc::Refused::NoGrant(subject) => {
+                        (Some(subject), Box::new(refused(reason, ApiError::new(StatusCode::FORBIDDEN, detail))))
+                    }
+                    _ => challenge(&detail, reason),
+                });
+            }
+        },
+        None => return Err(challenge("the bearer token is not one this server knows", "invalid")),
     };
     if !principal.role.permits(access) {
         return Err((
@@ -589,7 +614,7 @@ async fn authenticate(
             )),
         ));
     }
-    Ok(Some(principal.clone()))
+    Ok(Some(principal))
 }
 
 #[cfg(test)]
@@ -618,6 +643,8 @@ mod tests {
         assert_eq!(required(&get, "/metrics", false), Access::Public);
         assert_eq!(required(&get, "/metrics", true), Access::Admin);
         assert_eq!(required(&post, "/webhooks/github/ns/s", false), Access::Public);
+        assert_eq!(required(&get, "/.well-known/openid-configuration", false), Access::Public);
+        assert_eq!(required(&get, "/.well-known/jwks.json", false), Access::Public);
         assert_eq!(required(&post, "/team/orders", false), Access::Ingest("team".into(), "orders".into()));
         assert_eq!(required(&post, "/kafkasinks/team/k", false), Access::Ingest("team".into(), "k".into()));
         assert_eq!(required(&get, "/v1/namespaces/team/triggers/t", false), Access::Read("team".into()));

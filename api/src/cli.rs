@@ -7,6 +7,24 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 use switchyard_engine::Kind;
 
+/// `builder` trusting the PEM certificates of `cacert`, if given (`--cacert`).
+pub fn trust_ca_file(
+    mut builder: reqwest::ClientBuilder,
+    cacert: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let Some(path) = cacert else { return Ok(builder) };
+    let pem = std::fs::read(path).with_context(|| format!("cannot read --cacert '{}'", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--cacert '{}' is not PEM certificates", path.display()))?;
+    if certificates.is_empty() {
+        bail!("--cacert '{}' holds no PEM certificate", path.display());
+    }
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
+    Ok(builder)
+}
+
 /// Talks to a switchyard server.
 pub struct Client {
     server: String,
@@ -38,6 +56,12 @@ pub struct SendRequest {
 impl Client {
     /// A client for `server` (e.g. `http://127.0.0.1:8080`), sending `token` as a bearer token.
     pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Client> {
+        Client::trusting(server, token, None)
+    }
+
+    /// [`Client::new`] trusting the CA certificates in `cacert` (PEM) besides the built-in roots:
+    /// a server whose `[tls]` certificate comes from a private CA.
+    pub fn trusting(server: &str, token: Option<&str>, cacert: Option<&std::path::Path>) -> anyhow::Result<Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token.filter(|token| !token.is_empty()) {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -45,8 +69,8 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).default_headers(headers).build()?;
+        let builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).default_headers(headers);
+        let http = trust_ca_file(builder, cacert)?.build()?;
         Ok(Client { server: server.trim_end_matches('/').to_owned(), http })
     }
 

@@ -63,6 +63,62 @@ pub struct ConfigFile {
     pub kubernetes: Option<KubernetesFile>,
     /// The outbound guard: which addresses deliveries, sinks and span export may connect to.
     pub outbound: Option<OutboundFile>,
+    /// Identified deliveries: the issuer and signing key of the OIDC tokens sent to
+    /// destinations with an `audience`.
+    pub identity: Option<IdentityFile>,
+    /// TLS on the listener: certificate and key files, and the CA of client certificates.
+    pub tls: Option<TlsFile>,
+}
+
+/// `[identity]`: the OIDC tokens of identified deliveries (`switchyard_dispatcher::identity`).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// The tokens' `iss`, where subscribers find `/.well-known/openid-configuration` (default:
+    /// this server's URL, `http://{listen}`).
+    pub issuer: Option<String>,
+    /// A PKCS#8 ECDSA P-256 private key (DER or PEM) to sign with, instead of the one generated
+    /// in the data directory: give every node behind one issuer the same key.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[identity]`, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IdentityConfig {
+    /// The tokens' `iss`, if not this server's URL.
+    #[serde(serialize_with = "serialize_url")]
+    pub issuer: Option<Url>,
+    /// The operator's signing key, if not the generated one.
+    pub key_file: Option<PathBuf>,
+}
+
+impl IdentityFile {
+    fn resolve(self) -> Result<IdentityConfig, ConfigError> {
+        let issuer = self.issuer.filter(|text| !text.trim().is_empty()).map(|text| {
+            // OpenID Connect Discovery 1.0 §3: an http(s) URL without query or fragment.
+            Url::parse(text.trim())
+                .ok()
+                .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+                .filter(|url| url.query().is_none() && url.fragment().is_none())
+                .ok_or_else(|| ConfigError::Value {
+                    key: "identity.issuer",
+                    message: format!("'{text}' is not an http(s) URL without query or fragment"),
+                })
+        });
+        Ok(IdentityConfig {
+            issuer: issuer.transpose()?,
+            key_file: self.key_file.filter(|path| !path.as_os_str().is_empty()),
+        })
+    }
+}
+
+impl IdentityConfig {
+    fn to_file(&self) -> Option<IdentityFile> {
+        (self != &IdentityConfig::default()).then(|| IdentityFile {
+            issuer: self.issuer.as_ref().map(|url| url.as_str().to_owned()),
+            key_file: self.key_file.clone(),
+        })
+    }
 }
 
 /// `[kubernetes]`.
@@ -182,6 +238,51 @@ impl OutboundFile {
     }
 }
 
+/// `[tls]`: HTTPS on the listener (`crate::serve::tls`). Off when neither file is set.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// The certificate chain, PEM, the server's own certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, SEC1 or PKCS#1; RSA, ECDSA or Ed25519).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates, PEM: when set, clients must present a certificate signed by one of them.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// TLS on the listener, validated: both files named (their contents are checked when `serve`
+/// loads them, and again at every reload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsConfig {
+    /// See [`TlsFile::cert_file`].
+    pub cert_file: PathBuf,
+    /// See [`TlsFile::key_file`].
+    pub key_file: PathBuf,
+    /// See [`TlsFile::client_ca_file`].
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsFile {
+    fn resolve(self) -> Result<Option<TlsConfig>, ConfigError> {
+        let set = |path: Option<PathBuf>| path.filter(|path| !path.as_os_str().is_empty());
+        let client_ca_file = set(self.client_ca_file);
+        match (set(self.cert_file), set(self.key_file)) {
+            (Some(cert_file), Some(key_file)) => Ok(Some(TlsConfig { cert_file, key_file, client_ca_file })),
+            (None, None) if client_ca_file.is_none() => Ok(None),
+            (None, None) => Err(ConfigError::Value {
+                key: "tls.client_ca_file",
+                message: "is set, but tls.cert_file and tls.key_file are not: client certificates need TLS".into(),
+            }),
+            (Some(_), None) => {
+                Err(ConfigError::Value { key: "tls.key_file", message: "is required with tls.cert_file".into() })
+            }
+            (None, Some(_)) => {
+                Err(ConfigError::Value { key: "tls.cert_file", message: "is required with tls.key_file".into() })
+            }
+        }
+    }
+}
+
 /// `[kafka]`.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -265,8 +366,12 @@ pub struct ServeConfig {
     /// The outbound guard's policy, installed by `serve`.
     #[serde(skip)]
     pub outbound: OutboundPolicy,
+    /// TLS on the listener, if on.
+    pub tls: Option<TlsConfig>,
     /// Authentication and authorization.
     pub auth: AuthConfig,
+    /// The issuer and key of identified deliveries' tokens.
+    pub identity: IdentityConfig,
 }
 
 /// The Kubernetes API server a node works with.
@@ -353,7 +458,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 30] = [
+pub const ENV_OVERRIDES: [(&str, &str); 33] = [
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
@@ -380,6 +485,9 @@ pub const ENV_OVERRIDES: [(&str, &str); 30] = [
     ("SWITCHYARD_BROKER_CLASS", "kubernetes.broker_class"),
     ("SWITCHYARD_ADVERTISED_URL", "kubernetes.advertised_url"),
     ("SWITCHYARD_OUTBOUND_REFUSE_PRIVATE", "outbound.refuse_private"),
+    ("SWITCHYARD_TLS_CERT_FILE", "tls.cert_file"),
+    ("SWITCHYARD_TLS_KEY_FILE", "tls.key_file"),
+    ("SWITCHYARD_TLS_CLIENT_CA_FILE", "tls.client_ca_file"),
     ("SWITCHYARD_AUTH_TOKENS", "auth.tokens"),
     ("SWITCHYARD_AUTH_TOKENS_FILE", "auth.tokens_file"),
     ("SWITCHYARD_ALLOW_UNAUTHENTICATED", "auth.allow_unauthenticated"),
@@ -449,6 +557,13 @@ impl ConfigFile {
                 }
                 "outbound.refuse_private" => {
                     self.outbound.get_or_insert_with(OutboundFile::default).refuse_private = Some(boolean()?)
+                }
+                "tls.cert_file" => {
+                    self.tls.get_or_insert_with(TlsFile::default).cert_file = Some(PathBuf::from(&value))
+                }
+                "tls.key_file" => self.tls.get_or_insert_with(TlsFile::default).key_file = Some(PathBuf::from(&value)),
+                "tls.client_ca_file" => {
+                    self.tls.get_or_insert_with(TlsFile::default).client_ca_file = Some(PathBuf::from(&value))
                 }
                 "kubernetes.broker_class" => {
                     self.kubernetes.get_or_insert_with(KubernetesFile::default).broker_class = Some(value.clone())
@@ -596,7 +711,10 @@ impl ServeConfig {
             .map_err(|(key, message)| ConfigError::Value { key, message })?;
         auth.check_listener(listen).map_err(|(key, message)| ConfigError::Value { key, message })?;
         let outbound = parsed.outbound.unwrap_or_default().resolve(auth.enabled())?;
+        let tls = parsed.tls.unwrap_or_default().resolve()?;
         Ok(ServeConfig {
+            identity: parsed.identity.unwrap_or_default().resolve()?,
+            tls,
             auth,
             http,
             kubernetes,
@@ -786,6 +904,12 @@ impl ServeConfig {
                 advertised_url: kubernetes.advertised_url.as_ref().map(|url| url.as_str().to_owned()),
             }),
             outbound: Some(OutboundFile::from_policy(&self.outbound)),
+            identity: self.identity.to_file(),
+            tls: self.tls.as_ref().map(|tls| TlsFile {
+                cert_file: Some(tls.cert_file.clone()),
+                key_file: Some(tls.key_file.clone()),
+                client_ca_file: tls.client_ca_file.clone(),
+            }),
             auth: Some(self.auth.to_file()),
         }
     }

@@ -283,11 +283,14 @@ struct ServerArg {
     /// A bearer token for a server with [auth] tokens.
     #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificates (PEM) to trust for an https server, besides the built-in roots.
+    #[arg(long, env = "SWITCHYARD_CACERT")]
+    cacert: Option<PathBuf>,
 }
 
 impl ServerArg {
     fn client(&self) -> anyhow::Result<Client> {
-        Client::new(&self.server, self.token.as_deref())
+        Client::trusting(&self.server, self.token.as_deref(), self.cacert.as_deref())
     }
 }
 
@@ -328,7 +331,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             init_tracing(log_format);
             switchyard::serve::serve(settings.resolve()?).await
         }
-        Command::Health { server } => health(&server.server).await,
+        Command::Health { server } => health(&server.server, server.cacert.as_deref()).await,
         Command::Config { command: ConfigCommand::Print { settings } } => {
             print!("{}", toml::to_string(&settings.resolve()?.to_file())?);
             Ok(())
@@ -441,15 +444,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// `switchyard health`: `ready`, or an error saying why not (`not ready: 503 …`, `cannot reach
 /// …`), which `main` prints as the one line of standard error and exits 1 on.
-async fn health(server: &str) -> anyhow::Result<()> {
+async fn health(server: &str, cacert: Option<&std::path::Path>) -> anyhow::Result<()> {
     let url = format!("{}/readyz", server.trim_end_matches('/'));
     // No proxy: the check is about a server on this host (or in this pod), which a proxy taken
     // from the environment could not reach, or would answer for.
-    let client = reqwest::Client::builder()
-        .timeout(HEALTH_TIMEOUT)
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let builder =
+        reqwest::Client::builder().timeout(HEALTH_TIMEOUT).no_proxy().redirect(reqwest::redirect::Policy::none());
+    let client = switchyard::cli::trust_ca_file(builder, cacert)?.build()?;
     let response = client
         .get(&url)
         .send()

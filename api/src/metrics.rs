@@ -62,6 +62,10 @@ pub fn exporter() -> &'static PrometheusHandle {
             "Requests refused by authentication, authorization or the browser guards, by reason."
         );
         metrics::describe_counter!(
+            crate::oidc::JWKS_FETCH_FAILURES,
+            "Failed fetches of an OIDC issuer's keys (discovery or JWKS)."
+        );
+        metrics::describe_counter!(
             HTTP_CONNECTIONS_REFUSED,
             "HTTP connections closed as soon as accepted, over http.max_connections."
         );

@@ -39,8 +39,10 @@ use utoipa::{IntoParams, OpenApi, PartialSchema, ToSchema};
         (name = "triggers", description = "Trigger resources (Knative `eventing.knative.dev/v1` Trigger)."),
         (name = "dead letters", description = "Events a trigger could not deliver: inspect, redrive, delete."),
         (name = "sources", description = "Source resources (Knative `sources.knative.dev` kinds) and the webhook endpoint of webhook sources."),
+        (name = "policies", description = "EventPolicy resources (Knative `eventing.knative.dev/v1alpha1` EventPolicy): which senders a namespace's brokers admit."),
         (name = "sinks", description = "KafkaSink resources (Knative `eventing.knative.dev/v1alpha1` KafkaSink) and the address that writes to their topic."),
         (name = "filters", description = "Trying filters and CESQL expressions without declaring a trigger."),
+        (name = "identity", description = "The issuer and key of the OIDC tokens of identified deliveries (destinations with an `audience`)."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     )
 )]

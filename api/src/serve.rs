@@ -3,6 +3,7 @@
 //! concrete backend.
 
 mod http;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 
@@ -25,6 +26,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory '{}'", config.data_dir.display()))?;
     let exporter = start_otlp(&config)?;
+    // Before anything is opened: a certificate that cannot be served stops the start here.
+    let tls = config.tls.clone().map(tls::Tls::load).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let backend = match &config.log {
         LogBackend::Embedded => {
             let mut log_config = EmbeddedConfig::new(config.data_dir.join("log"));
@@ -46,6 +50,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on '{}'", config.listen))?;
     let address = listener.local_addr()?;
     switchyard_dispatcher::outbound::serving_at(address);
+    let issuer = config.identity.issuer.as_ref().map_or_else(|| format!("{scheme}://{address}"), |url| url.to_string());
+    let issuer = Arc::new(
+        switchyard_dispatcher::identity::Issuer::open(&issuer, config.identity.key_file.as_deref(), &config.data_dir)
+            .context("cannot set up identified deliveries")?,
+    );
     let settings = Settings {
         limits: EventLimits {
             max_event_bytes: config.max_event_bytes,
@@ -62,6 +71,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             sources: config.max_sources_per_namespace,
         },
         serving_at: Some(address),
+        issuer: Some(issuer.clone()),
     };
     let mut clients = clients();
     let policy = switchyard_dispatcher::outbound::installed();
@@ -81,7 +91,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let broker_class = kubernetes.map(|(client, class, advertised_url)| {
         let base_url = advertised_url.map_or_else(
-            || format!("http://{}", loopback_if_unspecified(address)),
+            || format!("{scheme}://{}", loopback_if_unspecified(address)),
             |url| url.as_str().trim_end_matches('/').to_owned(),
         );
         let settings = switchyard_kube::broker_class::BrokerClass { class, base_url };
@@ -89,16 +99,19 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
     let state = Arc::new(AppState {
         engine,
-        base_url: format!("http://{address}"),
+        base_url: format!("{scheme}://{address}"),
         max_batch_bytes: config.max_batch_bytes,
         max_api_body_bytes: config.http.max_api_body_bytes,
         guard: Arc::new(crate::auth::Guard::new(config.auth.clone(), address)),
+        issuer,
     });
     tracing::info!(
         version = crate::VERSION,
         %address,
         data_dir = %config.data_dir.display(),
         max_connections = config.http.max_connections,
+        tls = tls.is_some(),
+        client_certificates = config.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some()),
         "switchyard listening"
     );
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
@@ -106,7 +119,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Listening for SIGTERM before telling anyone we are ready, so that a stop right after is a
     // graceful one rather than the default disposition's instant death.
     let stop_requested = shutdown_signal();
-    let http = tokio::spawn(http::serve(listener, router(state.clone()), limits, http_stopped));
+    let tls_watch = tls.as_ref().map(tls::Tls::watch);
+    let http = tokio::spawn(http::serve(listener, router(state.clone()), limits, tls, http_stopped));
     // `/readyz` answers 200 from here: the engine has started, the listener has been accepting
     // into its backlog since it was bound, and the task just spawned answers what waits there.
     let log = match &config.log {
@@ -132,6 +146,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     http.await.context("http server task")?;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
+    }
+    if let Some(tls_watch) = tls_watch {
+        tls_watch.abort();
     }
     tracing::info!("stopped");
     Ok(())

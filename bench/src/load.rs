@@ -74,9 +74,13 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
 /// Sends one request and reads its whole answer; fails unless the status is `expected`.
 async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
-    request: Request<Full<Bytes>>,
+    mut request: Request<Full<Bytes>>,
     expected: StatusCode,
 ) -> anyhow::Result<()> {
+    // Added here, so that every request of an `--auth` run carries it, the baselines' too.
+    if let Some(authorization) = crate::server::authorization() {
+        request.headers_mut().insert(hyper::header::AUTHORIZATION, authorization);
+    }
     sender.ready().await.context("connection closed")?;
     let response = sender.send_request(request).await.context("request failed")?;
     let status = response.status();

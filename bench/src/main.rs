@@ -54,6 +54,10 @@ struct Cli {
     /// system temporary directory].
     #[arg(long)]
     data_root: Option<PathBuf>,
+    /// Run Switchyard with authentication on (an admin bearer token on every request; loopback
+    /// destinations allowed), to compare with a run without.
+    #[arg(long)]
+    auth: bool,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +189,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         "'{}' is missing: build it with `cargo build --release -p switchyard`, or pass --switchyard",
         switchyard.display()
     );
+    server::set_auth(cli.auth);
     let ctx = Ctx {
         switchyard,
         bench_exe,
@@ -224,6 +229,9 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             }
         }
         eprintln!("[{}] took {:.0} s", scenario.name(), scenario_started.elapsed().as_secs_f64());
+    }
+    if cli.auth {
+        rows.iter_mut().for_each(|row| row.metric.push_str(" [authentication on]"));
     }
     println!("{}", report::table(&rows));
     println!("Each result is the median of {} run(s){}.", ctx.runs, if ctx.quick { " at --quick sizes" } else { "" });

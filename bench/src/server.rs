@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::{json, Value};
 
 /// Which event log the server runs on.
@@ -45,6 +46,21 @@ impl Backend {
     }
 }
 
+/// The SHA-256 of the bearer token of `--auth` runs (`sy_bench-token`), as `[auth]` configures it.
+const BENCH_TOKEN_SHA256: &str = "d98c48ceac5132d1822de428d737db2471f732e3665ecbdff32f2b6cea91a834";
+
+static AUTH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Makes every server of this run authenticate (`--auth`); call once, before any starts.
+pub(crate) fn set_auth(on: bool) {
+    let _ = AUTH.set(on);
+}
+
+/// The `Authorization` value every request to Switchyard carries in an `--auth` run.
+pub(crate) fn authorization() -> Option<HeaderValue> {
+    AUTH.get().copied().unwrap_or(false).then(|| HeaderValue::from_static("Bearer sy_bench-token"))
+}
+
 /// A running `switchyard serve`; killed (`kill -9`) when dropped.
 pub(crate) struct Switchyard {
     binary: PathBuf,
@@ -73,7 +89,12 @@ impl Switchyard {
             child: None,
             addr,
             url: format!("http://{addr}"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .default_headers(
+                    authorization().map(|value| [(AUTHORIZATION, value)].into_iter().collect()).unwrap_or_default(),
+                )
+                .build()?,
         };
         server.spawn().await?;
         Ok(server)
@@ -96,6 +117,18 @@ impl Switchyard {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(self.backend.serve_args())
+            .envs(
+                authorization()
+                    .map(|_| {
+                        [
+                            ("SWITCHYARD_AUTH_TOKENS", format!("name=bench sha256={BENCH_TOKEN_SHA256} role=admin")),
+                            // The subscribers run on loopback, which authentication refuses by default.
+                            ("SWITCHYARD_OUTBOUND_REFUSE_PRIVATE", "false".to_owned()),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

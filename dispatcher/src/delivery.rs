@@ -16,7 +16,9 @@ use switchyard_log::{Admit, Admitted, DeadLetter, DeadLetterStore, EventLog, Log
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::ca_certs::CaCerts;
 use crate::http_client::{trace_id, Answer, Attempt, DeliveryClient, Target};
+use crate::identity::Identity;
 use crate::retry::{Failure, Verdict};
 use crate::supervise::catch_panic;
 use crate::{metrics, DeliveryPolicy, Filter, TriggerPlan, TriggerRef};
@@ -57,21 +59,28 @@ impl Context {
         admission: Arc<dyn Admit>,
     ) -> Context {
         // Taken apart, so that nothing is held twice for each of thousands of triggers.
-        let TriggerPlan { filter, subscriber, mut delivery, signer, .. } = plan;
-        // The dead-letter sink's attempts are signed as the subscriber's are: it receives the
-        // same events, from the same sender.
-        let target = |url: url::Url| Target {
+        let TriggerPlan { filter, subscriber, audience, ca_certs, mut delivery, signer, .. } = plan;
+        // The dead-letter sink's attempts are signed as the subscriber's are, and identify the
+        // same trigger: it receives the same events, from the same sender.
+        let target = |url: url::Url, audience: Option<String>, ca_certs: Option<CaCerts>| Target {
             url,
             format: delivery.format,
             header_encoding: delivery.header_encoding,
             namespace: trigger.namespace.clone(),
             timeout: delivery.timeout,
             signer: signer.clone(),
+            identity: audience.map(|audience| Identity::of_trigger(&trigger.namespace, &trigger.name, &audience)),
+            ca_certs,
         };
+        let dead_letter_audience = delivery.dead_letter_audience.take();
+        let dead_letter_ca_certs = delivery.dead_letter_ca_certs.take();
         Context {
             scope: trigger.key(),
-            subscriber: target(subscriber),
-            dead_letter_sink: delivery.dead_letter_sink.take().map(target),
+            subscriber: target(subscriber, audience, ca_certs),
+            dead_letter_sink: delivery
+                .dead_letter_sink
+                .take()
+                .map(|url| target(url, dead_letter_audience, dead_letter_ca_certs)),
             in_flight: Semaphore::new(delivery.max_in_flight.max(1) as usize),
             rate: delivery.rate_limit.map(RateLimiter::new),
             dead_letters: log.dead_letters(),

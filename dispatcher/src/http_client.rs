@@ -21,6 +21,8 @@ use switchyard_event::tracecontext::{Span, SpanId, SpanKind, SpanSink, SpanValue
 use switchyard_event::Event;
 use url::Url;
 
+use crate::ca_certs::{CaCerts, CaClients};
+use crate::identity::{Identity, Issuer};
 use crate::outbound::{self, OutboundPolicy, Refused};
 use crate::plan::Format;
 use crate::retry::Failure;
@@ -50,6 +52,11 @@ pub struct Target {
     pub timeout: Duration,
     /// Signs every attempt (Standard Webhooks), if the trigger asks for it.
     pub signer: Option<Arc<Signer>>,
+    /// Sends `Authorization: Bearer <token>` for this identity, if the destination has an
+    /// `audience` ([`crate::identity`]); it replaces the basic credentials of a URL's userinfo.
+    pub identity: Option<Identity>,
+    /// CA certificates its TLS connections trust besides the built-in roots (`CACerts`).
+    pub ca_certs: Option<CaCerts>,
 }
 
 /// What one attempt is part of, for its trace span.
@@ -74,6 +81,8 @@ pub struct DeliveryClient {
     max_reply_bytes: usize,
     /// How binary mode writes string attributes where the target does not say.
     header_encoding: HeaderEncoding,
+    /// Signs the tokens of targets with an identity.
+    issuer: Option<Arc<Issuer>>,
 }
 
 impl std::fmt::Debug for DeliveryClient {
@@ -89,6 +98,8 @@ struct Guard {
     policy: Arc<OutboundPolicy>,
     by_namespace: HashMap<String, reqwest::Client>,
     logged: Mutex<HashMap<String, Instant>>,
+    /// The clients of targets with `CACerts`, built at their first attempt.
+    ca_clients: CaClients,
 }
 
 impl DeliveryClient {
@@ -102,14 +113,22 @@ impl DeliveryClient {
 
     /// [`DeliveryClient::new`] guarded by `policy`.
     pub fn guarded(max_reply_bytes: usize, policy: Arc<OutboundPolicy>) -> Result<DeliveryClient, reqwest::Error> {
-        let client = build_client(&policy, None)?;
+        let client = build_client(&policy, None, None)?;
         let by_namespace = policy
             .namespaces()
             .keys()
-            .map(|namespace| Ok((namespace.clone(), build_client(&policy, Some(namespace))?)))
+            .map(|namespace| Ok((namespace.clone(), build_client(&policy, Some(namespace), None)?)))
             .collect::<Result<_, reqwest::Error>>()?;
-        let guard = Arc::new(Guard { policy, by_namespace, logged: Mutex::default() });
-        Ok(DeliveryClient { client, guard, spans: None, max_reply_bytes, header_encoding: HeaderEncoding::default() })
+        let guard =
+            Arc::new(Guard { policy, by_namespace, logged: Mutex::default(), ca_clients: CaClients::default() });
+        Ok(DeliveryClient {
+            client,
+            guard,
+            spans: None,
+            max_reply_bytes,
+            header_encoding: HeaderEncoding::default(),
+            issuer: None,
+        })
     }
 
     /// The largest reply event read from an answer.
@@ -127,6 +146,13 @@ impl DeliveryClient {
     /// (the server's `header_encoding` setting).
     pub fn with_header_encoding(mut self, encoding: HeaderEncoding) -> DeliveryClient {
         self.header_encoding = encoding;
+        self
+    }
+
+    /// Signs the tokens of targets with an identity with `issuer`; without one, an attempt to
+    /// such a target fails.
+    pub fn with_issuer(mut self, issuer: Arc<Issuer>) -> DeliveryClient {
+        self.issuer = Some(issuer);
         self
     }
 
@@ -165,11 +191,23 @@ impl DeliveryClient {
         if let Some(signer) = &target.signer {
             headers.extend(signer.headers(event, &body, SystemTime::now()));
         }
+        if let Some(identity) = &target.identity {
+            // Inserted over whatever the URL's userinfo would send: reqwest turns userinfo into
+            // a basic `Authorization` header that `headers` below replaces.
+            headers.insert(http::header::AUTHORIZATION, self.bearer(identity)?);
+        }
         headers.insert("prefer", HeaderValue::from_static("reply"));
         if let Ok(namespace) = HeaderValue::from_str(&target.namespace) {
             headers.insert("kn-namespace", namespace);
         }
-        let client = self.guard.by_namespace.get(&target.namespace).unwrap_or(&self.client);
+        let ca_client;
+        let client = match &target.ca_certs {
+            None => self.guard.by_namespace.get(&target.namespace).unwrap_or(&self.client),
+            Some(ca_certs) => {
+                ca_client = self.ca_client(ca_certs, &target.namespace).map_err(transport_failure)?;
+                &ca_client
+            }
+        };
         let request = client.post(target.url.clone()).headers(headers).body(body).timeout(target.timeout);
         let mut response = match request.send().await {
             Ok(response) => response,
@@ -258,6 +296,23 @@ impl DeliveryClient {
         Failure { status: None, error: Some(refused.to_string()), retry_after: None, body_prefix: Bytes::new() }
     }
 
+    /// The bearer token for `identity`; a failed attempt when there is no key to sign with.
+    fn bearer(&self, identity: &Identity) -> Result<HeaderValue, Failure> {
+        let failed =
+            |error: String| Failure { status: None, error: Some(error), retry_after: None, body_prefix: Bytes::new() };
+        let issuer = self.issuer.as_ref().ok_or_else(|| {
+            failed(format!("no OIDC signing key to send a token for audience '{}'", identity.audience))
+        })?;
+        issuer.bearer(identity, SystemTime::now()).map_err(|error| failed(error.to_string()))
+    }
+
+    /// The client of a target with `CACerts`: one per bundle (and per namespace with an
+    /// allow-list of its own), through the same outbound guard as the others.
+    fn ca_client(&self, ca_certs: &CaCerts, namespace: &str) -> Result<reqwest::Client, reqwest::Error> {
+        let own = self.guard.by_namespace.contains_key(namespace).then_some(namespace);
+        self.guard.ca_clients.get(ca_certs, own, || build_client(&self.guard.policy, own, Some(ca_certs)))
+    }
+
     fn log_now(&self, trigger: &str) -> bool {
         let now = Instant::now();
         let mut logged = self.guard.logged.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -273,9 +328,13 @@ impl DeliveryClient {
 }
 
 /// The client every attempt of `namespace` (or of a namespace without an allow-list of its
-/// own, for `None`) goes through.
-fn build_client(policy: &Arc<OutboundPolicy>, namespace: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
-    let builder = reqwest::Client::builder()
+/// own, for `None`) goes through; with `ca_certs`, the one of the targets with that bundle.
+fn build_client(
+    policy: &Arc<OutboundPolicy>,
+    namespace: Option<&str>,
+    ca_certs: Option<&CaCerts>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))
         // Enough idle keep-alive connections per subscriber for busy triggers, without
@@ -283,6 +342,9 @@ fn build_client(policy: &Arc<OutboundPolicy>, namespace: Option<&str>) -> Result
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(10));
+    for certificate in ca_certs.map(CaCerts::certificates).unwrap_or_default() {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_der(certificate)?);
+    }
     outbound::guard(builder, policy.clone(), namespace.map(str::to_owned)).build()
 }
 
@@ -410,6 +472,8 @@ mod tests {
             namespace: "team-a".to_owned(),
             timeout: Duration::from_secs(3600),
             signer: None,
+            identity: None,
+            ca_certs: None,
         }
     }
 

@@ -21,10 +21,12 @@ use switchyard_log::{Admit, EventLog};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub mod ca_certs;
 mod delivery;
 mod fanout;
 pub mod filter;
 pub mod http_client;
+pub mod identity;
 pub mod index;
 pub mod metrics;
 pub mod outbound;

@@ -11,6 +11,7 @@ use switchyard_meta::resources::{validate_dns_label, validate_http_url, Delivery
 use switchyard_meta::{parse_iso8601_duration, ValidationError};
 use url::Url;
 
+use crate::ca_certs::{compile_ca_certs, CaCerts};
 use crate::filter::Filter;
 use crate::retry::{Backoff, KnativeRetry};
 use crate::signing::{Signer, SigningError, SigningPlan};
@@ -73,6 +74,10 @@ pub struct DeliveryPolicy {
     pub rate_limit: Option<f64>,
     /// Where events go when the retries are spent, if anywhere but the dead-letter store.
     pub dead_letter_sink: Option<Url>,
+    /// The dead-letter sink's `audience`: its attempts carry a token for it.
+    pub dead_letter_audience: Option<String>,
+    /// The dead-letter sink's `CACerts`: trusted by its TLS connections besides the built-in roots.
+    pub dead_letter_ca_certs: Option<CaCerts>,
 }
 
 impl Default for DeliveryPolicy {
@@ -95,6 +100,8 @@ impl Default for DeliveryPolicy {
             max_in_flight: 100,
             rate_limit: None,
             dead_letter_sink: None,
+            dead_letter_audience: None,
+            dead_letter_ca_certs: None,
         }
     }
 }
@@ -108,6 +115,8 @@ impl DeliveryPolicy {
         let path = |name: &str| format!("{field}.{name}");
         if let Some(sink) = &spec.dead_letter_sink {
             policy.dead_letter_sink = Some(compile_destination(sink, &path("deadLetterSink"))?);
+            policy.dead_letter_audience = compile_audience(sink, &path("deadLetterSink"))?;
+            policy.dead_letter_ca_certs = compile_ca_certs(sink, &path("deadLetterSink"))?;
         }
         if let Some(retry) = spec.retry {
             policy.retry.retries =
@@ -209,6 +218,28 @@ pub fn compile_destination(destination: &Destination, field: &str) -> Result<Url
     Ok(url)
 }
 
+/// The longest `audience`: it is sent in every token, and an identifier, not a document.
+pub const MAX_AUDIENCE_BYTES: usize = 512;
+
+/// A destination's `audience` (`field` e.g. `spec.subscriber`), if set: non-empty, at most
+/// [`MAX_AUDIENCE_BYTES`], without control characters (it is compared byte for byte by the
+/// subscriber, RFC 7519 §4.1.3).
+pub fn compile_audience(destination: &Destination, field: &str) -> Result<Option<String>, ValidationError> {
+    let Some(audience) = &destination.audience else { return Ok(None) };
+    let field = format!("{field}.audience");
+    if audience.trim().is_empty() {
+        let message = "must not be empty: give the destination's audience or leave it out";
+        return Err(ValidationError::field(&field, message.to_owned()));
+    }
+    if audience.len() > MAX_AUDIENCE_BYTES {
+        return Err(ValidationError::field(&field, format!("is longer than the limit of {MAX_AUDIENCE_BYTES} bytes")));
+    }
+    if audience.chars().any(char::is_control) {
+        return Err(ValidationError::field(&field, format!("'{}' has a control character", audience.escape_debug())));
+    }
+    Ok(Some(audience.clone()))
+}
+
 /// What a trigger's worker runs: its filter, its subscriber, its delivery policy, and how its
 /// deliveries are signed.
 #[derive(Debug, Clone)]
@@ -217,6 +248,10 @@ pub struct TriggerPlan {
     pub filter: Filter,
     /// Where they go.
     pub subscriber: Url,
+    /// The subscriber's `audience`: its attempts carry a token for it.
+    pub audience: Option<String>,
+    /// The subscriber's `CACerts`: trusted by its TLS connections besides the built-in roots.
+    pub ca_certs: Option<CaCerts>,
     /// How.
     pub delivery: DeliveryPolicy,
     /// `spec.signing`, checked; its secrets are read by [`TriggerPlan::read_secrets`].
@@ -235,9 +270,11 @@ impl TriggerPlan {
         validate_dns_label("spec.broker", &spec.broker)?;
         let filter = Filter::compile(spec.filter.as_ref(), &spec.filters, "spec.")?;
         let subscriber = compile_destination(&spec.subscriber, "spec.subscriber")?;
+        let audience = compile_audience(&spec.subscriber, "spec.subscriber")?;
+        let ca_certs = compile_ca_certs(&spec.subscriber, "spec.subscriber")?;
         let delivery = DeliveryPolicy::compile(spec.delivery.as_ref().or(inherited), "spec.delivery")?;
         let signing = spec.signing.as_ref().map(|signing| SigningPlan::compile(signing, "spec.signing")).transpose()?;
-        Ok(TriggerPlan { filter, subscriber, delivery, signing, signer: None })
+        Ok(TriggerPlan { filter, subscriber, audience, ca_certs, delivery, signing, signer: None })
     }
 
     /// Reads the signing secrets, if any, into [`TriggerPlan::signer`]: done when the trigger
@@ -342,6 +379,8 @@ mod tests {
             max_in_flight: 100,
             rate_limit: None,
             dead_letter_sink: None,
+            dead_letter_audience: None,
+            dead_letter_ca_certs: None,
         };
         assert_eq!(DeliveryPolicy::compile(None, "spec.delivery").unwrap(), defaults);
         assert_eq!(delivery("{}").unwrap(), defaults);
@@ -372,6 +411,8 @@ mod tests {
                 max_in_flight: 1,
                 rate_limit: Some(2.5),
                 dead_letter_sink: Some(Url::parse("https://dls.example/x").unwrap()),
+                dead_letter_audience: None,
+                dead_letter_ca_certs: None,
             }
         );
         let one = delivery(r#"{"retry":0}"#).unwrap();

@@ -324,7 +324,15 @@ pub(crate) fn trigger() -> TriggerRef {
 pub(crate) fn plan(subscriber: Url, tune: impl FnOnce(&mut DeliveryPolicy)) -> TriggerPlan {
     let mut delivery = DeliveryPolicy { timeout: Duration::from_secs(3600), ..DeliveryPolicy::default() };
     tune(&mut delivery);
-    TriggerPlan { filter: Filter::All, subscriber, delivery, signing: None, signer: None }
+    TriggerPlan {
+        filter: Filter::All,
+        subscriber,
+        audience: None,
+        ca_certs: None,
+        delivery,
+        signing: None,
+        signer: None,
+    }
 }
 
 /// A sample event with this id.

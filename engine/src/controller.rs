@@ -19,8 +19,11 @@ use std::time::Duration;
 use switchyard_dispatcher::{dead_letter_scope, Dispatcher, Redrive, TriggerPlan, TriggerRef};
 use switchyard_log::addresses::Addresses;
 use switchyard_log::{Admit, Change, DeclarationLog, EventLog, LogError};
+use switchyard_meta::event_policy::{self, EventPolicy, EventPolicyStatus};
 use switchyard_meta::kafka_sink::{self, KafkaSink, KafkaSinkStatus};
-use switchyard_meta::status::{knative, Address, BrokerStatus, Condition, SigningStatus, SourceStatus, TriggerStatus};
+use switchyard_meta::status::{
+    knative, Address, AppliedPolicy, BrokerStatus, Condition, SigningStatus, SourceStatus, TriggerStatus,
+};
 use switchyard_meta::{Broker, Trigger, Upsert, ValidationError};
 use switchyard_sources::{SourceRef, Sources};
 use tokio::sync::watch;
@@ -248,6 +251,13 @@ impl Controller {
                 "triggers",
                 "max_triggers_per_namespace",
             ),
+            // Rules about a namespace's routing, as triggers are: bounded by the same number.
+            Kind::EventPolicy => (
+                self.catalog.count(kind, namespace),
+                self.parts.quotas.triggers,
+                "event policies",
+                "max_triggers_per_namespace",
+            ),
             // KafkaSinks are counted with the sources: both are a client of an outside system.
             Kind::Source(_) | Kind::KafkaSink => (
                 Kind::sources().chain([Kind::KafkaSink]).map(|kind| self.catalog.count(kind, namespace)).sum(),
@@ -391,6 +401,8 @@ impl Controller {
                 message: error.to_string(),
                 retry: true,
             }),
+            // Read by admission at every request to the brokers it applies to: nothing runs.
+            Declaration::EventPolicy(_) => Ok(()),
         }
     }
 
@@ -432,8 +444,9 @@ impl Controller {
                 self.parts.sources.remove(&id).await;
                 Ok(())
             }
-            // Nothing runs for a KafkaSink: its producer is shared by cluster and stays.
-            Declaration::KafkaSink(_) => Ok(()),
+            // Nothing runs for a KafkaSink (its producer is shared by cluster and stays), nor for
+            // an EventPolicy.
+            Declaration::KafkaSink(_) | Declaration::EventPolicy(_) => Ok(()),
         }
     }
 
@@ -670,10 +683,58 @@ impl Controller {
         if broker.spec.delivery.as_ref().is_some_and(|delivery| delivery.dead_letter_sink.is_some()) {
             conditions.push(dead_letter_condition(dead_letter.as_ref(), true));
         }
+        let policies = self
+            .event_policies(namespace, name)
+            .iter()
+            .map(|policy| AppliedPolicy {
+                api_version: event_policy::API_VERSION.to_owned(),
+                name: policy.names().1.to_owned(),
+            })
+            .collect();
         BrokerStatus {
             observed_generation: broker.metadata.generation,
             address: Address { url: format!("{base_url}/{namespace}/{name}") },
             conditions,
+            policies,
+        }
+    }
+
+    /// The EventPolicies that apply to a broker, sorted by name: none, and the broker admits
+    /// whoever authentication lets in; some, and only the senders one of them names.
+    pub fn event_policies(&self, namespace: &str, broker: &str) -> Vec<EventPolicy> {
+        if self.catalog.count(Kind::EventPolicy, namespace) == 0 {
+            return Vec::new();
+        }
+        let labels = self.catalog.broker(namespace, broker).map(|b| b.metadata.labels).unwrap_or_default();
+        self.catalog
+            .list(Kind::EventPolicy, Some(namespace))
+            .into_iter()
+            .filter_map(|declaration| match declaration {
+                Declaration::EventPolicy(policy) if policy.spec.applies_to(broker, &labels) => Some(policy),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An EventPolicy's status: always ready (it is read at every request), with the brokers
+    /// of its namespace it applies to now.
+    pub fn event_policy_status(&self, policy: &EventPolicy) -> EventPolicyStatus {
+        let (namespace, name) = policy.names();
+        let brokers = self
+            .catalog
+            .list(Kind::Broker, Some(namespace))
+            .into_iter()
+            .filter_map(|declaration| match declaration {
+                Declaration::Broker(broker) if policy.spec.applies_to(broker.names().1, &broker.metadata.labels) => {
+                    Some(broker.names().1.to_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        EventPolicyStatus {
+            observed_generation: policy.metadata.generation,
+            conditions: vec![condition(self.problem(&Kind::EventPolicy.key(namespace, name)))],
+            brokers,
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use switchyard_dispatcher::{DeliveryPolicy, TriggerPlan};
+use switchyard_meta::event_policy::{self, parse_event_policy, EventPolicy};
 use switchyard_meta::kafka_sink::{self, parse_kafka_sink, KafkaSink};
 use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label};
 use switchyard_meta::{Broker, Source, Trigger, Upsert, ValidationError};
@@ -24,6 +25,8 @@ pub enum Kind {
     Source(&'static dyn SourceKind),
     /// Knative's KafkaSink.
     KafkaSink,
+    /// Knative's EventPolicy.
+    EventPolicy,
 }
 
 impl std::fmt::Debug for Kind {
@@ -45,7 +48,7 @@ impl Kind {
         [Kind::Broker, Kind::Trigger]
             .into_iter()
             .chain(switchyard_sources::kinds().iter().map(|&k| Kind::Source(k)))
-            .chain([Kind::KafkaSink])
+            .chain([Kind::KafkaSink, Kind::EventPolicy])
     }
 
     /// The source kinds.
@@ -60,6 +63,7 @@ impl Kind {
             Kind::Trigger => "Trigger",
             Kind::Source(kind) => kind.kind(),
             Kind::KafkaSink => kafka_sink::KIND,
+            Kind::EventPolicy => event_policy::KIND,
         }
     }
 
@@ -70,6 +74,7 @@ impl Kind {
             Kind::Trigger => "triggers",
             Kind::Source(kind) => kind.plural(),
             Kind::KafkaSink => "kafkasinks",
+            Kind::EventPolicy => "eventpolicies",
         }
     }
 
@@ -111,6 +116,8 @@ pub enum Declaration {
     Source(SourceDeclaration),
     /// A KafkaSink.
     KafkaSink(KafkaSink),
+    /// An EventPolicy.
+    EventPolicy(EventPolicy),
 }
 
 /// A declared source.
@@ -191,6 +198,12 @@ impl Declaration {
                 kafka_sinks::check_topic(&sink)?;
                 Ok(Declaration::KafkaSink(sink))
             }
+            Kind::EventPolicy => {
+                let policy = parse_event_policy(namespace, name, body)?;
+                // Compiled as admission will run it.
+                switchyard_dispatcher::Filter::compile(None, &policy.spec.filters, "spec.")?;
+                Ok(Declaration::EventPolicy(policy))
+            }
             Kind::Source(kind) => {
                 let source = switchyard_sources::parse_source(kind, namespace, name, body)?;
                 if !kubernetes {
@@ -224,6 +237,7 @@ impl Declaration {
             Kind::Broker => serde_json::from_slice(bytes).map(Declaration::Broker),
             Kind::Trigger => serde_json::from_slice(bytes).map(Declaration::Trigger),
             Kind::KafkaSink => serde_json::from_slice(bytes).map(Declaration::KafkaSink),
+            Kind::EventPolicy => serde_json::from_slice(bytes).map(Declaration::EventPolicy),
             Kind::Source(kind) => {
                 serde_json::from_slice(bytes).map(|source| Declaration::Source(SourceDeclaration { kind, source }))
             }
@@ -242,6 +256,7 @@ impl Declaration {
             Declaration::Trigger(trigger) => serde_json::to_vec(trigger),
             Declaration::Source(source) => serde_json::to_vec(&source.source),
             Declaration::KafkaSink(sink) => serde_json::to_vec(sink),
+            Declaration::EventPolicy(policy) => serde_json::to_vec(policy),
         };
         // Plain data with string keys: serialising cannot fail.
         encoded.unwrap_or_default()
@@ -254,6 +269,7 @@ impl Declaration {
             Declaration::Trigger(_) => Kind::Trigger,
             Declaration::Source(source) => Kind::Source(source.kind),
             Declaration::KafkaSink(_) => Kind::KafkaSink,
+            Declaration::EventPolicy(_) => Kind::EventPolicy,
         }
     }
 
@@ -264,6 +280,7 @@ impl Declaration {
             Declaration::Trigger(trigger) => trigger.names(),
             Declaration::Source(source) => source.source.names(),
             Declaration::KafkaSink(sink) => sink.names(),
+            Declaration::EventPolicy(policy) => policy.names(),
         }
     }
 
@@ -292,6 +309,10 @@ impl Declaration {
                 let (prepared, upsert) = new.prepared(Some(old));
                 (Declaration::KafkaSink(prepared), upsert)
             }
+            (Declaration::EventPolicy(new), Some(Declaration::EventPolicy(old))) => {
+                let (prepared, upsert) = new.prepared(Some(old));
+                (Declaration::EventPolicy(prepared), upsert)
+            }
             (Declaration::Broker(new), _) => {
                 let (prepared, upsert) = new.prepared(None);
                 (Declaration::Broker(prepared), upsert)
@@ -307,6 +328,10 @@ impl Declaration {
             (Declaration::KafkaSink(new), _) => {
                 let (prepared, upsert) = new.prepared(None);
                 (Declaration::KafkaSink(prepared), upsert)
+            }
+            (Declaration::EventPolicy(new), _) => {
+                let (prepared, upsert) = new.prepared(None);
+                (Declaration::EventPolicy(prepared), upsert)
             }
         }
     }

@@ -63,6 +63,8 @@ pub struct Settings {
     /// the triggers delivering to KafkaSinks (at this node's address) need it from the first
     /// declaration applied. `Controller::serving_at` sets it later otherwise.
     pub serving_at: Option<std::net::SocketAddr>,
+    /// Signs the tokens of deliveries to destinations with an `audience`.
+    pub issuer: Option<Arc<switchyard_dispatcher::identity::Issuer>>,
 }
 
 /// Per-namespace limits on declarations, so one tenant (or one runaway script) cannot exhaust
@@ -116,6 +118,9 @@ impl Engine {
             DeliveryClient::new(settings.limits.max_event_bytes)?.with_header_encoding(settings.header_encoding);
         if let Some(spans) = settings.spans {
             client = client.with_spans(spans);
+        }
+        if let Some(issuer) = settings.issuer {
+            client = client.with_issuer(issuer);
         }
         let catalog = Arc::new(Catalog::default());
         let kafka_sinks = Arc::new(KafkaSinks::new(catalog.clone(), clients.kafka_producer.clone()));

@@ -28,7 +28,7 @@ pub(crate) fn refuse_self_delivery(declaration: &Declaration, node: SocketAddr) 
             check_dead_letter_sink(trigger.spec.delivery.as_ref(), node, namespace, broker)
         }
         Declaration::Broker(broker) => check_dead_letter_sink(broker.spec.delivery.as_ref(), node, namespace, name),
-        Declaration::Source(_) | Declaration::KafkaSink(_) => Ok(()),
+        Declaration::Source(_) | Declaration::KafkaSink(_) | Declaration::EventPolicy(_) => Ok(()),
     }
 }
 

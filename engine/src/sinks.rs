@@ -34,6 +34,8 @@ impl HttpSink for HttpPoster {
             namespace: source.namespace.clone(),
             timeout: SINK_TIMEOUT,
             signer: None,
+            identity: None,
+            ca_certs: None,
         };
         let origin = source.to_string();
         for event in &events {

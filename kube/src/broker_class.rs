@@ -414,9 +414,11 @@ impl Reconciler {
         };
         let mut conditions = Vec::new();
         let mut address = Value::Null;
+        let mut policies = Vec::new();
         let engine_ready = match &declared {
             Some(broker) => {
                 let status = controller.broker_status(broker, &self.settings.base_url);
+                policies = status.policies;
                 // Knative's duck `Addressable`: its `name` is the URL's scheme.
                 let scheme = status.address.url.split(':').next().unwrap_or("http").to_owned();
                 address = json!({"name": scheme, "url": status.address.url});
@@ -439,11 +441,18 @@ impl Reconciler {
         }
         let dead_letter_uri = dead_letter_uri(object);
         conditions.push(dead_letter_condition(object));
+        // Knative's reasons (`broker_lifecycle.go`): the policies Switchyard enforces are its own
+        // EventPolicy declarations (REST or `switchyard apply -f`), listed in `status.policies`.
         conditions.push(Condition {
             ty: "EventPoliciesReady".to_owned(),
             status: "True".to_owned(),
-            reason: Some("DefaultAuthorizationMode".to_owned()),
-            message: Some("switchyard does not enforce EventPolicies yet: every sender is accepted".to_owned()),
+            reason: Some(
+                if policies.is_empty() { "DefaultAuthorizationMode" } else { "EventPoliciesReady" }.to_owned(),
+            ),
+            message: Some(match policies.is_empty() {
+                true => "no EventPolicy applies: every sender authentication admits may send".to_owned(),
+                false => format!("{} EventPolicies apply", policies.len()),
+            }),
         });
         // Knative's living condition set: `Ready` is true when every other condition is.
         let ready = match conditions.iter().find(|c| c.status != "True") {
@@ -456,6 +465,7 @@ impl Reconciler {
             "address": address,
             "addresses": if address.is_null() { Value::Null } else { json!([address]) },
             "deadLetterSinkUri": dead_letter_uri,
+            "policies": if policies.is_empty() { Value::Null } else { json!(policies) },
             "conditions": knative_conditions(conditions),
         })
     }

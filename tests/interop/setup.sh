@@ -2,8 +2,8 @@
 # Installs the CloudEvents SDKs the interop matrix (tests/tests/interop.rs) drives, each pinned,
 # each skipped when already in place: Python `cloudevents` 2.2.0 (pip), JavaScript `cloudevents`
 # 10.0.0 (npm, from package-lock.json), Go sdk-go v2.16.2 (go.sum; the module and build caches
-# live outside the clone); and Standard Webhooks' Python and npm libraries for the signed-delivery
-# tests. Safe to run again.
+# live outside the clone); Standard Webhooks' Python and npm libraries for the signed-delivery
+# tests; and PyJWT for the identified-delivery tests. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 root="$(cd ../.. && pwd)"
@@ -35,6 +35,14 @@ fi
 if ! grep -qs '"version": "1.3.0"' "$webhooks/js/node_modules/standardwebhooks/package.json"; then
     mkdir -p "$webhooks/js" && cp standardwebhooks/package.json standardwebhooks/package-lock.json "$webhooks/js/"
     (cd "$webhooks/js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# PyJWT, which verifies identified deliveries' tokens (tests/tests/identified_deliveries.rs):
+# PyJWT 2.10.1 with cryptography 44.0.2 (for ES256) in a venv under the cache below.
+pyjwt="$HOME/.cache/switchyard/pyjwt"
+if ! "$pyjwt/venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("PyJWT") != "2.10.1" or m.version("cryptography") != "44.0.2")' 2>/dev/null; then
+    python3 -m venv "$pyjwt/venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$pyjwt/venv"; }
+    "$pyjwt/venv/bin/pip" install --quiet --disable-pip-version-check 'PyJWT==2.10.1' 'cryptography==44.0.2'
 fi
 
 command -v go >/dev/null 2>&1 || apt_install golang-go

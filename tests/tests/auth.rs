@@ -376,3 +376,146 @@ async fn with_tokens_loopback_and_private_destinations_are_refused_unless_allowe
     let ids: Vec<String> = subscriber.received().iter().filter_map(|r| r.attribute("id")).collect();
     assert_eq!(ids, ["to-team"], "only the allow-listed namespace delivers to loopback");
 }
+
+/// Knative's EventPolicy: a broker that policies apply to admits only the senders they name,
+/// and only events passing their filters; the broker's status lists them.
+#[tokio::test]
+async fn event_policies_admit_only_the_senders_they_name() {
+    let (server, _config) = authenticated_server().await;
+    let subscriber = Subscriber::start().await;
+    for (path, body) in [
+        ("/v1/namespaces/team/brokers/orders", json!({"spec": {}})),
+        ("/v1/namespaces/team/brokers/payments", json!({"metadata": {"labels": {"tier": "gold"}}, "spec": {}})),
+        (
+            "/v1/namespaces/team/triggers/t",
+            json!({"spec": {"broker": "orders", "subscriber": {"uri": subscriber.url}}}),
+        ),
+    ] {
+        let (status, answer) = call(&server, Method::PUT, path, Some(ADMIN), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let send = |token: &'static str, broker: &'static str, ty: &'static str, id: &'static str| {
+        let url = format!("{}/team/{broker}", server.url);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", id)
+                .header("ce-type", ty)
+                .header("ce-source", "/checkout")
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    // No policy: the roles decide.
+    assert_eq!(send(TEAM_ADMIN, "orders", "order.created", "before").await.status(), StatusCode::ACCEPTED);
+
+    // Applied with `switchyard apply -f`, as Knative YAML.
+    let yaml = r#"
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventPolicy
+metadata: {name: checkout-only, namespace: team}
+spec:
+  to:
+    - ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: orders}
+  from:
+    - sub: checkout
+  filters:
+    - prefix: {type: order.}
+"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, yaml).expect("write the policy");
+    let output = Command::new(binary())
+        .args(["apply", "-f", &file.display().to_string(), "--server", &server.url, "--token", ADMIN])
+        .output()
+        .expect("run switchyard apply");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, broker) = call(&server, Method::GET, "/v1/namespaces/team/brokers/orders", Some(ADMIN), None).await;
+    assert_eq!(
+        broker["status"]["policies"],
+        json!([{"apiVersion": "eventing.knative.dev/v1alpha1", "name": "checkout-only"}]),
+        "{broker}"
+    );
+    let (_, policy) =
+        call(&server, Method::GET, "/v1/namespaces/team/eventpolicies/checkout-only", Some(READER), None).await;
+    assert_eq!(policy["status"]["brokers"], json!(["orders"]), "{policy}");
+
+    // The named sender, with events passing the filters: admitted.
+    assert_eq!(send(INGEST, "orders", "order.created", "allowed").await.status(), StatusCode::ACCEPTED);
+    // An event the filters refuse: 403, and nothing of the request is kept.
+    let refused = send(INGEST, "orders", "refund.created", "filtered").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let problem: Value = refused.json().await.expect("problem");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("does not pass the filters")), "{problem}");
+    // Another sender, even one whose role lets it send: 403 naming it.
+    let refused = send(TEAM_ADMIN, "orders", "order.created", "not-named").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let problem: Value = refused.json().await.expect("problem");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("'team-lead' is not a sender") && d.contains("checkout-only")),
+        "{problem}"
+    );
+    // A broker the policy does not apply to is unchanged.
+    assert_eq!(send(TEAM_ADMIN, "payments", "x", "other-broker").await.status(), StatusCode::ACCEPTED);
+
+    // By label, with a subject prefix.
+    let (status, answer) = call(
+        &server,
+        Method::PUT,
+        "/v1/namespaces/team/eventpolicies/gold",
+        Some(TEAM_ADMIN),
+        Some(json!({"spec": {"to": [{"selector": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "matchLabels": {"tier": "gold"}}}],
+                    "from": [{"sub": "check*"}]}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(send(TEAM_ADMIN, "payments", "x", "gold-refused").await.status(), StatusCode::FORBIDDEN);
+
+    // A Kubernetes-only sender reference is refused, naming the field.
+    let (status, problem) = call(
+        &server,
+        Method::PUT,
+        "/v1/namespaces/team/eventpolicies/bad",
+        Some(TEAM_ADMIN),
+        Some(json!({"spec": {"from": [{"ref": {"apiVersion": "sources.knative.dev/v1", "kind": "PingSource", "name": "p"}}]}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("spec.from[0].ref")), "{problem}");
+
+    // Deleted: the roles decide again.
+    let (status, _) =
+        call(&server, Method::DELETE, "/v1/namespaces/team/eventpolicies/checkout-only", Some(TEAM_ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(send(TEAM_ADMIN, "orders", "order.created", "after").await.status(), StatusCode::ACCEPTED);
+    let received = subscriber.wait_for(3, Duration::from_secs(15)).await;
+    let mut ids: Vec<String> = received.iter().filter_map(|r| r.attribute("id")).collect();
+    ids.sort();
+    assert_eq!(ids, ["after", "allowed", "before"]);
+}
+
+#[tokio::test]
+async fn a_broker_with_event_policies_refuses_anonymous_senders() {
+    let server = Server::start().await;
+    server.broker("default", "b").await;
+    let (status, answer) =
+        server.put("/v1/namespaces/default/eventpolicies/p", json!({"spec": {"from": [{"sub": "checkout"}]}})).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let refused = reqwest::Client::new()
+        .post(format!("{}/default/b", server.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header("ce-type", "t")
+        .header("ce-source", "/s")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let problem: Value = refused.json().await.expect("problem");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("no identity")), "{problem}");
+}

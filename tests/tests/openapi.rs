@@ -22,6 +22,13 @@ const SOURCE: &str = "gh";
 const KAFKA_SINK: &str = "k";
 const WEBHOOK_SECRET: &str = "openapi-secret";
 
+/// An EventPolicy for a broker that does not exist, so that it refuses none of the requests
+/// the test sends.
+fn event_policy_spec() -> Value {
+    json!({"to": [{"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "elsewhere"}}],
+           "from": [{"sub": "openapi"}]})
+}
+
 /// A KafkaSink on the test Kafka, whose topic it creates.
 fn kafka_sink_spec() -> Value {
     static TOPIC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -192,6 +199,7 @@ fn requests_for(operation_id: &str, operation: &Value, subscriber: &str, redrive
         "redrive_dead_letters" => Some(json!({"ids": [redrive_id]})),
         "put_source" => Some(json!({"spec": source_spec()})),
         "put_kafka_sink" => Some(json!({"spec": kafka_sink_spec()})),
+        "put_event_policy" => Some(json!({"spec": event_policy_spec()})),
         _ => None,
     };
     let Some(content) = operation["requestBody"]["content"].as_object() else {
@@ -307,6 +315,10 @@ async fn every_documented_operation_is_served_with_a_documented_answer() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = server
         .put(&format!("/v1/namespaces/{NAMESPACE}/kafkasinks/{KAFKA_SINK}"), json!({"spec": kafka_sink_spec()}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = server
+        .put(&format!("/v1/namespaces/{NAMESPACE}/eventpolicies/{TRIGGER}"), json!({"spec": event_policy_spec()}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let status = server.send_batch(NAMESPACE, BROKER, &[event("first"), event("second")]).await;

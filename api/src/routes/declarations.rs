@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use switchyard_engine::{check_namespace, Declaration, Kind};
+use switchyard_meta::event_policy::{EventPolicySpec, EventPolicyStatus};
 use switchyard_meta::kafka_sink::{KafkaSinkSpec, KafkaSinkStatus};
 use switchyard_meta::resources::{BrokerSpec, TriggerSpec};
 use switchyard_meta::status::{BrokerStatus, SourceStatus, TriggerStatus};
@@ -36,6 +37,7 @@ enum Unredacted {
     Trigger(Resource<TriggerSpec, TriggerStatus>),
     Source(Resource<serde_json::Value, SourceStatus>),
     KafkaSink(Resource<KafkaSinkSpec, KafkaSinkStatus>),
+    EventPolicy(Resource<EventPolicySpec, EventPolicyStatus>),
 }
 
 /// Resources of one kind.
@@ -66,6 +68,10 @@ fn with_status(state: &AppState, declaration: Declaration) -> Object {
             let status = controller.kafka_sink_status(&sink, &state.base_url);
             Unredacted::KafkaSink(sink.with_status(status))
         }
+        Declaration::EventPolicy(policy) => {
+            let status = controller.event_policy_status(&policy);
+            Unredacted::EventPolicy(policy.with_status(status))
+        }
     })
 }
 
@@ -80,6 +86,7 @@ fn unobserved(declaration: Declaration) -> Unredacted {
         Declaration::Trigger(trigger) => Unredacted::Trigger(trigger.unobserved()),
         Declaration::Source(source) => Unredacted::Source(source.source.unobserved()),
         Declaration::KafkaSink(sink) => Unredacted::KafkaSink(sink.unobserved()),
+        Declaration::EventPolicy(policy) => Unredacted::EventPolicy(policy.unobserved()),
     }
 }
 
@@ -111,7 +118,7 @@ fn restore_redacted(state: &AppState, kind: Kind, namespace: &str, name: &str, b
 fn not_found(kind: Kind, namespace: &str, name: &str) -> ApiError {
     let what = match kind {
         Kind::Broker | Kind::Trigger => kind.name().to_ascii_lowercase(),
-        Kind::Source(_) | Kind::KafkaSink => kind.name().to_owned(),
+        Kind::Source(_) | Kind::KafkaSink | Kind::EventPolicy => kind.name().to_owned(),
     };
     ApiError::not_found(format!("{what} '{namespace}/{name}' does not exist"))
 }

@@ -9,12 +9,15 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use switchyard_dispatcher::Filter;
 use switchyard_event::http::ContentMode;
 use switchyard_event::limits::LimitExceeded;
 use switchyard_event::tracecontext::TraceContext;
 use switchyard_event::EventError;
 use switchyard_log::{Admit, Origin};
 
+use crate::auth::{Principal, Sender};
 use crate::openapi::{BinaryModeHeaders, CloudEvent, EventData, HandshakeHeaders, IngestPath};
 use crate::problem::{ApiError, BadRequest, Internal, NotFound, TooLarge, Unavailable, UnsupportedMediaType};
 use crate::routes::{read_within, AppState};
@@ -47,11 +50,12 @@ use crate::routes::{read_within, AppState};
 pub(crate) async fn ingest_post(
     state: State<Arc<AppState>>,
     path: Path<(String, String)>,
+    sender: Option<Extension<Sender>>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    ingest_endpoint(state, path, method, headers, body).await
+    ingest_endpoint(state, path, sender, method, headers, body).await
 }
 
 /// CloudEvents webhook abuse-protection handshake.
@@ -74,24 +78,27 @@ pub(crate) async fn ingest_post(
 pub(crate) async fn ingest_options(
     state: State<Arc<AppState>>,
     path: Path<(String, String)>,
+    sender: Option<Extension<Sender>>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    ingest_endpoint(state, path, method, headers, body).await
+    ingest_endpoint(state, path, sender, method, headers, body).await
 }
 
 /// Every method on the ingest path: POST ingests, OPTIONS shakes hands, the rest are 405.
 pub(crate) async fn ingest_endpoint(
     State(state): State<Arc<AppState>>,
     Path((namespace, broker)): Path<(String, String)>,
+    sender: Option<Extension<Sender>>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let sender = sender.and_then(|Extension(Sender(principal))| principal);
     let answer = match method {
-        Method::POST => ingest(&state, &namespace, &broker, &headers, body).await,
+        Method::POST => ingest(&state, &namespace, &broker, sender.as_ref(), &headers, body).await,
         Method::OPTIONS => return Ok(webhook_handshake(&headers)),
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -109,17 +116,19 @@ pub(crate) async fn ingest_endpoint(
 pub(crate) async fn v1_ingest(
     state: State<Arc<AppState>>,
     Path(broker): Path<String>,
+    sender: Option<Extension<Sender>>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    ingest_endpoint(state, Path(("v1".to_owned(), broker)), method, headers, body).await
+    ingest_endpoint(state, Path(("v1".to_owned(), broker)), sender, method, headers, body).await
 }
 
 async fn ingest(
     state: &AppState,
     namespace: &str,
     broker: &str,
+    sender: Option<&Principal>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -132,6 +141,7 @@ async fn ingest(
         Origin::Ingest { mode: *mode.as_ref().unwrap_or(&ContentMode::Binary), body_bytes: 0, trace, received };
     // Refused before the body is read: a stopping node, an unknown broker.
     admission.precheck(namespace, broker, &origin)?;
+    let policy_filter = admitting_policies(state, namespace, broker, sender)?;
     let mode = mode.map_err(event_error)?;
     let limits = admission.limits();
     let batch_too_large = || {
@@ -166,8 +176,62 @@ async fn ingest(
         }
         Err(error) => return Err(event_error(error)),
     };
+    if let Some(filter) = policy_filter {
+        if let Some(refused) = events.iter().find(|event| !filter.matches(event)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "event '{}' does not pass the filters of the EventPolicies that admit this sender to broker '{namespace}/{broker}'",
+                    refused.id()
+                ),
+            ));
+        }
+    }
     admission.admit(namespace, broker, events, origin).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Knative's EventPolicy semantics: a broker that no policy applies to admits every sender
+/// authentication let in (`Ok(None)`); otherwise the sender's subject must match a `from` of
+/// one of them (403 else, a request without identity included), and its events must pass the
+/// filters of at least one of those: the filter returned.
+fn admitting_policies(
+    state: &AppState,
+    namespace: &str,
+    broker: &str,
+    sender: Option<&Principal>,
+) -> Result<Option<Filter>, ApiError> {
+    let policies = state.engine.controller().event_policies(namespace, broker);
+    if policies.is_empty() {
+        return Ok(None);
+    }
+    let names = || policies.iter().map(|p| p.names().1).collect::<Vec<_>>().join(", ");
+    let Some(sender) = sender else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "broker '{namespace}/{broker}' admits only the senders its EventPolicies name ({}), and this request has no identity: send a token ([auth])",
+                names()
+            ),
+        ));
+    };
+    let admitting: Vec<_> = policies.iter().filter(|policy| policy.spec.admits(&sender.name)).collect();
+    if admitting.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "'{}' is not a sender the EventPolicies of broker '{namespace}/{broker}' admit ({})",
+                sender.name,
+                names()
+            ),
+        ));
+    }
+    // Checked when declared, so they compile.
+    let filters = admitting
+        .iter()
+        .map(|policy| Filter::compile(None, &policy.spec.filters, "spec.").map_err(ApiError::internal))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Filter::AnyOf(filters)))
 }
 
 pub(crate) fn event_error(error: EventError) -> ApiError {

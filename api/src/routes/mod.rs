@@ -6,7 +6,9 @@
 mod brokers;
 mod dead_letters;
 mod declarations;
+mod event_policies;
 mod filters;
+mod identity;
 mod ingest;
 mod kafka_sinks;
 mod operations;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub max_api_body_bytes: usize,
     /// Authentication, authorization and the browser guards, in front of every route.
     pub guard: Arc<crate::auth::Guard>,
+    /// Signs identified deliveries' tokens; its key and discovery document are published.
+    pub issuer: Arc<switchyard_dispatcher::identity::Issuer>,
 }
 
 /// Which kind of route a request is for, as the HTTP server's limits see it (before routing):
@@ -88,6 +92,8 @@ impl RouteClass {
                 RouteClass::Operations
             }
             ["webhooks", ..] => RouteClass::Webhook,
+            // Not a namespace: a DNS label cannot start with a dot.
+            [".well-known", _] => RouteClass::Api,
             ["kafkasinks", _, _] => RouteClass::Ingest,
             // `GET /v1/{sources}` lists sources; any other method there is ingest (see [`api`]).
             ["v1", _] if method == Method::GET => RouteClass::Api,
@@ -121,6 +127,8 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::metrics_endpoint))
         .routes(routes!(crate::openapi::openapi_json))
+        .routes(routes!(identity::openid_configuration))
+        .routes(routes!(identity::jwks))
         .routes(routes!(filters::test_filter))
         .routes(routes!(filters::evaluate_cesql))
         .routes(routes!(brokers::list_all_brokers))
@@ -142,6 +150,13 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(kafka_sinks::list_kafka_sinks))
         .routes(routes!(kafka_sinks::get_kafka_sink, kafka_sinks::put_kafka_sink, kafka_sinks::delete_kafka_sink))
         .routes(routes!(kafka_sinks::write_to_kafka_sink))
+        .routes(routes!(event_policies::list_all_event_policies))
+        .routes(routes!(event_policies::list_event_policies))
+        .routes(routes!(
+            event_policies::get_event_policy,
+            event_policies::put_event_policy,
+            event_policies::delete_event_policy
+        ))
         // Any other method on the ingest path: 405 with `Allow: POST, OPTIONS`.
         .routes(routes!(ingest::ingest_post, ingest::ingest_options).map(|methods| methods.fallback(ingest_endpoint)))
 }
@@ -167,5 +182,7 @@ mod tests {
         assert_eq!(class(Method::POST, "/v1/cesql/evaluate"), RouteClass::Api);
         assert_eq!(class(Method::POST, "/default/"), RouteClass::Api);
         assert_eq!(class(Method::POST, "/"), RouteClass::Api);
+        assert_eq!(class(Method::GET, "/.well-known/openid-configuration"), RouteClass::Api);
+        assert_eq!(class(Method::GET, "/.well-known/jwks.json"), RouteClass::Api);
     }
 }

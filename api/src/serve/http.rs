@@ -47,6 +47,7 @@ use crate::config::HttpLimits;
 use crate::metrics::{self as http_metrics, RequestRefusal, TimeoutKind};
 use crate::problem::ApiError;
 use crate::routes::{content_length, RouteClass};
+use crate::serve::tls::{Stream, Tls};
 
 /// What the server needs besides the router: its limits and the body limits of the routes.
 #[derive(Debug, Clone)]
@@ -60,10 +61,16 @@ pub(super) struct ServerLimits {
 /// How long the connections get to finish once the listener closed, before they are dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `stop` turns true; then stops accepting, asks every
-/// connection to finish (HTTP/1 closes once its request is answered, HTTP/2 gets a GOAWAY),
-/// and returns once they did or after [`CLOSE_WAIT`].
-pub(super) async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, mut stop: watch::Receiver<bool>) {
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true; then stops
+/// accepting, asks every connection to finish (HTTP/1 closes once its request is answered,
+/// HTTP/2 gets a GOAWAY), and returns once they did or after [`CLOSE_WAIT`].
+pub(super) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    tls: Option<Arc<Tls>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let limits = Arc::new(limits);
     let builder = Arc::new(builder(&limits.http));
     let connections = Arc::new(Semaphore::new(limits.http.max_connections));
@@ -93,6 +100,7 @@ pub(super) async fn serve(listener: TcpListener, app: Router, limits: ServerLimi
             limits: limits.clone(),
             requests: requests.clone(),
             closing: closing.subscribe(),
+            tls: tls.clone(),
         };
         tokio::spawn(connection.run(stream, permit));
     }
@@ -140,6 +148,7 @@ struct Connection {
     limits: Arc<ServerLimits>,
     requests: Arc<Semaphore>,
     closing: watch::Receiver<bool>,
+    tls: Option<Arc<Tls>>,
 }
 
 /// Why a connection task ends on its own clock.
@@ -155,6 +164,14 @@ enum Expired {
 impl Connection {
     async fn run(mut self, stream: TcpStream, _permit: OwnedSemaphorePermit) {
         let _open = http_metrics::OpenConnection::open();
+        // The handshake has the header-read timeout of its own; the request's clock starts after.
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => match tls.handshake(stream, self.limits.http.header_read_timeout).await {
+                Some(stream) => Stream::Tls(Box::new(stream)),
+                None => return,
+            },
+        };
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(LingeringStream::new(stream, activity.clone(), self.limits.http.lingering_close));
         let service = RequestService {
@@ -525,7 +542,7 @@ impl Body for AnsweredBody {
 /// too or `linger` passes. Closing a socket with unread bytes would reset it, and a reset can
 /// destroy the answer before the client reads it.
 struct LingeringStream {
-    stream: TcpStream,
+    stream: Stream,
     activity: Arc<Activity>,
     linger: Duration,
     closing: Closing,
@@ -538,7 +555,7 @@ enum Closing {
 }
 
 impl LingeringStream {
-    fn new(stream: TcpStream, activity: Arc<Activity>, linger: Duration) -> LingeringStream {
+    fn new(stream: Stream, activity: Arc<Activity>, linger: Duration) -> LingeringStream {
         LingeringStream { stream, activity, linger, closing: Closing::Open }
     }
 }

@@ -69,10 +69,13 @@ pub struct Destination {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#ref: Option<serde_json::Value>,
-    /// PEM CA certificates for the destination (Knative field; not supported yet).
+    /// PEM CA certificates the destination's TLS connections trust besides the built-in roots
+    /// (Knative field; at most 64 KiB).
     #[serde(default, rename = "CACerts", skip_serializing_if = "Option::is_none")]
     pub ca_certs: Option<String>,
-    /// OIDC audience (Knative field; not supported yet).
+    /// OIDC audience (Knative field): every delivery to the destination carries
+    /// `Authorization: Bearer <token>`, a JWT with this `aud` signed by the server's issuer
+    /// (replacing a `uri`'s userinfo credentials). 1 to 512 bytes. Not for a source's sink yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
 }

@@ -98,6 +98,21 @@ pub struct BrokerStatus {
     /// `Ready`, or `Ready=False` with a reason; `DeadLetterSinkResolved` when its delivery
     /// has a dead-letter sink.
     pub conditions: Vec<Condition>,
+    /// The EventPolicies that apply to it (Knative's `status.policies`): when there are any,
+    /// only the senders they name may send to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<AppliedPolicy>,
+}
+
+/// An EventPolicy that applies to a broker.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedPolicy {
+    /// `eventing.knative.dev/v1alpha1`.
+    pub api_version: String,
+    /// The policy's name (of the broker's namespace).
+    pub name: String,
 }
 
 /// A trigger's observed state.
