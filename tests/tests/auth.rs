@@ -74,18 +74,30 @@ async fn send_event(server: &Server, broker: &str, token: Option<&str>, id: &str
 }
 
 async fn send_to(server: &Server, namespace: &str, broker: &str, token: Option<&str>, id: &str) -> StatusCode {
+    send_typed(server, namespace, broker, token, "order.created", id).await.status()
+}
+
+/// One binary-mode event of type `ty` to `namespace/broker`.
+async fn send_typed(
+    server: &Server,
+    namespace: &str,
+    broker: &str,
+    token: Option<&str>,
+    ty: &str,
+    id: &str,
+) -> reqwest::Response {
     let mut request = reqwest::Client::new()
         .post(format!("{}/{namespace}/{broker}", server.url))
         .header("ce-specversion", "1.0")
         .header("ce-id", id)
-        .header("ce-type", "order.created")
+        .header("ce-type", ty)
         .header("ce-source", "/checkout")
         .header("content-type", "application/json")
         .body("{}");
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    request.send().await.expect("send").status()
+    request.send().await.expect("send")
 }
 
 #[test]
@@ -395,19 +407,7 @@ async fn event_policies_admit_only_the_senders_they_name() {
         assert_eq!(status, StatusCode::CREATED, "{answer}");
     }
     let send = |token: &'static str, broker: &'static str, ty: &'static str, id: &'static str| {
-        let url = format!("{}/team/{broker}", server.url);
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .bearer_auth(token)
-                .header("ce-specversion", "1.0")
-                .header("ce-id", id)
-                .header("ce-type", ty)
-                .header("ce-source", "/checkout")
-                .send()
-                .await
-                .expect("send")
-        }
+        send_typed(&server, "team", broker, Some(token), ty, id)
     };
     // No policy: the roles decide.
     assert_eq!(send(TEAM_ADMIN, "orders", "order.created", "before").await.status(), StatusCode::ACCEPTED);
