@@ -253,6 +253,10 @@ async fn requests_over_the_concurrency_limit_get_503_while_health_still_answers(
             .unwrap();
         holders.push(stream);
     }
+    // Until the server has taken both heads, a probe can hold the second permit at the moment
+    // the second holder arrives; that holder is then the one refused, and with one permit left
+    // no probe ever is (seen in CI). The probes start once the holders are in.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
