@@ -506,15 +506,7 @@ async fn a_broker_with_event_policies_refuses_anonymous_senders() {
     let (status, answer) =
         server.put("/v1/namespaces/default/eventpolicies/p", json!({"spec": {"from": [{"sub": "checkout"}]}})).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    let refused = reqwest::Client::new()
-        .post(format!("{}/default/b", server.url))
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "1")
-        .header("ce-type", "t")
-        .header("ce-source", "/s")
-        .send()
-        .await
-        .expect("send");
+    let refused = send_typed(&server, "default", "b", None, "t", "1").await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let problem: Value = refused.json().await.expect("problem");
     assert!(problem["detail"].as_str().is_some_and(|d| d.contains("no identity")), "{problem}");
