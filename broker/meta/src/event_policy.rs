@@ -238,6 +238,7 @@ mod tests {
             (serde_json::json!({"from": [{"sub": "a*b"}]}), "spec.from[0].sub"),
             (serde_json::json!({"from": [{"ref": {"kind": "PingSource", "name": "p"}}]}), "spec.from[0].ref"),
             (serde_json::json!({"from": [{"sub": "a"}], "to": [{}]}), "spec.to[0]"),
+            (serde_json::json!({"from": vec![serde_json::json!({"sub": "a"}); MAX_ENTRIES + 1]}), "spec.from"),
             (
                 serde_json::json!({"from": [{"sub": "a"}], "to": [{"ref": {"kind": "Channel", "name": "c"}}]}),
                 "spec.to[0].ref.kind",
