@@ -82,6 +82,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// What it says.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -86,6 +86,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Before the engine delivers: its triggers' deliveries to this node go in-process.
+    let node_addresses = Arc::new(crate::routes::NodeAddresses::default());
+    switchyard_dispatcher::this_node::install(node_addresses.clone());
     let engine = Arc::new(
         Engine::start(backend, settings, clients).await.context("cannot start brokers, triggers and sources")?,
     );
@@ -105,6 +108,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         guard: Arc::new(crate::auth::Guard::new(config.auth.clone(), address)),
         issuer,
     });
+    node_addresses.serve(state.clone());
     tracing::info!(
         version = crate::VERSION,
         %address,

@@ -21,7 +21,7 @@ use crate::http_client::{trace_id, Answer, Attempt, DeliveryClient, Target};
 use crate::identity::Identity;
 use crate::retry::{Failure, Verdict};
 use crate::supervise::catch_panic;
-use crate::{metrics, DeliveryPolicy, Filter, TriggerPlan, TriggerRef};
+use crate::{metrics, this_node, DeliveryPolicy, Filter, TriggerPlan, TriggerRef};
 
 /// The first and the longest pause between attempts to write a dead letter to a failing store.
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -62,6 +62,7 @@ impl Context {
         let TriggerPlan { filter, subscriber, audience, ca_certs, mut delivery, signer, .. } = plan;
         // The dead-letter sink's attempts are signed as the subscriber's are, and identify the
         // same trigger: it receives the same events, from the same sender.
+        let sender: Arc<str> = Arc::from(this_node::trigger_subject(&trigger.namespace, &trigger.name));
         let target = |url: url::Url, audience: Option<String>, ca_certs: Option<CaCerts>| Target {
             url,
             format: delivery.format,
@@ -71,6 +72,7 @@ impl Context {
             signer: signer.clone(),
             identity: audience.map(|audience| Identity::of_trigger(&trigger.namespace, &trigger.name, &audience)),
             ca_certs,
+            sender: sender.clone(),
         };
         let dead_letter_audience = delivery.dead_letter_audience.take();
         let dead_letter_ca_certs = delivery.dead_letter_ca_certs.take();

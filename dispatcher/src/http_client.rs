@@ -27,6 +27,7 @@ use crate::outbound::{self, OutboundPolicy, Refused};
 use crate::plan::Format;
 use crate::retry::Failure;
 use crate::signing::Signer;
+use crate::this_node;
 
 /// How much of a failed answer's body is kept (Knative's `knativeerrordata` keeps 1024).
 const ERROR_BODY_PREFIX: usize = 1024;
@@ -57,6 +58,9 @@ pub struct Target {
     pub identity: Option<Identity>,
     /// CA certificates its TLS connections trust besides the built-in roots (`CACerts`).
     pub ca_certs: Option<CaCerts>,
+    /// Who sends: the subject a delivery to this node itself is admitted as
+    /// ([`crate::this_node`]).
+    pub sender: Arc<str>,
 }
 
 /// What one attempt is part of, for its trace span.
@@ -184,6 +188,9 @@ impl DeliveryClient {
         trace_headers: HeaderMap,
         attempt: Attempt<'_>,
     ) -> Result<Answer, Failure> {
+        if let Some(delivered) = to_this_node(target, event).await {
+            return delivered;
+        }
         self.check_literal(target).map_err(|refused| self.refused(target, attempt, &refused))?;
         let encoding = target.header_encoding.unwrap_or(self.header_encoding);
         let (mut headers, body) = encode(target.format, encoding, event);
@@ -348,6 +355,31 @@ fn build_client(
     outbound::guard(builder, policy.clone(), namespace.map(str::to_owned)).build()
 }
 
+/// A delivery to an address this node serves in-process ([`this_node`]); `None` for any
+/// other. Answered as the HTTP route would: 202, or the route's status with its message.
+async fn to_this_node(target: &Target, event: &Event) -> Option<Result<Answer, Failure>> {
+    let ip = outbound::literal_ip(&target.url)?;
+    if !outbound::is_this_node(ip, target.url.port_or_known_default()?) {
+        return None;
+    }
+    let node = this_node::installed()?;
+    let delivered = node.deliver(target.url.path(), &target.namespace, &target.sender, event).await?;
+    Some(match delivered {
+        Ok(()) => Ok(Answer {
+            status: http::StatusCode::ACCEPTED,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            truncated: false,
+        }),
+        Err(refusal) => Err(Failure {
+            status: Some(refusal.status),
+            error: None,
+            retry_after: None,
+            body_prefix: Bytes::from(refusal.message),
+        }),
+    })
+}
+
 /// The guard's refusal, when that is why the request could not be sent.
 fn refusal(error: &reqwest::Error) -> Option<&Refused> {
     let mut source = std::error::Error::source(error);
@@ -474,6 +506,7 @@ mod tests {
             signer: None,
             identity: None,
             ca_certs: None,
+            sender: Arc::from("system:switchyard:trigger:team-a:t"),
         }
     }
 

@@ -67,7 +67,7 @@ impl Identity {
     /// shape lets a subscriber's policy match a sender the same way, and the `switchyard`
     /// segment keeps it from being taken for a Kubernetes service account it is not.
     pub fn of_trigger(namespace: &str, name: &str, audience: &str) -> Identity {
-        Identity { subject: format!("system:switchyard:trigger:{namespace}:{name}"), audience: audience.to_owned() }
+        Identity { subject: crate::this_node::trigger_subject(namespace, name), audience: audience.to_owned() }
     }
 }
 
@@ -422,6 +422,7 @@ mod delivery_tests {
             signer: None,
             ca_certs: None,
             identity,
+            sender: Arc::from("system:switchyard:trigger:shop:orders"),
         }
     }
 

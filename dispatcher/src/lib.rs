@@ -36,6 +36,7 @@ pub mod signing;
 mod supervise;
 #[cfg(test)]
 mod testing;
+pub mod this_node;
 mod tracker;
 mod worker;
 

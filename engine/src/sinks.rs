@@ -1,11 +1,12 @@
 //! The sources' HTTP sink over the delivery client: a source whose sink is a URI gets each
 //! event POSTed in binary mode, as a subscriber would.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use switchyard_dispatcher::http_client::Attempt;
-use switchyard_dispatcher::{DeliveryClient, Format, Target};
+use switchyard_dispatcher::{this_node, DeliveryClient, Format, Target};
 use switchyard_event::Event;
 use switchyard_sources::{HttpSink, SinkError, SourceRef};
 use url::Url;
@@ -36,6 +37,7 @@ impl HttpSink for HttpPoster {
             signer: None,
             identity: None,
             ca_certs: None,
+            sender: Arc::from(this_node::source_subject(source.kind, &source.namespace, &source.name)),
         };
         let origin = source.to_string();
         for event in &events {

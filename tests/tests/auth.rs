@@ -511,3 +511,67 @@ async fn a_broker_with_event_policies_refuses_anonymous_senders() {
     let problem: Value = refused.json().await.expect("problem");
     assert!(problem["detail"].as_str().is_some_and(|d| d.contains("no identity")), "{problem}");
 }
+
+/// With authentication on, a trigger still reaches what its namespace has on this node without
+/// a token of its own: a KafkaSink its subscriber names, and another broker (chained), where
+/// EventPolicies see the trigger as `system:switchyard:trigger:<namespace>:<name>`. Another
+/// namespace's broker is an ordinary request, and needs a token like anyone's.
+#[tokio::test]
+async fn triggers_reach_their_own_namespaces_kafka_sinks_and_brokers_with_authentication_on() {
+    let (server, _config) = authenticated_server().await;
+    let subscriber = Subscriber::start().await;
+    let topic = switchyard_tests::fresh("auth-sink");
+    switchyard_tests::create_topic(&topic, 1);
+    let sink_ref = json!({"ref": {"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "KafkaSink", "name": "out"}});
+    let chained = format!("{}/team/payments", server.url);
+    let elsewhere = format!("{}/other/b", server.url);
+    for (path, body) in [
+        ("/v1/namespaces/team/brokers/orders", json!({"spec": {}})),
+        ("/v1/namespaces/team/brokers/payments", json!({"spec": {}})),
+        ("/v1/namespaces/other/brokers/b", json!({"spec": {}})),
+        (
+            "/v1/namespaces/team/kafkasinks/out",
+            json!({"spec": {"topic": topic, "bootstrapServers": [switchyard_tests::kafka_bootstrap()]}}),
+        ),
+        (
+            "/v1/namespaces/team/eventpolicies/from-chain",
+            json!({"spec": {"to": [{"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "payments"}}],
+                            "from": [{"sub": "system:switchyard:trigger:team:chain"}]}}),
+        ),
+        ("/v1/namespaces/team/triggers/to-sink", json!({"spec": {"broker": "orders", "subscriber": sink_ref}})),
+        ("/v1/namespaces/team/triggers/chain", json!({"spec": {"broker": "orders", "subscriber": {"uri": chained}}})),
+        (
+            "/v1/namespaces/team/triggers/stray",
+            json!({"spec": {"broker": "orders", "subscriber": {"uri": elsewhere}, "delivery": {"retry": 0}}}),
+        ),
+        (
+            "/v1/namespaces/team/triggers/paid",
+            json!({"spec": {"broker": "payments", "subscriber": {"uri": subscriber.url}}}),
+        ),
+    ] {
+        let (status, answer) = call(&server, Method::PUT, path, Some(ADMIN), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{path}: {answer}");
+    }
+    assert_eq!(send_event(&server, "orders", Some(INGEST), "o-1").await, StatusCode::ACCEPTED);
+
+    let record = &switchyard_tests::consume(&topic, 1)[0];
+    let written: Value = serde_json::from_str(record["value"].as_str().expect("a value")).expect("structured");
+    assert_eq!(written["id"], "o-1", "{record}");
+    // Admitted to `payments` only as the trigger the policy names.
+    subscriber.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(subscriber.received()[0].attribute("id").as_deref(), Some("o-1"));
+
+    // Another namespace's broker: 401, as for any request without a token.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let dead = loop {
+        let (_, dead) =
+            call(&server, Method::GET, "/v1/namespaces/team/triggers/stray/deadletters", Some(ADMIN), None).await;
+        if dead["items"].as_array().is_some_and(|items| !items.is_empty()) {
+            break dead;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stray event never reached the dead letters: {dead}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead["items"][0]["lastStatus"], 401, "{dead}");
+    server.assert_healthy().await;
+}

@@ -190,7 +190,7 @@ async fn https_serves_http1_and_http2_and_plain_http_gets_no_answer() {
 }
 
 #[tokio::test]
-async fn an_event_sent_over_https_is_delivered_and_addresses_are_https() {
+async fn an_event_sent_over_https_is_delivered_through_a_chained_broker_and_addresses_are_https() {
     let ca = Ca::new("serving ca");
     let files = Files::new();
     let (cert, key) = files.write_pair(&ca.server());
@@ -206,7 +206,11 @@ async fn an_event_sent_over_https_is_delivered_and_addresses_are_https() {
     let broker: Value = broker.json().await.unwrap();
     let address = broker["status"]["address"]["url"].as_str().unwrap_or_default().to_owned();
     assert!(address.starts_with(&server.url), "the broker's address is https: {broker}");
-    let trigger = json!({"spec": {"broker": "b", "subscriber": {"uri": subscriber.url}}});
+    // Through a chained broker at its https address: the node delivers to itself in-process.
+    assert!(put("/v1/namespaces/default/brokers/next", json!({"spec": {}})).await.status().is_success());
+    let chain = json!({"spec": {"broker": "b", "subscriber": {"uri": format!("{}/default/next", server.url)}}});
+    assert!(put("/v1/namespaces/default/triggers/chain", chain).await.status().is_success());
+    let trigger = json!({"spec": {"broker": "next", "subscriber": {"uri": subscriber.url}}});
     assert!(put("/v1/namespaces/default/triggers/t", trigger).await.status().is_success());
     let sent = client
         .post(&address)

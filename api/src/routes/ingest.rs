@@ -14,7 +14,7 @@ use switchyard_dispatcher::Filter;
 use switchyard_event::http::ContentMode;
 use switchyard_event::limits::LimitExceeded;
 use switchyard_event::tracecontext::TraceContext;
-use switchyard_event::EventError;
+use switchyard_event::{Event, EventError};
 use switchyard_log::{Admit, Origin};
 
 use crate::auth::{Principal, Sender};
@@ -176,19 +176,52 @@ async fn ingest(
         }
         Err(error) => return Err(event_error(error)),
     };
-    if let Some(filter) = policy_filter {
-        if let Some(refused) = events.iter().find(|event| !filter.matches(event)) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "event '{}' does not pass the filters of the EventPolicies that admit this sender to broker '{namespace}/{broker}'",
-                    refused.id()
-                ),
-            ));
-        }
-    }
+    pass_policy_filter(policy_filter.as_ref(), &events, namespace, broker)?;
     admission.admit(namespace, broker, events, origin).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// An event that a trigger or source of this node delivers to a broker of its own namespace
+/// ([`super::this_node`]), admitted as a producer's request from `sender` would be.
+pub(crate) async fn admit_from_this_node(
+    state: &AppState,
+    namespace: &str,
+    broker: &str,
+    sender: &Principal,
+    event: &Event,
+) -> Result<(), ApiError> {
+    let admission = state.engine.admission();
+    let body_bytes = event.data().map_or(0, |data| data.bytes.len());
+    let origin = Origin::Ingest { mode: ContentMode::Binary, body_bytes, trace: None, received: SystemTime::now() };
+    admission.precheck(namespace, broker, &origin)?;
+    let events = vec![event.clone()];
+    pass_policy_filter(
+        admitting_policies(state, namespace, broker, Some(sender))?.as_ref(),
+        &events,
+        namespace,
+        broker,
+    )?;
+    admission.admit(namespace, broker, events, origin).await?;
+    Ok(())
+}
+
+/// 403 unless every event passes the filters of the EventPolicies that admit its sender.
+fn pass_policy_filter(
+    filter: Option<&Filter>,
+    events: &[Event],
+    namespace: &str,
+    broker: &str,
+) -> Result<(), ApiError> {
+    let Some(refused) = filter.and_then(|filter| events.iter().find(|event| !filter.matches(event))) else {
+        return Ok(());
+    };
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "event '{}' does not pass the filters of the EventPolicies that admit this sender to broker '{namespace}/{broker}'",
+            refused.id()
+        ),
+    ))
 }
 
 /// Knative's EventPolicy semantics: a broker that no policy applies to admits every sender

@@ -16,7 +16,7 @@ use axum::Json;
 use switchyard_engine::{KafkaSinkError, Kind};
 use switchyard_event::http::ContentMode;
 use switchyard_event::limits::LimitExceeded;
-use switchyard_event::EventError;
+use switchyard_event::{Event, EventError};
 use switchyard_meta::kafka_sink::{KafkaSinkSpec, KafkaSinkStatus};
 use switchyard_meta::resources::Submission;
 use switchyard_meta::Resource;
@@ -163,8 +163,14 @@ pub(crate) async fn write_to_kafka_sink(
             }
         })?;
     limits.check_received(&events).map_err(|limit| ApiError::too_large(limit.to_string()))?;
-    match state.engine.kafka_sinks().write(&namespace, &name, &events, WRITE_TIMEOUT).await {
-        Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+    write(&state, &namespace, &name, &events).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Writes `events` to KafkaSink `namespace/name`, failing as its HTTP address answers.
+pub(crate) async fn write(state: &AppState, namespace: &str, name: &str, events: &[Event]) -> Result<(), ApiError> {
+    match state.engine.kafka_sinks().write(namespace, name, events, WRITE_TIMEOUT).await {
+        Ok(()) => Ok(()),
         Err(KafkaSinkError::NotFound(_)) => {
             Err(ApiError::not_found(format!("kafkasink '{namespace}/{name}' does not exist")))
         }

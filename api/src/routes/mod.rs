@@ -13,6 +13,9 @@ mod ingest;
 mod kafka_sinks;
 mod operations;
 mod sources;
+mod this_node;
+
+pub(crate) use this_node::NodeAddresses;
 mod triggers;
 
 use std::sync::Arc;
