@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::schema::{
     AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
@@ -51,7 +51,48 @@ pub(crate) struct ApiDoc;
 /// The whole document, split once from the same builder as the router.
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| crate::routes::api().split_for_parts().1)
+    DOCUMENT.get_or_init(|| secured(crate::routes::api().split_for_parts().1))
+}
+
+/// The document with its security: the bearer scheme (a static token or an OIDC JWT, `[auth]`),
+/// required by every operation [`crate::auth::required`] does not leave public, which may then
+/// be answered 401 and 403; the public ones say they need nothing. Taken from the same rules the
+/// middleware applies, so the two cannot disagree.
+fn secured(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    let mut bearer = Http::new(HttpAuthScheme::Bearer);
+    bearer.description = Some(
+        "A token of `[auth]` (a static token or an OIDC JWT of a configured issuer). Without authentication configured, a loopback node needs none."
+            .to_owned(),
+    );
+    document
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    for (path, item) in document.paths.paths.iter_mut() {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::OPTIONS, &mut item.options),
+            (Method::HEAD, &mut item.head),
+            (Method::PATCH, &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            if crate::auth::required(&method, path, false) == crate::auth::Access::Public {
+                operation.security = Some(vec![SecurityRequirement::default()]);
+                continue;
+            }
+            operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            let responses = &mut operation.responses.responses;
+            for (status, response) in crate::problem::auth_responses() {
+                responses.entry(status).or_insert(response);
+            }
+        }
+    }
+    document
 }
 
 /// The document as JSON text, as served.
@@ -414,10 +455,32 @@ mod tests {
     /// The document is split from the same builder as the router (`routes::api`), so a route is
     /// in the document exactly when it is served.
     #[test]
+    fn operations_that_need_a_token_say_so_and_may_be_answered_401_and_403() {
+        let document = document_value();
+        assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let mut public = Vec::new();
+        for (path, method, operation) in operations(&document) {
+            let security = &operation["security"];
+            if security == &serde_json::json!([{}]) {
+                public.push(format!("{method} {path}"));
+                continue;
+            }
+            assert_eq!(security, &serde_json::json!([{"bearer": []}]), "{method} {path}");
+            for status in ["401", "403"] {
+                assert!(operation["responses"][status].is_object(), "{method} {path} lacks {status}");
+            }
+        }
+        for expected in ["get /healthz", "get /readyz", "get /openapi.json", "get /.well-known/jwks.json"] {
+            assert!(public.iter().any(|p| p == expected), "{expected} is not public: {public:?}");
+        }
+        assert!(!public.iter().any(|p| p.contains("/v1/namespaces") || p.ends_with("{broker}")), "{public:?}");
+    }
+
+    #[test]
     fn the_served_document_is_the_routers() {
         let (_, from_builder) = crate::routes::api().split_for_parts();
         let served = document_value();
-        assert_eq!(served, serde_json::to_value(&from_builder).expect("serialises"));
+        assert_eq!(served, serde_json::to_value(secured(from_builder)).expect("serialises"));
         let mut served_paths: Vec<_> = served["paths"].as_object().expect("paths").keys().cloned().collect();
         served_paths.sort();
         for expected in [

@@ -160,6 +160,20 @@ fn problem_response(status: u16, description: &str) -> (String, RefOr<utoipa::op
     (status.to_string(), RefOr::T(response))
 }
 
+/// The answers of an operation that needs a token: 401 and 403.
+pub(crate) fn auth_responses() -> [(String, RefOr<utoipa::openapi::Response>); 2] {
+    [
+        problem_response(
+            401,
+            "No valid token (`WWW-Authenticate: Bearer` says why: missing, unknown, expired, wrong audience…).",
+        ),
+        problem_response(
+            403,
+            "The token's role does not reach this namespace, broker or action; or the broker's EventPolicies do not admit the sender or the event; or a change came with a foreign `Origin`.",
+        ),
+    ]
+}
+
 /// Declares a documented error answer: a type to list in an operation's `responses(…)`.
 macro_rules! error_response {
     ($(#[$doc:meta])* $name:ident, $status:literal, $description:literal) => {
