@@ -69,6 +69,12 @@ impl Identity {
     pub fn of_trigger(namespace: &str, name: &str, audience: &str) -> Identity {
         Identity { subject: crate::this_node::trigger_subject(namespace, name), audience: audience.to_owned() }
     }
+
+    /// A source's identity towards its sink's `audience`:
+    /// `system:switchyard:source:<kind>:<namespace>:<name>`.
+    pub fn of_source(kind: &str, namespace: &str, name: &str, audience: &str) -> Identity {
+        Identity { subject: crate::this_node::source_subject(kind, namespace, name), audience: audience.to_owned() }
+    }
 }
 
 /// Why the signing key could not be had, or a token signed.

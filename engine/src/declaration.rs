@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
+use switchyard_dispatcher::ca_certs::compile_ca_certs;
+use switchyard_dispatcher::plan::compile_audience;
 use switchyard_dispatcher::{DeliveryPolicy, TriggerPlan};
 use switchyard_meta::event_policy::{self, parse_event_policy, EventPolicy};
 use switchyard_meta::kafka_sink::{self, parse_kafka_sink, KafkaSink};
-use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label};
+use switchyard_meta::resources::{parse_broker, parse_trigger, validate_dns_label, Destination};
 use switchyard_meta::{Broker, Source, Trigger, Upsert, ValidationError};
 use switchyard_sources::{Declared, Sink, SourceKind};
 
@@ -217,8 +219,15 @@ impl Declaration {
                         ));
                     }
                 }
-                if let Ok(Declared { sink: Sink::Uri(uri), .. }) = Declared::new(kind, &source) {
-                    switchyard_dispatcher::outbound::check_declared("spec.sink.uri", &uri)?;
+                if let Ok(Declared { sink, http, .. }) = Declared::new(kind, &source) {
+                    if let Sink::Uri(uri) = sink {
+                        switchyard_dispatcher::outbound::check_declared("spec.sink.uri", &uri)?;
+                    }
+                    // Checked as a trigger's destination's are.
+                    let destination =
+                        Destination { audience: http.audience, ca_certs: http.ca_certs, ..Destination::default() };
+                    compile_audience(&destination, "spec.sink")?;
+                    compile_ca_certs(&destination, "spec.sink")?;
                 }
                 if kind.kind() == "KafkaSource" {
                     switchyard_dispatcher::outbound::check_kafka_source(&source.spec)?;

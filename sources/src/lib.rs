@@ -49,7 +49,7 @@ use switchyard_meta::ValidationError;
 
 pub use crate::resource::{parse_source, CeOverrides, Declared, Sink, SinkSpec, Source, SourceRef};
 pub use crate::runtime::{Sources, Stopped, WebhookAnswer, WebhookFailure, WebhookTarget};
-pub use crate::sink::{Emitter, HttpSink, KafkaSinkOutlet, Outlets, SinkError};
+pub use crate::sink::{Emitter, HttpOptions, HttpSink, KafkaSinkOutlet, Outlets, SinkError};
 
 /// Every kind of source, in the order the API lists them. Adding a source is its folder plus
 /// one line here: the REST routes, the OpenAPI enum of kinds and the CLI's kinds come from

@@ -13,6 +13,7 @@ use switchyard_meta::resources::{parse_resource, validate_dns_label, validate_ht
 use switchyard_meta::ValidationError;
 use url::Url;
 
+use crate::sink::HttpOptions;
 use crate::{NotReady, SourceKind};
 
 /// The Knative API version of the Broker a sink may name.
@@ -36,10 +37,10 @@ pub struct SinkSpec {
     /// Or an absolute http(s) URL that receives every event in binary mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    /// PEM CA certificates for the sink (Knative field; not supported: refused when set).
+    /// PEM CA certificates an https sink's TLS connections trust besides the built-in roots.
     #[serde(default, rename = "CACerts", skip_serializing_if = "Option::is_none")]
     pub ca_certs: Option<String>,
-    /// OIDC audience (Knative field; not supported: refused when set).
+    /// OIDC audience: every POST to the sink carries a token for it (the source as `sub`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
 }
@@ -83,10 +84,10 @@ impl CeOverrides {
 pub(crate) fn check_common(sink: Option<&SinkSpec>, overrides: Option<&CeOverrides>) -> Result<(), ValidationError> {
     let sink = sink.ok_or_else(|| ValidationError::field("spec.sink", "is required".to_owned()))?;
     for (field, value) in [("spec.sink.CACerts", &sink.ca_certs), ("spec.sink.audience", &sink.audience)] {
-        if value.is_some() {
+        if value.is_some() && sink.reference.as_ref().is_some_and(|r| SinkTarget::of(r) == SinkTarget::Local) {
             return Err(ValidationError::field(
                 field,
-                "is not supported: sinks are reached without TLS or OIDC settings".to_owned(),
+                "applies to an HTTP sink: a Broker or KafkaSink of the namespace is written directly".to_owned(),
             ));
         }
     }
@@ -125,6 +126,7 @@ pub(crate) fn check_common(sink: Option<&SinkSpec>, overrides: Option<&CeOverrid
 
 /// What a `sink.ref` names: one of Switchyard's own (a Broker or a KafkaSink, resolved here), or
 /// any other object, resolved through the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SinkTarget {
     Local,
     Object,
@@ -318,6 +320,8 @@ pub struct Declared {
     pub sink: Sink,
     /// Extensions set on every event.
     pub overrides: Vec<(String, AttrValue)>,
+    /// How an HTTP sink is reached.
+    pub http: HttpOptions,
 }
 
 impl Declared {
@@ -343,6 +347,7 @@ impl Declared {
             .map_err(|e| ValidationError::field("spec.ceOverrides", e.to_string()))?
             .unwrap_or_default();
         check_common(Some(&sink), Some(&overrides))?;
+        let http = HttpOptions { audience: sink.audience, ca_certs: sink.ca_certs };
         let sink = match (sink.reference, sink.uri) {
             (Some(reference), path) if matches!(SinkTarget::of(&reference), SinkTarget::Object) => Sink::Object {
                 reference: ObjectRef {
@@ -366,6 +371,7 @@ impl Declared {
             spec: source.spec.clone(),
             sink,
             overrides: overrides.attributes(),
+            http,
         })
     }
 }
@@ -395,7 +401,7 @@ mod tests {
             (serde_json::json!({"ref": {"kind": "Broker", "name": "B_"}}), "spec.sink.ref.name"),
             (serde_json::json!({"uri": "/relative"}), "spec.sink.uri"),
             (serde_json::json!({"uri": "http://x/", "ref": {"kind": "Broker", "name": "b"}}), "spec.sink"),
-            (serde_json::json!({"uri": "http://x/", "audience": "a"}), "spec.sink.audience"),
+            (serde_json::json!({"ref": {"kind": "Broker", "name": "b"}, "audience": "a"}), "spec.sink.audience"),
         ];
         for (json, field) in cases {
             let error = sink(json.clone()).expect_err(&json.to_string());

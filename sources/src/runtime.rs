@@ -320,6 +320,7 @@ impl Sources {
 
     fn emitter(&self, declared: &Declared) -> Emitter {
         Emitter::new(declared.id.clone(), declared.sink.clone(), declared.overrides.clone(), self.outlets.clone())
+            .with_http_options(declared.http.clone())
             .with_addresses(self.clients.addresses.clone())
     }
 

@@ -18,9 +18,24 @@ use crate::resource::{Sink, SourceRef};
 /// A source's HTTP sink: what the engine provides over its delivery client.
 #[async_trait]
 pub trait HttpSink: Send + Sync + 'static {
-    /// POSTs the events of `source` to `uri` one after the other in binary mode; returns once
-    /// each was answered 2xx.
-    async fn post(&self, source: &SourceRef, uri: &Url, events: Vec<Event>) -> Result<(), SinkError>;
+    /// POSTs the events of `source` to `uri` one after the other in binary mode, as `options`
+    /// say; returns once each was answered 2xx.
+    async fn post(
+        &self,
+        source: &SourceRef,
+        uri: &Url,
+        options: &HttpOptions,
+        events: Vec<Event>,
+    ) -> Result<(), SinkError>;
+}
+
+/// How a source's HTTP sink is reached (Knative's Destination fields besides the address).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// `audience`: each POST carries an OIDC token for it, with the source as its subject.
+    pub audience: Option<String>,
+    /// `CACerts`: PEM certificates its TLS connections trust besides the built-in roots.
+    pub ca_certs: Option<String>,
 }
 
 /// Why a sink did not take the events.
@@ -74,6 +89,7 @@ pub struct Outlets {
 pub struct Emitter {
     source: SourceRef,
     sink: Sink,
+    http: Arc<HttpOptions>,
     overrides: Arc<[(String, AttrValue)]>,
     outlets: Outlets,
     addresses: Option<Arc<dyn Addresses>>,
@@ -81,7 +97,13 @@ pub struct Emitter {
 
 impl Emitter {
     pub(crate) fn new(source: SourceRef, sink: Sink, overrides: Vec<(String, AttrValue)>, outlets: Outlets) -> Emitter {
-        Emitter { source, sink, overrides: overrides.into(), outlets, addresses: None }
+        Emitter { source, sink, http: Arc::default(), overrides: overrides.into(), outlets, addresses: None }
+    }
+
+    /// Reaches an HTTP sink as `options` say.
+    pub(crate) fn with_http_options(mut self, options: HttpOptions) -> Emitter {
+        self.http = Arc::new(options);
+        self
     }
 
     /// Resolves a sink that names an object through `addresses`.
@@ -104,11 +126,11 @@ impl Emitter {
                 self.outlets.admission.admit(&self.source.namespace, broker, events, origin).await?;
                 Ok(())
             }
-            Sink::Uri(uri) => self.outlets.http.post(&self.source, uri, events).await,
+            Sink::Uri(uri) => self.outlets.http.post(&self.source, uri, &self.http, events).await,
             Sink::KafkaSink(sink) => self.outlets.kafka_sinks.write(&self.source, sink, events).await,
             Sink::Object { reference, path } => {
                 let uri = resolve(self.addresses.as_deref(), reference, path.as_deref()).await?;
-                self.outlets.http.post(&self.source, &uri, events).await
+                self.outlets.http.post(&self.source, &uri, &self.http, events).await
             }
         }
     }

@@ -165,3 +165,21 @@ async fn the_discovery_document_and_key_set_need_no_token_where_the_api_does() {
     assert!(key["kid"].as_str().is_some_and(|kid| !kid.is_empty()), "{jwks}");
     server.assert_healthy().await;
 }
+
+/// A source's HTTP sink with an `audience` gets a token too, with the source as its subject.
+#[tokio::test]
+async fn a_sources_sink_with_an_audience_gets_tokens_naming_the_source() {
+    let server = Server::start().await;
+    let subscriber = Subscriber::start().await;
+    let (status, body) = server
+        .put(
+            "/v1/namespaces/default/pingsources/tick",
+            json!({"spec": {"schedule": "* * * * * *", "data": "{}",
+                            "sink": {"uri": subscriber.url, "audience": "tick-receiver"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let received = subscriber.wait_for(1, WAIT).await;
+    let claims = verify_with_pyjwt(&server.url, "tick-receiver", &tokens(&received[..1]));
+    assert_eq!(claims[0]["sub"], "system:switchyard:source:pingsource:default:tick", "{claims:?}");
+}

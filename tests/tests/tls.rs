@@ -429,6 +429,26 @@ async fn ca_certs_let_a_trigger_reach_an_https_subscriber_of_a_private_ca() {
     assert!(!subscriber.ids.lock().unwrap().iter().any(|id| id == "without-ca"));
 }
 
+/// A source's sink URI with `CACerts` is reached over TLS its CA signs; a bundle that is not
+/// PEM certificates is refused with the field.
+#[tokio::test]
+async fn ca_certs_let_a_source_reach_an_https_sink_of_a_private_ca() {
+    let ca = Ca::new("source sink ca");
+    let sink = HttpsSubscriber::start(&ca).await;
+    let server = Server::start().await;
+    let source = |ca_certs: &str| json!({"spec": {"schedule": "* * * * * *", "data": "{}", "sink": {"uri": sink.url, "CACerts": ca_certs}}});
+    let (status, body) = server.put("/v1/namespaces/default/pingsources/tick", source(&ca.pem())).await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    let deadline = Instant::now() + WAIT;
+    while sink.ids.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no tick reached the https sink");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, problem) = server.put("/v1/namespaces/default/pingsources/bad", source("not a certificate")).await;
+    assert_eq!(status.as_u16(), 400, "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("spec.sink.CACerts")), "{problem}");
+}
+
 #[tokio::test]
 async fn ca_certs_of_a_dead_letter_sink_are_used_and_bad_ones_are_refused_with_the_field() {
     let ca = Ca::new("sink ca");

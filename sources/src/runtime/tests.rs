@@ -12,7 +12,7 @@ use switchyard_meta::ValidationError;
 
 use super::*;
 use crate::resource::parse_source;
-use crate::sink::{HttpSink, KafkaSinkOutlet};
+use crate::sink::{HttpOptions, HttpSink, KafkaSinkOutlet};
 use crate::RunContext;
 
 /// Runs of each `Flaky` source so far, by name.
@@ -102,7 +102,7 @@ struct NoHttp;
 
 #[async_trait]
 impl HttpSink for NoHttp {
-    async fn post(&self, _: &SourceRef, _: &url::Url, _: Vec<Event>) -> Result<(), SinkError> {
+    async fn post(&self, _: &SourceRef, _: &url::Url, _: &HttpOptions, _: Vec<Event>) -> Result<(), SinkError> {
         Err(SinkError::Unavailable("no http sink in this test".to_owned()))
     }
 }
@@ -216,6 +216,7 @@ async fn a_batch_over_the_brokers_limit_is_sent_in_batches_it_takes() {
         spec: serde_json::Value::Null,
         sink: Sink::Broker("b".to_owned()),
         overrides: Vec::new(),
+        http: HttpOptions::default(),
     };
     let context = RunContext {
         declared: Arc::new(declared),
