@@ -82,7 +82,7 @@ SWITCHYARD_TEST_BACKEND=kafka cargo test -p switchyard-tests --locked \
     --test admission --test ingest --test rest --test delivery --test delivery_semantics --test filters \
     --test cli --test tracing --test openapi --test metrics --test interop \
     --test sources --test sources_ping --test sources_github --test sources_kafka \
-    --test sources_nats --test sources_rabbitmq --test sources_mqtt --test sources_redis --test kafka_sink \
+    --test sources_nats --test sources_rabbitmq --test sources_mqtt --test sources_redis --test kafka_sink --test kafka_security \
     --test hostile_limits --test supervision \
     --test sources_apiserver --test kube_references --test kube_broker_class \
     --test auth --test auth_oidc --test secrets --test outbound_guard --test signed_deliveries \

@@ -20,6 +20,10 @@ use crate::auth::{AuthConfig, AuthFile};
 pub struct ConfigFile {
     /// Address to listen on, e.g. `127.0.0.1:8080`.
     pub listen: Option<String>,
+    /// A second address that alone serves the admin API (`/v1/…`: declarations, dead letters,
+    /// the filter tools), e.g. `127.0.0.1:9090`; `listen` then serves everything else. Off
+    /// (one listener serves all) when absent.
+    pub admin_listen: Option<String>,
     /// Directory for the log and the metadata store.
     pub data_dir: Option<PathBuf>,
     /// Largest accepted event in bytes (binary/structured body, or one event of a batch).
@@ -68,6 +72,32 @@ pub struct ConfigFile {
     pub identity: Option<IdentityFile>,
     /// TLS on the listener: certificate and key files, and the CA of client certificates.
     pub tls: Option<TlsFile>,
+    /// The key that seals inline secrets in the declaration log.
+    pub secrets: Option<SecretsFile>,
+}
+
+/// `[secrets]`: the key that seals declarations' inline secrets in the declaration log
+/// (`switchyard_engine::sealed`). Without one, the Kafka backend seals them with a key the
+/// nodes agree on in `{prefix}keys`, and the embedded one keeps them in its data directory.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsFile {
+    /// A file holding the key: 32 random bytes in base64 (`head -c 32 /dev/urandom | base64`),
+    /// the same on every node.
+    pub key_file: Option<PathBuf>,
+    /// The key itself, from `SWITCHYARD_SECRETS_KEY` only (never shown).
+    #[serde(skip)]
+    pub env_key: Option<String>,
+}
+
+/// `[secrets]`, as given: the key is read and checked when `serve` starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SecretsConfig {
+    /// See [`SecretsFile::key_file`].
+    pub key_file: Option<PathBuf>,
+    /// See [`SecretsFile::env_key`].
+    #[serde(skip)]
+    pub env_key: Option<String>,
 }
 
 /// `[identity]`: the OIDC tokens of identified deliveries (`switchyard_dispatcher::identity`).
@@ -294,6 +324,48 @@ pub struct KafkaFile {
     pub partitions: Option<u32>,
     /// Replication factor of new topics (default 1).
     pub replication_factor: Option<u32>,
+    /// How the backend's clients reach the cluster: `plaintext` (the default), `ssl`,
+    /// `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: Option<String>,
+    /// With `sasl_*`: `PLAIN` (the default), `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub sasl_mechanism: Option<String>,
+    /// With `sasl_*`: the user name.
+    pub sasl_username: Option<String>,
+    /// With `sasl_*`: a file holding the password (or `SWITCHYARD_KAFKA_SASL_PASSWORD`).
+    pub sasl_password_file: Option<PathBuf>,
+    /// The password itself, from `SWITCHYARD_KAFKA_SASL_PASSWORD` only (never shown).
+    #[serde(skip)]
+    pub env_sasl_password: Option<String>,
+    /// With `ssl`/`sasl_ssl`: the PEM file of the CAs the brokers' certificates are checked
+    /// against (the system's when absent).
+    pub ssl_ca_file: Option<PathBuf>,
+    /// With `ssl`/`sasl_ssl`: the client's PEM certificate, for brokers that want one.
+    pub ssl_cert_file: Option<PathBuf>,
+    /// With `ssl_cert_file`: its PEM private key.
+    pub ssl_key_file: Option<PathBuf>,
+}
+
+/// How the Kafka backend's clients reach the cluster (`[kafka]` `security_protocol`, `sasl_*`,
+/// `ssl_*`), checked; the password is read when `serve` starts ([`KafkaSecurity::properties`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: String,
+    /// The SASL mechanism, with `sasl_*`.
+    pub sasl_mechanism: Option<String>,
+    /// The SASL user, with `sasl_*`.
+    pub sasl_username: Option<String>,
+    /// See [`KafkaFile::sasl_password_file`].
+    pub sasl_password_file: Option<PathBuf>,
+    /// See [`KafkaFile::env_sasl_password`].
+    #[serde(skip)]
+    pub env_sasl_password: Option<String>,
+    /// See [`KafkaFile::ssl_ca_file`].
+    pub ssl_ca_file: Option<PathBuf>,
+    /// See [`KafkaFile::ssl_cert_file`].
+    pub ssl_cert_file: Option<PathBuf>,
+    /// See [`KafkaFile::ssl_key_file`].
+    pub ssl_key_file: Option<PathBuf>,
 }
 
 /// `[tracing]`.
@@ -323,6 +395,8 @@ pub struct RetentionFile {
 pub struct ServeConfig {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where the admin API alone is served, if apart.
+    pub admin_listen: Option<SocketAddr>,
     /// The data directory.
     pub data_dir: PathBuf,
     /// See [`ConfigFile::max_event_bytes`].
@@ -372,6 +446,8 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     /// The issuer and key of identified deliveries' tokens.
     pub identity: IdentityConfig,
+    /// The key that seals inline secrets in the declaration log, if given.
+    pub secrets: SecretsConfig,
 }
 
 /// The Kubernetes API server a node works with.
@@ -404,6 +480,8 @@ pub enum LogBackend {
         partitions: u32,
         /// Replication factor of new topics.
         replication_factor: u32,
+        /// TLS and SASL (boxed: most clusters need neither).
+        security: Box<KafkaSecurity>,
     },
 }
 
@@ -458,7 +536,7 @@ pub enum ConfigError {
 }
 
 /// The environment variables that override configuration keys, and the key each sets.
-pub const ENV_OVERRIDES: [(&str, &str); 33] = [
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("SWITCHYARD_LISTEN", "listen"),
     ("SWITCHYARD_DATA_DIR", "data_dir"),
     ("SWITCHYARD_MAX_EVENT_BYTES", "max_event_bytes"),
@@ -480,6 +558,14 @@ pub const ENV_OVERRIDES: [(&str, &str); 33] = [
     ("SWITCHYARD_KAFKA_TOPIC_PREFIX", "kafka.topic_prefix"),
     ("SWITCHYARD_KAFKA_PARTITIONS", "kafka.partitions"),
     ("SWITCHYARD_KAFKA_REPLICATION_FACTOR", "kafka.replication_factor"),
+    ("SWITCHYARD_KAFKA_SECURITY_PROTOCOL", "kafka.security_protocol"),
+    ("SWITCHYARD_KAFKA_SASL_MECHANISM", "kafka.sasl_mechanism"),
+    ("SWITCHYARD_KAFKA_SASL_USERNAME", "kafka.sasl_username"),
+    ("SWITCHYARD_KAFKA_SASL_PASSWORD", "kafka.sasl_password"),
+    ("SWITCHYARD_KAFKA_SASL_PASSWORD_FILE", "kafka.sasl_password_file"),
+    ("SWITCHYARD_KAFKA_SSL_CA_FILE", "kafka.ssl_ca_file"),
+    ("SWITCHYARD_KAFKA_SSL_CERT_FILE", "kafka.ssl_cert_file"),
+    ("SWITCHYARD_KAFKA_SSL_KEY_FILE", "kafka.ssl_key_file"),
     ("SWITCHYARD_KUBECONFIG", "kubernetes.kubeconfig"),
     ("SWITCHYARD_KUBERNETES_IN_CLUSTER", "kubernetes.in_cluster"),
     ("SWITCHYARD_BROKER_CLASS", "kubernetes.broker_class"),
@@ -492,12 +578,15 @@ pub const ENV_OVERRIDES: [(&str, &str); 33] = [
     ("SWITCHYARD_AUTH_TOKENS_FILE", "auth.tokens_file"),
     ("SWITCHYARD_ALLOW_UNAUTHENTICATED", "auth.allow_unauthenticated"),
     ("SWITCHYARD_ALLOWED_HOSTS", "auth.allowed_hosts"),
+    ("SWITCHYARD_ADMIN_LISTEN", "admin_listen"),
+    ("SWITCHYARD_SECRETS_KEY", "secrets.key"),
+    ("SWITCHYARD_SECRETS_KEY_FILE", "secrets.key_file"),
 ];
 
 impl ConfigFile {
     /// Applies `SWITCHYARD_*` overrides read through `env`.
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        for (var, key) in ENV_OVERRIDES {
+        for &(var, key) in ENV_OVERRIDES {
             let Some(value) = env(var) else { continue };
             let number = || {
                 value.trim().parse::<u64>().map_err(|_| ConfigError::Env {
@@ -514,6 +603,7 @@ impl ConfigFile {
             };
             match key {
                 "listen" => self.listen = Some(value.clone()),
+                "admin_listen" => self.admin_listen = Some(value.clone()),
                 "data_dir" => self.data_dir = Some(PathBuf::from(&value)),
                 "max_event_bytes" => self.max_event_bytes = Some(number()? as usize),
                 "max_batch_bytes" => self.max_batch_bytes = Some(number()? as usize),
@@ -538,6 +628,7 @@ impl ConfigFile {
                     self.kafka.get_or_insert_with(KafkaFile::default).replication_factor =
                         Some(small_number(var, key, number()?)?)
                 }
+                key if key.starts_with("kafka.") => self.kafka.get_or_insert_with(KafkaFile::default).set(key, value),
                 "kubernetes.kubeconfig" => {
                     self.kubernetes.get_or_insert_with(KubernetesFile::default).kubeconfig = Some(PathBuf::from(&value))
                 }
@@ -562,6 +653,10 @@ impl ConfigFile {
                     self.tls.get_or_insert_with(TlsFile::default).cert_file = Some(PathBuf::from(&value))
                 }
                 "tls.key_file" => self.tls.get_or_insert_with(TlsFile::default).key_file = Some(PathBuf::from(&value)),
+                "secrets.key" => self.secrets.get_or_insert_with(SecretsFile::default).env_key = Some(value.clone()),
+                "secrets.key_file" => {
+                    self.secrets.get_or_insert_with(SecretsFile::default).key_file = Some(PathBuf::from(&value))
+                }
                 "tls.client_ca_file" => {
                     self.tls.get_or_insert_with(TlsFile::default).client_ca_file = Some(PathBuf::from(&value))
                 }
@@ -604,8 +699,16 @@ impl ServeConfig {
         env: &dyn Fn(&str) -> Option<String>,
         flags: Flags,
     ) -> Result<ServeConfig, ConfigError> {
-        let Flags { listen, data_dir, otlp_endpoint, log, kafka_topic_prefix, kubeconfig, allow_unauthenticated } =
-            flags;
+        let Flags {
+            listen,
+            admin_listen,
+            data_dir,
+            otlp_endpoint,
+            log,
+            kafka_topic_prefix,
+            kubeconfig,
+            allow_unauthenticated,
+        } = flags;
         let mut parsed = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -621,6 +724,22 @@ impl ServeConfig {
             key: "listen",
             message: format!("'{listen_text}' is not an address like 127.0.0.1:8080"),
         })?;
+        let admin_listen = admin_listen
+            .or(parsed.admin_listen.take())
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| {
+                text.trim().parse::<SocketAddr>().map_err(|_| ConfigError::Value {
+                    key: "admin_listen",
+                    message: format!("'{text}' is not an address like 127.0.0.1:9090"),
+                })
+            })
+            .transpose()?;
+        if admin_listen.is_some_and(|admin| admin == listen && admin.port() != 0) {
+            return Err(ConfigError::Value {
+                key: "admin_listen",
+                message: format!("'{listen}' is also 'listen': give the admin API an address of its own"),
+            });
+        }
         let defaults = EventLimits::default();
         let max_event_bytes = parsed.max_event_bytes.unwrap_or(defaults.max_event_bytes);
         if max_event_bytes == 0 {
@@ -694,7 +813,9 @@ impl ServeConfig {
             .map(|text| parse_otlp_endpoint(&text))
             .transpose()?;
         let kafka = parsed.kafka.unwrap_or_default();
+        let security = kafka.security()?;
         let log = parse_log_backend(
+            security,
             log.or(parsed.log).as_deref().unwrap_or("embedded"),
             kafka_topic_prefix.or(kafka.topic_prefix).unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned()),
             kafka.partitions.unwrap_or(8),
@@ -710,9 +831,17 @@ impl ServeConfig {
         let auth = AuthConfig::from_file(auth_file, env_tokens.as_deref())
             .map_err(|(key, message)| ConfigError::Value { key, message })?;
         auth.check_listener(listen).map_err(|(key, message)| ConfigError::Value { key, message })?;
+        if let Some(admin) = admin_listen {
+            auth.check_listener(admin).map_err(|(_, message)| ConfigError::Value { key: "admin_listen", message })?;
+        }
         let outbound = parsed.outbound.unwrap_or_default().resolve(auth.enabled())?;
         let tls = parsed.tls.unwrap_or_default().resolve()?;
+        let secrets = parsed.secrets.unwrap_or_default();
         Ok(ServeConfig {
+            secrets: SecretsConfig {
+                key_file: secrets.key_file.filter(|path| !path.as_os_str().is_empty()),
+                env_key: secrets.env_key.filter(|key| !key.trim().is_empty()),
+            },
             identity: parsed.identity.unwrap_or_default().resolve()?,
             tls,
             auth,
@@ -721,6 +850,7 @@ impl ServeConfig {
             outbound,
             log,
             listen,
+            admin_listen,
             data_dir: data_dir.or(parsed.data_dir).unwrap_or_else(|| PathBuf::from("./switchyard-data")),
             max_event_bytes,
             max_batch_bytes,
@@ -746,6 +876,8 @@ impl ServeConfig {
 pub struct Flags {
     /// `--listen`.
     pub listen: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
     /// `--otlp-endpoint` (empty disables export).
@@ -802,6 +934,7 @@ fn small_number(var: &'static str, key: &str, value: u64) -> Result<u32, ConfigE
 }
 
 fn parse_log_backend(
+    security: KafkaSecurity,
     text: &str,
     topic_prefix: String,
     partitions: u32,
@@ -834,7 +967,8 @@ fn parse_log_backend(
     if replication_factor == 0 {
         return Err(ConfigError::Value { key: "kafka.replication_factor", message: "must be positive".into() });
     }
-    Ok(LogBackend::Kafka { bootstrap_servers, topic_prefix, partitions, replication_factor })
+    let security = Box::new(security);
+    Ok(LogBackend::Kafka { bootstrap_servers, topic_prefix, partitions, replication_factor, security })
 }
 
 /// A setting (default `default`) that must be at least `min`.
@@ -863,6 +997,7 @@ impl ServeConfig {
     pub fn to_file(&self) -> ConfigFile {
         ConfigFile {
             listen: Some(self.listen.to_string()),
+            admin_listen: self.admin_listen.map(|address| address.to_string()),
             data_dir: Some(self.data_dir.clone()),
             max_event_bytes: Some(self.max_event_bytes),
             max_batch_bytes: Some(self.max_batch_bytes),
@@ -886,10 +1021,11 @@ impl ServeConfig {
             }),
             kafka: match &self.log {
                 LogBackend::Embedded => None,
-                LogBackend::Kafka { topic_prefix, partitions, replication_factor, .. } => Some(KafkaFile {
+                LogBackend::Kafka { topic_prefix, partitions, replication_factor, security, .. } => Some(KafkaFile {
                     topic_prefix: Some(topic_prefix.clone()),
                     partitions: Some(*partitions),
                     replication_factor: Some(*replication_factor),
+                    ..security.to_file()
                 }),
             },
             tracing: self
@@ -911,6 +1047,195 @@ impl ServeConfig {
                 client_ca_file: tls.client_ca_file.clone(),
             }),
             auth: Some(self.auth.to_file()),
+            secrets: self
+                .secrets
+                .key_file
+                .as_ref()
+                .map(|key_file| SecretsFile { key_file: Some(key_file.clone()), env_key: None }),
+        }
+    }
+}
+
+// ---- `[kafka]` TLS and SASL: the Kafka backend's clients' security settings, checked, and
+// turned into librdkafka's properties. Kept together in this block. ----
+
+/// The values of `[kafka] security_protocol`.
+const SECURITY_PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+
+impl KafkaFile {
+    /// Sets `[kafka]` TLS or SASL key `key` from an environment variable's `value`.
+    fn set(&mut self, key: &str, value: String) {
+        match key {
+            "kafka.security_protocol" => self.security_protocol = Some(value),
+            "kafka.sasl_mechanism" => self.sasl_mechanism = Some(value),
+            "kafka.sasl_username" => self.sasl_username = Some(value),
+            "kafka.sasl_password" => self.env_sasl_password = Some(value),
+            "kafka.sasl_password_file" => self.sasl_password_file = Some(PathBuf::from(value)),
+            "kafka.ssl_ca_file" => self.ssl_ca_file = Some(PathBuf::from(value)),
+            "kafka.ssl_cert_file" => self.ssl_cert_file = Some(PathBuf::from(value)),
+            _ => self.ssl_key_file = Some(PathBuf::from(value)),
+        }
+    }
+
+    /// The TLS and SASL settings, checked: each error names the key and quotes the value.
+    fn security(&self) -> Result<KafkaSecurity, ConfigError> {
+        fn given(text: &Option<String>) -> Option<&str> {
+            text.as_deref().map(str::trim).filter(|text| !text.is_empty())
+        }
+        let protocol = given(&self.security_protocol).unwrap_or("plaintext").to_ascii_lowercase();
+        if !SECURITY_PROTOCOLS.contains(&protocol.as_str()) {
+            return Err(ConfigError::Value {
+                key: "kafka.security_protocol",
+                message: format!("'{protocol}' is not one of plaintext, ssl, sasl_plaintext or sasl_ssl"),
+            });
+        }
+        let (sasl, ssl) = (protocol.starts_with("sasl_"), protocol.ends_with("ssl"));
+        let mechanism = given(&self.sasl_mechanism).map(str::to_ascii_uppercase);
+        if let Some(mechanism) = mechanism.as_deref().filter(|m| !SASL_MECHANISMS.contains(m)) {
+            return Err(ConfigError::Value {
+                key: "kafka.sasl_mechanism",
+                message: format!("'{mechanism}' is not one of PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+            });
+        }
+        let password = self.env_sasl_password.is_some() || self.sasl_password_file.is_some();
+        let sasl_keys = [
+            ("kafka.sasl_mechanism", mechanism.is_some()),
+            ("kafka.sasl_username", given(&self.sasl_username).is_some()),
+            ("kafka.sasl_password_file", password),
+        ];
+        let ssl_keys = [
+            ("kafka.ssl_ca_file", self.ssl_ca_file.is_some()),
+            ("kafka.ssl_cert_file", self.ssl_cert_file.is_some()),
+            ("kafka.ssl_key_file", self.ssl_key_file.is_some()),
+        ];
+        for (keys, applies, protocols) in
+            [(sasl_keys, sasl, "sasl_plaintext or sasl_ssl"), (ssl_keys, ssl, "ssl or sasl_ssl")]
+        {
+            if let Some((key, _)) = keys.iter().find(|(_, set)| *set).filter(|_| !applies) {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!("is set, but security_protocol is '{protocol}': use {protocols}"),
+                });
+            }
+        }
+        if sasl {
+            if let Some((key, _)) = sasl_keys[1..].iter().find(|(_, set)| !*set) {
+                let message = format!(
+                    "is required with security_protocol '{protocol}' (the password may instead be in SWITCHYARD_KAFKA_SASL_PASSWORD)"
+                );
+                return Err(ConfigError::Value { key, message });
+            }
+        }
+        match (&self.ssl_cert_file, &self.ssl_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::Value {
+                    key: "kafka.ssl_key_file",
+                    message: "is required with kafka.ssl_cert_file".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Value {
+                    key: "kafka.ssl_cert_file",
+                    message: "is required with kafka.ssl_key_file".into(),
+                })
+            }
+            _ => {}
+        }
+        for (key, file) in [
+            ("kafka.ssl_ca_file", &self.ssl_ca_file),
+            ("kafka.ssl_cert_file", &self.ssl_cert_file),
+            ("kafka.ssl_key_file", &self.ssl_key_file),
+            ("kafka.sasl_password_file", &self.sasl_password_file),
+        ] {
+            if let Some(path) = file.as_ref().filter(|path| !path.is_file()) {
+                return Err(ConfigError::Value { key, message: format!("'{}' is not a file", path.display()) });
+            }
+        }
+        Ok(KafkaSecurity {
+            protocol: protocol.clone(),
+            sasl_mechanism: sasl.then(|| mechanism.unwrap_or_else(|| "PLAIN".to_owned())),
+            sasl_username: given(&self.sasl_username).map(str::to_owned),
+            sasl_password_file: self.sasl_password_file.clone(),
+            env_sasl_password: self.env_sasl_password.clone(),
+            ssl_ca_file: self.ssl_ca_file.clone(),
+            ssl_cert_file: self.ssl_cert_file.clone(),
+            ssl_key_file: self.ssl_key_file.clone(),
+        })
+    }
+}
+
+/// The SASL mechanisms `[kafka] sasl_mechanism` takes.
+const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+impl KafkaSecurity {
+    /// No TLS, no SASL: librdkafka's default.
+    pub fn plaintext() -> KafkaSecurity {
+        KafkaSecurity {
+            protocol: "plaintext".to_owned(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password_file: None,
+            env_sasl_password: None,
+            ssl_ca_file: None,
+            ssl_cert_file: None,
+            ssl_key_file: None,
+        }
+    }
+
+    /// The settings in the configuration file's shape; the password only as its file.
+    fn to_file(&self) -> KafkaFile {
+        KafkaFile {
+            security_protocol: Some(self.protocol.clone()),
+            sasl_mechanism: self.sasl_mechanism.clone(),
+            sasl_username: self.sasl_username.clone(),
+            sasl_password_file: self.sasl_password_file.clone(),
+            ssl_ca_file: self.ssl_ca_file.clone(),
+            ssl_cert_file: self.ssl_cert_file.clone(),
+            ssl_key_file: self.ssl_key_file.clone(),
+            ..KafkaFile::default()
+        }
+    }
+
+    /// librdkafka's properties for every client of the backend, the password read now (from
+    /// `SWITCHYARD_KAFKA_SASL_PASSWORD`, else its file). None for `plaintext`.
+    pub fn properties(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        if self.protocol == "plaintext" {
+            return Ok(Vec::new());
+        }
+        let mut properties = vec![("security.protocol".to_owned(), self.protocol.clone())];
+        let mut set = |name: &str, value: String| properties.push((name.to_owned(), value));
+        if let (Some(mechanism), Some(username)) = (&self.sasl_mechanism, &self.sasl_username) {
+            set("sasl.mechanism", mechanism.clone());
+            set("sasl.username", username.clone());
+            set("sasl.password", self.sasl_password()?);
+        }
+        if self.protocol.ends_with("ssl") {
+            // Without a CA file, the system's CAs: the statically linked OpenSSL looks for them
+            // in the usual places only when told to.
+            let ca = self.ssl_ca_file.as_ref().map_or_else(|| "probe".to_owned(), |path| path.display().to_string());
+            set("ssl.ca.location", ca);
+            if let (Some(cert), Some(key)) = (&self.ssl_cert_file, &self.ssl_key_file) {
+                set("ssl.certificate.location", cert.display().to_string());
+                set("ssl.key.location", key.display().to_string());
+            }
+        }
+        Ok(properties)
+    }
+
+    fn sasl_password(&self) -> Result<String, ConfigError> {
+        if let Some(password) = self.env_sasl_password.as_ref().filter(|password| !password.is_empty()) {
+            return Ok(password.clone());
+        }
+        let key = "kafka.sasl_password_file";
+        let Some(path) = &self.sasl_password_file else {
+            return Err(ConfigError::Value { key, message: "is required (or SWITCHYARD_KAFKA_SASL_PASSWORD)".into() });
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+            Ok(_) => Err(ConfigError::Value { key, message: format!("'{}' is empty", path.display()) }),
+            Err(error) => {
+                Err(ConfigError::Value { key, message: format!("cannot read '{}': {}", path.display(), error.kind()) })
+            }
         }
     }
 }
@@ -1294,6 +1619,7 @@ mod tests {
                 topic_prefix: "team-a.".into(),
                 partitions: 3,
                 replication_factor: 1,
+                security: Box::new(KafkaSecurity::plaintext()),
             }
         );
         let text = toml::to_string(&config.to_file()).unwrap();
@@ -1310,6 +1636,94 @@ mod tests {
             Flags { log: Some("kafka://a:1".into()), kafka_topic_prefix: Some("a b".into()), ..Flags::default() };
         let error = ServeConfig::resolve_with(None, &no_env, flags).unwrap_err().to_string();
         assert!(error.contains("kafka.topic_prefix"), "{error}");
+    }
+
+    #[test]
+    fn kafka_tls_and_sasl_become_librdkafka_properties_and_the_password_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "CA").unwrap();
+        let file = dir.path().join("switchyard.toml");
+        let config_text = format!(
+            "log = \"kafka://127.0.0.1:19094\"\n[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"scram-sha-256\"\nssl_ca_file = \"{}\"\n",
+            ca.display()
+        );
+        std::fs::write(&file, config_text).unwrap();
+        let env = |var: &str| match var {
+            "SWITCHYARD_KAFKA_SASL_USERNAME" => Some("switchyard".to_owned()),
+            "SWITCHYARD_KAFKA_SASL_PASSWORD" => Some("hunter2-secret".to_owned()),
+            _ => None,
+        };
+        let config = ServeConfig::resolve(Some(&file), &env, None, None).unwrap();
+        let LogBackend::Kafka { security, .. } = &config.log else { panic!("{:?}", config.log) };
+        let expected = [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", "switchyard"),
+            ("sasl.password", "hunter2-secret"),
+            ("ssl.ca.location", ca.to_str().unwrap()),
+        ];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(security.properties().unwrap(), expected);
+        let printed = toml::to_string(&config.to_file()).unwrap();
+        assert!(printed.contains("security_protocol = \"sasl_ssl\"") && !printed.contains("hunter2"), "{printed}");
+
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, "from-file\n").unwrap();
+        let env = |var: &str| match var {
+            "SWITCHYARD_LOG_BACKEND" => Some("kafka://127.0.0.1:19094".to_owned()),
+            "SWITCHYARD_KAFKA_SECURITY_PROTOCOL" => Some("sasl_plaintext".to_owned()),
+            "SWITCHYARD_KAFKA_SASL_USERNAME" => Some("u".to_owned()),
+            "SWITCHYARD_KAFKA_SASL_PASSWORD_FILE" => Some(password_file.display().to_string()),
+            _ => None,
+        };
+        let config = ServeConfig::resolve(None, &env, None, None).unwrap();
+        let LogBackend::Kafka { security, .. } = &config.log else { panic!("{:?}", config.log) };
+        let properties = security.properties().unwrap();
+        assert!(properties.contains(&("sasl.password".to_owned(), "from-file".to_owned())), "{properties:?}");
+        assert!(properties.contains(&("sasl.mechanism".to_owned(), "PLAIN".to_owned())), "{properties:?}");
+        assert!(!properties.iter().any(|(name, _)| name.starts_with("ssl.")), "{properties:?}");
+    }
+
+    #[test]
+    fn bad_kafka_security_settings_name_the_key_and_quote_the_value() {
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Vars<'_>, &str, &str); 7] = [
+            (&[("SWITCHYARD_KAFKA_SECURITY_PROTOCOL", "tls")], "kafka.security_protocol", "'tls'"),
+            (
+                &[
+                    ("SWITCHYARD_KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+                    ("SWITCHYARD_KAFKA_SASL_MECHANISM", "GSSAPI"),
+                ],
+                "kafka.sasl_mechanism",
+                "'GSSAPI'",
+            ),
+            (&[("SWITCHYARD_KAFKA_SECURITY_PROTOCOL", "sasl_plaintext")], "kafka.sasl_username", "is required"),
+            (
+                &[("SWITCHYARD_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"), ("SWITCHYARD_KAFKA_SASL_USERNAME", "u")],
+                "kafka.sasl_password_file",
+                "SWITCHYARD_KAFKA_SASL_PASSWORD",
+            ),
+            (&[("SWITCHYARD_KAFKA_SASL_USERNAME", "u")], "kafka.sasl_username", "'plaintext'"),
+            (&[("SWITCHYARD_KAFKA_SSL_CA_FILE", "/nonexistent/ca.pem")], "kafka.ssl_ca_file", "'plaintext'"),
+            (
+                &[
+                    ("SWITCHYARD_KAFKA_SECURITY_PROTOCOL", "ssl"),
+                    ("SWITCHYARD_KAFKA_SSL_CA_FILE", "/nonexistent/ca.pem"),
+                ],
+                "kafka.ssl_ca_file",
+                "'/nonexistent/ca.pem'",
+            ),
+        ];
+        for (vars, key, expected) in cases {
+            let env = |var: &str| {
+                let found = vars.iter().find(|(name, _)| *name == var).map(|(_, value)| (*value).to_owned());
+                found.or_else(|| (var == "SWITCHYARD_LOG_BACKEND").then(|| "kafka://127.0.0.1:1".to_owned()))
+            };
+            let error = ServeConfig::resolve(None, &env, None, None).unwrap_err().to_string();
+            assert!(error.contains(&format!("'{key}'")) && error.contains(expected), "{vars:?}: {error}");
+        }
     }
 
     #[test]

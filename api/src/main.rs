@@ -165,6 +165,10 @@ struct Settings {
     /// default cluster, and reconciles Knative Brokers of Switchyard's class [default: none].
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Serve the admin API (`/v1/…`) on this address alone, e.g. 127.0.0.1:9090; --listen then
+    /// serves ingest, webhooks and probes [default: one listener serves all].
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Serve a non-loopback listener with no [auth] token configured: anyone who reaches the
     /// port controls the server. Without it, such a listener refuses to start.
     #[arg(long)]
@@ -177,6 +181,7 @@ impl Settings {
         let env = |var: &str| std::env::var(var).ok();
         let flags = Flags {
             listen: self.listen,
+            admin_listen: self.admin_listen,
             data_dir: self.data_dir,
             otlp_endpoint: self.otlp_endpoint,
             log: self.log,

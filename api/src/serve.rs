@@ -8,13 +8,14 @@ pub(crate) mod tls;
 use std::sync::Arc;
 
 use anyhow::Context;
+use switchyard_engine::sealed::{SealedDeclarations, SecretsKey};
 use switchyard_engine::{Engine, Quotas, Settings};
 use switchyard_event::limits::EventLimits;
 use switchyard_log::Backend;
 use switchyard_log_embedded::EmbeddedConfig;
 use switchyard_sources::{Clients, KubeCluster};
 
-use crate::config::{LogBackend, ServeConfig};
+use crate::config::{LogBackend, SecretsConfig, ServeConfig};
 use crate::routes::{router, AppState};
 
 /// Runs the server until a shutdown signal.
@@ -35,9 +36,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             log_config.retention_age = config.retention_age;
             log_config.retention_bytes = config.retention_bytes;
             log_config.retention_total_bytes = config.retention_total_bytes;
-            switchyard_log_embedded::open(log_config, &config.data_dir.join("meta.redb"))
+            let backend = switchyard_log_embedded::open(log_config, &config.data_dir.join("meta.redb"))
                 .await
-                .context("cannot open the event log")?
+                .context("cannot open the event log")?;
+            match configured_secrets_key(&config.secrets)? {
+                Some(key) => sealed(backend, key),
+                None => backend,
+            }
         }
         LogBackend::Kafka { .. } => open_kafka(&config).await?,
     };
@@ -49,6 +54,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on '{}'", config.listen))?;
     let address = listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("cannot listen on '{admin}' (admin_listen)"))?,
+        ),
+        None => None,
+    };
+    let admin_address = admin_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     switchyard_dispatcher::outbound::serving_at(address);
     let issuer = config.identity.issuer.as_ref().map_or_else(|| format!("{scheme}://{address}"), |url| url.to_string());
     let issuer = Arc::new(
@@ -114,6 +128,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         %address,
         data_dir = %config.data_dir.display(),
         max_connections = config.http.max_connections,
+        admin_address = admin_address.map(tracing::field::display),
         tls = tls.is_some(),
         client_certificates = config.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some()),
         "switchyard listening"
@@ -124,7 +139,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // graceful one rather than the default disposition's instant death.
     let stop_requested = shutdown_signal();
     let tls_watch = tls.as_ref().map(tls::Tls::watch);
-    let http = tokio::spawn(http::serve(listener, router(state.clone()), limits, tls, http_stopped));
+    let main_router = match admin_address {
+        Some(admin) => crate::routes::without_admin_api(router(state.clone()), admin),
+        None => router(state.clone()),
+    };
+    let admin_http = admin_listener.map(|admin| {
+        let serving = http::serve(admin, router(state.clone()), limits.clone(), tls.clone(), http_stopped.clone());
+        tokio::spawn(serving)
+    });
+    let http = tokio::spawn(http::serve(listener, main_router, limits, tls, http_stopped));
     // `/readyz` answers 200 from here: the engine has started, the listener has been accepting
     // into its backlog since it was bound, and the task just spawned answers what waits there.
     let log = match &config.log {
@@ -148,6 +171,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
     let _ = stop_http.send(true);
     http.await.context("http server task")?;
+    if let Some(admin_http) = admin_http {
+        admin_http.await.context("admin http server task")?;
+    }
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
@@ -189,7 +215,8 @@ fn loopback_if_unspecified(mut address: std::net::SocketAddr) -> std::net::Socke
 #[cfg(feature = "kafka")]
 async fn open_kafka(config: &ServeConfig) -> anyhow::Result<Backend> {
     use switchyard_log_kafka::KafkaConfig;
-    let LogBackend::Kafka { bootstrap_servers, topic_prefix, partitions, replication_factor } = &config.log else {
+    let LogBackend::Kafka { bootstrap_servers, topic_prefix, partitions, replication_factor, security } = &config.log
+    else {
         unreachable!("open_kafka is called in Kafka mode only")
     };
     let mut kafka = KafkaConfig::new(bootstrap_servers.join(","));
@@ -197,8 +224,41 @@ async fn open_kafka(config: &ServeConfig) -> anyhow::Result<Backend> {
     kafka.partitions = *partitions;
     kafka.replication_factor =
         u16::try_from(*replication_factor).context("invalid config key 'kafka.replication_factor'")?;
+    kafka.properties = security.properties()?;
     tracing::info!(prefix = %kafka.topic_prefix, "joining the kafka cluster");
-    switchyard_log_kafka::open(kafka).await.context("cannot connect to kafka")
+    let backend = switchyard_log_kafka::open(kafka.clone()).await.context("cannot connect to kafka")?;
+    let key = match configured_secrets_key(&config.secrets)? {
+        Some(key) => key,
+        None => {
+            let candidate = SecretsKey::generate()?;
+            let agreed = switchyard_log_kafka::shared_key(&kafka, "secrets", &candidate)
+                .await
+                .context("cannot agree on the cluster's secrets key")?;
+            tracing::info!(
+                topic = %kafka.keys_topic(),
+                "inline secrets are sealed in the declarations topic with the cluster's key, kept in its own topic: set [secrets] key_file to keep the key out of kafka"
+            );
+            SecretsKey::from_bytes(&agreed)?
+        }
+    };
+    Ok(sealed(backend, key))
+}
+
+/// The backend with its declarations' inline secrets sealed under `key`.
+fn sealed(backend: Backend, key: SecretsKey) -> Backend {
+    Backend { declarations: Arc::new(SealedDeclarations::new(backend.declarations, key)), ..backend }
+}
+
+/// The `[secrets]` key, if one is given: read and checked.
+fn configured_secrets_key(secrets: &SecretsConfig) -> anyhow::Result<Option<SecretsKey>> {
+    if let Some(text) = &secrets.env_key {
+        let key = SecretsKey::from_base64(text).context("invalid environment variable 'SWITCHYARD_SECRETS_KEY'")?;
+        return Ok(Some(key));
+    }
+    let Some(path) = &secrets.key_file else { return Ok(None) };
+    let invalid = || format!("invalid config key 'secrets.key_file': '{}'", path.display());
+    let text = std::fs::read_to_string(path).with_context(invalid)?;
+    Ok(Some(SecretsKey::from_base64(&text).with_context(invalid)?))
 }
 
 #[cfg(not(feature = "kafka"))]

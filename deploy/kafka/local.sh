@@ -9,8 +9,14 @@
 #   deploy/kafka/local.sh down   # stop and delete its data
 #   deploy/kafka/local.sh status # exit 0 when it answers a metadata request
 #
-# KAFKA_PORT (default 19092) is the client port; the controller listens on KAFKA_PORT + 1.
-# KAFKA_DIR (default /tmp/switchyard-kafka-$KAFKA_PORT) holds its data, pid and log.
+# KAFKA_PORT (default 19092) is the PLAINTEXT client port; the controller listens on
+# KAFKA_PORT + 1. Two more client listeners, for the clients' TLS and SASL:
+#   KAFKA_PORT + 2  SASL_PLAINTEXT, SASL/PLAIN and SCRAM-SHA-256, user `switchyard`, password
+#                   `switchyard-secret`
+#   KAFKA_PORT + 3  SSL, its certificate (for 127.0.0.1 and localhost) signed by a CA generated
+#                   with it: $KAFKA_DIR/tls/ca.pem. A client may present a certificate signed
+#                   by the same CA ($KAFKA_DIR/tls/client.pem, client.key); none is required.
+# KAFKA_DIR (default /tmp/switchyard-kafka-$KAFKA_PORT) holds its data, pid, log and tls/.
 set -euo pipefail
 # shellcheck source=deploy/lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -18,9 +24,19 @@ source "$(dirname "$0")/../lib.sh"
 here="$(cd "$(dirname "$0")" && pwd)"
 port="${KAFKA_PORT:-19092}"
 controller_port="$((port + 1))"
+sasl_port="$((port + 2))"
+ssl_port="$((port + 3))"
 dir="${KAFKA_DIR:-/tmp/switchyard-kafka-$port}"
 libs="$here/target/libs"
 pidfile="$dir/kafka.pid"
+tls="$dir/tls"
+sasl_user="switchyard"
+sasl_password="switchyard-secret"
+# The broker's PEM keystore needs an encrypted key; this is its password, nothing else's.
+key_password="switchyard-local-key"
+# Bumped whenever the data directory needs formatting again (listeners or SCRAM users added): a
+# directory of an earlier layout is formatted afresh by `up`.
+layout="2-sasl-tls"
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -55,7 +71,15 @@ running() {
     [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
+current_layout() {
+    [[ -f "$dir/data/meta.properties" && "$(cat "$dir/layout" 2>/dev/null)" == "$layout" ]]
+}
+
 up() {
+    if running && ! current_layout; then
+        log "the running broker has no SASL and TLS listeners: restarting it with fresh data"
+        stop
+    fi
     if running && answers; then
         echo "127.0.0.1:$port"
         return
@@ -64,7 +88,7 @@ up() {
     fetch_jars
     if running; then
         log "a broker is starting (pid $(cat "$pidfile")); waiting for it"
-    elif [[ -f "$dir/data/meta.properties" ]]; then
+    elif current_layout; then
         launch
     else
         format
@@ -72,6 +96,7 @@ up() {
     fi
     for _ in $(seq 1 120); do
         if answers; then
+            log "SASL_PLAINTEXT on 127.0.0.1:$sasl_port, SSL on 127.0.0.1:$ssl_port (CA: $tls/ca.pem)"
             echo "127.0.0.1:$port"
             return
         fi
@@ -89,18 +114,54 @@ up() {
 java_opts=(-Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$here/log4j2.properties")
 
+# A CA, the broker's certificate and a client's, all signed by it, valid for ten years.
+make_certificates() {
+    mkdir -p "$tls"
+    (
+        cd "$tls"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.pem \
+            -subj "/CN=switchyard local kafka CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        sign server "/CN=127.0.0.1" "subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth"
+        sign client "/CN=switchyard" "extendedKeyUsage=clientAuth"
+        # Kafka's PEM keystore: the encrypted PKCS#8 key (PBE-SHA1-3DES, which Java reads)
+        # followed by the certificate.
+        openssl pkcs8 -topk8 -v1 PBE-SHA1-3DES -in server.key -passout "pass:$key_password" -out server.key.enc
+        cat server.key.enc server.pem >keystore.pem
+    ) >"$dir/tls.log" 2>&1 || { cat "$dir/tls.log" >&2; exit 1; }
+}
+
+# sign NAME SUBJECT EXTENSIONS: NAME.key and NAME.pem, signed by the CA in the current directory.
+sign() {
+    openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2"
+    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -out "$1.pem" \
+        -extfile <(printf 'basicConstraints=CA:FALSE\n%s\n' "$3")
+    rm -f "$1.csr"
+}
+
 format() {
     rm -rf "$dir"
     mkdir -p "$dir/data"
+    make_certificates
     cat >"$dir/server.properties" <<PROPERTIES
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$tls/keystore.pem
+listener.name.ssl.ssl.key.password=$key_password
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=$tls/ca.pem
+listener.name.ssl.ssl.client.auth=requested
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=false
@@ -119,8 +180,10 @@ PROPERTIES
     local cluster_id
     cluster_id="$(java "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
     java "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
-        -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+        -t "$cluster_id" -c "$dir/server.properties" \
+        --add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]" >"$dir/format.log" 2>&1 \
         || { cat "$dir/format.log" >&2; exit 1; }
+    echo "$layout" >"$dir/layout"
 }
 
 launch() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use switchyard_event::kafka::{encode_binary, encode_structured, valid_topic_name};
 use switchyard_event::Event;
-use switchyard_log::records::{OutgoingRecord, RecordProducer};
+use switchyard_log::records::{KafkaCluster, OutgoingRecord, RecordProducer};
 use switchyard_log::LogError;
 use switchyard_meta::kafka_sink::{address, kafka_sink_name, ContentMode, KafkaSink};
 use switchyard_meta::resources::{Destination, TriggerSpec};
@@ -79,7 +79,8 @@ impl KafkaSinks {
             })
             .collect();
         let topic = &sink.spec.topic;
-        match producer.produce(&sink.spec.bootstrap_servers(), topic, records, timeout).await {
+        let cluster = cluster(&sink).map_err(KafkaSinkError::Unavailable)?;
+        match producer.produce(&cluster, topic, records, timeout).await {
             Ok(()) => {
                 crate::metrics::kafka_sink_records("written", events.len());
                 Ok(())
@@ -104,10 +105,22 @@ impl KafkaSinks {
     pub(crate) async fn prepare(&self, sink: &KafkaSink) -> Result<(), LogError> {
         let producer = self.producer.as_ref().ok_or_else(|| LogError::Unavailable(NO_KAFKA_CLIENT.to_owned()))?;
         let spec = &sink.spec;
-        producer
-            .ensure_topic(&spec.bootstrap_servers(), &spec.topic, spec.num_partitions, spec.replication_factor)
-            .await
+        let cluster = cluster(sink).map_err(LogError::Unavailable)?;
+        producer.ensure_topic(&cluster, &spec.topic, spec.num_partitions, spec.replication_factor).await
     }
+}
+
+/// The sink's cluster as its producer reaches it, its `net` secrets read now (so that a changed
+/// variable or file takes effect at the next write); the error says which one is missing.
+fn cluster(sink: &KafkaSink) -> Result<KafkaCluster, String> {
+    let properties = match &sink.spec.net {
+        Some(net) => net.properties().map_err(|error| {
+            let (namespace, name) = sink.names();
+            format!("kafkasink '{namespace}/{name}': {error}")
+        })?,
+        None => Vec::new(),
+    };
+    Ok(KafkaCluster::new(sink.spec.bootstrap_servers(), properties))
 }
 
 /// The sources' way to a KafkaSink: written directly, no HTTP hop.

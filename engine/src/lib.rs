@@ -28,6 +28,7 @@ pub mod metrics;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 mod references;
+pub mod sealed;
 mod sinks;
 
 use std::sync::Arc;

@@ -184,6 +184,11 @@ impl Server {
         Server::launch(None, &[], &[], Some((bootstrap.to_owned(), cluster.to_owned()))).await
     }
 
+    /// [`Server::start_node_on`] with these environment variables (a listener's TLS or SASL).
+    pub async fn start_node_on_with_env(bootstrap: &str, cluster: &str, env: &[(&str, &str)]) -> Server {
+        Server::launch(None, &[], env, Some((bootstrap.to_owned(), cluster.to_owned()))).await
+    }
+
     async fn launch(
         data_dir: Option<PathBuf>,
         extra_args: &[&str],

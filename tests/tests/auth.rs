@@ -575,3 +575,48 @@ async fn triggers_reach_their_own_namespaces_kafka_sinks_and_brokers_with_authen
     assert_eq!(dead["items"][0]["lastStatus"], 401, "{dead}");
     server.assert_healthy().await;
 }
+
+/// With `--admin-listen` the admin API is served on that listener alone: the main one keeps
+/// ingest, the probes and the OpenAPI document, and answers the admin API 404 saying where it
+/// is. Such a listener off loopback needs authentication, as the main one does.
+#[tokio::test]
+async fn the_admin_api_can_have_a_listener_of_its_own() {
+    let admin_port = switchyard_tests::free_port();
+    let admin_listen = format!("127.0.0.1:{admin_port}");
+    let server = Server::start_with(&["--admin-listen", &admin_listen]).await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let client = reqwest::Client::new();
+    let refused = client
+        .put(format!("{}/v1/namespaces/team/brokers/orders", server.url))
+        .json(&json!({"spec": {}}))
+        .send()
+        .await
+        .expect("put on the main listener");
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let problem: Value = refused.json().await.expect("problem");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains(&admin_listen)), "{problem}");
+    let created = client
+        .put(format!("{admin}/v1/namespaces/team/brokers/orders"))
+        .json(&json!({"spec": {}}))
+        .send()
+        .await
+        .expect("put on the admin listener");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(send_event(&server, "orders", None, "main-ingest").await, StatusCode::ACCEPTED);
+    for (base, path) in [(&server.url, "/healthz"), (&server.url, "/openapi.json"), (&admin, "/readyz")] {
+        let answer = client.get(format!("{base}{path}")).send().await.expect("get");
+        assert_eq!(answer.status(), StatusCode::OK, "{base}{path}");
+    }
+    let listed = client.get(format!("{}/v1/brokers", server.url)).send().await.expect("list on main");
+    assert_eq!(listed.status(), StatusCode::NOT_FOUND);
+
+    let refused = Command::new(binary())
+        .args(["config", "print", "--admin-listen", "0.0.0.0:9090"])
+        .env_remove("SWITCHYARD_AUTH_TOKENS")
+        .env_remove("SWITCHYARD_ALLOW_UNAUTHENTICATED")
+        .output()
+        .expect("run switchyard");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("admin_listen") && message.contains("refusing to listen on 0.0.0.0:9090"), "{message}");
+}

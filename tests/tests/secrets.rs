@@ -1,12 +1,13 @@
 //! Secrets are write-only: no answer (PUT, GET, LIST, DELETE), log line or dead letter shows an
 //! inline secret or a URL's password; a declaration read, edited and submitted again keeps
-//! them; a secret can come from a file of the server.
+//! them; a secret can come from a file of the server. Where declarations are stored (the Kafka
+//! backend's shared topic; the embedded store, given a key) inline secrets are sealed.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use switchyard_tests::{Server, Subscriber};
+use switchyard_tests::{binary, consume, fresh_cluster, Server, Subscriber};
 
 const SECRET: &str = "s3cret-webhook-token";
 const PASSWORD: &str = "p4ssw0rd";
@@ -149,6 +150,73 @@ async fn a_webhook_secret_can_come_from_a_file_of_the_server() {
     let (status, problem) = server.put(path, github_spec(json!({"file": "relative/path"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(problem["detail"].as_str().is_some_and(|d| d.contains("spec.secretToken.file")), "{problem}");
+}
+
+/// In the Kafka backend's declarations topic, which every node and anyone who may read it sees,
+/// an inline secret and a URL's password are sealed; every node opens them with the key the
+/// nodes agreed on without being given one.
+#[tokio::test]
+async fn the_shared_declarations_topic_holds_secrets_sealed_and_every_node_opens_them() {
+    let cluster = fresh_cluster();
+    let first = Server::start_node(&cluster).await;
+    first.broker("default", "b").await;
+    let subscriber = Subscriber::start().await;
+    let (status, source) =
+        first.put("/v1/namespaces/default/githubsources/repo", github_spec(json!({"value": SECRET}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{source}");
+    let with_password = subscriber.url.replacen("http://", &format!("http://ops:{PASSWORD}@"), 1);
+    first.trigger("default", "t", json!({"broker": "b", "subscriber": {"uri": with_password}})).await;
+
+    let records = consume(&format!("{cluster}.config"), 3);
+    let stored: String = records.iter().map(|record| record["value"].to_string()).collect();
+    assert_hidden("the declarations topic", &stored);
+    assert!(stored.contains("sealed.v1."), "{stored}");
+
+    // Another node opens them: its webhook verifies with the secret, its deliveries carry the
+    // password.
+    let second = Server::start_node(&cluster).await;
+    let webhook_url = source["status"]["webhookUrl"].as_str().expect("webhookUrl").replacen(&first.url, &second.url, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while push(&webhook_url, SECRET, "d-1").await != StatusCode::ACCEPTED {
+        assert!(std::time::Instant::now() < deadline, "the second node never verified the webhook: {}", second.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let received = subscriber.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        received[0].header("authorization"),
+        Some(format!("Basic {}", base64_of(&format!("ops:{PASSWORD}"))).as_str())
+    );
+    assert_hidden("the first node's log", &first.log());
+    assert_hidden("the second node's log", &second.log());
+}
+
+/// Given `[secrets]` a key, the embedded store seals them too; a key that is not 32 bytes of
+/// base64 stops the start, saying so.
+#[tokio::test]
+async fn with_a_key_the_embedded_store_holds_secrets_sealed() {
+    let key = base64_of("0123456789abcdef0123456789abcdef");
+    let server = Server::start_with_env(&[("SWITCHYARD_SECRETS_KEY", &key)]).await;
+    server.broker("default", "b").await;
+    let (status, source) =
+        server.put("/v1/namespaces/default/githubsources/repo", github_spec(json!({"value": SECRET}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{source}");
+    let webhook_url = source["status"]["webhookUrl"].as_str().expect("webhookUrl").to_owned();
+    assert_eq!(push(&webhook_url, SECRET, "d-1").await, StatusCode::ACCEPTED);
+    if !switchyard_tests::on_kafka() {
+        let stored = std::fs::read(server.data_dir().join("meta.redb")).expect("read meta.redb");
+        assert!(!stored.windows(SECRET.len()).any(|window| window == SECRET.as_bytes()), "meta.redb holds the secret");
+    }
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let refused = std::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("SWITCHYARD_SECRETS_KEY", base64_of("too short"))
+        .output()
+        .expect("run switchyard serve");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("SWITCHYARD_SECRETS_KEY") && message.contains("32 bytes, not 9"), "{message}");
 }
 
 fn base64_of(text: &str) -> String {

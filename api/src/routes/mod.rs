@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::IntoResponse;
 use axum::Router;
 use switchyard_engine::Engine;
 use utoipa::OpenApi;
@@ -117,6 +118,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         })
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(guard, crate::auth::guard))
+}
+
+/// [`router`] for the main listener when the admin API has a listener of its own (`admin`):
+/// its routes are answered 404 here, saying where they are. Ingest, webhooks, KafkaSinks'
+/// addresses, the probes and metrics, the OpenAPI document and the identity documents stay.
+pub fn without_admin_api(router: Router, admin: std::net::SocketAddr) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if is_admin_api(request.method(), request.uri().path()) {
+                return ApiError::not_found(format!(
+                    "the admin API is served on the admin listener ({admin}, admin_listen), not on this one"
+                ))
+                .into_response();
+            }
+            next.run(request).await
+        },
+    ))
+}
+
+/// Whether a request is for the admin API: the REST resources and tools under `/v1/`.
+fn is_admin_api(method: &Method, path: &str) -> bool {
+    path.starts_with("/v1/") && RouteClass::of(method, path) == RouteClass::Api
 }
 
 /// Every endpoint, each registered together with its OpenAPI operation (its `#[utoipa::path]`):

@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -20,16 +20,42 @@ use switchyard_log::LogError;
 
 use crate::config::KafkaConfig;
 
+/// How long a TLS or SASL failure librdkafka reported explains a call that failed after it.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(60);
+
 /// The context of every client: librdkafka's logs and errors go to `tracing`, with the cluster
 /// they concern.
 #[derive(Clone)]
 pub(crate) struct Context {
     bootstrap: Arc<str>,
+    /// The last TLS or SASL failure librdkafka reported, and when: a call that then merely
+    /// times out failed because of it, and says so.
+    refused: Arc<Mutex<Option<(Instant, String)>>>,
 }
 
 impl Context {
     pub(crate) fn new(config: &KafkaConfig) -> Context {
-        Context { bootstrap: config.bootstrap_servers.as_str().into() }
+        Context { bootstrap: config.bootstrap_servers.as_str().into(), refused: Arc::default() }
+    }
+
+    /// `error`, with the TLS or SASL failure that caused it if there was one lately.
+    pub(crate) fn explain(&self, error: &KafkaError) -> String {
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        match refused.as_ref().filter(|(at, _)| at.elapsed() < REFUSAL_MEMORY) {
+            Some((_, cause)) => format!("{cause} ({error})"),
+            None => error.to_string(),
+        }
+    }
+
+    fn remember_refusal(&self, error: &KafkaError, reason: &str) {
+        let cause = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                format!("authentication failed: {reason}")
+            }
+            Some(RDKafkaErrorCode::SSL) => format!("tls failed: {reason}"),
+            _ => return,
+        };
+        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), cause));
     }
 }
 
@@ -49,6 +75,7 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.remember_refusal(&error, reason);
         // Connection failures are reported here, again and again while a broker is down; the
         // calls that fail because of them say so to their callers.
         tracing::warn!(target: "librdkafka", kafka = &*self.bootstrap, %error, "{reason}");
@@ -76,15 +103,27 @@ pub(crate) fn create<T: FromClientConfigAndContext<C>, C: ClientContext>(
 pub(crate) async fn reach(config: &KafkaConfig, context: &Context) -> Result<Arc<Control>, LogError> {
     let control: Arc<Control> = Arc::new(create(&config.control(None), context.clone())?);
     let (probe, timeout) = (Arc::clone(&control), config.connect_timeout);
-    blocking(move || probe.fetch_metadata(None, timeout)).await?.map_err(|e| unreachable(config, &e))?;
+    blocking(move || probe.fetch_metadata(None, timeout).inspect_err(|_| serve_reports(&probe)))
+        .await?
+        .map_err(|e| unreachable(config, context, &e))?;
     Ok(control)
 }
 
-/// The cluster did not answer within the connect timeout.
-pub(crate) fn unreachable(config: &KafkaConfig, error: &KafkaError) -> LogError {
+/// Serves what librdkafka queued for a consumer not polled yet, its error reports among them:
+/// afterwards its context knows why a call failed.
+pub(crate) fn serve_reports<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    // Nothing is subscribed or assigned: this serves events and returns no record.
+    let _ = consumer.poll(Duration::from_millis(100));
+}
+
+/// The cluster did not answer within the connect timeout (saying why, when a TLS or SASL
+/// failure is the cause).
+pub(crate) fn unreachable(config: &KafkaConfig, context: &Context, error: &KafkaError) -> LogError {
     LogError::Unavailable(format!(
-        "kafka at '{}' did not answer within {:?}: {error}",
-        config.bootstrap_servers, config.connect_timeout
+        "kafka at '{}' did not answer within {:?}: {}",
+        config.bootstrap_servers,
+        config.connect_timeout,
+        context.explain(error)
     ))
 }
 

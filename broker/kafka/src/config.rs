@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use switchyard_log::records::InitialOffset;
+use switchyard_log::records::{InitialOffset, PropertyNames};
 
 /// Settings of the Kafka backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// `host:port[,host:port…]`, librdkafka's `bootstrap.servers`.
     pub bootstrap_servers: String,
@@ -33,8 +33,26 @@ pub struct KafkaConfig {
     /// librdkafka's `client.id` (default `switchyard`), visible in broker logs and quotas.
     pub client_id: String,
     /// Extra librdkafka properties for every client, applied last (for example
-    /// `security.protocol`, `session.timeout.ms`). This build of librdkafka has no TLS or SASL.
+    /// `session.timeout.ms`, or TLS and SASL: `security.protocol`, `sasl.mechanism`,
+    /// `sasl.username`, `sasl.password`, `ssl.ca.location`…). librdkafka is built with
+    /// OpenSSL (linked statically) and SASL PLAIN and SCRAM.
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("append_timeout", &self.append_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("client_id", &self.client_id)
+            .field("properties", &PropertyNames(&self.properties))
+            .finish()
+    }
 }
 
 /// A `kafka://` URL that cannot be used.
@@ -146,6 +164,11 @@ impl KafkaConfig {
     /// the same name. No record is ever written to it.
     pub fn leases_topic(&self) -> String {
         format!("{}leases", self.topic_prefix)
+    }
+
+    /// The compacted topic of the keys the nodes share ([`crate::shared_key`]).
+    pub fn keys_topic(&self) -> String {
+        format!("{}keys", self.topic_prefix)
     }
 
     /// Settings every client shares.

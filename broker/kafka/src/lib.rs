@@ -89,7 +89,7 @@ use switchyard_log::{Backend, DeadLetterStore, EventLog, LogError, MetricDescrip
 use crate::client::{blocking, unavailable, Context, Control, Producer};
 use crate::subscription::{KafkaSubscription, Registry, Start};
 
-pub use crate::cluster::{CompactedTopic, KafkaDeclarations, KafkaPlacement, Leases};
+pub use crate::cluster::{shared_key, CompactedTopic, KafkaDeclarations, KafkaPlacement, Leases};
 pub use crate::config::{KafkaConfig, KafkaConfigError};
 pub use crate::deadletters::KafkaDeadLetters;
 pub use crate::producers::KafkaProducers;

@@ -1,5 +1,6 @@
 //! Records written to topics of any Kafka cluster, for KafkaSink (Knative's `bootstrapServers`,
-//! `topic`): one producer per cluster, made on first use and kept, with the backend's own
+//! `topic`, and `net`'s TLS and SASL): one producer per cluster and security settings, made on
+//! first use and kept, with the backend's own
 //! producer settings (`acks=all`, idempotence), so a record counts as written only once every
 //! in-sync replica has it.
 
@@ -12,7 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use switchyard_event::kafka::valid_topic_name;
-use switchyard_log::records::{OutgoingRecord, RecordProducer};
+use switchyard_log::records::{KafkaCluster, OutgoingRecord, RecordProducer};
 use switchyard_log::LogError;
 
 use crate::client::{self, blocking, Context, Producer};
@@ -21,33 +22,37 @@ use crate::config::KafkaConfig;
 /// [`RecordProducer`] on librdkafka.
 #[derive(Default)]
 pub struct KafkaProducers {
-    /// By `bootstrap.servers`.
-    producers: Mutex<HashMap<String, Arc<Producer>>>,
+    /// By cluster: servers and security settings (other credentials, another producer).
+    producers: Mutex<HashMap<KafkaCluster, (Arc<Producer>, Context)>>,
 }
 
 impl KafkaProducers {
-    fn config(bootstrap_servers: &str, timeout: Duration) -> KafkaConfig {
+    fn config(cluster: &KafkaCluster, timeout: Duration) -> KafkaConfig {
+        // A topic that does not exist fails its records after this long, not librdkafka's
+        // 30 s: every delivery to a KafkaSink whose topic is missing would wait that long.
+        let mut properties = vec![("topic.metadata.propagation.max.ms".to_owned(), "2000".to_owned())];
+        properties.extend(cluster.properties.iter().cloned());
         KafkaConfig {
             client_id: "switchyard-kafkasink".to_owned(),
             append_timeout: timeout,
-            // A topic that does not exist fails its records after this long, not librdkafka's
-            // 30 s: every delivery to a KafkaSink whose topic is missing would wait that long.
-            properties: vec![("topic.metadata.propagation.max.ms".to_owned(), "2000".to_owned())],
-            ..KafkaConfig::new(bootstrap_servers)
+            properties,
+            ..KafkaConfig::new(cluster.bootstrap_servers.as_str())
         }
     }
 
-    fn producer(&self, bootstrap_servers: &str) -> Result<Arc<Producer>, LogError> {
+    /// The cluster's producer, and its context (which knows why it last failed to connect).
+    fn producer(&self, cluster: &KafkaCluster) -> Result<(Arc<Producer>, Context), LogError> {
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(producer) = producers.get(bootstrap_servers) {
-            return Ok(Arc::clone(producer));
+        if let Some((producer, context)) = producers.get(cluster) {
+            return Ok((Arc::clone(producer), context.clone()));
         }
         // The timeout of each call bounds its wait; the producer's own bound is the longest a
         // delivery may take (the trigger's timeouts are at most an hour).
-        let config = Self::config(bootstrap_servers, Duration::from_secs(300));
-        let producer: Arc<Producer> = Arc::new(client::create(&config.producer(), Context::new(&config))?);
-        producers.insert(bootstrap_servers.to_owned(), Arc::clone(&producer));
-        Ok(producer)
+        let config = Self::config(cluster, Duration::from_secs(300));
+        let context = Context::new(&config);
+        let producer: Arc<Producer> = Arc::new(client::create(&config.producer(), context.clone())?);
+        producers.insert(cluster.clone(), (Arc::clone(&producer), context.clone()));
+        Ok((producer, context))
     }
 }
 
@@ -55,16 +60,18 @@ fn invalid(reason: String) -> LogError {
     LogError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, reason))
 }
 
-fn produce_error(topic: &str, bootstrap_servers: &str, error: &KafkaError) -> LogError {
+/// `error` as the caller sees it; `explained` is its message, with a TLS or SASL failure that
+/// caused it.
+fn produce_error(topic: &str, bootstrap_servers: &str, explained: &str, error: &KafkaError) -> LogError {
     if client::is_unknown_topic(error) {
         return LogError::UnknownTopic(topic.to_owned());
     }
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
-            invalid(format!("kafka at '{bootstrap_servers}' refused a record for topic '{topic}': {error}"))
+            invalid(format!("kafka at '{bootstrap_servers}' refused a record for topic '{topic}': {explained}"))
         }
         _ => LogError::Unavailable(format!(
-            "kafka at '{bootstrap_servers}' did not take the record for topic '{topic}': {error}"
+            "kafka at '{bootstrap_servers}' did not take the record for topic '{topic}': {explained}"
         )),
     }
 }
@@ -73,7 +80,7 @@ fn produce_error(topic: &str, bootstrap_servers: &str, error: &KafkaError) -> Lo
 impl RecordProducer for KafkaProducers {
     async fn produce(
         &self,
-        bootstrap_servers: &str,
+        cluster: &KafkaCluster,
         topic: &str,
         records: Vec<OutgoingRecord>,
         timeout: Duration,
@@ -81,7 +88,8 @@ impl RecordProducer for KafkaProducers {
         if !valid_topic_name(topic) {
             return Err(invalid(format!("'{topic}' is not a valid kafka topic name")));
         }
-        let producer = self.producer(bootstrap_servers)?;
+        let bootstrap_servers = cluster.bootstrap_servers.as_str();
+        let (producer, context) = self.producer(cluster)?;
         let deadline = tokio::time::Instant::now() + timeout;
         // Every record is enqueued before any is awaited: they go out together, in order.
         let mut deliveries = Vec::with_capacity(records.len());
@@ -105,19 +113,22 @@ impl RecordProducer for KafkaProducers {
                     {
                         tokio::time::sleep(Duration::from_millis(5)).await
                     }
-                    Err((error, _)) => return Err(produce_error(topic, bootstrap_servers, &error)),
+                    Err((error, _)) => return Err(produce_error(topic, bootstrap_servers, &error.to_string(), &error)),
                 }
             }
         }
         for delivery in deliveries {
             let outcome = tokio::time::timeout_at(deadline, delivery).await.map_err(|_| {
+                let cause = context.explain(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
                 LogError::Unavailable(format!(
-                    "kafka at '{bootstrap_servers}' did not acknowledge the records for topic '{topic}' within {timeout:?}"
+                    "kafka at '{bootstrap_servers}' did not acknowledge the records for topic '{topic}' within {timeout:?}: {cause}"
                 ))
             })?;
             match outcome {
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => return Err(produce_error(topic, bootstrap_servers, &error)),
+                Ok(Err((error, _))) => {
+                    return Err(produce_error(topic, bootstrap_servers, &context.explain(&error), &error))
+                }
                 Err(_cancelled) => {
                     return Err(LogError::Unavailable(format!(
                         "the producer for kafka at '{bootstrap_servers}' stopped"
@@ -130,7 +141,7 @@ impl RecordProducer for KafkaProducers {
 
     async fn ensure_topic(
         &self,
-        bootstrap_servers: &str,
+        cluster: &KafkaCluster,
         topic: &str,
         partitions: Option<i32>,
         replication_factor: Option<i16>,
@@ -138,7 +149,7 @@ impl RecordProducer for KafkaProducers {
         if !valid_topic_name(topic) {
             return Err(invalid(format!("'{topic}' is not a valid kafka topic name")));
         }
-        let mut config = Self::config(bootstrap_servers, Duration::from_secs(10));
+        let mut config = Self::config(cluster, Duration::from_secs(10));
         let context = Context::new(&config);
         let control = client::reach(&config, &context).await?;
         match (partitions, replication_factor) {

@@ -46,7 +46,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// about 6 s for the group coordinator) and then fails; a caller that cannot wait can put a
 /// timeout on it: dropping the future lets the thread finish in the background.
 ///
-/// This build of librdkafka has no TLS or SASL.
+/// TLS and SASL are the config's `properties` (`security.protocol`, `sasl.*`, `ssl.*`); a
+/// connection that fails because of them says so (`authentication failed: …`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KafkaRecords;
 
@@ -74,14 +75,18 @@ impl RecordConnector for KafkaRecords {
             ..KafkaConfig::new(config.bootstrap_servers.as_str())
         };
         let shared = Shared::new(config.topics.clone(), true, format!("group '{}'", config.group));
+        let context = Context::new(&kafka);
         let consumer: BaseConsumer<Member<Records>> = client::create(
             &kafka.record_consumer(&config.group, config.initial_offset),
-            Member::new(Context::new(&kafka), &shared),
+            Member::new(context.clone(), &shared),
         )?;
         let (topics, bootstrap, timeout, group) =
             (shared.topics.clone(), config.bootstrap_servers.clone(), config.connect_timeout, config.group.clone());
         let (consumer, problem) = blocking(move || {
-            consumer.fetch_metadata(None, timeout).map_err(|e| client::unreachable(&kafka, &e))?;
+            consumer
+                .fetch_metadata(None, timeout)
+                .inspect_err(|_| client::serve_reports(&consumer))
+                .map_err(|e| client::unreachable(&kafka, &context, &e))?;
             // What `next_batch` reports from the start, until the thread's first look-up.
             let problem = first_problem(&consumer, &topics, &bootstrap, timeout);
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();

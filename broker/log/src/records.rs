@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::LogError;
 
 /// Settings of a [`RecordConsumer`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RecordConsumerConfig {
     /// `host:port[,host:port…]`, Kafka's `bootstrap.servers`.
     pub bootstrap_servers: String,
@@ -29,8 +29,23 @@ pub struct RecordConsumerConfig {
     pub client_id: String,
     /// How long `connect` waits for the cluster to answer (default 5 s).
     pub connect_timeout: Duration,
-    /// Extra client properties, applied last (for example `session.timeout.ms`).
+    /// Extra client properties, applied last (for example `session.timeout.ms`, or the
+    /// security settings: `security.protocol`, `sasl.*`, `ssl.*`).
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for RecordConsumerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordConsumerConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group", &self.group)
+            .field("topics", &self.topics)
+            .field("initial_offset", &self.initial_offset)
+            .field("client_id", &self.client_id)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("properties", &PropertyNames(&self.properties))
+            .finish()
+    }
 }
 
 impl RecordConsumerConfig {
@@ -139,27 +154,64 @@ pub struct OutgoingRecord {
     pub value: Option<Bytes>,
 }
 
+/// An outside Kafka cluster as a client reaches it: where, and with which security settings.
+/// Clients made for equal clusters may be shared; for different settings (other credentials),
+/// never.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct KafkaCluster {
+    /// `host:port[,host:port…]`, Kafka's `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Client properties its clients need (`security.protocol`, SASL, TLS), applied last.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaCluster {
+    /// The cluster at `bootstrap_servers`, reached with `properties`.
+    pub fn new(bootstrap_servers: impl Into<String>, properties: Vec<(String, String)>) -> KafkaCluster {
+        KafkaCluster { bootstrap_servers: bootstrap_servers.into(), properties }
+    }
+}
+
+impl std::fmt::Debug for KafkaCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaCluster")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &PropertyNames(&self.properties))
+            .finish()
+    }
+}
+
+/// Client properties as `Debug` shows them: their names only, since values may be secrets
+/// (`sasl.password`, `ssl.key.pem`).
+pub struct PropertyNames<'a>(pub &'a [(String, String)]);
+
+impl std::fmt::Debug for PropertyNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
+}
+
 /// Writes records to topics of outside Kafka clusters (KafkaSink), as the connector reads them.
 #[async_trait]
 pub trait RecordProducer: Send + Sync + 'static {
-    /// Produces `records` to `topic` of the cluster at `bootstrap_servers`, in order, with
+    /// Produces `records` to `topic` of `cluster`, in order, with
     /// `acks=all` and idempotence; returns once Kafka acknowledged every one of them, or the
     /// first failure: `LogError::Unavailable` when the cluster did not acknowledge within
     /// `timeout`, `LogError::UnknownTopic` when the topic does not exist, `InvalidInput` for a
     /// record Kafka cannot hold.
     async fn produce(
         &self,
-        bootstrap_servers: &str,
+        cluster: &KafkaCluster,
         topic: &str,
         records: Vec<OutgoingRecord>,
         timeout: Duration,
     ) -> Result<(), LogError>;
 
-    /// Creates `topic` on the cluster with `partitions` and `replication_factor` (the
-    /// cluster's defaults when `None`) unless it exists; returns once it is served.
+    /// Creates `topic` on `cluster` with `partitions` and `replication_factor` (the cluster's
+    /// defaults when `None`) unless it exists; returns once it is served.
     async fn ensure_topic(
         &self,
-        bootstrap_servers: &str,
+        cluster: &KafkaCluster,
         topic: &str,
         partitions: Option<i32>,
         replication_factor: Option<i16>,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kafka_net::KafkaNet;
 use crate::resources::{parse_resource, validate_dns_label, Resource};
 use crate::status::{Address, Condition};
 use crate::ValidationError;
@@ -35,10 +36,14 @@ pub struct KafkaSinkSpec {
     /// See `numPartitions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_factor: Option<i16>,
-    /// Knative's SASL/TLS secret reference: refused (this build's Kafka client has neither).
+    /// Knative's SASL/TLS reference to a Kubernetes Secret: refused (use `net`).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<serde_json::Value>,
+    /// TLS and SASL to the cluster, in KafkaSource's shape (a Switchyard extension). Boxed:
+    /// most sinks have none, and every declaration is as large as its largest kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Box<KafkaNet>>,
 }
 
 /// How a KafkaSink writes events.
@@ -105,10 +110,10 @@ impl KafkaSinkSpec {
         if self.auth.is_some() {
             return Err(ValidationError::field(
                 "spec.auth",
-                "is not supported: this build's Kafka client has no TLS or SASL".to_owned(),
+                "Kubernetes secrets are not read: give TLS and SASL in 'spec.net', as a KafkaSource does (net.sasl.user, net.sasl.password, net.tls.caCert…, each as 'env', 'file' or 'value')".to_owned(),
             ));
         }
-        Ok(())
+        self.net.as_deref().map_or(Ok(()), KafkaNet::validate)
     }
 }
 
@@ -181,6 +186,15 @@ mod tests {
             "spec":{"topic":"orders","bootstrapServers":["127.0.0.1:9092"],"contentMode":"binary"}}"#;
         let sink = parse_kafka_sink("ns", "s", body).unwrap();
         assert_eq!(sink.spec.content_mode().unwrap(), ContentMode::Binary);
+        let body = br#"{"apiVersion":"eventing.knative.dev/v1alpha1","kind":"KafkaSink",
+            "metadata":{"name":"s","namespace":"ns"},
+            "spec":{"topic":"orders","bootstrapServers":["127.0.0.1:9092"],
+                "net":{"sasl":{"enable":true,"user":{"value":"u"},"password":{"env":"KAFKA_PASSWORD"}}}}}"#;
+        let net = parse_kafka_sink("ns", "s", body).unwrap().spec.net.unwrap();
+        assert_eq!(net.sasl.unwrap().password.unwrap().env.as_deref(), Some("KAFKA_PASSWORD"));
+        let auth = br#"{"spec":{"topic":"t","bootstrapServers":["a:1"],"auth":{"secret":{"ref":{"name":"s"}}}}}"#;
+        let error = parse_kafka_sink("ns", "s", auth).unwrap_err().to_string();
+        assert!(error.contains("spec.net"), "{error}");
         let cases = [
             (r#"{"spec":{"bootstrapServers":["a:1"]}}"#, "spec.topic"),
             (r#"{"spec":{"topic":"t","bootstrapServers":["a:1"],"replicationFactor":0}}"#, "spec.replicationFactor"),
@@ -189,6 +203,10 @@ mod tests {
             (r#"{"spec":{"topic":"t","bootstrapServers":["a:1"],"contentMode":"avro"}}"#, "spec.contentMode"),
             (r#"{"spec":{"topic":"t","bootstrapServers":["a:1"],"numPartitions":0}}"#, "spec.numPartitions"),
             (r#"{"spec":{"topic":"t","bootstrapServers":["a:1"],"auth":{"secret":{}}}}"#, "spec.auth"),
+            (
+                r#"{"spec":{"topic":"t","bootstrapServers":["a:1"],"net":{"sasl":{"enable":true,"user":{"value":"u"}}}}}"#,
+                "spec.net.sasl.password",
+            ),
         ];
         for (body, field) in cases {
             let error = parse_kafka_sink("ns", "s", body.as_bytes()).unwrap_err();

@@ -9,6 +9,7 @@
 pub mod duration;
 pub mod error;
 pub mod event_policy;
+pub mod kafka_net;
 pub mod kafka_sink;
 pub mod resources;
 pub mod secret;

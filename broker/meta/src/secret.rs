@@ -11,6 +11,11 @@ use crate::ValidationError;
 /// again) keeps the secret already stored.
 pub const REDACTED: &str = "<redacted>";
 
+/// How a secret sealed in the declaration log begins (`sealed.v1.` and its ciphertext): a node
+/// that does not have the key it was sealed with reads this instead of the secret, and
+/// [`Secret::read`] refuses it.
+pub const SEALED_PREFIX: &str = "sealed.v1.";
+
 /// [`REDACTED`] as a URL's password: percent-encoded.
 const REDACTED_IN_URL: &str = "%3Credacted%3E";
 
@@ -95,6 +100,9 @@ impl Secret {
     /// variable or file to fix and never quote the secret or the file's content.
     pub fn read(&self, what: &str) -> Result<String, SecretError> {
         match self.source() {
+            Some(SecretSource::Value(value)) if value.starts_with(SEALED_PREFIX) => Err(SecretError(format!(
+                "{what} is sealed with a key this node does not have: give it the cluster's [secrets] key_file"
+            ))),
             Some(SecretSource::Value(value)) => Ok(value.to_owned()),
             Some(SecretSource::Env(name)) => {
                 std::env::var(name).ok().filter(|value| !value.is_empty()).ok_or_else(|| {
@@ -146,13 +154,35 @@ pub fn redact(resource: &mut serde_json::Value) {
 
 /// `text` with the password of the URL it is replaced by [`REDACTED`], if it is a URL with one.
 pub fn redact_url(text: &str) -> Option<String> {
+    replace_url_password(text, |_| Some(REDACTED.to_owned()))
+}
+
+/// `text` with the password of the URL it is (percent-encoded, as the URL holds it) replaced by
+/// what `replace` returns for it, if it is a URL with one and `replace` returns something.
+fn replace_url_password(text: &str, replace: impl FnOnce(&str) -> Option<String>) -> Option<String> {
     if !text.contains('@') || !text.contains("://") {
         return None;
     }
     let mut url = url::Url::parse(text).ok()?;
-    url.password()?;
-    url.set_password(Some(REDACTED)).ok()?;
+    let replaced = replace(url.password()?)?;
+    url.set_password(Some(&replaced)).ok()?;
     Some(url.to_string())
+}
+
+/// Replaces what a read must not show (what [`redact`] hides: every inline secret's `value`, and
+/// the password of every URL that has one) by what `replace` returns for it, where it returns
+/// something: how the declaration log seals secrets, and opens them again.
+pub fn replace_secrets(resource: &mut serde_json::Value, replace: &mut dyn FnMut(&str) -> Option<String>) {
+    walk(resource, false, &mut |value, in_secret| {
+        let serde_json::Value::String(text) = value else { return };
+        let replaced = match in_secret {
+            true => replace(text),
+            false => replace_url_password(text, &mut *replace),
+        };
+        if let Some(replaced) = replaced {
+            *text = replaced;
+        }
+    });
 }
 
 /// `url` as logs and error details may show it: with any password [`REDACTED`].
@@ -172,6 +202,8 @@ fn walk(value: &mut serde_json::Value, in_secret: bool, visit: &mut dyn FnMut(&m
                     }
                 } else if secret_value {
                     visit(field, true);
+                } else if key == "net" {
+                    walk_kafka_net(field, visit);
                 } else {
                     walk(field, false, visit);
                 }
@@ -179,6 +211,25 @@ fn walk(value: &mut serde_json::Value, in_secret: bool, visit: &mut dyn FnMut(&m
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(|item| walk(item, false, visit)),
         _ => visit(value, false),
+    }
+}
+
+/// The secrets of a Kafka client's `net` (`spec.net` of a KafkaSource or KafkaSink), by group:
+/// found by place, since `user`, `key` and `type` are no secrets elsewhere.
+const KAFKA_NET_SECRETS: [(&str, &[&str]); 2] = [("sasl", &["user", "password"]), ("tls", &["key"])];
+
+fn walk_kafka_net(net: &mut serde_json::Value, visit: &mut dyn FnMut(&mut serde_json::Value, bool)) {
+    let serde_json::Value::Object(groups) = net else { return walk(net, false, visit) };
+    for (group, settings) in groups.iter_mut() {
+        let secrets = KAFKA_NET_SECRETS.iter().find(|(name, _)| name == group).map_or(&[][..], |(_, names)| names);
+        match settings {
+            serde_json::Value::Object(settings) => {
+                for (name, setting) in settings.iter_mut() {
+                    walk(setting, secrets.contains(&name.as_str()), visit);
+                }
+            }
+            other => walk(other, false, visit),
+        }
     }
 }
 
@@ -278,6 +329,39 @@ mod tests {
         assert!(matches!(&error, ValidationError::Field { field, .. } if field == "spec.subscriber.uri"), "{error}");
         let error = restore(&mut read, None, "").unwrap_err();
         assert!(error.to_string().contains("give the secret itself"), "{error}");
+    }
+
+    #[test]
+    fn a_kafka_clients_net_secrets_are_hidden_and_kept_and_the_same_names_elsewhere_are_not() {
+        let stored = serde_json::json!({"spec": {
+            "net": {
+                "sasl": {"enable": true, "user": {"value": "alice"}, "password": {"value": "p4ss"}, "type": {"value": "PLAIN"}},
+                "tls": {"enable": true, "caCert": {"value": "CA PEM"}, "cert": {"value": "CERT PEM"}, "key": {"value": "KEY PEM"}},
+            },
+            "filters": [{"exact": {"type": "dev.example", "user": "u", "password": "x"}}],
+            "ceOverrides": {"extensions": {"key": "k"}},
+            "sasl": {"password": {"value": "not-under-net"}},
+        }});
+        let mut read = stored.clone();
+        redact(&mut read);
+        let net = &read["spec"]["net"];
+        for secret in [&net["sasl"]["user"], &net["sasl"]["password"], &net["tls"]["key"]] {
+            assert_eq!(secret["value"], REDACTED, "{read}");
+        }
+        assert_eq!(net["sasl"]["type"]["value"], "PLAIN");
+        assert_eq!(
+            (net["tls"]["caCert"]["value"].as_str(), net["tls"]["cert"]["value"].as_str()),
+            (Some("CA PEM"), Some("CERT PEM"))
+        );
+        assert_eq!(read["spec"]["filters"], stored["spec"]["filters"]);
+        assert_eq!(read["spec"]["ceOverrides"], stored["spec"]["ceOverrides"]);
+        assert_eq!(read["spec"]["sasl"], stored["spec"]["sasl"]);
+
+        let mut resubmitted = read.clone();
+        restore(&mut resubmitted, Some(&stored), "").unwrap();
+        assert_eq!(resubmitted, stored);
+        let error = restore(&mut read, None, "").unwrap_err();
+        assert!(matches!(&error, ValidationError::Field { field, .. } if field.starts_with("spec.net.")), "{error}");
     }
 
     #[test]

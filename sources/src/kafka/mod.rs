@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_event::kafka::valid_topic_name;
 use switchyard_log::records::{InitialOffset, Record, RecordConnector, RecordConsumer, RecordConsumerConfig};
 use switchyard_log::LogError;
+use switchyard_meta::kafka_net::KafkaNet;
 use switchyard_meta::ValidationError;
 
 use crate::resource::{canonical, check_common, typed_spec, CeOverrides, Declared, Sink, SinkSpec};
@@ -63,11 +64,10 @@ pub struct KafkaSourceSpec {
     /// Knative's number of consumers: accepted; Switchyard runs one consumer per source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumers: Option<i32>,
-    /// Knative's TLS and SASL settings: refused when enabled (this build's Kafka client has
-    /// neither).
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// TLS and SASL, in Knative's shape; each value a secret (`value`, `env` or `file`), read
+    /// when the source starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub net: Option<serde_json::Value>,
+    pub net: Option<KafkaNet>,
     /// Knative's delivery spec: refused (a source retries its sink until it takes the events,
     /// leaving the records uncommitted meanwhile).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -166,14 +166,7 @@ impl SourceKind for Kafka {
             return Err(ValidationError::field("spec.consumers", format!("'{consumers}' is not a positive number")));
         }
         if let Some(net) = &spec.net {
-            for setting in ["/sasl/enable", "/tls/enable"] {
-                if net.pointer(setting).and_then(serde_json::Value::as_bool) == Some(true) {
-                    return Err(ValidationError::field(
-                        &format!("spec.net{}", setting.replace('/', ".")),
-                        "is not supported: this build's Kafka client has no TLS or SASL".to_owned(),
-                    ));
-                }
-            }
+            net.validate()?;
         }
         if spec.delivery.is_some() {
             return Err(ValidationError::field(
@@ -205,7 +198,7 @@ impl SourceKind for Kafka {
         };
         // Only a URI sink takes events one request at a time; a broker takes a batch at once.
         let concurrent = ordering == Ordering::Unordered && matches!(source.sink, Sink::Uri(_));
-        Ok(Behaviour::Active(Arc::new(Consumer { connector, config, concurrent })))
+        Ok(Behaviour::Active(Arc::new(Consumer { connector, config, net: spec.net, concurrent })))
     }
 
     #[cfg(feature = "openapi")]
@@ -217,14 +210,37 @@ impl SourceKind for Kafka {
 /// A running KafkaSource.
 struct Consumer {
     connector: Arc<dyn RecordConnector>,
+    /// Without `net`'s properties, which are read at every connection.
     config: RecordConsumerConfig,
+    net: Option<KafkaNet>,
     concurrent: bool,
 }
 
 impl Consumer {
+    /// The consumer's settings, with `net`'s secrets read now: a variable or file fixed after a
+    /// failure is taken at the next attempt.
+    fn config(&self) -> Result<RecordConsumerConfig, NotReady> {
+        let mut config = self.config.clone();
+        if let Some(net) = &self.net {
+            let properties =
+                net.properties().map_err(|error| NotReady { reason: "SecretNotFound", message: error.0 })?;
+            config.properties.extend(properties);
+        }
+        Ok(config)
+    }
+
     async fn connect(&self, context: &RunContext) -> Result<Box<dyn RecordConsumer>, Stopped> {
         loop {
-            match self.connector.connect(self.config.clone()).await {
+            let config = match self.config() {
+                Ok(config) => config,
+                Err(not_ready) => {
+                    tracing::debug!(source = %context.source().id, message = %not_ready.message, "kafka source cannot read its secrets");
+                    context.report(Some(not_ready));
+                    context.sleep(RECONNECT_DELAY).await?;
+                    continue;
+                }
+            };
+            match self.connector.connect(config).await {
                 Ok(consumer) => return Ok(consumer),
                 Err(error) => {
                     self.report(context, &error);
@@ -384,12 +400,17 @@ mod tests {
         spec["consumers"] = serde_json::json!(3);
         spec["bootstrapServers"] = serde_json::json!(["a:9092,b:9092", "c:9093"]);
         spec["net"] = serde_json::json!({"sasl": {"enable": false}, "tls": {"enable": false}});
+        validate(spec.clone()).unwrap();
+        spec["net"] = serde_json::json!({
+            "sasl": {"enable": true, "user": {"value": "u"}, "password": {"env": "KAFKA_PASSWORD"}, "type": {"value": "SCRAM-SHA-256"}},
+            "tls": {"enable": true, "caCert": {"file": "/etc/kafka/ca.pem"}},
+        });
         validate(spec).unwrap();
     }
 
     #[test]
     fn invalid_specs_name_the_field() {
-        let cases: [(&str, serde_json::Value, &str); 10] = [
+        let cases: [(&str, serde_json::Value, &str); 12] = [
             ("bootstrapServers", serde_json::json!([]), "spec.bootstrapServers"),
             ("bootstrapServers", serde_json::json!(["nohost"]), "spec.bootstrapServers"),
             ("topics", serde_json::json!([]), "spec.topics"),
@@ -398,7 +419,17 @@ mod tests {
             ("initialOffset", serde_json::json!("newest"), "spec.initialOffset"),
             ("ordering", serde_json::json!("fifo"), "spec.ordering"),
             ("consumers", serde_json::json!(0), "spec.consumers"),
-            ("net", serde_json::json!({"tls": {"enable": true}}), "spec.net.tls.enable"),
+            (
+                "net",
+                serde_json::json!({"tls": {"enable": true, "caCert": {"value": "x"}}}),
+                "spec.net.tls.caCert.value",
+            ),
+            ("net", serde_json::json!({"sasl": {"enable": true, "user": {"value": "u"}}}), "spec.net.sasl.password"),
+            (
+                "net",
+                serde_json::json!({"sasl": {"enable": true, "user": {"value": "u"}, "password": {"secretKeyRef": {"name": "s", "key": "p"}}}}),
+                "spec.net.sasl.password.secretKeyRef",
+            ),
             ("delivery", serde_json::json!({"retry": 3}), "spec.delivery"),
         ];
         for (field, value, expected) in cases {
