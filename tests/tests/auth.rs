@@ -100,6 +100,23 @@ async fn send_typed(
     request.send().await.expect("send")
 }
 
+/// The dead letters of trigger `namespace/trigger`, once there are some (read as admin).
+async fn dead_letters(server: &Server, namespace: &str, trigger: &str) -> Value {
+    let path = format!("/v1/namespaces/{namespace}/triggers/{trigger}/deadletters");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, dead) = call(server, Method::GET, &path, Some(ADMIN), None).await;
+        if dead["items"].as_array().is_some_and(|items| !items.is_empty()) {
+            return dead;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event reached the dead letters of {namespace}/{trigger}: {dead}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn a_non_loopback_listener_without_tokens_refuses_to_start_and_says_how_to_fix_it() {
     // `config print` resolves exactly what `serve` would start with, without listening.
@@ -374,16 +391,7 @@ async fn with_tokens_loopback_and_private_destinations_are_refused_unless_allowe
     assert_eq!(send_to(&server, "other", "b", Some(ADMIN), "to-other").await, StatusCode::ACCEPTED);
     assert_eq!(send_to(&server, "team", "b", Some(ADMIN), "to-team").await, StatusCode::ACCEPTED);
     subscriber.wait_for(1, Duration::from_secs(15)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let dead = loop {
-        let (_, dead) =
-            call(&server, Method::GET, "/v1/namespaces/other/triggers/t/deadletters", Some(ADMIN), None).await;
-        if dead["items"].as_array().is_some_and(|items| !items.is_empty()) {
-            break dead;
-        }
-        assert!(std::time::Instant::now() < deadline, "the refused event never reached the dead letters: {dead}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let dead = dead_letters(&server, "other", "t").await;
     assert!(dead.to_string().contains("refused by the outbound guard"), "{dead}");
     let ids: Vec<String> = subscriber.received().iter().filter_map(|r| r.attribute("id")).collect();
     assert_eq!(ids, ["to-team"], "only the allow-listed namespace delivers to loopback");
@@ -562,16 +570,7 @@ async fn triggers_reach_their_own_namespaces_kafka_sinks_and_brokers_with_authen
     assert_eq!(subscriber.received()[0].attribute("id").as_deref(), Some("o-1"));
 
     // Another namespace's broker: 401, as for any request without a token.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let dead = loop {
-        let (_, dead) =
-            call(&server, Method::GET, "/v1/namespaces/team/triggers/stray/deadletters", Some(ADMIN), None).await;
-        if dead["items"].as_array().is_some_and(|items| !items.is_empty()) {
-            break dead;
-        }
-        assert!(std::time::Instant::now() < deadline, "the stray event never reached the dead letters: {dead}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let dead = dead_letters(&server, "team", "stray").await;
     assert_eq!(dead["items"][0]["lastStatus"], 401, "{dead}");
     server.assert_healthy().await;
 }
