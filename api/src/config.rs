@@ -834,7 +834,10 @@ impl ServeConfig {
         if let Some(admin) = admin_listen {
             auth.check_listener(admin).map_err(|(_, message)| ConfigError::Value { key: "admin_listen", message })?;
         }
-        let outbound = parsed.outbound.unwrap_or_default().resolve(auth.enabled())?;
+        let mut outbound = parsed.outbound.unwrap_or_default().resolve(auth.enabled())?;
+        if let LogBackend::Kafka { topic_prefix, .. } = &log {
+            outbound = outbound.reserve_kafka_prefix(topic_prefix.clone());
+        }
         let tls = parsed.tls.unwrap_or_default().resolve()?;
         let secrets = parsed.secrets.unwrap_or_default();
         Ok(ServeConfig {

@@ -176,6 +176,7 @@ pub struct OutboundPolicy {
     namespaces: BTreeMap<String, Vec<IpNet>>,
     kafka_clusters: Option<Vec<String>>,
     kafka_group_prefix: Option<String>,
+    reserved_kafka_prefix: Option<String>,
 }
 
 impl OutboundPolicy {
@@ -202,8 +203,8 @@ impl OutboundPolicy {
         self
     }
 
-    /// Lets KafkaSources reach only these bootstrap servers (`host:port`, compared without
-    /// case); without it, any.
+    /// Lets KafkaSources and KafkaSinks reach only these bootstrap servers (`host:port`,
+    /// compared without case); without it, any.
     pub fn kafka_clusters(mut self, servers: Vec<String>) -> OutboundPolicy {
         self.kafka_clusters = Some(servers.iter().map(|server| server.trim().to_ascii_lowercase()).collect());
         self
@@ -213,6 +214,30 @@ impl OutboundPolicy {
     pub fn kafka_group_prefix(mut self, prefix: String) -> OutboundPolicy {
         self.kafka_group_prefix = Some(prefix);
         self
+    }
+
+    /// Keeps KafkaSources and KafkaSinks off the topics and consumer groups named under
+    /// `prefix`: the Kafka backend's own (its brokers' topics, its triggers' groups), which a
+    /// source reading or a sink writing would open to any namespace, past authentication and
+    /// EventPolicies, and a source's group joining would commit a trigger's offsets.
+    pub fn reserve_kafka_prefix(mut self, prefix: String) -> OutboundPolicy {
+        self.reserved_kafka_prefix = Some(prefix).filter(|prefix| !prefix.is_empty());
+        self
+    }
+
+    /// Why a KafkaSource or KafkaSink may not use `name` (a topic or a consumer group), if it
+    /// may not.
+    fn reserved_kafka_name(&self, name: &str) -> Option<String> {
+        let prefix = self.reserved_kafka_prefix.as_deref().filter(|prefix| name.starts_with(prefix))?;
+        Some(format!("'{name}' is one of this server's own Kafka names (prefix '{prefix}', its brokers' topics and its triggers' groups): name another"))
+    }
+
+    /// Why a KafkaSink may not write to `topic` of the cluster at `servers`, if it may not.
+    pub fn refused_kafka_sink(&self, servers: &str, topic: &str) -> Option<String> {
+        if let Some(server) = self.refused_kafka_server([servers]) {
+            return Some(format!("kafka cluster '{server}' is not in [outbound] kafka_clusters"));
+        }
+        self.reserved_kafka_name(topic)
     }
 
     /// The bootstrap servers KafkaSources may reach, if limited.
@@ -345,17 +370,48 @@ pub fn check_declared(field: &str, url: &Url) -> Result<(), ValidationError> {
 }
 
 /// The declaration-time check of a KafkaSource's (canonical) spec: every bootstrap server in
-/// `spec.bootstrapServers` must be one `[outbound] kafka_clusters` lists, when it lists any.
+/// `spec.bootstrapServers` must be one `[outbound] kafka_clusters` lists, when it lists any,
+/// and no topic nor the consumer group may be the Kafka backend's own.
 pub fn check_kafka_source(spec: &serde_json::Value) -> Result<(), ValidationError> {
+    let policy = installed();
     let servers = spec.get("bootstrapServers").and_then(serde_json::Value::as_array);
     let servers = servers.into_iter().flatten().filter_map(serde_json::Value::as_str);
-    match installed().refused_kafka_server(servers) {
-        Some(server) => Err(ValidationError::field(
-            "spec.bootstrapServers",
-            format!("'{server}' is not a Kafka cluster this server may connect to: [outbound] kafka_clusters does not list it"),
-        )),
+    if let Some(server) = policy.refused_kafka_server(servers) {
+        return Err(refused_cluster("spec.bootstrapServers", server));
+    }
+    let topics = spec.get("topics").and_then(serde_json::Value::as_array).into_iter().flatten();
+    for (i, topic) in topics.filter_map(serde_json::Value::as_str).enumerate() {
+        if let Some(why) = policy.reserved_kafka_name(topic) {
+            return Err(ValidationError::field(&format!("spec.topics[{i}]"), why));
+        }
+    }
+    let group = spec.get("consumerGroup").and_then(serde_json::Value::as_str);
+    match group.and_then(|group| policy.reserved_kafka_name(group)) {
+        Some(why) => Err(ValidationError::field("spec.consumerGroup", why)),
         None => Ok(()),
     }
+}
+
+/// The declaration-time check of a KafkaSink (its `spec.bootstrapServers`, joined, and
+/// `spec.topic`) against the installed policy.
+pub fn check_kafka_sink(servers: &str, topic: &str) -> Result<(), ValidationError> {
+    let policy = installed();
+    if let Some(server) = policy.refused_kafka_server([servers]) {
+        return Err(refused_cluster("spec.bootstrapServers", server));
+    }
+    match policy.reserved_kafka_name(topic) {
+        Some(why) => Err(ValidationError::field("spec.topic", why)),
+        None => Ok(()),
+    }
+}
+
+fn refused_cluster(field: &str, server: &str) -> ValidationError {
+    ValidationError::field(
+        field,
+        format!(
+            "'{server}' is not a Kafka cluster this server may connect to: [outbound] kafka_clusters does not list it"
+        ),
+    )
 }
 
 /// KafkaSource's connector under `policy`: a cluster not in `kafka_clusters` is never
@@ -380,6 +436,13 @@ impl RecordConnector for GuardedRecords {
             )));
         }
         config.group = self.policy.prefixed_group(config.group);
+        // Declarations stored before the rule are held to it too.
+        let reserved =
+            config.topics.iter().chain([&config.group]).find_map(|name| self.policy.reserved_kafka_name(name));
+        if let Some(why) = reserved {
+            metrics::counter!(OUTBOUND_REFUSED, "reason" => Refusal::Configured.reason()).increment(1);
+            return Err(LogError::Unavailable(format!("refused by the outbound guard: {why}")));
+        }
         self.inner.connect(config).await
     }
 }
@@ -484,6 +547,21 @@ mod tests {
 
     fn cidr(text: &str) -> IpNet {
         parse_cidr(text).expect(text)
+    }
+
+    #[test]
+    fn the_kafka_backends_own_topics_and_groups_are_reserved_and_sinks_held_to_the_cluster_list() {
+        let policy = OutboundPolicy::default().reserve_kafka_prefix("switchyard.".to_owned());
+        let why = policy.refused_kafka_sink("kafka:9092", "switchyard.team.orders").expect("refused");
+        assert!(why.contains("'switchyard.team.orders'") && why.contains("'switchyard.'"), "{why}");
+        assert_eq!(policy.refused_kafka_sink("kafka:9092", "orders"), None);
+        assert!(policy.reserved_kafka_name("switchyard.team.trigger").is_some());
+        assert_eq!(OutboundPolicy::default().reserve_kafka_prefix(String::new()).reserved_kafka_name("x"), None);
+        let listed = OutboundPolicy::default().kafka_clusters(vec!["Kafka-1:9092".to_owned()]);
+        assert_eq!(listed.refused_kafka_sink("kafka-1:9092", "orders"), None);
+        assert!(listed
+            .refused_kafka_sink("kafka-1:9092,other:9092", "orders")
+            .is_some_and(|why| why.contains("'other:9092'")));
     }
 
     #[test]

@@ -198,6 +198,7 @@ impl Declaration {
             Kind::KafkaSink => {
                 let sink = parse_kafka_sink(namespace, name, body)?;
                 kafka_sinks::check_topic(&sink)?;
+                switchyard_dispatcher::outbound::check_kafka_sink(&sink.spec.bootstrap_servers(), &sink.spec.topic)?;
                 Ok(Declaration::KafkaSink(sink))
             }
             Kind::EventPolicy => {

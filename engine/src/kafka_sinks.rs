@@ -111,8 +111,13 @@ impl KafkaSinks {
 }
 
 /// The sink's cluster as its producer reaches it, its `net` secrets read now (so that a changed
-/// variable or file takes effect at the next write); the error says which one is missing.
+/// variable or file takes effect at the next write); the error says which one is missing, or
+/// why the outbound guard refuses the sink (a sink stored before its rule is held to it too).
 fn cluster(sink: &KafkaSink) -> Result<KafkaCluster, String> {
+    let servers = sink.spec.bootstrap_servers();
+    if let Some(why) = switchyard_dispatcher::outbound::installed().refused_kafka_sink(&servers, &sink.spec.topic) {
+        return Err(format!("refused by the outbound guard: {why}"));
+    }
     let properties = match &sink.spec.net {
         Some(net) => net.properties().map_err(|error| {
             let (namespace, name) = sink.names();
@@ -120,7 +125,7 @@ fn cluster(sink: &KafkaSink) -> Result<KafkaCluster, String> {
         })?,
         None => Vec::new(),
     };
-    Ok(KafkaCluster::new(sink.spec.bootstrap_servers(), properties))
+    Ok(KafkaCluster::new(servers, properties))
 }
 
 /// The sources' way to a KafkaSink: written directly, no HTTP hop.

@@ -264,4 +264,45 @@ async fn a_kafka_source_may_name_only_the_listed_clusters() {
     let (status, body) = server.put("/v1/namespaces/default/kafkasources/k", spec(json!(["127.0.0.1:19092"]))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     server.delete("/v1/namespaces/default/kafkasources/k").await;
+    // KafkaSinks too.
+    let sink = |servers: &str| json!({"spec": {"topic": "out", "bootstrapServers": [servers]}});
+    let (status, body) = server.put("/v1/namespaces/default/kafkasinks/s", sink("127.0.0.1:19093")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("spec.bootstrapServers"), "{body}");
+}
+
+/// On the Kafka backend, its own topics (its brokers') and consumer groups (its triggers') are
+/// off limits to KafkaSources and KafkaSinks: reading or writing them would reach another
+/// namespace's broker past authentication and EventPolicies, and joining a trigger's group
+/// would commit its offsets.
+#[tokio::test]
+async fn kafka_sources_and_sinks_may_not_name_the_kafka_backends_own_topics_and_groups() {
+    let cluster = switchyard_tests::fresh_cluster();
+    let server = Server::start_node(&cluster).await;
+    server.broker("default", "b").await;
+    let own = format!("{cluster}.default.b");
+    let bootstrap = switchyard_tests::kafka_bootstrap();
+    let sink_ref = json!({"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "b"}});
+    for (path, body, field) in [
+        (
+            "/v1/namespaces/default/kafkasources/read",
+            json!({"spec": {"bootstrapServers": [bootstrap], "topics": [own], "sink": sink_ref}}),
+            "spec.topics[0]",
+        ),
+        (
+            "/v1/namespaces/default/kafkasources/join",
+            json!({"spec": {"bootstrapServers": [bootstrap], "topics": ["elsewhere"], "consumerGroup": format!("{cluster}.default.t"), "sink": sink_ref}}),
+            "spec.consumerGroup",
+        ),
+        (
+            "/v1/namespaces/default/kafkasinks/write",
+            json!({"spec": {"bootstrapServers": [bootstrap], "topic": own}}),
+            "spec.topic",
+        ),
+    ] {
+        let (status, answer) = server.put(path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        let detail = answer["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field) && detail.contains("this server's own Kafka names"), "{path}: {answer}");
+    }
 }
