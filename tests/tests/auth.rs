@@ -117,17 +117,22 @@ async fn dead_letters(server: &Server, namespace: &str, trigger: &str) -> Value 
     }
 }
 
-#[test]
-fn a_non_loopback_listener_without_tokens_refuses_to_start_and_says_how_to_fix_it() {
-    // `config print` resolves exactly what `serve` would start with, without listening.
+/// What `config print` says, failing, for a listener `flag` at `address` with no authentication
+/// configured: it resolves exactly what `serve` would start with, without listening.
+fn refused_without_authentication(flag: &str, address: &str) -> String {
     let refused = Command::new(binary())
-        .args(["config", "print", "--listen", "0.0.0.0:8080"])
+        .args(["config", "print", flag, address])
         .env_remove("SWITCHYARD_AUTH_TOKENS")
         .env_remove("SWITCHYARD_ALLOW_UNAUTHENTICATED")
         .output()
         .expect("run switchyard");
-    assert!(!refused.status.success());
-    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{flag} {address} was accepted without authentication");
+    String::from_utf8_lossy(&refused.stderr).into_owned()
+}
+
+#[test]
+fn a_non_loopback_listener_without_tokens_refuses_to_start_and_says_how_to_fix_it() {
+    let message = refused_without_authentication("--listen", "0.0.0.0:8080");
     assert!(
         message.contains("refusing to listen on 0.0.0.0:8080 without authentication")
             && message.contains("switchyard token new")
@@ -609,13 +614,6 @@ async fn the_admin_api_can_have_a_listener_of_its_own() {
     let listed = client.get(format!("{}/v1/brokers", server.url)).send().await.expect("list on main");
     assert_eq!(listed.status(), StatusCode::NOT_FOUND);
 
-    let refused = Command::new(binary())
-        .args(["config", "print", "--admin-listen", "0.0.0.0:9090"])
-        .env_remove("SWITCHYARD_AUTH_TOKENS")
-        .env_remove("SWITCHYARD_ALLOW_UNAUTHENTICATED")
-        .output()
-        .expect("run switchyard");
-    assert!(!refused.status.success());
-    let message = String::from_utf8_lossy(&refused.stderr);
+    let message = refused_without_authentication("--admin-listen", "0.0.0.0:9090");
     assert!(message.contains("admin_listen") && message.contains("refusing to listen on 0.0.0.0:9090"), "{message}");
 }
