@@ -130,7 +130,8 @@ impl Client {
             for (name, value) in &attributes {
                 builder = builder.header(
                     format!("ce-{name}"),
-                    switchyard_event::http::encode_header_value(value, switchyard_event::http::HeaderEncoding::Percent),
+                    switchyard_event::http::encode_header_value(value, switchyard_event::http::HeaderEncoding::Percent)
+                        .into_owned(),
                 );
             }
             if let Some(content_type) = request.content_type.or(data.as_ref().map(|_| "application/json".to_owned())) {

@@ -11,6 +11,13 @@ use switchyard::config::{Flags, ServeConfig};
 /// HEALTHCHECK's own timeout, and far above what a node that is up needs.
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// jemalloc instead of glibc's malloc: glibc's malloc and free took about a fifth of the CPU of
+/// every delivered event (BENCHMARKS.md, "Where the CPU goes"). Its options (two arenas, freed
+/// pages returned after a second) are built in: `JEMALLOC_SYS_WITH_MALLOC_CONF` in
+/// `.cargo/config.toml`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "switchyard", version = switchyard::VERSION, about = "A CloudEvents broker and trigger router")]
 struct Cli {

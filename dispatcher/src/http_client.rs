@@ -249,7 +249,7 @@ impl DeliveryClient {
             }
         }
         if status.is_success() {
-            Ok(Answer { status, headers: response.headers().clone(), body: Bytes::from(kept), truncated })
+            Ok(Answer { status, headers: std::mem::take(response.headers_mut()), body: Bytes::from(kept), truncated })
         } else {
             Err(Failure {
                 status: Some(status),

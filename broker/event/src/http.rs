@@ -4,6 +4,7 @@
 //! Only the message parts live here (headers and body); the server owns the I/O and maps
 //! [`EventError::UnsupportedFormat`] to `415 Unsupported Media Type`, other errors to `400`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use ::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
@@ -241,14 +242,14 @@ fn unquote(value: &str) -> Option<String> {
 ///
 /// So a decoding receiver reads back exactly the value, and one that does not decode reads it
 /// exactly unless it holds one of those.
-pub fn encode_header_value(value: &str, encoding: HeaderEncoding) -> String {
+pub fn encode_header_value(value: &str, encoding: HeaderEncoding) -> Cow<'_, str> {
     match encoding {
-        HeaderEncoding::Percent => utf8_percent_encode(value, HEADER_VALUE_ENCODE_SET).to_string(),
+        HeaderEncoding::Percent => utf8_percent_encode(value, HEADER_VALUE_ENCODE_SET).into(),
         HeaderEncoding::Compatible => encode_compatible(value),
     }
 }
 
-fn encode_compatible(value: &str) -> String {
+fn encode_compatible(value: &str) -> Cow<'_, str> {
     let bytes = value.as_bytes();
     let last = bytes.len().saturating_sub(1);
     let looks_quoted = bytes.len() >= 2 && bytes[0] == b'"' && bytes[last] == b'"';
@@ -262,7 +263,7 @@ fn encode_compatible(value: &str) -> String {
         _ => false,
     };
     if !bytes.iter().enumerate().any(|(i, &b)| must_escape(i, b)) {
-        return value.to_owned();
+        return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
     for (i, c) in value.char_indices() {
@@ -273,7 +274,7 @@ fn encode_compatible(value: &str) -> String {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The event as a binary-mode message (§3.1): headers and body.
@@ -296,7 +297,7 @@ pub fn encode_binary(event: &Event, encoding: HeaderEncoding) -> (HeaderMap, Byt
             }
             continue;
         }
-        let header = HeaderName::from_bytes(format!("{HEADER_PREFIX}{name}").as_bytes());
+        let header = binary_header_name(name);
         // `from_bytes`: compatible values hold raw UTF-8, which `from_str` refuses.
         let value = HeaderValue::from_bytes(encode_header_value(&value, encoding).as_bytes());
         if let (Ok(header), Ok(value)) = (header, value) {
@@ -305,6 +306,31 @@ pub fn encode_binary(event: &Event, encoding: HeaderEncoding) -> (HeaderMap, Byt
     }
     let body = event.data().map(|d| d.bytes.clone()).unwrap_or_default();
     (headers, body)
+}
+
+/// `ce-{attribute}`. Every delivery writes these, so the attributes most events carry have
+/// their names ready, which costs no allocation.
+fn binary_header_name(attribute: &str) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    Ok(match attribute {
+        "id" => HeaderName::from_static("ce-id"),
+        "source" => HeaderName::from_static("ce-source"),
+        "specversion" => HeaderName::from_static("ce-specversion"),
+        "type" => HeaderName::from_static("ce-type"),
+        "subject" => HeaderName::from_static("ce-subject"),
+        "time" => HeaderName::from_static("ce-time"),
+        "dataschema" => HeaderName::from_static("ce-dataschema"),
+        "traceparent" => HeaderName::from_static("ce-traceparent"),
+        "tracestate" => HeaderName::from_static("ce-tracestate"),
+        "knativearrivaltime" => HeaderName::from_static("ce-knativearrivaltime"),
+        "knativebrokerttl" => HeaderName::from_static("ce-knativebrokerttl"),
+        "partitionkey" => HeaderName::from_static("ce-partitionkey"),
+        _ => {
+            let mut name = String::with_capacity(HEADER_PREFIX.len() + attribute.len());
+            name.push_str(HEADER_PREFIX);
+            name.push_str(attribute);
+            return HeaderName::from_bytes(name.as_bytes());
+        }
+    })
 }
 
 /// The `Content-Type` of a structured-mode message in the JSON format.
