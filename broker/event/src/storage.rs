@@ -128,16 +128,25 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn take(&mut self, len: usize) -> Result<Bytes, EventError> {
+    /// The next `len` bytes, borrowed: attributes are copied out of the record anyway, and
+    /// sharing the record for each of them costs two atomic operations on its count (a tenth of
+    /// a delivery's CPU in the profile of issue 18).
+    fn slice(&mut self, len: usize) -> Result<&[u8], EventError> {
         let end = self.at.checked_add(len).filter(|&end| end <= self.bytes.len());
         let end = end.ok_or(EventError::Corrupt("truncated record"))?;
-        let slice = self.bytes.slice(self.at..end);
-        self.at = end;
-        Ok(slice)
+        let start = std::mem::replace(&mut self.at, end);
+        Ok(&self.bytes[start..end])
+    }
+
+    /// The next `len` bytes, sharing the record's buffer (the event's data).
+    fn take(&mut self, len: usize) -> Result<Bytes, EventError> {
+        let start = self.at;
+        self.slice(len)?;
+        Ok(self.bytes.slice(start..self.at))
     }
 
     fn u8(&mut self) -> Result<u8, EventError> {
-        Ok(self.take(1)?[0])
+        Ok(self.slice(1)?[0])
     }
 
     fn u32(&mut self) -> Result<u32, EventError> {
@@ -145,15 +154,14 @@ impl Reader<'_> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], EventError> {
-        let bytes = self.take(N)?;
         let mut out = [0; N];
-        out.copy_from_slice(&bytes);
+        out.copy_from_slice(self.slice(N)?);
         Ok(out)
     }
 
     fn str(&mut self, len: usize) -> Result<String, EventError> {
-        let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| EventError::Corrupt("attribute is not utf-8"))
+        let bytes = self.slice(len)?;
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| EventError::Corrupt("attribute is not utf-8"))
     }
 }
 
