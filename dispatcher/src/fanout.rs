@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::filter::{EventView, Filter};
 use crate::index::MatchIndex;
+use crate::queue;
 use crate::supervise::{FaultSlot, Restarts, TriggerFault};
 
 /// Events a trigger's queue holds before the trigger is detached.
@@ -39,7 +40,7 @@ const BATCH: usize = 256;
 /// What a worker holds while attached.
 pub(crate) struct Attachment {
     /// Matching events (and undecodable records) from `at` on.
-    pub(crate) queue: mpsc::Receiver<LogEvent>,
+    pub(crate) queue: queue::Receiver<LogEvent>,
     /// The fanout's position when the attachment began: the worker reads the log itself below
     /// it (from where it was) before taking from the queue.
     pub(crate) at: u64,
@@ -150,7 +151,7 @@ struct Attached {
     filter: Arc<Filter>,
     /// Events below this offset are not this trigger's business (it handled them itself).
     from: u64,
-    queue: mpsc::Sender<LogEvent>,
+    queue: queue::Sender<LogEvent>,
     detached_at: Arc<AtomicU64>,
 }
 
@@ -245,7 +246,7 @@ async fn run(
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Attach { trigger, filter, from, reply }) => {
-                    let (queue, queue_rx) = mpsc::channel(QUEUE_CAPACITY);
+                    let (queue, queue_rx) = queue::bounded(QUEUE_CAPACITY);
                     let detached_at = Arc::new(AtomicU64::new(u64::MAX));
                     let attachment = Attachment { queue: queue_rx, at: next, detached_at: detached_at.clone() };
                     if reply.send(attachment).is_ok() {
@@ -298,10 +299,10 @@ mod tests {
 
     use switchyard_log::testkit::memory::MemoryLog;
     use switchyard_log::EventLog;
-    use tokio::sync::mpsc::error::TryRecvError;
 
     use super::{Attachment, Fanout, QUEUE_CAPACITY};
     use crate::filter::Filter;
+    use crate::queue::TryRecvError;
     use crate::testing::{of_type, typed, TOPIC};
 
     async fn log() -> Arc<MemoryLog> {

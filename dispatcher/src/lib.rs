@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_log::{Admit, EventLog};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod ca_certs;
@@ -31,6 +31,7 @@ pub mod index;
 pub mod metrics;
 pub mod outbound;
 pub mod plan;
+mod queue;
 pub mod retry;
 pub mod signing;
 mod supervise;
@@ -52,7 +53,7 @@ use worker::Stop;
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     /// Committed position per partition.
-    committed: HashMap<u32, u64>,
+    committed: tracker::Partitions<u64>,
     /// When the oldest event read and not yet final was appended (ms since the Unix epoch).
     oldest_pending_ms: Option<i64>,
 }
@@ -77,7 +78,7 @@ struct Worker {
     topic: String,
     progress: Arc<Mutex<Progress>>,
     stop: watch::Sender<Stop>,
-    redrive: mpsc::UnboundedSender<Redrive>,
+    redrive: queue::Sender<Redrive>,
     /// Set while the worker restarts after a panic.
     fault: supervise::FaultSlot,
     /// The supervisor: waits for the worker it replaced to stop, then runs this one.
@@ -173,7 +174,7 @@ impl Dispatcher {
         ));
         let topic = ctx.trigger.topic.clone();
         let (stop, mut stop_rx) = watch::channel(Stop::Run);
-        let (redrive, redrive_rx) = mpsc::unbounded_channel();
+        let (redrive, redrive_rx) = queue::unbounded();
         let fault = supervise::FaultSlot::default();
         let mut workers = self.workers();
         let previous = workers.remove(&key);
@@ -220,7 +221,7 @@ impl Dispatcher {
             namespace: String,
             name: String,
             topic: String,
-            committed: HashMap<u32, u64>,
+            committed: tracker::Partitions<u64>,
             oldest_pending_ms: Option<i64>,
         }
         let snapshots: Vec<Snapshot> = {

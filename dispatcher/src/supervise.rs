@@ -64,7 +64,9 @@ impl Restarts {
     pub(crate) async fn watch<F: Future>(&mut self, life: F) -> Result<F::Output, String> {
         let mut life = std::pin::pin!(catch_panic(life));
         let mut healthy = std::pin::pin!(tokio::time::sleep(HEALTHY_AFTER));
-        let mut counted_healthy = false;
+        // Without a panic behind it there is nothing to clear: no timer (one per trigger would
+        // wake thousands of workers 30 s after they start, for nothing).
+        let mut counted_healthy = self.panics == 0;
         loop {
             tokio::select! {
                 ended = &mut life => return ended,

@@ -58,9 +58,76 @@ impl Tracker {
     }
 }
 
+/// A value per partition, for what a worker keeps of each partition it reads: a few entries
+/// at most (one on the embedded log), so a list, which costs one small allocation where a
+/// `HashMap` took about 80 to 190 bytes of every trigger.
+#[derive(Debug, Clone)]
+pub(crate) struct Partitions<V>(Vec<(u32, V)>);
+
+impl<V> Default for Partitions<V> {
+    fn default() -> Partitions<V> {
+        Partitions(Vec::new())
+    }
+}
+
+impl<V> Partitions<V> {
+    pub(crate) fn get(&self, partition: &u32) -> Option<&V> {
+        self.0.iter().find(|(p, _)| p == partition).map(|(_, v)| v)
+    }
+
+    pub(crate) fn get_mut(&mut self, partition: &u32) -> Option<&mut V> {
+        self.0.iter_mut().find(|(p, _)| p == partition).map(|(_, v)| v)
+    }
+
+    /// The partition's value, made by `make` if it has none.
+    pub(crate) fn get_or_insert_with(&mut self, partition: u32, make: impl FnOnce() -> V) -> &mut V {
+        let index = match self.0.iter().position(|(p, _)| *p == partition) {
+            Some(index) => index,
+            None => {
+                self.0.push((partition, make()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[index].1
+    }
+
+    pub(crate) fn insert(&mut self, partition: u32, value: V) {
+        match self.get_mut(&partition) {
+            Some(slot) => *slot = value,
+            None => self.0.push((partition, value)),
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&u32, &V)> {
+        self.0.iter().map(|(p, v)| (p, v))
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_keep_one_value_each() {
+        let mut partitions = Partitions::default();
+        partitions.insert(3, 30);
+        partitions.insert(1, 10);
+        partitions.insert(3, 31);
+        *partitions.get_or_insert_with(1, || 0) += 1;
+        *partitions.get_or_insert_with(2, || 20) += 1;
+        assert_eq!(
+            (partitions.get(&1), partitions.get(&2), partitions.get(&3), partitions.get(&4)),
+            (Some(&11), Some(&21), Some(&31), None)
+        );
+        let mut all: Vec<(u32, u64)> = partitions.iter().map(|(&p, &v)| (p, v)).collect();
+        all.sort();
+        assert_eq!(all, [(1, 11), (2, 21), (3, 31)]);
+        assert_eq!(partitions.values().sum::<u64>(), 63);
+    }
 
     #[test]
     fn watermark_stops_at_the_first_pending_offset() {
