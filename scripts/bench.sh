@@ -7,10 +7,12 @@
 #   ./scripts/bench.sh --runs 5 --only latency --only ingest
 #   ./scripts/bench.sh --data-root /mnt/fast   # where the temporary data directories go
 #   ./scripts/bench.sh --kafka kafka://127.0.0.1:19092   # plus the Kafka latency row (deploy/kafka/local.sh up)
+#   ./scripts/bench.sh --kafka kafka://127.0.0.1:19092 --peer dapr --only peer   # Dapr's daprd side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p switchyard -p switchyard-bench
-# The Kafka ingest ceiling (`--kafka`): a raw rdkafka producer, built where rdkafka lives.
-cargo build --release --locked -p switchyard-log-kafka --example raw_producer
+# The Kafka ingest ceiling (`--kafka`): a raw rdkafka producer, built where rdkafka lives; and
+# kafka_tool, which creates the peer's topic (`--peer dapr`: the local Kafka creates none).
+cargo build --release --locked -p switchyard-log-kafka --example raw_producer --example kafka_tool
 target="${CARGO_TARGET_DIR:-target}/release"
 exec "$target/switchyard-bench" --switchyard "$target/switchyard" "$@"

@@ -165,6 +165,17 @@ pub(crate) async fn open_loop(
     total: u64,
     make: MakeTimedRequest,
 ) -> anyhow::Result<Vec<u64>> {
+    open_loop_expecting(addr, rate, total, StatusCode::ACCEPTED, make).await
+}
+
+/// [`open_loop`] against a server whose accepted answer is `expected` (Dapr's publish: 204).
+pub(crate) async fn open_loop_expecting(
+    addr: SocketAddr,
+    rate: f64,
+    total: u64,
+    expected: StatusCode,
+    make: MakeTimedRequest,
+) -> anyhow::Result<Vec<u64>> {
     let pool: Arc<Mutex<Vec<SendRequest<Full<Bytes>>>>> = Arc::default();
     for _ in 0..8 {
         let sender = connect(addr).await?;
@@ -206,7 +217,7 @@ pub(crate) async fn open_loop(
                 Some(sender) => sender,
                 None => connect(addr).await?,
             };
-            let result = exchange(&mut sender, make(seq, nanos_since_epoch(at)), StatusCode::ACCEPTED).await;
+            let result = exchange(&mut sender, make(seq, nanos_since_epoch(at)), expected).await;
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
             } else {

@@ -6,7 +6,9 @@
 
 mod load;
 mod noop;
+mod peer;
 mod report;
+mod scale;
 mod scenarios;
 mod server;
 mod subscriber;
@@ -50,6 +52,10 @@ struct Cli {
     /// `deploy/kafka/local.sh up`: the Kafka latency row and the Kafka ingest comparisons.
     #[arg(long)]
     kafka: Option<String>,
+    /// Also measure this peer side by side with Switchyard on Kafka (needs --kafka): Dapr's
+    /// `daprd` with `pubsub.kafka`, built by bench/dapr/build.sh when not cached.
+    #[arg(long, value_enum)]
+    peer: Option<peer::Peer>,
     /// Where the data directories go (each is removed after its scenario) [default: the
     /// system temporary directory].
     #[arg(long)]
@@ -93,10 +99,14 @@ enum Scenario {
     Backlog,
     /// Restart-to-ready with many events retained.
     Restart,
+    /// A peer side by side with Switchyard on Kafka (with --peer and --kafka).
+    Peer,
+    /// How cost grows with brokers, event size, triggers and Kafka nodes.
+    Scale,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 12] = [
         Scenario::Idle,
         Scenario::Ingest,
         Scenario::KafkaIngest,
@@ -107,6 +117,8 @@ impl Scenario {
         Scenario::Triggers,
         Scenario::Backlog,
         Scenario::Restart,
+        Scenario::Scale,
+        Scenario::Peer,
     ];
 
     fn name(self) -> &'static str {
@@ -121,6 +133,8 @@ impl Scenario {
             Scenario::Triggers => "triggers",
             Scenario::Backlog => "backlog",
             Scenario::Restart => "restart",
+            Scenario::Scale => "scale",
+            Scenario::Peer => "peer",
         }
     }
 
@@ -137,6 +151,8 @@ impl Scenario {
             Scenario::Triggers => 50,
             Scenario::Backlog => 62,
             Scenario::Restart => 70,
+            Scenario::Scale => 80,
+            Scenario::Peer => 35,
         }
     }
 
@@ -152,6 +168,8 @@ impl Scenario {
             Scenario::Triggers => scenarios::triggers(ctx).await,
             Scenario::Backlog => scenarios::backlog(ctx).await,
             Scenario::Restart => scenarios::restart(ctx).await,
+            Scenario::Scale => scale::scale(ctx).await,
+            Scenario::Peer => peer::peer(ctx).await,
         }
     }
 }
@@ -198,6 +216,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         quick: cli.quick,
         connections: cli.connections.max(1),
         kafka: cli.kafka,
+        peer: cli.peer,
     };
     let scenarios: Vec<Scenario> =
         Scenario::ALL.into_iter().filter(|s| cli.only.is_empty() || cli.only.contains(s)).collect();

@@ -18,6 +18,9 @@ pub(crate) enum Backend {
     Embedded,
     /// A Kafka cluster, `kafka://host:port[,host:port]` (`serve --log`; issue 5).
     Kafka(String),
+    /// A Kafka cluster with a fixed topic prefix: every server started on it joins the same
+    /// Switchyard cluster (one set of topics, declarations and consumer groups).
+    KafkaCluster { url: String, prefix: String },
 }
 
 impl Backend {
@@ -25,8 +28,13 @@ impl Backend {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Backend::Embedded => "embedded",
-            Backend::Kafka(_) => "Kafka",
+            Backend::Kafka(_) | Backend::KafkaCluster { .. } => "Kafka",
         }
+    }
+
+    /// A Kafka backend whose servers share one fresh topic prefix: nodes of one cluster.
+    pub(crate) fn kafka_cluster(url: &str) -> Backend {
+        Backend::KafkaCluster { url: url.to_owned(), prefix: fresh_prefix() }
     }
 
     /// The extra `serve` arguments that select this backend. On Kafka every server gets topics
@@ -35,15 +43,21 @@ impl Backend {
         match self {
             Backend::Embedded => Vec::new(),
             Backend::Kafka(url) => {
-                static STARTED: AtomicU64 = AtomicU64::new(0);
-                let n = STARTED.fetch_add(1, Ordering::Relaxed);
-                let nanos =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-                let prefix = format!("switchyard-bench.{}-{nanos}-{n}.", std::process::id());
-                vec!["--log".to_owned(), url.clone(), "--kafka-topic-prefix".to_owned(), prefix]
+                vec!["--log".to_owned(), url.clone(), "--kafka-topic-prefix".to_owned(), fresh_prefix()]
+            }
+            Backend::KafkaCluster { url, prefix } => {
+                vec!["--log".to_owned(), url.clone(), "--kafka-topic-prefix".to_owned(), prefix.clone()]
             }
         }
     }
+}
+
+/// A Kafka topic prefix no earlier server of any run used.
+fn fresh_prefix() -> String {
+    static STARTED: AtomicU64 = AtomicU64::new(0);
+    let n = STARTED.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("switchyard-bench.{}-{nanos}-{n}.", std::process::id())
 }
 
 /// The SHA-256 of the bearer token of `--auth` runs (`sy_bench-token`), as `[auth]` configures it.

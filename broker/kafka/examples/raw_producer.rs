@@ -31,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let producer: FutureProducer = config.producer().create()?;
     let payload = vec![b'x'; bytes];
     let sent = Arc::new(AtomicU64::new(0));
+    let cpu_at_start = cpu_seconds()?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut senders = Vec::new();
@@ -48,8 +49,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for sender in senders {
         sender.await?;
     }
-    let rate = sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let records = sent.load(Ordering::Relaxed) as f64;
+    let rate = records / started.elapsed().as_secs_f64();
+    let cpu_us_per_record = (cpu_seconds()? - cpu_at_start) * 1e6 / records;
     log.delete_topic("raw").await?;
-    println!("records_per_sec={rate:.0}");
+    println!("records_per_sec={rate:.0} cpu_us_per_record={cpu_us_per_record:.1}");
     Ok(())
+}
+
+/// The CPU this process has used (user and system), from `/proc/self/stat`, so that the bench
+/// can set the producer's CPU per record beside Switchyard's.
+fn cpu_seconds() -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the state field; in
+    // clock ticks of 1/100 s on Linux.
+    Ok((ticks(11) + ticks(12)) / 100.0)
 }
