@@ -208,6 +208,19 @@ impl Server {
             cluster,
             temp: Some(temp),
         };
+        // The port was free when picked, but the server binds it only once its log is open (on
+        // Kafka, seconds later): a listener another test started meanwhile may have it. Then
+        // the server stops at start saying so, and starts again on another port.
+        for _ in 0..4 {
+            match server.try_spawn().await {
+                Err(log) if log.contains(&format!("cannot listen on '127.0.0.1:{}'", server.port)) => {
+                    server.port = free_port();
+                    server.url = format!("http://127.0.0.1:{}", server.port);
+                }
+                Err(log) => panic!("switchyard exited at start; log: {log}"),
+                Ok(()) => return server,
+            }
+        }
         server.spawn().await;
         server
     }
@@ -223,6 +236,13 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("switchyard exited at start; log: {log}");
+        }
+    }
+
+    /// Starts the process and waits until it is ready; `Err` with its log when it exited first.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -257,11 +277,14 @@ impl Server {
         loop {
             // Exited first: a server that could not bind must not take another's answer for its own.
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("switchyard exited at start with {status}; log: {}", self.log());
+                self.child = None;
+                return Err(format!("exit status {status}; {}", self.log()));
             }
+            // Only switchyard's own answer: another listener on the port (a test's subscriber
+            // answers 200 to anything) must not pass for it.
             if let Ok(response) = client.get(format!("{}/readyz", self.url)).send().await {
-                if response.status().is_success() {
-                    return;
+                if response.status().is_success() && response.text().await.is_ok_and(|body| body == "ok") {
+                    return Ok(());
                 }
             }
             assert!(Instant::now() < deadline, "switchyard did not become ready; log: {}", self.log());
