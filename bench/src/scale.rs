@@ -17,7 +17,9 @@ use serde_json::json;
 use crate::load::{closed_loop, nanos_since_epoch, Length, MakeRequest};
 use crate::noop::NoopProcess;
 use crate::report::{median, thousands, Met, Row};
-use crate::scenarios::{binary_request, declare_triggers, log_counters, progress, wait_answered, Ctx};
+use crate::scenarios::{
+    binary_request, cpu_us, declare_triggers, log_counters, progress, rate_and_cpu, wait_answered, Ctx,
+};
 use crate::server::{cpu_time, Backend, Switchyard};
 use crate::subscriber::LatencySubscriber;
 
@@ -115,21 +117,19 @@ async fn ingest_once(ctx: &Ctx, brokers: usize, size: usize) -> anyhow::Result<(
     let (used, elapsed) = (server.cpu()? - cpu, wall.elapsed());
     let counters = log_counters(&server, elapsed).await;
     // The CPU is over warm-up and window, the rate over the window: per event, cores ÷ rate.
-    let cores = used.as_secs_f64() / elapsed.as_secs_f64();
     let rate = report.per_sec();
-    Ok((Cost { rate, cpu_us: cores / rate * 1e6 }, counters))
+    Ok((Cost { rate, cpu_us: cpu_us(used.as_secs_f64() / elapsed.as_secs_f64(), rate) }, counters))
 }
 
 /// The same closed loop against the no-op server: its rate and its CPU per request.
 async fn noop_ingest(ctx: &Ctx, noop: &NoopProcess, size: usize) -> anyhow::Result<Cost> {
     let make = spread_events(noop.addr, 1, Bytes::from(vec![b'x'; size]));
-    let (cpu, wall) = (noop.cpu()?, Instant::now());
-    let report = closed_loop(noop.addr, ctx.connections, StatusCode::ACCEPTED, window(ctx), make)
-        .await
-        .context("ingest against the no-op server")?;
-    let cores = (noop.cpu()? - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
-    let rate = report.per_sec();
-    Ok(Cost { rate, cpu_us: cores / rate * 1e6 })
+    let (rate, cpu_us) = rate_and_cpu(|| noop.cpu(), async {
+        let report = closed_loop(noop.addr, ctx.connections, StatusCode::ACCEPTED, window(ctx), make).await;
+        Ok(report.context("ingest against the no-op server")?.per_sec())
+    })
+    .await?;
+    Ok(Cost { rate, cpu_us })
 }
 
 /// Rows 80 (ingest with 1, 10, 100 brokers) and 82 (ingest of 1 KiB vs 64 KiB events).
@@ -284,13 +284,12 @@ fn one_run_note(ctx: &Ctx, brokers: usize) -> &'static str {
 /// trigger's default `maxInFlight`: its rate and its own CPU per request.
 async fn load_tool(ctx: &Ctx, noop: &NoopProcess, size: usize) -> anyhow::Result<Cost> {
     let make = spread_events(noop.addr, 1, Bytes::from(vec![b'x'; size]));
-    let (cpu, wall) = (cpu_time(std::process::id())?, Instant::now());
-    let report = closed_loop(noop.addr, DEFAULT_MAX_IN_FLIGHT, StatusCode::ACCEPTED, window(ctx), make)
-        .await
-        .context("load tool against the no-op server")?;
-    let cores = (cpu_time(std::process::id())? - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
-    let rate = report.per_sec();
-    Ok(Cost { rate, cpu_us: cores / rate * 1e6 })
+    let (rate, cpu_us) = rate_and_cpu(|| cpu_time(std::process::id()), async {
+        let report = closed_loop(noop.addr, DEFAULT_MAX_IN_FLIGHT, StatusCode::ACCEPTED, window(ctx), make).await;
+        Ok(report.context("load tool against the no-op server")?.per_sec())
+    })
+    .await?;
+    Ok(Cost { rate, cpu_us })
 }
 
 /// Rows 81 (delivery with 1, 10, 100 brokers) and 83 (delivery of 1 KiB vs 64 KiB events).

@@ -120,15 +120,16 @@ pub(crate) fn cpu_us(cores: f64, rate: f64) -> f64 {
     cores / rate * 1e6
 }
 
-/// Runs `work`, which returns a rate in events/s, and measures the CPU process `pid` used
-/// meanwhile: the rate and the CPU µs per event.
+/// Runs `work`, which returns a rate in events/s, and measures the CPU time `cpu` reads (a
+/// process's: `server.cpu()`, `noop.cpu()`, this one's) meanwhile: the rate and the CPU µs per
+/// event.
 pub(crate) async fn rate_and_cpu(
-    pid: u32,
+    cpu: impl Fn() -> anyhow::Result<Duration>,
     work: impl std::future::Future<Output = anyhow::Result<f64>>,
 ) -> anyhow::Result<(f64, f64)> {
-    let (cpu, wall) = (cpu_time(pid)?, Instant::now());
+    let (before, wall) = (cpu()?, Instant::now());
     let rate = work.await?;
-    let cores = (cpu_time(pid)? - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
+    let cores = (cpu()? - before).as_secs_f64() / wall.elapsed().as_secs_f64();
     Ok((rate, cpu_us(cores, rate)))
 }
 
@@ -308,13 +309,12 @@ pub(crate) async fn ingest(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     for run in 1..=ctx.runs {
         let dir = ctx.scratch()?;
         let server = ctx.server(&dir).await?;
-        let against_noop = || async {
-            let make = binary_event(noop.addr, "/default/b", data.clone());
-            let (cpu, wall) = (noop.cpu()?, Instant::now());
-            let report = closed_loop(noop.addr, ctx.connections, StatusCode::ACCEPTED, ctx.window(), make).await;
-            let rate = report.context("against the no-op server")?.per_sec();
-            let cores = (noop.cpu()? - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
-            anyhow::Ok((rate, cpu_us(cores, rate)))
+        let against_noop = || {
+            rate_and_cpu(|| noop.cpu(), async {
+                let make = binary_event(noop.addr, "/default/b", data.clone());
+                let report = closed_loop(noop.addr, ctx.connections, StatusCode::ACCEPTED, ctx.window(), make).await;
+                Ok(report.context("against the no-op server")?.per_sec())
+            })
         };
         // The baseline is measured before and after, so drift on a shared machine hits both sides.
         let (before, noop_cpu_before) = against_noop().await?;
@@ -396,14 +396,13 @@ pub(crate) async fn webhook(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         let spec = json!({"ownerAndRepository": "o/r", "eventTypes": ["push"], "secretToken": {"value": WEBHOOK_SECRET}, "sink": sink});
         server.source("githubsources", "repo", spec).await?;
         let path = "/webhooks/github/default/repo";
-        let pid = server_pid(&server)?;
-        let (webhooks, webhook_cpu) = rate_and_cpu(pid, async {
+        let (webhooks, webhook_cpu) = rate_and_cpu(|| server.cpu(), async {
             let make = github_delivery(server.addr, path);
             let report = closed_loop(server.addr, ctx.connections, StatusCode::ACCEPTED, ctx.window(), make).await;
             Ok(report.context("webhook deliveries")?.per_sec())
         })
         .await?;
-        let (ingest, ingest_cpu) = rate_and_cpu(pid, async {
+        let (ingest, ingest_cpu) = rate_and_cpu(|| server.cpu(), async {
             let make = binary_event(server.addr, "/default/b", Bytes::from_static(PUSH_PAYLOAD));
             let report = closed_loop(server.addr, ctx.connections, StatusCode::ACCEPTED, ctx.window(), make).await;
             Ok(report.context("binary ingest")?.per_sec())
@@ -443,10 +442,9 @@ pub(crate) async fn batch(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     for run in 1..=ctx.runs {
         let dir = ctx.scratch()?;
         let server = ctx.server(&dir).await?;
-        let pid = server_pid(&server)?;
         let rate = |body: &Bytes| {
             let make = batch_request(server.addr, "/default/b", body.clone());
-            rate_and_cpu(pid, async move {
+            rate_and_cpu(|| server.cpu(), async move {
                 let report =
                     closed_loop(server.addr, BATCH_CONNECTIONS, StatusCode::ACCEPTED, ctx.window(), make).await;
                 Ok(report?.per_sec() * 100.0)
@@ -947,7 +945,7 @@ pub(crate) async fn kafka_ingest(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         async move {
             let dir = ctx.scratch()?;
             let server = ctx.server_on(&backend, &dir).await?;
-            rate_and_cpu(server_pid(&server)?, async {
+            rate_and_cpu(|| server.cpu(), async {
                 let make = binary_event(server.addr, "/default/b", data);
                 let report = closed_loop(server.addr, ctx.connections, StatusCode::ACCEPTED, ctx.window(), make).await;
                 anyhow::Ok(report.with_context(|| format!("ingest on {}", backend.label()))?.per_sec())
